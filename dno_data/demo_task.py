@@ -1,0 +1,244 @@
+"""Toy demo task for DNO: multi-digit addition solved by a tiny character-level LM.
+
+Everything here is built from scratch and offline (no model hub):
+
+* ``build_tokenizer()``   a character-level ``PreTrainedTokenizerFast`` with a chat template
+                          whose generation prompt is ``"="``, so ``"347+589"`` -> ``"347+589="``.
+* ``make_problems()``     deterministic addition problems with a fixed train / held-out split.
+* ``build_model()``       a tiny seeded ``LlamaForCausalLM``.
+* ``train_initial_policy()`` a deliberately *short* SFT so the starting policy is weak
+                          (greedy held-out accuracy ~15-40 %) but its samples are sometimes
+                          correct, which is exactly what DNO needs to improve on.
+* ``teacher()``           the exact answer (plays the role of the strong "teacher" model).
+* ``score()``             a 1..6 judge score: 6 only for an exact answer, wrong answers get
+                          partial credit for correct digits but never more than 4.
+
+The prompt is the bare problem ("347+589"); the response is the bare answer ("936").
+Operands always have exactly ``digits`` digits, so all prompts of a run have the same length.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from pathlib import Path
+
+import torch
+
+CHARS = "0123456789+="
+PAD, EOS, BOS = "<pad>", "</s>", "<s>"
+
+# The user message is the problem, the generation prompt is "=", an assistant turn is the
+# answer followed by EOS. No BOS and no spaces: every character is exactly one token, so
+# tokenizing prompt + response splits exactly at the character boundary.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}={{ message['content'] }}{{ eos_token }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}={% endif %}"
+)
+
+
+# --------------------------------------------------------------------------- tokenizer
+def build_tokenizer():
+    """Character-level fast tokenizer (WordLevel over single characters)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {PAD: 0, EOS: 1, BOS: 2}
+    for ch in CHARS:
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
+    # Split every single character into its own pre-token ("isolated" keeps them all).
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    # WordLevel would decode with spaces between tokens ("9 3 6"); Fuse joins them back ("936").
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=BOS,
+        unk_token=PAD,
+        padding_side="left",  # decoder-only generation wants left padding
+        model_max_length=64,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+# --------------------------------------------------------------------------- problems
+def is_heldout(a: int, b: int) -> bool:
+    """Fixed 10 % of all (a, b) pairs form the held-out split, independent of any seed."""
+    return zlib.crc32(f"{a}+{b}".encode()) % 10 == 0
+
+
+def make_problems(n: int, seed: int, digits: int = 3, split: str = "train") -> list[dict]:
+    """``n`` distinct problems ``{"prompt": "347+589", "reference": "936"}`` from ``split``.
+
+    Deterministic in (n, seed, digits, split). ``split`` is "train" or "heldout"; the two
+    splits are disjoint by construction (see ``is_heldout``), so a held-out set never leaks
+    into training whatever seeds are used. Different train subsets (e.g. one per DNO
+    iteration) are obtained by drawing one list and slicing it.
+    """
+    assert split in ("train", "heldout")
+    lo, hi = 10 ** (digits - 1), 10**digits - 1
+    rng = random.Random(f"{seed}-{digits}-{split}")
+    seen: set[tuple[int, int]] = set()
+    out: list[dict] = []
+    while len(out) < n:
+        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+        if (a, b) in seen or is_heldout(a, b) != (split == "heldout"):
+            continue
+        seen.add((a, b))
+        out.append({"prompt": f"{a}+{b}", "reference": str(a + b)})
+    return out
+
+
+# --------------------------------------------------------------------------- teacher & judge
+def teacher(messages: list[dict]) -> str:
+    """Exact answer to the last user message ("a+b")."""
+    content = [m for m in messages if m["role"] == "user"][-1]["content"]
+    a, b = re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*=?\s*", content).groups()
+    return str(int(a) + int(b))
+
+
+def score(response: str, reference: str) -> float:
+    """Judge score on the 1..6 scale.
+
+    6 for an exact answer (after stripping whitespace). Otherwise 1 + 3 * (fraction of
+    right-aligned digit positions that match), capped at 4, so a wrong answer never reaches
+    5 or 6 and the "positive must score >= 5" rule means "positive must be correct".
+    """
+    response, reference = response.strip(), reference.strip()
+    if response == reference:
+        return 6.0
+    if not response:
+        return 1.0
+    width = max(len(response), len(reference))
+    hits = sum(r == g for r, g in zip(response[::-1], reference[::-1]))
+    return min(4.0, 1.0 + 3.0 * hits / width)
+
+
+# --------------------------------------------------------------------------- model
+def build_model(tokenizer, *, hidden: int = 128, layers: int = 3, heads: int = 4, seed: int = 0):
+    """A tiny, seeded Llama (about 0.4 M parameters at the defaults)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+# --------------------------------------------------------------------------- batching helpers
+def encode_pairs(tokenizer, prompts: list[str], responses: list[str]):
+    """Right-padded ``input_ids``, ``attention_mask`` and a ``loss_mask`` that is 1 exactly on
+    the response tokens + EOS (the tokens the policy generated), 0 on prompt and padding.
+
+    Right padding keeps position ids = 0..n for real tokens, the same positions
+    ``generate`` uses for a left-padded prompt, so log-probs match what was sampled.
+    """
+    rows, masks = [], []
+    for p, r in zip(prompts, responses):
+        msgs = [{"role": "user", "content": p}]
+        prompt_text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        r_ids = tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(p_ids + r_ids)
+        masks.append([0] * len(p_ids) + [1] * len(r_ids))
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    loss_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+    return input_ids, attention, loss_mask
+
+
+def sequence_logprobs(model, input_ids, attention_mask, loss_mask):
+    """Sum of log p(token) over the masked (response + EOS) tokens, one value per row."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    tok_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return (tok_logp * loss_mask[:, 1:]).sum(-1)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, do_sample: bool, num_return_sequences: int = 1,
+             temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 6, batch_size: int = 512):
+    """Batched ``model.generate`` with left padding. Returns ``len(prompts) * n`` strings,
+    grouped by prompt (prompt 0's n samples first)."""
+    model.eval()
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                           tokenize=False) for p in prompts]
+    outs: list[str] = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p) if do_sample else dict(do_sample=False)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+        outs += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [o.strip() for o in outs]
+
+
+def heldout_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 6) -> float:
+    """Greedy exact-match accuracy."""
+    preds = generate(model, tokenizer, [p["prompt"] for p in problems], do_sample=False,
+                     max_new_tokens=max_new_tokens)
+    return sum(p == q["reference"] for p, q in zip(preds, problems)) / len(problems)
+
+
+# --------------------------------------------------------------------------- SFT
+def train_initial_policy(out_dir, *, steps: int = 600, seed: int = 0, digits: int = 3, batch_size: int = 64,
+                         lr: float = 3e-3, warmup: int = 50, hidden: int = 128, layers: int = 3, heads: int = 4,
+                         n_train: int = 20000, log_every: int = 0):
+    """Short supervised fine-tuning from scratch, then ``save_pretrained`` model + tokenizer.
+
+    Loss only on answer tokens + EOS. ``steps`` is intentionally small: the point of the demo
+    is a weak initial policy that DNO then improves. Returns ``(model, tokenizer)``.
+    """
+    torch.manual_seed(seed)
+    tok = build_tokenizer()
+    model = build_model(tok, hidden=hidden, layers=layers, heads=heads, seed=seed)
+    data = make_problems(n_train, seed=10_000 + seed, digits=digits, split="train")
+    ids, attn, mask = encode_pairs(tok, [d["prompt"] for d in data], [d["reference"] for d in data])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(len(data), (batch_size,), generator=gen)
+        logits = model(input_ids=ids[idx], attention_mask=attn[idx]).logits[:, :-1]
+        tgt, m = ids[idx][:, 1:], mask[idx][:, 1:].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
+                                                reduction="none").view_as(m)
+        loss = (nll * m).sum() / m.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if log_every and (step + 1) % log_every == 0:
+            print(f"  sft step {step + 1}: loss {loss.item():.3f}", flush=True)
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return model, tok

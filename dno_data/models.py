@@ -1,0 +1,70 @@
+"""Loading HF-format model folders, with errors a user can act on, and prompt rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import DnoError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path: Path | str, flag: str = "--model") -> Path:
+    """A folder written by `save_pretrained` (or `dno train`): config.json, weights, tokenizer."""
+    path = Path(path)
+    fix = f"point {flag} at a folder written by save_pretrained or `dno train`"
+    if not path.exists():
+        raise DnoError(f"{path}: no such model folder; {fix}")
+    if not path.is_dir():
+        raise DnoError(f"{path}: is a file, not a model folder; {fix}")
+    if not (path / "config.json").exists():
+        raise DnoError(f"{path}: no config.json, not an HF model folder; {fix}")
+    if not any((path / w).exists() for w in WEIGHT_FILES):
+        raise DnoError(f"{path}: model folder without weights ({' / '.join(WEIGHT_FILES[::2])}); {fix}")
+    if not any((path / t).exists() for t in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise DnoError(f"{path}: model folder without a tokenizer; save one with tokenizer.save_pretrained({str(path)!r})")
+    return path
+
+
+def _quiet_transformers() -> None:
+    """Progress bars of weight loading are noise in stage output; errors still show."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def load_tokenizer(path: Path | str, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side)
+    if tok.pad_token is None:
+        # Padding is only ever masked out; reusing EOS is the usual choice.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: Path | str, dtype: str = "auto"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _quiet_transformers()
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or ["?"])[0]
+        raise DnoError(f"{path}: cannot load the model ({first}); check the folder or remake it with `dno train`") from None
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The text the policy continues: the tokenizer's chat template when it has one.
+
+    Without a template (a base model), messages are joined as "role: content" lines and
+    the prompt ends with "assistant:" so every backend and the trainer agree on the text.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    lines = [f"{m['role']}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nassistant:"

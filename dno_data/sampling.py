@@ -1,0 +1,88 @@
+"""K policy samples (and an optional teacher answer) per prompt, written in resumable parts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from .artifacts import Parts
+from .errors import DnoError
+from .generation import SamplingParams
+from .ids import stable_hash
+from .models import render_prompt
+from .teachers import Teacher
+
+
+def select_prompts(prompts: pa.Table, path: Path, partition: int | None, split: str | None) -> list[dict]:
+    rows = prompts.to_pylist()
+    if split:
+        rows = [r for r in rows if r["split"] == split]
+    if partition is not None:
+        rows = [r for r in rows if r["partition"] == partition]
+    if not rows:
+        what = ", ".join(f"{k} {v}" for k, v in (("partition", partition), ("split", split)) if v is not None)
+        raise DnoError(f"{path}: no prompts{' for ' + what if what else ''}; check --partition / --split "
+                       f"(the file has {len(prompts)} prompts)")
+    return rows
+
+
+def sample_rows(
+    prompts: list[dict],
+    parts: Parts,
+    *,
+    generator,  # a generation backend, or None for teacher-only runs
+    params: SamplingParams,
+    generator_name: str,
+    generator_id: str,
+    seed: int,
+    batch_size: int,
+    teacher: Teacher | None,
+) -> Counter:
+    """Generate batch by batch; each finished batch is one part (a rerun skips it)."""
+    counts: Counter = Counter()
+    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
+    todo = [b for b in range(len(batches)) if not parts.done(b)]
+    counts["batches_resumed"] = len(batches) - len(todo)
+    for b in tqdm(todo, desc="sample", unit="batch", disable=None):
+        batch = batches[b]
+        rows = []
+        if generator is not None:
+            texts = [render_prompt(generator.tokenizer, p["messages"]) for p in batch]
+            batch_seed = int(stable_hash("batch", seed, b), 16) % (2**31)
+            outs = generator.generate(texts, params, batch_seed)
+            for p, text, completions in zip(batch, texts, outs):
+                for k, c in enumerate(completions):
+                    rows.append(_row(p, text, c.text, "policy", generator_name, generator_id, k, seed, params,
+                                     c.num_tokens, c.finish_reason))
+                    counts[f"finish_{c.finish_reason}"] += 1
+        if teacher is not None:
+            for p in batch:
+                text = render_prompt(generator.tokenizer, p["messages"]) if generator is not None else None
+                answer = teacher.respond(p["messages"], p.get("reference"))
+                rows.append(_row(p, text, answer, "teacher", teacher.spec, teacher.teacher_id, 0, None, None,
+                                 None, "teacher"))
+        parts.write(b, rows)
+    return counts
+
+
+def _row(p, prompt_text, response, source, generator, generator_id, index, seed, params, num_tokens, finish):
+    return {
+        "sample_id": stable_hash("sample", p["prompt_id"], generator_id, seed, index),
+        "prompt_id": p["prompt_id"],
+        "messages": p["messages"],
+        "prompt_text": prompt_text,
+        "reference": p.get("reference"),
+        "response": response,
+        "source": source,
+        "generator": generator,
+        "generator_id": generator_id,
+        "sample_index": index,
+        "seed": seed,
+        "temperature": params.temperature if params else None,
+        "top_p": params.top_p if params else None,
+        "num_tokens": num_tokens,
+        "finish_reason": finish,
+    }

@@ -1,0 +1,45 @@
+-- One row per sample: its mean judge score and its win-rate against the policy's own samples,
+--   winrate(y) = E_{y' ~ policy, y' != y} P(y > y' | x)
+-- P comes from pairwise judgments when there are any (both orders averaged), else from scores
+-- (higher score wins, equal scores are a tie = 0.5). Only judgments with status 'ok' count.
+-- Views: samples, judgments, repetition(sample_id, repetitive).
+WITH ok AS (
+    SELECT * FROM judgments WHERE status = 'ok'
+),
+scores AS (
+    SELECT sample_id_a AS sample_id, avg(score) AS score, count(*) AS n_scores
+    FROM ok WHERE kind = 'score' AND score IS NOT NULL
+    GROUP BY 1
+),
+base AS (
+    SELECT s.prompt_id, s.sample_id, s.source, sc.score,
+           coalesce(r.repetitive, false) AS repetitive
+    FROM samples s
+    LEFT JOIN scores sc USING (sample_id)
+    LEFT JOIN repetition r USING (sample_id)
+),
+score_winrate AS (
+    SELECT c.sample_id,
+           avg(CASE WHEN c.score > o.score THEN 1.0 WHEN c.score = o.score THEN 0.5 ELSE 0.0 END) AS winrate
+    FROM base c
+    JOIN base o ON o.prompt_id = c.prompt_id AND o.source = 'policy' AND o.sample_id <> c.sample_id
+    WHERE c.score IS NOT NULL AND o.score IS NOT NULL
+    GROUP BY 1
+),
+prefs AS (
+    SELECT sample_id_a AS x, sample_id_b AS y, prob_a_wins AS p FROM ok WHERE kind = 'pair'
+    UNION ALL
+    SELECT sample_id_b AS x, sample_id_a AS y, 1 - prob_a_wins AS p FROM ok WHERE kind = 'pair'
+),
+pair_winrate AS (
+    SELECT q.x AS sample_id, avg(q.p) AS winrate
+    FROM (SELECT x, y, avg(p) AS p FROM prefs GROUP BY x, y) q
+    JOIN base o ON o.sample_id = q.y AND o.source = 'policy'
+    GROUP BY 1
+)
+SELECT b.prompt_id, b.sample_id, b.source, b.score, b.repetitive,
+       coalesce(pw.winrate, sw.winrate) AS winrate,
+       (b.score IS NOT NULL OR pw.winrate IS NOT NULL) AS judged
+FROM base b
+LEFT JOIN score_winrate sw USING (sample_id)
+LEFT JOIN pair_winrate pw USING (sample_id)

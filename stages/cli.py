@@ -1,0 +1,37 @@
+"""The `dno` command: one sub-command per stage module (each a thin wrapper of its run(cfg)).
+
+Run as `dno ...` or `python -m stages.cli ...` (the form `accelerate launch -m` needs).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import demo, judge, pairs, prompts, sample, sql, train
+from . import eval as eval_
+
+app = typer.Typer(
+    name="dno",
+    help="Direct Nash Optimization as offline stages over versioned Parquet: "
+    "prompts -> sample -> judge -> pairs -> train (-> eval).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("prompts")(prompts.command)
+app.command("sample")(sample.command)
+app.command("judge")(judge.command)
+app.command("pairs")(pairs.command)
+app.command("train")(train.command)
+app.command("eval")(eval_.command)
+app.command("sql")(sql.command)
+app.command("demo")(demo.command)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""`dno pairs JUDGMENTS SAMPLES -o pairs.parquet`: large-margin chosen/rejected pairs, in DuckDB.
+
+    dno pairs iter-01/judgments.parquet iter-01/samples.parquet -o iter-01/pairs.parquet --rule paper
+    dno pairs j.parquet s.parquet -o p.parquet --rule best-worst --min-margin 0.25
+    dno pairs j.parquet s.parquet -o p.parquet --sql my_rule.sql      # your own rule over `candidates`
+    dno pairs ... --replay iter-01/pairs.parquet                     # mix in <=30 % of t-1's pairs
+
+Each response's win-rate against the policy's own samples comes from dno_data/sql/candidates.sql;
+the rule is a .sql file returning (prompt_id, chosen_sample_id, rejected_sample_id[, target,
+drop_reason]). Judgments whose status is not ok are left out and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dno_data.artifacts import make_lineage, read_artifact, write_artifact
+from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
+from dno_data.errors import DnoError
+from dno_data.pairs import build_pairs
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    judgments: Path
+    samples: Path
+    output: Path
+    rule: str = "paper"  # paper | best-worst
+    sql: Path | None = None  # your own rule (.sql over the `candidates` view); overrides --rule
+    min_positive_score: float = 5.0  # paper: the positive scores 5 or 6
+    teacher_margin: float = 2.0  # paper: negatives >= 2 points below a teacher positive
+    policy_margin: float = 1.0  # paper: >= 1 point below a policy positive
+    prefer_positive: str = "policy"  # paper: which source wins a tie for the best score
+    max_negatives: int | None = None  # paper: negatives per prompt (None: all that qualify)
+    min_margin: float = 0.0  # best-worst: win-rate gap to keep a pair
+    max_repetition: float = 0.5  # repeated word 3-gram fraction above which a sample is an automatic negative
+    replay: tuple[Path, ...] = field(default_factory=tuple)  # earlier pairs files, newest first
+    replay_fraction: float = 0.3  # t-1 contributes <= 30 % of the new count, t-2 <= 15 %, ...
+    seed: int = 0
+    force: bool = False
+
+
+def run(cfg: PairsConfig) -> Path:
+    judgments = read_artifact(cfg.judgments, "judgments")
+    samples = read_artifact(cfg.samples, "samples")
+    check_output_path(cfg.output, [cfg.judgments, cfg.samples, *cfg.replay])
+    if cfg.prefer_positive not in ("policy", "teacher"):
+        raise DnoError("--prefer-positive must be policy or teacher")
+    if len(judgments) == 0:
+        raise DnoError(f"{cfg.judgments}: no judgments; rerun `dno judge`")
+    inputs = [cfg.judgments, cfg.samples, *cfg.replay, *([cfg.sql] if cfg.sql else [])]
+    for p in inputs:
+        if not Path(p).exists():
+            raise DnoError(f"{p}: no such file")
+    lineage = make_lineage("pairs", inputs, cfg)
+    if up_to_date(cfg.output, lineage, cfg.force):
+        return cfg.output
+    params = {k: getattr(cfg, k) for k in ("min_positive_score", "teacher_margin", "policy_margin",
+                                           "prefer_positive", "max_negatives", "min_margin")}
+    result = build_pairs(samples, judgments, rule=cfg.rule, params=params, sql_file=cfg.sql,
+                         max_repetition=cfg.max_repetition, replay=list(cfg.replay),
+                         replay_fraction=cfg.replay_fraction, seed=cfg.seed)
+    write_artifact(result.table, cfg.output, "pairs", lineage)
+    counts = {
+        "prompts": result.prompts_in, "samples": result.samples_in,
+        "failed judgments left out": result.failed_judgments,
+        "samples without a valid judgment": result.unjudged_samples,
+        "repetitive samples (automatic negatives)": result.repetitive_samples,
+        **{f"pairs {k}": v for k, v in sorted(result.by_type.items())},
+        **{f"prompts dropped: {k}": v for k, v in sorted(result.dropped.items())},
+        **{f"replayed from {k}": v for k, v in result.replayed.items()},
+        "pairs written": len(result.table),
+    }
+    summary(f"pairs ({result.table['rule'][0].as_py() if len(result.table) else cfg.rule}) -> {cfg.output}", counts)
+    return cfg.output
+
+
+@one_line_errors
+def command(
+    judgments: Annotated[Path, typer.Argument(help="judgments.parquet (from `dno judge`).")],
+    samples: Annotated[Path, typer.Argument(help="samples.parquet that was judged.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="pairs.parquet to write.")],
+    rule: Annotated[str, typer.Option(help="paper | best-worst.")] = "paper",
+    sql: Annotated[Optional[Path], typer.Option(help="Your own rule: a .sql file over the `candidates` view.")] = None,
+    min_positive_score: Annotated[float, typer.Option(help="paper: lowest score of a positive.")] = 5.0,
+    teacher_margin: Annotated[float, typer.Option(help="paper: score gap below a teacher positive.")] = 2.0,
+    policy_margin: Annotated[float, typer.Option(help="paper: score gap below a policy positive.")] = 1.0,
+    prefer_positive: Annotated[str, typer.Option(help="paper: policy|teacher wins a tie for best.")] = "policy",
+    max_negatives: Annotated[Optional[int], typer.Option(help="paper: most negatives per prompt.")] = None,
+    min_margin: Annotated[float, typer.Option(help="best-worst: least win-rate gap.")] = 0.0,
+    max_repetition: Annotated[float, typer.Option(help="Repeated 3-gram fraction that makes an automatic negative.")] = 0.5,
+    replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,
+    replay_fraction: Annotated[float, typer.Option(help="Replay share of t-1 (halved per older file).")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the replay selection.")] = 0,
+    force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
+):
+    """Build large-margin chosen/rejected pairs from judgments (DuckDB)."""
+    run(PairsConfig(judgments, samples, output, rule, sql, min_positive_score, teacher_margin, policy_margin,
+                    prefer_positive, max_negatives, min_margin, max_repetition, tuple(replay or ()),
+                    replay_fraction, seed, force))

@@ -1,0 +1,96 @@
+"""`dno train PAIRS --model DIR -o CHECKPOINT`: one DNO step, pi_t -> pi_{t+1}.
+
+    dno train runs/demo/iter-01/pairs.parquet --model runs/demo/policy-0 -o runs/demo/iter-01/checkpoint \
+        --beta 0.1 --learning-rate 5e-7 --batch-size 4
+    accelerate launch --num_processes 8 -m stages.cli train pairs.parquet --model DIR -o ckpt   # GPUs
+    accelerate launch --cpu --num_processes 2 -m stages.cli train pairs.parquet --model DIR -o ckpt
+
+The reference is the input model (the policy that sampled the pairs): its log-probs are
+computed once in a no-grad pass before training. Loss only on response tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dno_data.artifacts import make_lineage, read_artifact
+from dno_data.cli_utils import one_line_errors, summary, up_to_date
+from dno_data.errors import DnoError
+from dno_data.models import check_model_dir
+from dno_data.training import TrainOptions, train
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    pairs: Path
+    model: Path  # pi_t: the policy that sampled the pairs; also the reference
+    output: Path  # checkpoint folder for pi_{t+1}
+    beta: float = 0.1  # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
+    loss: str = "hard"  # hard: -log sigmoid(beta h) (DNO-Prct); soft: Algorithm 1's sigmoid(r+ - r-) target
+    learning_rate: float = 5e-7  # the paper's 7B runs; small models take larger rates
+    batch_size: int = 4  # pairs per micro-batch (per process)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    epochs: float = 1.0  # at most one epoch on the new pairs
+    max_steps: int | None = None
+    warmup_ratio: float = 0.1
+    lr_scheduler: str = "linear"  # any transformers scheduler name
+    weight_decay: float = 0.0
+    max_length: int = 1024  # prompt + response tokens; longer responses are cut
+    seed: int = 0
+    save_every: int = 50  # steps between resumable states in <output>.partial/
+    dtype: str = "float32"  # float32 | bfloat16
+    threads: int | None = None
+    force: bool = False
+    fresh: bool = False
+
+
+def run(cfg: TrainConfig) -> Path:
+    if cfg.loss not in ("hard", "soft"):
+        raise DnoError("--loss must be hard or soft")
+    if not 0 < cfg.epochs <= 1:
+        raise DnoError("--epochs must be in (0, 1]: DNO trains at most one epoch on the new pairs")
+    if cfg.dtype not in ("float32", "bfloat16"):
+        raise DnoError("--dtype must be float32 or bfloat16")
+    pairs = read_artifact(cfg.pairs, "pairs")
+    check_model_dir(cfg.model)
+    if cfg.output.resolve() == cfg.model.resolve():
+        raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
+    lineage = make_lineage("train", [cfg.pairs, cfg.model], cfg)
+    if up_to_date(cfg.output, lineage, cfg.force):
+        return cfg.output
+    opts = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
+    metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.fresh)
+    summary(f"train {cfg.model} -> {cfg.output}", metrics)
+    return cfg.output
+
+
+@one_line_errors
+def command(
+    pairs: Annotated[Path, typer.Argument(help="pairs.parquet (from `dno pairs`).")],
+    model: Annotated[Path, typer.Option(help="HF folder of the policy that sampled (the reference).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint folder to write.")],
+    beta: Annotated[float, typer.Option(help="Strength of the tie to the reference.")] = 0.1,
+    loss: Annotated[str, typer.Option(help="hard (DNO-Prct) | soft (Algorithm 1 target).")] = "hard",
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-7,
+    batch_size: Annotated[int, typer.Option(help="Pairs per micro-batch per process.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    epochs: Annotated[float, typer.Option(help="Fraction of an epoch, at most 1.")] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
+    warmup_ratio: Annotated[float, typer.Option(help="Warm-up share of the steps.")] = 0.1,
+    lr_scheduler: Annotated[str, typer.Option(help="transformers scheduler: linear, cosine, constant...")] = "linear",
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    max_length: Annotated[int, typer.Option(help="Most tokens of prompt + response.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed of the data order.")] = 0,
+    save_every: Annotated[int, typer.Option(help="Steps between resumable states (0: never).")] = 50,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16.")] = "float32",
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
+    force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
+    fresh: Annotated[bool, typer.Option(help="Discard an unfinished run with other settings.")] = False,
+):
+    """Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t)."""
+    run(TrainConfig(pairs, model, output, beta, loss, learning_rate, batch_size, grad_accum, epochs, max_steps,
+                    warmup_ratio, lr_scheduler, weight_decay, max_length, seed, save_every, dtype, threads, force, fresh))
