@@ -2,7 +2,8 @@
 
 Reads a pairs table, computes the reference log-probs once (no-grad pass of the input
 model, so no second model sits in memory), then trains at most one epoch over the pairs.
-Runs as one CPU process, or on many GPUs/nodes via `accelerate launch -m stages.cli train ...`.
+Runs as one CPU process, on many GPUs/nodes via `accelerate launch -m stages.cli train ...`, or as
+several CPU processes via `torchrun --nproc_per_node N -m stages.cli train ...`.
 
 Crash safety: progress lives in `<output>.partial/` (reference log-probs, accelerator state
 every --save-every steps); a rerun with the same inputs resumes there. The final folder
@@ -113,7 +114,8 @@ def batch_logps(model, batch: dict):
 # ---------------------------------------------------------------- the loop
 
 def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
-          fresh: bool = False, log=print) -> dict:
+          fresh: bool = False, log=print) -> dict | None:
+    """Train and write the checkpoint; the metrics on the main process, None on the others."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -250,4 +252,4 @@ def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
             tmp.rename(output)
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
-    return metrics
+    return metrics if accelerator.is_main_process else None

@@ -2,8 +2,8 @@
 
     dno train runs/demo/iter-01/pairs.parquet --model runs/demo/policy-0 -o runs/demo/iter-01/checkpoint \
         --beta 0.1 --learning-rate 5e-7 --batch-size 4
-    accelerate launch --num_processes 8 -m stages.cli train pairs.parquet --model DIR -o ckpt   # GPUs
-    accelerate launch --cpu --num_processes 2 -m stages.cli train pairs.parquet --model DIR -o ckpt
+    accelerate launch --multi_gpu --num_processes 8 -m stages.cli train pairs.parquet --model DIR -o ckpt  # GPUs
+    torchrun --nproc_per_node 2 -m stages.cli train pairs.parquet --model DIR -o ckpt          # CPU, 2 processes
 
 The reference is the input model (the policy that sampled the pairs): its log-probs are
 computed once in a no-grad pass before training. Loss only on response tokens.
@@ -64,7 +64,8 @@ def run(cfg: TrainConfig) -> Path:
         return cfg.output
     opts = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
     metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.fresh)
-    summary(f"train {cfg.model} -> {cfg.output}", metrics)
+    if metrics is not None:  # the main process reports
+        summary(f"train {cfg.model} -> {cfg.output}", metrics)
     return cfg.output
 
 

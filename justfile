@@ -1,0 +1,57 @@
+# dno recipes. Variables can be set on the command line:
+#   just run=runs/mine model=path/to/sft judge=python:my_judges:score iterations=3 iterate
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+run := "runs/demo"
+model := "runs/demo/policy-0"          # the initial policy pi_1 (HF folder)
+judge := "oracle:addition"             # oracle:NAME | python:module:function
+teacher := "reference"                 # reference | python:module:function | "" for none
+iterations := "3"
+sample_args := "-k 5 --temperature 0.7 --top-p 0.95"   # the paper's sampling
+pairs_args := "--rule paper"
+train_args := "--beta 0.1"
+eval_args := ""
+
+# list the recipes
+default:
+    @just --list
+
+# install dno with the CPU build of torch, and the test tools
+install:
+    pip install torch==2.13.0
+    pip install -e '.[dev]'
+
+# the embedded demo: toy addition task, tiny policy, verifiable judge (a few minutes on a CPU)
+demo:
+    dno demo
+
+# the test suite (slow vLLM / SmolLM2 integrations: `pytest -m slow`)
+test:
+    pytest -q
+
+# the whole loop: for t in 1..iterations, sample -> judge -> pairs -> train -> eval
+iterate:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for t in $(seq 1 {{iterations}}); do
+        just run={{run}} model={{model}} judge={{judge}} teacher={{teacher}} \
+             sample_args="{{sample_args}}" pairs_args="{{pairs_args}}" train_args="{{train_args}}" \
+             eval_args="{{eval_args}}" iteration "$t"
+    done
+
+# one iteration t (pi_t = model for t=1, else iter-(t-1)/checkpoint); finished stages are skipped
+iteration t:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    d=$(printf '{{run}}/iter-%02d' {{t}})
+    if [ {{t}} -eq 1 ]; then policy='{{model}}'; else policy=$(printf '{{run}}/iter-%02d/checkpoint' $(({{t}} - 1))); fi
+    teacher=(); [ -n '{{teacher}}' ] && teacher=(--teacher '{{teacher}}')
+    dno sample '{{run}}/prompts.parquet' -o "$d/samples.parquet" --model "$policy" --partition {{t}} "${teacher[@]}" {{sample_args}}
+    dno judge "$d/samples.parquet" -o "$d/judgments.parquet" --judge '{{judge}}'
+    dno pairs "$d/judgments.parquet" "$d/samples.parquet" -o "$d/pairs.parquet" {{pairs_args}}
+    dno train "$d/pairs.parquet" --model "$policy" -o "$d/checkpoint" {{train_args}}
+    dno eval '{{run}}/prompts.parquet' --model "$d/checkpoint" --judge '{{judge}}' "${teacher[@]}" -o "$d/eval.parquet" {{eval_args}}
+
+# per-iteration summary of a run (held-out accuracy, win-rate, pairs by type)
+report:
+    dno sql --run {{run}} --file dno_data/sql/demo_report.sql

@@ -1,0 +1,207 @@
+"""Shared fixtures: a tiny random causal LM, a small prompts file, CLI and artifact helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Keep torch from spreading over cores another process may be using.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+try:  # in-process tests share the same limit
+    import torch
+
+    torch.set_num_threads(1)
+except Exception:  # pragma: no cover
+    pass
+
+
+# ---------------------------------------------------------------- data
+
+PROBLEMS = [
+    (12, 34), (55, 21), (40, 7), (3, 96), (18, 18), (70, 22), (61, 9), (25, 25),
+    (9, 90), (33, 44), (81, 11), (14, 60), (47, 52), (5, 5), (29, 30), (66, 13),
+]
+
+
+def problem_rows(n: int = 16) -> list[dict]:
+    return [{"prompt": f"{a}+{b}", "reference": str(a + b)} for a, b in PROBLEMS[:n]]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def prompts_jsonl(tmp_path) -> Path:
+    """16 addition problems {"prompt": "12+34", "reference": "46"}."""
+    return write_jsonl(tmp_path / "problems.jsonl", problem_rows())
+
+
+# ---------------------------------------------------------------- the tiny model
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random 1-layer Llama over the demo's character vocabulary, saved as an HF folder."""
+    from dno_data import demo_task
+
+    tok = demo_task.build_tokenizer()
+    model = demo_task.build_model(tok, hidden=32, layers=1, heads=2, seed=0)
+    out = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model):
+    from dno_data.models import load_tokenizer
+
+    return load_tokenizer(tiny_model, padding_side="right")
+
+
+# ---------------------------------------------------------------- CLI
+
+def run_cli(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, "-m", "stages.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=full_env, timeout=300)
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """cli(*args) runs `python -m stages.cli ARGS` in tmp_path and returns the CompletedProcess."""
+
+    def _run(*args, cwd: Path | None = None, env: dict | None = None):
+        return run_cli(*args, cwd=cwd or tmp_path, env=env)
+
+    return _run
+
+
+# ---------------------------------------------------------------- artifacts built directly
+
+def lineage(stage: str = "test", inputs=(), config=None) -> dict:
+    from dno_data.artifacts import make_lineage
+
+    return make_lineage(stage, list(inputs), config or {})
+
+
+MSGS = [{"role": "user", "content": "1+1"}]
+
+
+def sample_row(sample_id: str, prompt_id: str, response: str, source: str = "policy", index: int = 0,
+               messages=None, reference: str | None = None) -> dict:
+    return {
+        "sample_id": sample_id, "prompt_id": prompt_id, "messages": messages or MSGS,
+        "prompt_text": "1+1=", "reference": reference, "response": response, "source": source,
+        "generator": "test" if source == "policy" else "reference",
+        "generator_id": "g" if source == "policy" else "t", "sample_index": index,
+        "seed": 0 if source == "policy" else None, "temperature": 0.7 if source == "policy" else None,
+        "top_p": 0.95 if source == "policy" else None, "num_tokens": len(response),
+        "finish_reason": "stop" if source == "policy" else "teacher",
+    }
+
+
+def score_row(sample_id: str, prompt_id: str, score: float | None, status: str = "ok", position: int = 0) -> dict:
+    return {
+        "judgment_id": f"j-{sample_id}-{position}", "prompt_id": prompt_id, "judge_id": "J", "judge": "test",
+        "kind": "score", "sample_id_a": sample_id, "sample_id_b": None, "position": position,
+        "score": score, "prob_a_wins": None, "correct": None, "status": status,
+        "error": None if status == "ok" else "boom", "raw_output": None,
+    }
+
+
+def pair_row(a: str, b: str, prompt_id: str, p: float | None, position: int, status: str = "ok") -> dict:
+    return {
+        "judgment_id": f"j-{a}-{b}-{position}", "prompt_id": prompt_id, "judge_id": "J", "judge": "test",
+        "kind": "pair", "sample_id_a": a, "sample_id_b": b, "position": position,
+        "score": None, "prob_a_wins": p, "correct": None, "status": status,
+        "error": None if status == "ok" else "boom", "raw_output": None,
+    }
+
+
+def prompt_row(pid: str = "p1", partition=1, split: str = "train", content: str = "1+1", reference="2") -> dict:
+    return {"prompt_id": pid, "messages": [{"role": "user", "content": content}], "reference": reference,
+            "partition": partition, "split": split, "source": "x.jsonl:1"}
+
+
+def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", chosen: str = "2",
+              rejected: str = "3", prompt_text: str | None = "1+1=") -> dict:
+    return {
+        "pair_id": f"{chosen_id}>{rejected_id}", "prompt_id": pid, "messages": MSGS, "prompt_text": prompt_text,
+        "chosen_sample_id": chosen_id, "rejected_sample_id": rejected_id, "chosen": chosen, "rejected": rejected,
+        "chosen_source": "teacher", "rejected_source": "policy", "chosen_score": 6.0, "rejected_score": 1.0,
+        "chosen_winrate": 1.0, "rejected_winrate": 0.0, "margin": 5.0, "pair_type": "teacher>policy",
+        "rule": "paper", "target": 1.0, "replayed_from": None,
+    }
+
+
+def eval_row(pid: str = "p1") -> dict:
+    return {"prompt_id": pid, "messages": MSGS, "model": "m", "response": "2", "teacher_response": "2",
+            "judge_id": "J", "policy_score": 6.0, "teacher_score": 6.0, "win": 0.5, "correct": True,
+            "status": "ok", "error": None}
+
+
+EXAMPLE_ROWS = {
+    "prompts": lambda: [prompt_row("p1"), prompt_row("p2", partition=None, split="eval", content="2+2", reference=None)],
+    "samples": lambda: [sample_row("s1", "p1", "2"), sample_row("s2", "p1", "2", source="teacher", reference="2")],
+    "judgments": lambda: [score_row("s1", "p1", 6.0), score_row("s2", "p1", None, status="error"),
+                          pair_row("s1", "s2", "p1", 0.25, 0)],
+    "pairs": lambda: [pairs_row()],
+    "eval": lambda: [eval_row()],
+}
+
+
+def write_example(path: Path, schema_name: str, rows=None) -> Path:
+    from dno_data.artifacts import write_artifact
+
+    return write_artifact(rows if rows is not None else EXAMPLE_ROWS[schema_name](), path, schema_name,
+                          lineage(schema_name))
+
+
+def rewrite_metadata(path: Path, **changes) -> None:
+    """Rewrite a Parquet file's key-value metadata in place (keys like dno.schema_version)."""
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata or {})
+    for k, v in changes.items():
+        meta[k.encode()] = str(v).encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def drop_column(path: Path, column: str) -> None:
+    table = pq.read_table(path)
+    meta = table.schema.metadata
+    table = table.drop_columns([column]).replace_schema_metadata(meta)
+    pq.write_table(table, path)
+
+
+@pytest.fixture
+def stage_prompts(tmp_path, prompts_jsonl):
+    """prompts.parquet from the 16 problems via stages.prompts.run (2 partitions, 4 eval)."""
+    from stages.prompts import PromptsConfig, run
+
+    def _make(**kw):
+        cfg = dict(src=prompts_jsonl, output=tmp_path / "prompts.parquet", reference_column="reference",
+                   partitions=2, eval_size=4)
+        cfg.update(kw)
+        return run(PromptsConfig(**cfg))
+
+    return _make
