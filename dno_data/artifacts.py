@@ -28,7 +28,11 @@ from . import __version__
 from .errors import DnoError
 from .ids import file_sha256, stable_hash
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization|auth[_-]?header)", re.I)
+# A whole key, or its last _/-/. separated segment(s): "api_key", "hf_token", "openai_api_key", but not
+# "max_new_tokens" or "tokenizer".
+SECRET_KEY = re.compile(
+    r"(?:^|[_.-])(?:api[_-]?key|token|secret(?:[_-]?key)?|password|authorization|auth[_-]?header)$", re.I
+)
 
 
 # ---------------------------------------------------------------- lineage and config
@@ -55,6 +59,8 @@ def describe_inputs(paths: Iterable[Path | str]) -> list[dict]:
     out = []
     for p in paths:
         p = Path(p)
+        if not p.exists():
+            raise DnoError(f"{p}: no such file or folder")
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
             digest = stable_hash([(str(f.relative_to(p)), file_sha256(f)) for f in files], length=64)

@@ -82,7 +82,7 @@ def build_pairs(
         rule_sql, rule_name = read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
     elif rule in RULES:
         rule_sql, rule_name = load_sql("rule_" + rule.replace("-", "_")), rule
-        if rule == "paper" and con.sql("SELECT count(score) FROM candidates").fetchall()[0][0] == 0 and len(judgments):
+        if rule == "paper" and len(judgments) and not pc.any(pc.equal(judgments["kind"], "score")).as_py():
             raise DnoError("--rule paper needs score judgments (these are pairwise); use --rule best-worst")
     else:
         raise DnoError(f"--rule {rule!r}: choose one of {', '.join(RULES)}, or pass --sql FILE")

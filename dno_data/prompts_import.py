@@ -82,6 +82,8 @@ def import_prompts(
             raise DnoError(f"{src}: no column {c!r} (columns: {', '.join(cols)}); pass the right --*-column option")
     if partitions < 1:
         raise DnoError("--partitions must be at least 1")
+    if eval_size < 0:
+        raise DnoError(f"--eval-size {eval_size}: must be 0 or more")
 
     counts: Counter = Counter()
     rows, seen = [], set()

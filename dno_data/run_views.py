@@ -37,7 +37,7 @@ def open_run(run: Path):
         listing = ", ".join(f"'{_q(f)}'" for f in files)
         con.execute(
             f"""CREATE VIEW {view} AS
-                SELECT CAST(regexp_extract(filename, 'iter-([0-9]+)', 1) AS INTEGER) AS iteration,
+                SELECT CAST(regexp_extract(filename, 'iter-([0-9]+)/[^/]*$', 1) AS INTEGER) AS iteration,
                        * EXCLUDE (filename)
                 FROM read_parquet([{listing}], filename = true, union_by_name = true)"""
         )

@@ -27,6 +27,14 @@ class Teacher:
             raise DnoError(f"--teacher {spec!r}: expected 'reference' or 'python:module:function'")
         self._pass_reference = self._fn is not None and accepts(self._fn, "reference")
 
+    def check_prompts(self, rows: list[dict], path) -> None:
+        """Fail before any work starts when `reference` is the teacher and answers are missing."""
+        if self._fn is None:
+            missing = sum(r.get("reference") is None for r in rows)
+            if missing:
+                raise DnoError(f"{path}: {missing} prompt(s) without a reference answer for --teacher reference; "
+                               "import the prompts with --reference-column")
+
     def respond(self, messages: list[dict], reference: str | None) -> str:
         if self._fn is None:
             if reference is None:

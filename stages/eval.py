@@ -55,6 +55,7 @@ def run(cfg: EvalConfig) -> Path:
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     rows = select_prompts(prompts, cfg.prompts, None, cfg.split)
+    teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "eval", fresh=cfg.fresh)
     generator = make_generator(cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads)
     evaluate_rows(rows, parts, generator=generator, params=SamplingParams(1, cfg.temperature, cfg.top_p, cfg.max_new_tokens),

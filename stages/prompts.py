@@ -13,6 +13,7 @@ import typer
 
 from dno_data.artifacts import make_lineage, write_artifact
 from dno_data.cli_utils import one_line_errors, summary, up_to_date
+from dno_data.errors import DnoError
 from dno_data.prompts_import import import_prompts
 
 
@@ -31,6 +32,8 @@ class PromptsConfig:
 
 
 def run(cfg: PromptsConfig) -> Path:
+    if not Path(cfg.src).is_file():
+        raise DnoError(f"{cfg.src}: no such file; pass a JSONL, JSON, CSV or Parquet file of prompts")
     lineage = make_lineage("prompts", [cfg.src], cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output

@@ -67,6 +67,8 @@ def run(cfg: SampleConfig) -> Path:
     if cfg.model is not None:
         model_hash = lineage["inputs"][1]["sha256"]
         generator_id = stable_hash("generator", cfg.backend, model_hash, params.__dict__)
+    if teacher is not None:
+        teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "samples", fresh=cfg.fresh)
     if cfg.model is not None and parts.count_done() < -(-len(rows) // cfg.batch_size):
         generator = make_generator(cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads)

@@ -1,4 +1,4 @@
-"""`dno sql --run DIR "SELECT ..."`: DuckDB over a run's artifacts.
+r"""`dno sql --run DIR "SELECT ..."`: DuckDB over a run's artifacts.
 
     dno sql --run runs/demo "SELECT iteration, pair_type, count(*) FROM pairs GROUP BY ALL ORDER BY ALL"
     dno sql --run runs/demo --file dno_data/sql/analysis_iterations.sql --format csv

@@ -8,6 +8,7 @@ eligible AS (
     SELECT o.*, row_number() OVER (PARTITION BY age ORDER BY hash(pair_id || CAST($seed AS VARCHAR))) AS k
     FROM old_pairs o
     WHERE o.pair_id NOT IN (SELECT pair_id FROM new_pairs)
+      AND o.prompt_id NOT IN (SELECT prompt_id FROM new_pairs)
 )
 SELECT * EXCLUDE (k, age, source_file, replayed_from, n_new), source_file AS replayed_from
 FROM eligible, n

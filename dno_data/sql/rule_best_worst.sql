@@ -12,7 +12,7 @@ best AS (
 ),
 worst AS (
     SELECT * FROM (
-        SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY repetitive DESC, winrate, score NULLS FIRST, sample_id) AS r
+        SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY repetitive DESC, winrate, score NULLS FIRST, sample_id DESC) AS r
         FROM c) WHERE r = 1
 ),
 judged AS (
