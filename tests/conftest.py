@@ -114,8 +114,8 @@ def sample_row(sample_id: str, prompt_id: str, response: str, source: str = "pol
         "prompt_text": "1+1=", "reference": reference, "response": response, "source": source,
         "generator": "test" if source == "policy" else "reference",
         "generator_id": "g" if source == "policy" else "t", "sample_index": index,
-        "seed": 0 if source == "policy" else None, "temperature": 0.7 if source == "policy" else None,
-        "top_p": 0.95 if source == "policy" else None, "num_tokens": len(response),
+        "seed": 0 if source == "policy" else None, "temperature": 0.5 if source == "policy" else None,
+        "top_p": 0.75 if source == "policy" else None, "num_tokens": len(response),
         "finish_reason": "stop" if source == "policy" else "teacher",
     }
 

@@ -1,0 +1,147 @@
+"""Bad input through the CLI: exit 1, one `error:` line naming the file, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLE_ROWS, drop_column, pairs_row, prompt_row, rewrite_metadata, sample_row, score_row, \
+    write_example
+
+
+@pytest.fixture
+def ws(tmp_path, tiny_model):
+    """A workspace with one valid artifact of each kind, the model and a model folder without weights."""
+    write_example(tmp_path / "prompts.parquet", "prompts",
+                  [prompt_row("p1", content="12+34", reference="46"),
+                   prompt_row("p2", partition=None, split="eval", content="1+2", reference="3")])
+    write_example(tmp_path / "samples.parquet", "samples",
+                  [sample_row("s1", "p1", "46", reference="46"), sample_row("s2", "p1", "1", index=1, reference="46")])
+    write_example(tmp_path / "judgments.parquet", "judgments", [score_row("s1", "p1", 6.0), score_row("s2", "p1", 1.0)])
+    write_example(tmp_path / "pairs.parquet", "pairs", [pairs_row("p1", "s1", "s2", "46", "1", prompt_text="12+34=")])
+    shutil.copytree(tiny_model, tmp_path / "model")
+    shutil.copytree(tiny_model, tmp_path / "no-weights")
+    (tmp_path / "no-weights" / "model.safetensors").unlink()
+    return tmp_path
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def _check_one_line_error(proc, *names):
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error:"), lines[0]
+    for n in names:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def _setup_wrong_version(ws):
+    rewrite_metadata(ws / "judgments.parquet", **{"dno.schema_version": 99})
+
+
+def _setup_wrong_version_samples(ws):
+    rewrite_metadata(ws / "samples.parquet", **{"dno.schema_version": 99})
+
+
+def _setup_missing_column(ws):
+    drop_column(ws / "samples.parquet", "response")
+
+
+def _setup_missing_column_pairs(ws):
+    drop_column(ws / "pairs.parquet", "rejected")
+
+
+def _setup_empty_prompts(ws):
+    (ws / "empty.jsonl").write_text("")
+
+
+def _noop(ws):
+    pass
+
+
+M = "model"
+NW = "no-weights"
+
+CASES = [
+    # (id, setup, args, names the message must contain)
+    ("wrong-schema-pairs", _noop, ["pairs", "samples.parquet", "samples.parquet", "-o", "out.parquet"],
+     ["samples.parquet", "judgments"]),
+    ("wrong-schema-judge", _noop, ["judge", "pairs.parquet", "-o", "out.parquet", "--judge", "oracle:addition"],
+     ["pairs.parquet"]),
+    ("wrong-schema-train", _noop, ["train", "judgments.parquet", "--model", M, "-o", "out"], ["judgments.parquet"]),
+    ("wrong-schema-sample", _noop, ["sample", "samples.parquet", "-o", "out.parquet", "--model", M],
+     ["samples.parquet"]),
+    ("wrong-version-pairs", _setup_wrong_version, ["pairs", "judgments.parquet", "samples.parquet", "-o", "out.parquet"],
+     ["judgments.parquet", "99"]),
+    ("wrong-version-judge", _setup_wrong_version_samples,
+     ["judge", "samples.parquet", "-o", "out.parquet", "--judge", "oracle:addition"], ["samples.parquet", "99"]),
+    ("missing-column-judge", _setup_missing_column,
+     ["judge", "samples.parquet", "-o", "out.parquet", "--judge", "oracle:addition"], ["samples.parquet", "response"]),
+    ("missing-column-train", _setup_missing_column_pairs, ["train", "pairs.parquet", "--model", M, "-o", "out"],
+     ["pairs.parquet", "rejected"]),
+    ("empty-prompts", _setup_empty_prompts, ["prompts", "empty.jsonl", "-o", "out.parquet"], ["empty.jsonl"]),
+    pytest.param("missing-prompts-src", _noop, ["prompts", "nope.jsonl", "-o", "out.parquet"], ["nope.jsonl"]),
+    ("missing-sample-prompts", _noop, ["sample", "nope.parquet", "-o", "out.parquet", "--model", M], ["nope.parquet"]),
+    ("missing-sample-model", _noop, ["sample", "prompts.parquet", "-o", "out.parquet", "--model", "nope-model"],
+     ["nope-model"]),
+    ("missing-judge-samples", _noop, ["judge", "nope.parquet", "-o", "out.parquet", "--judge", "oracle:addition"],
+     ["nope.parquet"]),
+    ("missing-pairs-judgments", _noop, ["pairs", "nope.parquet", "samples.parquet", "-o", "out.parquet"],
+     ["nope.parquet"]),
+    ("missing-pairs-samples", _noop, ["pairs", "judgments.parquet", "nope.parquet", "-o", "out.parquet"],
+     ["nope.parquet"]),
+    ("missing-pairs-sql", _noop, ["pairs", "judgments.parquet", "samples.parquet", "-o", "out.parquet",
+                                  "--sql", "nope.sql"], ["nope.sql"]),
+    ("missing-train-pairs", _noop, ["train", "nope.parquet", "--model", M, "-o", "out"], ["nope.parquet"]),
+    ("missing-train-model", _noop, ["train", "pairs.parquet", "--model", "nope-model", "-o", "out"], ["nope-model"]),
+    ("missing-eval-prompts", _noop, ["eval", "nope.parquet", "--model", M, "--judge", "oracle:addition",
+                                     "-o", "out.parquet"], ["nope.parquet"]),
+    ("missing-eval-model", _noop, ["eval", "prompts.parquet", "--model", "nope-model", "--judge", "oracle:addition",
+                                   "-o", "out.parquet"], ["nope-model"]),
+    ("no-weights-sample", _noop, ["sample", "prompts.parquet", "-o", "out.parquet", "--model", NW], [NW, "weights"]),
+    ("no-weights-train", _noop, ["train", "pairs.parquet", "--model", NW, "-o", "out"], [NW, "weights"]),
+    ("no-weights-eval", _noop, ["eval", "prompts.parquet", "--model", NW, "--judge", "oracle:addition",
+                                "-o", "out.parquet"], [NW, "weights"]),
+    ("judge-nonsense", _noop, ["judge", "samples.parquet", "-o", "out.parquet", "--judge", "nonsense"], ["nonsense"]),
+    ("eval-judge-nonsense", _noop, ["eval", "prompts.parquet", "--model", M, "--judge", "nonsense",
+                                    "-o", "out.parquet"], ["nonsense"]),
+]
+
+
+def _case_id(c):
+    return c.values[0] if hasattr(c, "values") else c[0]
+
+
+@pytest.mark.parametrize("case_id,setup,args,names", CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_input(ws, cli, case_id, setup, args, names):
+    setup(ws)
+    before = _tree(ws)
+    proc = cli(*args, cwd=ws)
+    _check_one_line_error(proc, *names)
+    after = _tree(ws)
+    assert after == before, f"left behind: {sorted(after - before)}"
+    assert not list(ws.glob("out*")) and not list(ws.glob(".out*"))
+
+
+def test_output_over_an_input_is_refused(ws, cli):
+    before = (ws / "samples.parquet").read_bytes()
+    proc = cli("judge", "samples.parquet", "-o", "samples.parquet", "--judge", "oracle:addition", cwd=ws)
+    _check_one_line_error(proc, "samples.parquet")
+    assert (ws / "samples.parquet").read_bytes() == before
+    assert not (ws / "samples.parquet.parts").exists()
+
+
+def test_all_examples_are_valid(ws):
+    # guard: the workspace inputs are valid, so each failure above is caused by the one thing changed
+    from dno_data.artifacts import read_artifact
+
+    for name in EXAMPLE_ROWS:
+        if (ws / f"{name}.parquet").exists():
+            read_artifact(ws / f"{name}.parquet", name)

@@ -1,0 +1,142 @@
+"""The DNO contrastive loss and sequence log-probs, against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dno_data.losses import dno_loss, sequence_logps
+
+
+def t(*xs):
+    return torch.tensor(xs, dtype=torch.float64)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_worked_example_hard():
+    loss, rewards = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1)
+    assert loss.item() == pytest.approx(0.598139, abs=1e-6)
+    assert loss.item() == pytest.approx(softplus(-0.2), rel=1e-12)  # -log sigmoid(0.2)
+    assert rewards["chosen_reward"].tolist() == pytest.approx([0.1])  # 0.1 * (-10 - -11)
+    assert rewards["rejected_reward"].tolist() == pytest.approx([-0.1])  # 0.1 * (-14 - -13)
+
+
+def test_worked_example_soft():
+    loss, _ = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, target=t(0.75))
+    assert loss.item() == pytest.approx(0.648139, abs=1e-6)
+    assert loss.item() == pytest.approx(0.75 * softplus(-0.2) + 0.25 * softplus(0.2), rel=1e-12)
+
+
+def test_soft_with_target_one_equals_hard():
+    args = (t(-3.0, -7.0), t(-4.0, -2.0), t(-3.5, -6.0), t(-4.5, -2.5))
+    hard, _ = dno_loss(*args, beta=0.05)
+    soft, _ = dno_loss(*args, beta=0.05, target=t(1.0, 1.0))
+    assert soft.item() == pytest.approx(hard.item(), rel=1e-12)
+
+
+def test_soft_target_half_is_symmetric():
+    # with t = 0.5 swapping chosen and rejected does not change the loss
+    a, _ = dno_loss(t(-1.0), t(-5.0), t(-2.0), t(-3.0), beta=0.5, target=t(0.5))
+    b, _ = dno_loss(t(-5.0), t(-1.0), t(-3.0), t(-2.0), beta=0.5, target=t(0.5))
+    assert a.item() == pytest.approx(b.item(), rel=1e-12)
+
+
+def test_batch_is_the_mean_of_per_pair_losses():
+    pc, pr = t(-10.0, -2.0, -5.0), t(-14.0, -1.0, -5.0)
+    rc, rr = t(-11.0, -3.0, -4.0), t(-13.0, -1.5, -6.0)
+    beta = 0.1
+    expected = []
+    for a, b, c, d in zip(pc.tolist(), pr.tolist(), rc.tolist(), rr.tolist()):
+        h = (a - c) - (b - d)
+        expected.append(softplus(-beta * h))
+    loss, rewards = dno_loss(pc, pr, rc, rr, beta=beta)
+    assert loss.item() == pytest.approx(sum(expected) / 3, rel=1e-12)
+    assert rewards["chosen_reward"].tolist() == pytest.approx([beta * (a - c) for a, c in zip(pc.tolist(), rc.tolist())])
+    assert rewards["rejected_reward"].tolist() == pytest.approx([beta * (b - d) for b, d in zip(pr.tolist(), rr.tolist())])
+
+
+def test_soft_batch_with_per_pair_targets():
+    pc, pr, rc, rr = t(-10.0, -2.0), t(-14.0, -1.0), t(-11.0, -3.0), t(-13.0, -1.5)
+    tg = t(0.75, 0.6)
+    beta = 0.2
+    exp = []
+    for a, b, c, d, y in zip(pc.tolist(), pr.tolist(), rc.tolist(), rr.tolist(), tg.tolist()):
+        z = beta * ((a - c) - (b - d))
+        exp.append(y * softplus(-z) + (1 - y) * softplus(z))
+    loss, _ = dno_loss(pc, pr, rc, rr, beta=beta, target=tg)
+    assert loss.item() == pytest.approx(sum(exp) / 2, rel=1e-12)
+
+
+def test_equal_policy_and_reference_gives_log2():
+    x = t(-3.0, -8.0)
+    loss, rewards = dno_loss(x, x + 1, x, x + 1, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2))
+    assert rewards["chosen_reward"].abs().max().item() == 0
+
+
+def test_gradient_sign():
+    chosen = torch.tensor([-10.0], requires_grad=True)
+    rejected = torch.tensor([-14.0], requires_grad=True)
+    loss, rewards = dno_loss(chosen, rejected, torch.tensor([-11.0]), torch.tensor([-13.0]), beta=0.1)
+    loss.backward()
+    assert chosen.grad.item() < 0  # raising log pi(y+) lowers the loss
+    assert rejected.grad.item() > 0  # raising log pi(y-) raises it
+    # d/dx softplus(-0.1 (x - c)) = -0.1 * sigmoid(-0.2)
+    assert chosen.grad.item() == pytest.approx(-0.1 * torch.sigmoid(torch.tensor(-0.2)).item(), rel=1e-5)
+    assert not rewards["chosen_reward"].requires_grad
+    # and a step along the gradient really lowers it
+    with torch.no_grad():
+        better, _ = dno_loss(chosen + 0.5, rejected, torch.tensor([-11.0]), torch.tensor([-13.0]), beta=0.1)
+    assert better.item() < loss.item()
+
+
+# ---------------------------------------------------------------- sequence_logps
+
+def test_sequence_logps_by_hand():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4, dtype=torch.float64)
+    input_ids = torch.tensor([[1, 2, 3, 0, 1], [3, 3, 2, 1, 0]])
+    # row 0: prompt = tokens 0..1, response = tokens 2..4
+    # row 1: prompt = token 0, response = tokens 1..2, padding 3..4
+    loss_mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]])
+    got = sequence_logps(logits, input_ids, loss_mask)
+
+    lp = torch.log_softmax(logits, dim=-1)
+    # token at position i is predicted by the logits at position i - 1
+    row0 = lp[0, 1, 3] + lp[0, 2, 0] + lp[0, 3, 1]
+    row1 = lp[1, 0, 3] + lp[1, 1, 2]
+    assert got.tolist() == pytest.approx([row0.item(), row1.item()], rel=1e-6)
+
+
+def test_sequence_logps_ignores_masked_positions():
+    torch.manual_seed(1)
+    logits = torch.randn(1, 4, 3)
+    ids = torch.tensor([[0, 1, 2, 1]])
+    mask = torch.tensor([[0, 0, 1, 1]])
+    base = sequence_logps(logits, ids, mask)
+    # changing the prompt token ids / the last logits (which predict nothing) changes nothing
+    changed_logits = logits.clone()
+    changed_logits[0, 3] = torch.tensor([9.0, -9.0, 0.0])
+    assert sequence_logps(changed_logits, ids, mask).item() == pytest.approx(base.item(), abs=1e-6)
+    changed_ids = ids.clone()
+    changed_ids[0, 0] = 2
+    assert sequence_logps(logits, changed_ids, mask).item() == pytest.approx(base.item(), abs=1e-6)
+    # but the logits predicting a response token do matter
+    other = logits.clone()
+    other[0, 1] = torch.tensor([0.0, 0.0, 5.0])
+    assert sequence_logps(other, ids, mask).item() != pytest.approx(base.item(), abs=1e-3)
+
+
+def test_sequence_logps_of_a_certain_sequence_is_zero():
+    ids = torch.tensor([[0, 1, 2]])
+    logits = torch.full((1, 3, 3), -1e4)
+    logits[0, 0, 1] = 1e4  # predicts 1 at position 1
+    logits[0, 1, 2] = 1e4  # predicts 2 at position 2
+    assert sequence_logps(logits, ids, torch.tensor([[0, 1, 1]])).item() == pytest.approx(0.0, abs=1e-4)
+    # an all-zero mask sums nothing
+    assert sequence_logps(torch.randn(1, 3, 3), ids, torch.zeros(1, 3, dtype=torch.long)).item() == 0.0

@@ -1,0 +1,254 @@
+"""Crash and resume, in process: sampling and judging redo no finished part; training resumes its state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import problem_rows, write_jsonl
+from dno_data.artifacts import read_artifact
+from dno_data.errors import DnoError
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def prompts16(tmp_path) -> Path:
+    from stages.prompts import PromptsConfig, run
+
+    src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(16))
+    return run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+
+
+def _sorted(table, key):
+    return sorted(table.to_pylist(), key=lambda r: r[key])
+
+
+# ---------------------------------------------------------------- sampling
+
+def test_sampling_resumes_after_a_crash(tmp_path, prompts16, tiny_model, monkeypatch):
+    import dno_data.generation as generation
+    from stages.sample import SampleConfig, run
+
+    def cfg(out):
+        return SampleConfig(prompts=prompts16, output=tmp_path / out, model=tiny_model, k=2, max_new_tokens=4,
+                            batch_size=4, teacher="reference", threads=1)  # 16 prompts -> 4 batches
+
+    real = generation.HFGenerator.generate
+    run(cfg("a.parquet"))
+
+    calls = []
+
+    def crash_after_two(self, prompts, params, seed):
+        calls.append(seed)
+        if len(calls) > 2:
+            raise Crash("killed")
+        return real(self, prompts, params, seed)
+
+    monkeypatch.setattr(generation.HFGenerator, "generate", crash_after_two)
+    with pytest.raises(Crash):
+        run(cfg("b.parquet"))
+    assert not (tmp_path / "b.parquet").exists()
+    parts = tmp_path / "b.parquet.parts"
+    assert sorted(p.name for p in parts.glob("part-*.parquet")) == ["part-000000.parquet", "part-000001.parquet"]
+
+    counted = []
+
+    def counting(self, prompts, params, seed):
+        counted.append(len(prompts))
+        return real(self, prompts, params, seed)
+
+    monkeypatch.setattr(generation.HFGenerator, "generate", counting)
+    run(cfg("b.parquet"))
+    assert counted == [4, 4]  # only batches 2 and 3
+    assert not parts.exists()
+    a = _sorted(read_artifact(tmp_path / "a.parquet", "samples"), "sample_id")
+    b = _sorted(read_artifact(tmp_path / "b.parquet", "samples"), "sample_id")
+    assert len(a) == 16 * 3
+    assert a == b  # every column: samples are seeded per batch
+
+
+def test_sampling_parts_of_other_settings_need_fresh(tmp_path, prompts16, tiny_model, monkeypatch):
+    import dno_data.generation as generation
+    from stages.sample import SampleConfig, run
+
+    real = generation.HFGenerator.generate
+    calls = []
+
+    def crash_after_one(self, *a):
+        calls.append(1)
+        if len(calls) > 1:
+            raise Crash()
+        return real(self, *a)
+
+    monkeypatch.setattr(generation.HFGenerator, "generate", crash_after_one)
+    base = dict(prompts=prompts16, output=tmp_path / "s.parquet", model=tiny_model, k=2, max_new_tokens=4,
+                batch_size=8, threads=1)
+    with pytest.raises(Crash):
+        run(SampleConfig(**base))
+    monkeypatch.setattr(generation.HFGenerator, "generate", real)
+    with pytest.raises(DnoError, match="fresh"):
+        run(SampleConfig(**{**base, "k": 1}))
+    run(SampleConfig(**{**base, "k": 1, "fresh": True}))
+    rows = read_artifact(tmp_path / "s.parquet", "samples").to_pylist()
+    assert len(rows) == 16 and {r["sample_index"] for r in rows} == {0}
+
+
+def test_teacher_error_leaves_no_parts(tmp_path, monkeypatch):
+    from stages.prompts import PromptsConfig
+    from stages.prompts import run as prompts_run
+    from stages.sample import SampleConfig, run
+
+    src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(4))
+    no_ref = prompts_run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet"))
+    with pytest.raises(DnoError):
+        run(SampleConfig(prompts=no_ref, output=tmp_path / "t.parquet", teacher="reference"))
+    assert not (tmp_path / "t.parquet.parts").exists()
+    fixed = prompts_run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+    run(SampleConfig(prompts=fixed, output=tmp_path / "t.parquet", teacher="reference"))
+
+
+def test_teacher_only_sampling(tmp_path, prompts16):
+    from stages.sample import SampleConfig, run
+
+    run(SampleConfig(prompts=prompts16, output=tmp_path / "t.parquet", teacher="reference", batch_size=5))
+    rows = read_artifact(tmp_path / "t.parquet", "samples").to_pylist()
+    assert len(rows) == 16
+    assert all(r["source"] == "teacher" and r["response"] == r["reference"] for r in rows)
+
+
+# ---------------------------------------------------------------- judging
+
+def _teacher_samples(tmp_path, prompts16):
+    from stages.sample import SampleConfig, run
+
+    return run(SampleConfig(prompts=prompts16, output=tmp_path / "samples.parquet", teacher="reference"))
+
+
+def test_judging_resumes_after_a_crash(tmp_path, prompts16, monkeypatch):
+    from dno_data import judges
+    from stages.judge import JudgeConfig, run
+
+    samples = _teacher_samples(tmp_path, prompts16)
+    run(JudgeConfig(samples=samples, output=tmp_path / "a.parquet", judge="oracle:addition", prompts_per_part=2))
+
+    real = judges.PointwiseJudge.judge
+    calls = []
+
+    def die_in_part_two(self, group):
+        calls.append(group.prompt_id)
+        if len(calls) == 3:  # first group of the 2nd part (2 prompts per part)
+            raise SystemExit("killed")
+        return real(self, group)
+
+    monkeypatch.setattr(judges.PointwiseJudge, "judge", die_in_part_two)
+    with pytest.raises(SystemExit):
+        run(JudgeConfig(samples=samples, output=tmp_path / "b.parquet", judge="oracle:addition", prompts_per_part=2))
+    assert not (tmp_path / "b.parquet").exists()
+    assert [p.name for p in (tmp_path / "b.parquet.parts").glob("part-*.parquet")] == ["part-000000.parquet"]
+
+    calls.clear()
+    monkeypatch.setattr(judges.PointwiseJudge, "judge", lambda self, g: (calls.append(g.prompt_id), real(self, g))[1])
+    run(JudgeConfig(samples=samples, output=tmp_path / "b.parquet", judge="oracle:addition", prompts_per_part=2))
+    assert len(calls) == 14  # 2 of 16 prompts were already judged
+    b = read_artifact(tmp_path / "b.parquet", "judgments")
+    ids = b["judgment_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 16
+    assert _sorted(b, "judgment_id") == _sorted(read_artifact(tmp_path / "a.parquet", "judgments"), "judgment_id")
+    assert not (tmp_path / "b.parquet.parts").exists()
+
+
+# ---------------------------------------------------------------- training
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    """12 pairs over 12 prompts: the right sum against a wrong one."""
+    from conftest import pairs_row
+    from dno_data.artifacts import write_artifact
+
+    rows = []
+    for i, r in enumerate(problem_rows(12)):
+        a, b = r["prompt"].split("+")
+        rows.append(pairs_row(f"p{i}", f"c{i}", f"r{i}", r["reference"], str(int(r["reference"]) + 1),
+                              prompt_text=r["prompt"] + "="))
+        rows[-1]["messages"] = [{"role": "user", "content": r["prompt"]}]
+    return write_artifact(rows, tmp_path / "pairs.parquet", "pairs", None)
+
+
+def _train_cfg(pairs, model, out, **kw):
+    from stages.train import TrainConfig
+
+    return TrainConfig(pairs=pairs, model=model, output=out, batch_size=2, learning_rate=1e-3, max_length=32,
+                       save_every=1, threads=1, **kw)
+
+
+def test_training_resumes_at_the_saved_step(tmp_path, tiny_model, pairs_file, monkeypatch, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    import dno_data.losses as losses
+    from stages.train import run
+
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "a"))
+    full = json.loads((tmp_path / "a" / "dno-manifest.json").read_text())["metrics"]
+    assert full["steps"] == 6  # 12 pairs / batch 2
+
+    real = losses.dno_loss
+    calls = []
+
+    def crash_on_third(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Crash("killed at step 3")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(losses, "dno_loss", crash_on_third)
+    with pytest.raises(Crash):
+        run(_train_cfg(pairs_file, tiny_model, tmp_path / "b"))
+    partial = tmp_path / "b.partial"
+    assert not (tmp_path / "b").exists()
+    assert json.loads((partial / "progress.json").read_text())["step"] == 2
+    assert (partial / "ref_logps.parquet").exists() and (partial / "state").is_dir()
+
+    monkeypatch.setattr(losses, "dno_loss", real)
+    capsys.readouterr()
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "b"))
+    out = capsys.readouterr()
+    assert "resuming training at step 2/6" in out.out + out.err
+    assert "reference log-probs: resumed" in out.out + out.err
+    resumed = json.loads((tmp_path / "b" / "dno-manifest.json").read_text())["metrics"]
+    assert resumed["steps"] == full["steps"]
+    assert len((tmp_path / "b" / "train_log.jsonl").read_text().splitlines()) == 6
+    assert not partial.exists()
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert resumed["final_loss"] == pytest.approx(full["final_loss"], abs=1e-6)
+
+
+def test_training_state_of_other_settings_needs_fresh(tmp_path, tiny_model, pairs_file, monkeypatch):
+    import dno_data.losses as losses
+    from stages.train import run
+
+    real = losses.dno_loss
+    calls = []
+
+    def crash_on_second(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Crash()
+        return real(*a, **kw)
+
+    monkeypatch.setattr(losses, "dno_loss", crash_on_second)
+    with pytest.raises(Crash):
+        run(_train_cfg(pairs_file, tiny_model, tmp_path / "c"))
+    monkeypatch.setattr(losses, "dno_loss", real)
+    with pytest.raises(DnoError, match="fresh"):
+        run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", beta=0.05))
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", beta=0.05, fresh=True))
+    manifest = json.loads((tmp_path / "c" / "dno-manifest.json").read_text())
+    assert manifest["options"]["beta"] == 0.05 and manifest["metrics"]["steps"] == 6
