@@ -80,12 +80,18 @@ def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any) -> dict:
     }
 
 
+# Settings that change how a stage runs, not what it produces: left out of the fingerprint,
+# so a rerun with more concurrency or another cache path still resumes and counts as up to date.
+OPERATIONAL = frozenset({"output", "force", "fresh", "threads", "dry_run", "concurrency", "rpm", "tpm", "timeout",
+                         "max_retries", "cache", "no_cache", "prices", "api_key_env", "base_url"})
+
+
 def lineage_fingerprint(lineage: Mapping) -> str:
     """What makes two runs of a stage equivalent: stage, input contents and config.
 
     The output path is left out of the config so a moved file still counts as up to date.
     """
-    config = {k: v for k, v in dict(lineage.get("config") or {}).items() if k not in ("output", "force", "fresh", "threads")}
+    config = {k: v for k, v in dict(lineage.get("config") or {}).items() if k not in OPERATIONAL}
     inputs = [i["sha256"] for i in lineage.get("inputs", [])]
     return stable_hash(lineage.get("stage"), inputs, config, length=64)
 

@@ -2,6 +2,8 @@
 
 A judge turns a prompt and its candidate group into judgment rows (schema `judgments`).
 Kinds:
+  openai:MODEL             an OpenAI-compatible chat model, rubric or pairwise (api_judges.py)
+  reward:PATH              a local sequence-classification reward model (reward_judge.py)
   oracle:NAME              built-in verifiable oracles (`exact`, `addition` for the demo)
   python:module:function   a user's pointwise scorer  fn(messages, response[, reference]) -> float
                            or, with mode="pairwise", fn(messages, a, b[, reference]) -> P(a > b)
@@ -46,13 +48,17 @@ class Judge(ABC):
     def judge(self, group: Group) -> list[dict]:
         """Judgment rows for every candidate (kind=score) or ordered pair (kind=pair)."""
 
+    def judge_batch(self, groups: list[Group]) -> list[dict]:
+        """Rows for several groups; judges that batch (a reward model) override this."""
+        return [row for g in groups for row in self.judge(g)]
+
     def _row(self, group: Group, a: str, b: str | None, position: int, **values) -> dict:
         row = {
             "judgment_id": stable_hash("judgment", group.prompt_id, self.judge_id, a, b, position),
             "prompt_id": group.prompt_id,
             "judge_id": self.judge_id,
             "judge": self.spec,
-            "kind": self.kind,
+            "kind": self.kind if b is None else "pair",
             "sample_id_a": a,
             "sample_id_b": b,
             "position": position,
@@ -62,6 +68,9 @@ class Judge(ABC):
             "status": "ok",
             "error": None,
             "raw_output": None,
+            "justification": None,
+            "call_key": None,
+            "cached": None,
         }
         row.update(values)
         return row
@@ -180,12 +189,30 @@ def _addition(messages, response: str, reference: str | None = None) -> dict:
 
 ORACLES: dict[str, Callable] = {"exact": exact_match, "addition": _addition}
 
-MODES = ("score", "pairwise")
+MODES = ("score", "pairwise", "rubric")
 
 
-def make_judge(spec: str, mode: str = "score", both_orders: bool = True) -> Judge:
-    if mode not in MODES:
+def make_judge(spec: str, mode: str | None = None, both_orders: bool = True, **api_options) -> Judge:
+    """A judge from its spec. api_options go to openai judges (template, system, temperature,
+    max_tokens, logprobs, seed) and reward judges (batch_size, max_length)."""
+    if mode is not None and mode not in MODES:
         raise DnoError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if spec.startswith("openai:"):
+        from .api_judges import OpenAIJudge
+
+        keys = ("template", "system", "temperature", "max_tokens", "logprobs", "seed")
+        return OpenAIJudge(spec, mode or "rubric", both_orders=both_orders,
+                           **{k: v for k, v in api_options.items() if k in keys and v is not None})
+    if spec.startswith("reward:"):
+        from .reward_judge import RewardModelJudge
+
+        if mode not in (None, "score"):
+            raise DnoError(f"--judge {spec}: a reward model scores answers; drop --mode")
+        keys = ("batch_size", "max_length")
+        return RewardModelJudge(spec, **{k: v for k, v in api_options.items() if k in keys and v is not None})
+    if mode == "rubric":
+        raise DnoError("--mode rubric is for openai:MODEL judges")
+    mode = mode or "score"
     if spec.startswith("oracle:"):
         name = spec.removeprefix("oracle:")
         if name not in ORACLES:
@@ -198,4 +225,5 @@ def make_judge(spec: str, mode: str = "score", both_orders: bool = True) -> Judg
         if mode == "pairwise":
             return PairwiseJudge(spec, fn, code_hash(fn), both_orders=both_orders)
         return PointwiseJudge(spec, fn, code_hash(fn))
-    raise DnoError(f"--judge {spec!r}: expected oracle:NAME ({', '.join(ORACLES)}) or python:module:function")
+    raise DnoError(f"--judge {spec!r}: expected oracle:NAME ({', '.join(ORACLES)}), python:module:function, "
+                   "openai:MODEL or reward:PATH")

@@ -1,7 +1,13 @@
-"""Run a judge over every prompt's candidate group, in resumable parts."""
+"""Run a judge over every prompt's candidate group, in resumable parts.
+
+Local judges (oracles, python callables, reward models) run batch by batch. API judges run
+asynchronously: several parts are in flight at once so the request pool stays full, every
+answer goes to the cache as it arrives, and each part is written when its prompts are done.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pyarrow as pa
@@ -22,12 +28,55 @@ def groups_of(samples: pa.Table) -> list[Group]:
     return list(groups.values())
 
 
-def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_part: int) -> Counter:
+def is_api_judge(judge: Judge) -> bool:
+    return hasattr(judge, "plan")
+
+
+def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_part: int, runner=None) -> Counter:
     counts: Counter = Counter()
     units = [groups[i:i + prompts_per_part] for i in range(0, len(groups), prompts_per_part)]
     todo = [u for u in range(len(units)) if not parts.done(u)]
     counts["parts_resumed"] = len(units) - len(todo)
+    if is_api_judge(judge):
+        asyncio.run(_judge_api(judge, units, todo, parts, runner))
+        return counts
     for u in tqdm(todo, desc="judge", unit="part", disable=None):
-        rows = [row for g in units[u] for row in judge.judge(g)]
-        parts.write(u, rows)
+        parts.write(u, judge.judge_batch(units[u]))
     return counts
+
+
+async def _judge_api(judge, units, todo, parts: Parts, runner) -> None:
+    from .api_judges import judge_groups_api
+
+    calls_per_part = max(1, sum(len(judge.plan(g)) for g in units[todo[0]])) if todo else 1
+    window = asyncio.Semaphore(max(2, -(-2 * runner.settings.concurrency // calls_per_part) + 1))
+    bar = tqdm(total=len(todo), desc="judge", unit="part", disable=None)
+
+    async def one(u: int) -> None:
+        async with window:
+            rows = await judge_groups_api(judge, units[u], runner)
+            parts.write(u, rows)
+            bar.update()
+
+    try:
+        await asyncio.gather(*(one(u) for u in todo))
+    finally:
+        bar.close()
+        await runner.aclose()
+
+
+def judge_all(judge: Judge, groups: list[Group], runner_factory=None) -> list[dict]:
+    """All rows for a few groups at once (used by `dno eval`). An API judge gets a fresh
+    runner from `runner_factory` (its HTTP client lives in this call's event loop)."""
+    if not is_api_judge(judge):
+        return judge.judge_batch(groups)
+    from .api_judges import judge_groups_api
+
+    async def go():
+        runner = runner_factory()
+        try:
+            return await judge_groups_api(judge, groups, runner)
+        finally:
+            await runner.aclose()
+
+    return asyncio.run(go())

@@ -7,7 +7,7 @@ null score / probability: never a silent tie or a silent preference.
 import pyarrow as pa
 
 NAME = "judgments"
-VERSION = 1
+VERSION = 2  # 2: justification, call_key, cached
 MADE_BY = "dno judge SAMPLES -o judgments.parquet --judge SPEC"
 
 STATUSES = ("ok", "error", "unparseable", "refused")
@@ -28,5 +28,8 @@ SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),  # one of STATUSES
         pa.field("error", pa.string()),  # why it failed, for status != ok
         pa.field("raw_output", pa.string()),  # what the judge said, verbatim
+        pa.field("justification", pa.string()),  # rubric judges: the reason given for this score
+        pa.field("call_key", pa.string()),  # API judges: cache key of the request that produced the row
+        pa.field("cached", pa.bool_()),  # API judges: answered from the cache (paid earlier)
     ]
 )

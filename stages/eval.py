@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dno_data.api import ApiSettings, make_runner
 from dno_data.artifacts import Parts, make_lineage, read_artifact
 from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.generation import SamplingParams, make_generator
@@ -31,7 +32,7 @@ class EvalConfig:
     judge: str
     output: Path
     teacher: str = "reference"  # reference | python:module:function
-    mode: str = "score"
+    mode: str | None = None  # judge mode (see dno judge --help)
     split: str | None = "eval"
     temperature: float = 0.0  # greedy
     top_p: float = 1.0
@@ -41,6 +42,10 @@ class EvalConfig:
     backend: str = "hf"
     dtype: str = "auto"
     threads: int | None = None
+    base_url: str | None = None  # openai judges: the server
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    cache: Path | None = None  # judge cache (SQLite)
     force: bool = False
     fresh: bool = False
 
@@ -58,8 +63,10 @@ def run(cfg: EvalConfig) -> Path:
     teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "eval", fresh=cfg.fresh)
     generator = make_generator(cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads)
+    settings = ApiSettings(cfg.base_url, cfg.api_key_env, cfg.concurrency)
     evaluate_rows(rows, parts, generator=generator, params=SamplingParams(1, cfg.temperature, cfg.top_p, cfg.max_new_tokens),
-                  teacher=teacher, judge=judge, model_name=str(cfg.model), seed=cfg.seed, batch_size=cfg.batch_size)
+                  teacher=teacher, judge=judge, model_name=str(cfg.model), seed=cfg.seed, batch_size=cfg.batch_size,
+                  runner_factory=lambda: make_runner(settings, cfg.cache))
     table = parts.finish(lineage).to_pylist()
     ok = [r for r in table if r["status"] == "ok"]
     counts = {"prompts": len(table), "judged ok": len(ok)}
@@ -79,7 +86,7 @@ def command(
     judge: Annotated[str, typer.Option(help="oracle:NAME | python:module:function.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="eval.parquet to write.")],
     teacher: Annotated[str, typer.Option(help="reference | python:module:function.")] = "reference",
-    mode: Annotated[str, typer.Option(help="Judge mode: score | pairwise.")] = "score",
+    mode: Annotated[Optional[str], typer.Option(help="Judge mode: rubric|pairwise (openai), score|pairwise (python).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Prompts of this split; 'all' for every prompt.")] = "eval",
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus top-p when sampling.")] = 1.0,
@@ -89,9 +96,14 @@ def command(
     backend: Annotated[str, typer.Option(help="Generation backend: hf.")] = "hf",
     dtype: Annotated[str, typer.Option(help="auto|float32|bfloat16|float16.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="openai judges: OpenAI-compatible server URL.")] = None,
+    api_key_env: Annotated[str, typer.Option(help="Name of the variable holding the API key.")] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="openai judges: requests in flight.")] = 16,
+    cache: Annotated[Optional[Path], typer.Option(help="Judge cache (SQLite).")] = None,
     force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
     fresh: Annotated[bool, typer.Option(help="Discard unfinished parts of a different run.")] = False,
 ):
     """Evaluate a model on held-out prompts against the teacher."""
     run(EvalConfig(prompts, model, judge, output, teacher, mode, None if split == "all" else split, temperature,
-                   top_p, max_new_tokens, seed, batch_size, backend, dtype, threads, force, fresh))
+                   top_p, max_new_tokens, seed, batch_size, backend, dtype, threads, base_url, api_key_env, concurrency,
+                   cache, force, fresh))

@@ -126,6 +126,7 @@ def score_row(sample_id: str, prompt_id: str, score: float | None, status: str =
         "kind": "score", "sample_id_a": sample_id, "sample_id_b": None, "position": position,
         "score": score, "prob_a_wins": None, "correct": None, "status": status,
         "error": None if status == "ok" else "boom", "raw_output": None,
+        "justification": None, "call_key": None, "cached": None,
     }
 
 
@@ -135,6 +136,7 @@ def pair_row(a: str, b: str, prompt_id: str, p: float | None, position: int, sta
         "kind": "pair", "sample_id_a": a, "sample_id_b": b, "position": position,
         "score": None, "prob_a_wins": p, "correct": None, "status": status,
         "error": None if status == "ok" else "boom", "raw_output": None,
+        "justification": None, "call_key": None, "cached": None,
     }
 
 

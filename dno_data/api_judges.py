@@ -1,0 +1,155 @@
+"""Judges that are OpenAI-compatible chat models (OpenAI, a local `vllm serve`, ...).
+
+  --mode rubric    the paper's DNO-Prct annotation: all candidates of a prompt in one call,
+                   each scored on an additive 6-point rubric with a short justification; the
+                   candidates are shuffled with a seed derived from the prompt id, and the
+                   shown position of each is recorded in `position`.
+  --mode pairwise  one call per pair and per order, (a, b) and (b, a), so position bias
+                   cancels in the win-rates and is measured; P(a > b) from the verdict token's
+                   logprobs when the server returns them, else from the verdict.
+
+The request (model, rendered template, decoding parameters) is the cache key.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from importlib import resources
+from itertools import combinations
+from pathlib import Path
+
+from .api import Call, CallRunner, describe_failure, make_call
+from .errors import DnoError
+from .ids import stable_hash
+from .judge_cache import CachedCall
+from .judge_parsing import is_refusal, parse_rubric, parse_verdict, verdict_probability
+from .judges import Group, Judge
+
+API_MODES = ("rubric", "pairwise")
+
+
+def load_template(mode: str, path: Path | None):
+    import jinja2
+
+    if path is not None:
+        if not Path(path).is_file():
+            raise DnoError(f"--template {path}: no such file")
+        text = Path(path).read_text()
+    else:
+        text = resources.files("dno_data").joinpath("templates", f"{mode}.jinja").read_text()
+    try:
+        return text, jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(text)
+    except jinja2.TemplateSyntaxError as e:
+        raise DnoError(f"--template {path}: line {e.lineno}: {e.message}") from None
+
+
+def instruction_of(messages: list[dict]) -> str:
+    """The conversation as the judge sees it: the user's text, or a transcript of several turns."""
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) == 1:
+        return turns[0]["content"]
+    return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in turns)
+
+
+@dataclass(frozen=True)
+class Planned:
+    call: Call
+    shown: list  # candidates in the order shown
+    position: int  # pairwise: 0 = (a, b) as given, 1 = swapped
+
+
+class OpenAIJudge(Judge):
+    def __init__(self, spec: str, mode: str, *, template: Path | None = None, system: str | None = None,
+                 temperature: float = 0.0, max_tokens: int | None = None, logprobs: bool = True,
+                 both_orders: bool = True, seed: int = 0):
+        if mode not in API_MODES:
+            raise DnoError(f"--mode {mode!r}: an openai judge takes {' or '.join(API_MODES)}")
+        self.spec, self.mode, self.model = spec, mode, spec.removeprefix("openai:")
+        if not self.model:
+            raise DnoError("--judge openai:MODEL needs a model name, e.g. openai:gpt-4o")
+        self.kind = "score" if mode == "rubric" else "pair"
+        self.template_text, self.template = load_template(mode, template)
+        self.system, self.both_orders, self.seed = system, both_orders, seed
+        self.params = {"temperature": temperature,
+                       "max_tokens": max_tokens or (None if mode == "rubric" else 4)}
+        if mode == "pairwise" and logprobs:
+            self.params.update(logprobs=True, top_logprobs=5)
+        self.judge_id = stable_hash("judge", spec, mode, self.template_text, system, self.params, both_orders, seed)
+
+    # ------------------------------------------------------------ planning
+    def _messages(self, text: str) -> list[dict]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": text}]
+
+    def plan(self, group: Group) -> list[Planned]:
+        instruction = instruction_of(group.messages)
+        if self.mode == "rubric":
+            shown = list(group.candidates)
+            random.Random(stable_hash("shuffle", group.prompt_id, self.seed)).shuffle(shown)
+            text = self.template.render(instruction=instruction,
+                                        candidates=[{"id": f"id{i + 1}", "text": c.response} for i, c in enumerate(shown)])
+            return [Planned(make_call(self.model, self._messages(text), self.params), shown, 0)]
+        out = []
+        for x, y in combinations(group.candidates, 2):
+            for a, b, pos in ([(x, y, 0), (y, x, 1)] if self.both_orders else [(x, y, 0)]):
+                text = self.template.render(instruction=instruction, a=a.response, b=b.response)
+                out.append(Planned(make_call(self.model, self._messages(text), self.params), [a, b], pos))
+        return out
+
+    def judge(self, group: Group) -> list[dict]:
+        raise NotImplementedError("openai judges run through run_api_judge (async)")
+
+    # ------------------------------------------------------------ rows
+    def rows(self, group: Group, planned: list[Planned], results: dict, hits: set[str]) -> list[dict]:
+        out = []
+        for p in planned:
+            res = results.get(p.call.key)
+            extra = {"call_key": p.call.key, "cached": p.call.key in hits}
+            if self.mode == "rubric":
+                out += self._rubric_rows(group, p, res, extra)
+            else:
+                out.append(self._pair_row(group, p, res, extra))
+        return out
+
+    def _rubric_rows(self, group, p: Planned, res, extra) -> list[dict]:
+        ids = [f"id{i + 1}" for i in range(len(p.shown))]
+        if not isinstance(res, CachedCall):
+            return [self._row(group, c.sample_id, None, i, status="error", error=describe_failure(res), **extra)
+                    for i, c in enumerate(p.shown)]
+        parsed = parse_rubric(res.content, ids) or {}
+        rows = []
+        for i, (c, cid) in enumerate(zip(p.shown, ids)):
+            base = {"raw_output": res.content, **extra}
+            if cid in parsed and parsed[cid][0] is not None and 0 <= parsed[cid][0] <= 6:
+                rows.append(self._row(group, c.sample_id, None, i, score=parsed[cid][0], justification=parsed[cid][1], **base))
+            else:
+                rows.append(self._row(group, c.sample_id, None, i, **_unreadable(res, f"no score for {cid}"), **base))
+        return rows
+
+    def _pair_row(self, group, p: Planned, res, extra) -> dict:
+        a, b = p.shown
+        if not isinstance(res, CachedCall):
+            return self._row(group, a.sample_id, b.sample_id, p.position, status="error", error=describe_failure(res), **extra)
+        prob = verdict_probability(res.logprobs[0]) if res.logprobs else None
+        if prob is None:
+            verdict = parse_verdict(res.content)
+            prob = None if verdict is None else (1.0 if verdict == "A" else 0.0)
+        if prob is None:
+            return self._row(group, a.sample_id, b.sample_id, p.position, raw_output=res.content,
+                             **_unreadable(res, "no verdict A or B"), **extra)
+        return self._row(group, a.sample_id, b.sample_id, p.position, prob_a_wins=prob, raw_output=res.content, **extra)
+
+
+def _unreadable(res: CachedCall, why: str) -> dict:
+    if res.finish_reason == "length":
+        return {"status": "unparseable", "error": f"{why} (answer truncated: finish_reason=length)"}
+    if is_refusal(res.content):
+        return {"status": "refused", "error": why}
+    return {"status": "unparseable", "error": why}
+
+
+async def judge_groups_api(judge: OpenAIJudge, groups: list[Group], runner: CallRunner) -> list[dict]:
+    planned = [judge.plan(g) for g in groups]
+    calls = [p.call for ps in planned for p in ps]
+    results, hits = await runner.run(calls)
+    return [row for g, ps in zip(groups, planned) for row in judge.rows(g, ps, results, hits)]

@@ -1,0 +1,37 @@
+"""Token prices and cost estimates for API judges."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from .errors import DnoError
+
+
+def load_prices(path: Path | None = None) -> dict[str, tuple[float, float]]:
+    """USD per 1M tokens (input, output) by model; a user's file overrides the shipped table."""
+    table = json.loads(resources.files("dno_data").joinpath("prices.json").read_text())
+    if path is not None:
+        try:
+            table.update(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            raise DnoError(f"--prices {path}: not a readable JSON price table ({e})") from None
+    return {k: (float(v[0]), float(v[1])) for k, v in table.items() if not k.startswith("_")}
+
+
+def cost_usd(model: str, input_tokens: int, output_tokens: int, prices: dict) -> float | None:
+    """
+    >>> cost_usd("gpt-4o", 1_000_000, 100_000, {"gpt-4o": (2.5, 10.0)})
+    3.5
+    >>> cost_usd("my-local-model", 10, 10, {}) is None
+    True
+    """
+    if model not in prices:
+        return None
+    pin, pout = prices[model]
+    return round(input_tokens * pin / 1e6 + output_tokens * pout / 1e6, 6)
+
+
+def fmt_cost(value: float | None, model: str) -> str:
+    return f"${value:,.4f}" if value is not None else f"unknown (no price for {model}; pass --prices FILE)"

@@ -1,0 +1,892 @@
+"""A small OpenAI-compatible chat server for tests and benchmarks, with fault injection.
+
+The judge stage talks to OpenAI-compatible chat servers through the official ``openai``
+client; this server stands in for them on a machine without network access.  It is built
+on aiohttp's web server (a widely used, well-kept asyncio HTTP library) so that thousands
+of concurrent slow requests cost one event loop and almost no CPU.
+
+Routes
+    POST /v1/chat/completions   non-streaming ``chat.completion`` objects (``n``,
+                                ``max_tokens``/``max_completion_tokens``, ``logprobs``)
+    GET  /v1/models             one model
+    anything else               404 (405 for a known path with the wrong method), with an
+                                OpenAI-style body ``{"error": {"message", "type", "code"}}``
+
+Answer policy (deterministic, from the LAST user message)
+    Candidates appear as blocks ``<response id="ID">\\nTEXT\\n</response>``.  A TEXT's
+    quality is 6 if it contains ``GOOD``, else 1 if it contains ``BAD``, else
+    ``1 + sha256(TEXT) % 6`` (see :func:`quality`).
+
+    * pairwise: the prompt contains ``Answer with A or B`` and exactly the blocks ``A`` and
+      ``B`` -> ``"A"`` or ``"B"``, the higher quality wins and a tie goes to ``A`` (a
+      deliberate position bias).  With ``logprobs: true`` the single answer token carries
+      ``top_logprobs`` for "A" and "B" with P(winner) = sigmoid(quality difference)
+      (tie: P(A) = 0.6).
+    * rubric: blocks and no ``Answer with A or B`` -> a JSON object
+      ``{"ID_justification": "...", "ID_score": quality, ...}`` for every ID in order.
+    * otherwise -> ``"ok: " + the first 40 characters of the prompt``.
+    ``logprobs`` are only given for pairwise answers (``null`` otherwise).
+
+Faults
+    A script (a list of behaviours, consumed one per chat request, first) and then seeded
+    rates pick one behaviour per chat request: ``ok``, ``429`` (``Retry-After`` header,
+    type ``rate_limit_exceeded``), ``500`` (type ``server_error``), ``hang`` (sleep
+    ``hang_seconds`` before answering), ``truncate`` (half the content, finish_reason
+    ``length``) or ``garbage`` (an unparseable refusal).  ``latency`` seconds are added to
+    every request.  ``max_requests`` (every HTTP request counts) and ``max_seconds`` stop
+    the server by itself; requests past ``max_requests`` get a 503.
+
+Stats
+    ``srv.stats`` is a snapshot: request counts by behaviour and status, the last
+    ``keep_bodies`` request bodies and the last ``Authorization`` header seen.  Nothing is
+    logged and nothing is written to disk.
+
+In-process (tests, benchmarks)::
+
+    from dno_data.fake_openai import FakeOpenAIServer
+    with FakeOpenAIServer(latency=0.2, error_429_rate=0.1, script=["500"], max_seconds=60) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="sk-test")
+        ...
+        srv.stats.by_status, srv.set_script(["hang"]), srv.configure(error_500_rate=0.0)
+
+As a process (prints ``READY http://127.0.0.1:PORT/v1`` when listening; stops on
+SIGTERM/SIGINT or at a limit, then prints a summary to stderr)::
+
+    python -m dno_data.fake_openai --port 0 --latency 0.2 --error-429-rate 0.1 \\
+        --error-500-rate 0.1 --retry-after 1 --hang-rate 0 --hang-seconds 30 \\
+        --truncate-rate 0 --garbage-rate 0 --seed 0 --script 429,500,ok \\
+        --max-requests 10000 --max-seconds 600
+
+Benchmark (starts the server as a child process, drives a bounded load, prints one JSON
+line with requests/s and the server's CPU use)::
+
+    python -m dno_data.fake_openai bench --requests 3000 --concurrency 64 --latency 0.2
+    python -m dno_data.fake_openai bench --requests 3000 --concurrency 64 --latency 0.2 --client openai
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+__all__ = [
+    "BEHAVIOURS",
+    "REFUSAL",
+    "FakeOpenAIServer",
+    "Stats",
+    "answer_for",
+    "estimate_tokens",
+    "main",
+    "pairwise_probability",
+    "parse_blocks",
+    "quality",
+    "rubric_answer",
+]
+
+BEHAVIOURS = ("ok", "429", "500", "hang", "truncate", "garbage")
+RATE_KEYS = ("error_429_rate", "error_500_rate", "hang_rate", "truncate_rate", "garbage_rate")
+_RATE_BEHAVIOUR = dict(zip(RATE_KEYS, ("429", "500", "hang", "truncate", "garbage")))
+REFUSAL = "I'm sorry, I can't help with that."
+PAIRWISE_MARKER = "Answer with A or B"
+TIE_PROB_A = 0.6
+_BLOCK_RE = re.compile(r'<response id="([A-Za-z0-9_-]+)">\n?(.*?)\n?</response>', re.S)
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def parse_blocks(prompt: str) -> list[tuple[str, str]]:
+    """The ``(id, text)`` candidate blocks of a prompt, in order.
+
+    >>> parse_blocks('Rate:\\n<response id="A">\\nhi GOOD\\n</response>\\n<response id="b_2">\\nx\\ny\\n</response>')
+    [('A', 'hi GOOD'), ('b_2', 'x\\ny')]
+    >>> parse_blocks("no blocks here")
+    []
+    """
+    return _BLOCK_RE.findall(prompt)
+
+
+def quality(text: str) -> int:
+    """The hidden quality (1..6) of a candidate text.
+
+    >>> quality("a GOOD answer"), quality("a BAD answer"), quality("GOOD and BAD")
+    (6, 1, 6)
+    >>> quality("plain") == 1 + int(hashlib.sha256(b"plain").hexdigest(), 16) % 6
+    True
+    """
+    if "GOOD" in text:
+        return 6
+    if "BAD" in text:
+        return 1
+    return 1 + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big") % 6
+
+
+def rubric_answer(blocks: Iterable[tuple[str, str]]) -> str:
+    """A rubric judge's JSON answer: a justification and a score per id, in order.
+
+    >>> answer = json.loads(rubric_answer([("id1", "GOOD"), ("id2", "BAD")]))
+    >>> list(answer), answer["id1_score"], answer["id2_score"]
+    (['id1_justification', 'id1_score', 'id2_justification', 'id2_score'], 6, 1)
+    """
+    out: dict[str, object] = {}
+    for bid, text in blocks:
+        q = quality(text)
+        out[f"{bid}_justification"] = f"fake judge: quality {q}"
+        out[f"{bid}_score"] = q
+    return json.dumps(out)
+
+
+def pairwise_probability(qa: int, qb: int) -> float:
+    """P("A") for qualities ``qa`` vs ``qb``: sigmoid of the winner's margin; a tie is 0.6.
+
+    >>> pairwise_probability(6, 1) == 1 / (1 + math.exp(-5))
+    True
+    >>> pairwise_probability(1, 6) == 1 - 1 / (1 + math.exp(-5))
+    True
+    >>> pairwise_probability(3, 3)
+    0.6
+    """
+    if qa == qb:
+        return TIE_PROB_A
+    p_winner = 1.0 / (1.0 + math.exp(-abs(qa - qb)))
+    return p_winner if qa > qb else 1.0 - p_winner
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate: ceil(characters / 4).
+
+    >>> estimate_tokens(""), estimate_tokens("abcd"), estimate_tokens("abcde")
+    (0, 1, 2)
+    """
+    return -(-len(text) // 4)
+
+
+def answer_for(prompt: str) -> tuple[str, str, float | None]:
+    """``(content, mode, p_a)`` for a prompt; ``p_a`` is P("A") in pairwise mode, else None.
+
+    >>> pair = 'Answer with A or B.\\n<response id="A">\\nBAD\\n</response>\\n<response id="B">\\nGOOD\\n</response>'
+    >>> answer_for(pair)[:2]
+    ('B', 'pairwise')
+    >>> answer_for('<response id="x">\\nGOOD\\n</response>')[:2]
+    ('{"x_justification": "fake judge: quality 6", "x_score": 6}', 'rubric')
+    >>> answer_for("hello")
+    ('ok: hello', 'echo', None)
+    """
+    blocks = parse_blocks(prompt) if "<response id=" in prompt else []
+    if blocks:
+        if PAIRWISE_MARKER in prompt:
+            if len(blocks) == 2 and blocks[0][0] == "A" and blocks[1][0] == "B":
+                p_a = pairwise_probability(quality(blocks[0][1]), quality(blocks[1][1]))
+                return ("A" if p_a >= 0.5 else "B"), "pairwise", p_a
+        else:
+            return rubric_answer(blocks), "rubric", None
+    return "ok: " + prompt[:40], "echo", None
+
+
+def _text_of(content: object) -> str:
+    """The text of a message's content: a string, or a list of ``{"type": "text"}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def _token_logprob(token: str, logprob: float) -> dict:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def _pairwise_logprobs(answer: str, p_a: float, top_k: int) -> dict:
+    lp = {"A": math.log(p_a), "B": math.log1p(-p_a)}
+    entry = _token_logprob(answer, lp[answer])
+    order = ("A", "B") if lp["A"] >= lp["B"] else ("B", "A")
+    # Both letters always appear once top_logprobs is asked for (so P sums to 1).
+    entry["top_logprobs"] = [_token_logprob(t, lp[t]) for t in order] if top_k > 0 else []
+    return {"content": [entry], "refusal": None}
+
+
+def _error_body(message: str, type_: str, code: str | None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+
+
+def _format_seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _check_rate(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def _check_behaviour(b: object) -> str:
+    s = str(b).strip().lower()
+    if s not in BEHAVIOURS:
+        raise ValueError(f"unknown behaviour {b!r}; expected one of {', '.join(BEHAVIOURS)}")
+    return s
+
+
+# ---------------------------------------------------------------- server
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of what the server saw."""
+
+    requests: int  # every HTTP request accepted (all routes), up to max_requests
+    chat_requests: int
+    rejected: int  # requests past max_requests (answered 503)
+    by_behaviour: dict[str, int]
+    by_status: dict[int, int]
+    in_flight: int
+    max_in_flight: int
+    bodies: list[dict] = field(repr=False)  # the last keep_bodies chat request bodies
+    authorization: str | None = field(repr=False)  # the last Authorization header seen
+    stop_reason: str | None = None
+
+    def summary(self) -> dict:
+        """Counts only: no bodies and no Authorization header (safe to print)."""
+        return {
+            "requests": self.requests,
+            "chat_requests": self.chat_requests,
+            "rejected": self.rejected,
+            "by_behaviour": self.by_behaviour,
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "max_in_flight": self.max_in_flight,
+            "authorization_seen": self.authorization is not None,
+            "stop_reason": self.stop_reason,
+        }
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible fake chat server; a context manager runs it in a background thread.
+
+    ``max_requests`` counts every HTTP request; ``max_seconds`` counts from the start.  Either
+    limit stops the server by itself (in-flight requests get ``shutdown_timeout`` seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model: str = "fake-judge",
+        latency: float = 0.0,
+        error_429_rate: float = 0.0,
+        error_500_rate: float = 0.0,
+        hang_rate: float = 0.0,
+        truncate_rate: float = 0.0,
+        garbage_rate: float = 0.0,
+        retry_after: float = 1.0,
+        hang_seconds: float = 30.0,
+        seed: int = 0,
+        script: Iterable[str] | None = None,
+        max_requests: int | None = None,
+        max_seconds: float | None = None,
+        keep_bodies: int = 50,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        if not ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
+            raise ValueError(f"the fake server binds loopback addresses only, not {host!r}")
+        self.host, self.port, self.model = host, int(port), model
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.shutdown_timeout = shutdown_timeout
+        self._lock = threading.Lock()
+        self._rates = dict.fromkeys(RATE_KEYS, 0.0)
+        self.latency = self.retry_after = self.hang_seconds = 0.0
+        self._rng = random.Random(seed)
+        self.configure(
+            latency=latency,
+            error_429_rate=error_429_rate,
+            error_500_rate=error_500_rate,
+            hang_rate=hang_rate,
+            truncate_rate=truncate_rate,
+            garbage_rate=garbage_rate,
+            retry_after=retry_after,
+            hang_seconds=hang_seconds,
+        )
+        self._script: deque[str] = deque()
+        self.set_script(script or [])
+        # counters (mutated on the loop thread under _lock, read as snapshots)
+        self._requests = self._chat = self._rejected = 0
+        self._in_flight = self._max_in_flight = 0
+        self._by_behaviour: Counter[str] = Counter()
+        self._by_status: Counter[int] = Counter()
+        self._bodies: deque[dict] = deque(maxlen=max(0, keep_bodies))
+        self._authorization: str | None = None
+        self._stop_reason: str | None = None
+        # runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._created = int(time.time())
+
+    # ------------------------------------------------------------ configuration
+
+    def configure(self, **settings: float) -> None:
+        """Change rates (``error_429_rate`` ...), ``latency``, ``retry_after``,
+        ``hang_seconds`` or ``seed`` (reseeds the fault RNG) while running."""
+        unknown = set(settings) - set(RATE_KEYS) - {"latency", "retry_after", "hang_seconds", "seed"}
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            rates = dict(self._rates)
+            for key in RATE_KEYS:
+                if key in settings:
+                    rates[key] = _check_rate(key, settings[key])
+            if sum(rates.values()) > 1.0 + 1e-9:
+                raise ValueError(f"fault rates add up to more than 1: {rates}")
+            for key in ("latency", "retry_after", "hang_seconds"):
+                if key in settings:
+                    if float(settings[key]) < 0:
+                        raise ValueError(f"{key} must be >= 0")
+                    setattr(self, key, float(settings[key]))
+            self._rates = rates
+            self._rate_table = [(r, _RATE_BEHAVIOUR[k]) for k, r in rates.items() if r > 0]
+            if "seed" in settings:
+                self._rng = random.Random(settings["seed"])
+
+    def set_script(self, script: Iterable[str]) -> None:
+        """Replace the script: behaviours consumed one per chat request before rates apply."""
+        items = [_check_behaviour(b) for b in script]
+        with self._lock:
+            self._script = deque(items)
+
+    def _pick_behaviour(self) -> str:
+        with self._lock:
+            if self._script:
+                return self._script.popleft()
+            table = self._rate_table
+            u = self._rng.random() if table else 1.0
+        acc = 0.0
+        for rate, behaviour in table:
+            acc += rate
+            if u < acc:
+                return behaviour
+        return "ok"
+
+    # ------------------------------------------------------------ stats
+
+    @property
+    def stats(self) -> Stats:
+        with self._lock:
+            return Stats(
+                requests=self._requests,
+                chat_requests=self._chat,
+                rejected=self._rejected,
+                by_behaviour=dict(self._by_behaviour),
+                by_status=dict(self._by_status),
+                in_flight=self._in_flight,
+                max_in_flight=self._max_in_flight,
+                bodies=list(self._bodies),
+                authorization=self._authorization,
+                stop_reason=self._stop_reason,
+            )
+
+    @property
+    def base_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the server is not listening yet")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    # ------------------------------------------------------------ request handling
+
+    def _enter(self, request: web.Request) -> int | None:
+        """Count a request; its serial number, or None when past max_requests."""
+        auth = request.headers.get("Authorization")
+        with self._lock:
+            if auth is not None:
+                self._authorization = auth
+            if self.max_requests is not None and self._requests >= self.max_requests:
+                self._rejected += 1
+                self._by_status[503] += 1
+                return None
+            self._requests += 1
+            self._in_flight += 1
+            if self._in_flight > self._max_in_flight:
+                self._max_in_flight = self._in_flight
+            return self._requests
+
+    def _leave(self, serial: int, status: int) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._by_status[status] += 1
+        if self.max_requests is not None and serial == self.max_requests:
+            self.request_stop("max_requests")
+
+    @staticmethod
+    def _limit_response() -> web.Response:
+        return web.Response(
+            status=503,
+            body=_error_body("The fake server reached max_requests.", "server_error", "server_shutting_down"),
+            content_type="application/json",
+        )
+
+    async def _handle(self, request: web.Request, inner: Callable) -> web.Response:
+        """Count the request, run ``inner`` (-> status, body, headers) and answer it."""
+        serial = self._enter(request)
+        if serial is None:
+            return self._limit_response()
+        status = 499  # cancelled before an answer (client gone or server shutting down)
+        try:
+            status, body, headers = await inner(request)
+            return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+        finally:
+            self._leave(serial, status)
+
+    async def _chat_completions(self, request: web.Request) -> web.Response:
+        return await self._handle(request, self._chat_inner)
+
+    async def _chat_inner(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        raw = await request.read()
+        behaviour = self._pick_behaviour()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        with self._lock:
+            self._chat += 1
+            chat_serial = self._chat
+            self._by_behaviour[behaviour] += 1
+            if self._bodies.maxlen:
+                self._bodies.append(body if isinstance(body, dict) else {"_raw": raw[:1000].decode("utf-8", "replace")})
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if behaviour == "429":
+            body_429 = _error_body("Rate limit reached (fake server).", "rate_limit_exceeded", "rate_limit_exceeded")
+            return 429, body_429, {"Retry-After": _format_seconds(self.retry_after)}
+        if behaviour == "500":
+            msg = "The server had an error while processing your request (fake)."
+            return 500, _error_body(msg, "server_error", "server_error"), None
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            msg = "Expected a JSON body with a non-empty 'messages' list."
+            return 400, _error_body(msg, "invalid_request_error", "invalid_body"), None
+        if body.get("stream"):
+            msg = "Streaming is not supported by the fake server."
+            return 400, _error_body(msg, "invalid_request_error", "unsupported_parameter"), None
+        if behaviour == "hang" and self.hang_seconds > 0:
+            await asyncio.sleep(self.hang_seconds)
+        return 200, self._completion(body, behaviour, chat_serial), None
+
+    def _completion(self, body: dict, behaviour: str, chat_serial: int) -> bytes:
+        messages = body["messages"]
+        texts = [_text_of(m.get("content")) if isinstance(m, dict) else "" for m in messages]
+        prompt = ""
+        for m, t in zip(reversed(messages), reversed(texts)):
+            if isinstance(m, dict) and m.get("role") == "user":
+                prompt = t
+                break
+        content, mode, p_a = answer_for(prompt)
+        finish = "stop"
+        if behaviour == "garbage":
+            content, p_a = REFUSAL, None
+        elif behaviour == "truncate":
+            content, finish, p_a = content[: len(content) // 2], "length", None
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and limit > 0 and estimate_tokens(content) > limit:
+            content, finish, p_a = content[: limit * 4], "length", None
+        logprobs = None
+        if body.get("logprobs") and p_a is not None and content in ("A", "B"):
+            top_k = body.get("top_logprobs") or 0
+            logprobs = _pairwise_logprobs(content, p_a, top_k if isinstance(top_k, int) else 0)
+        n = body.get("n") or 1
+        n = max(1, min(n if isinstance(n, int) else 1, 16))
+        choice = {
+            "message": {"role": "assistant", "content": content, "refusal": None},
+            "finish_reason": finish,
+            "logprobs": logprobs,
+        }
+        prompt_tokens = estimate_tokens("".join(texts))
+        completion_tokens = n * estimate_tokens(content)
+        return json.dumps(
+            {
+                "id": f"chatcmpl-fake-{chat_serial}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model") if isinstance(body.get("model"), str) else self.model,
+                "system_fingerprint": "fake_openai",
+                "choices": [{"index": i, **choice} for i in range(n)],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        ).encode()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return await self._handle(request, self._models_inner)
+
+    async def _models_inner(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        body = {
+            "object": "list",
+            "data": [{"id": self.model, "object": "model", "created": self._created, "owned_by": "dno-fake"}],
+        }
+        return 200, json.dumps(body).encode(), None
+
+    async def _fallback(self, request: web.Request) -> web.Response:
+        return await self._handle(request, self._fallback_inner)
+
+    async def _fallback_inner(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        path = request.path.rstrip("/")
+        if path in ("/v1/chat/completions", "/v1/models"):
+            allowed = "POST" if path.endswith("completions") else "GET"
+            msg = f"Method {request.method} not allowed for {path}."
+            return 405, _error_body(msg, "invalid_request_error", "method_not_allowed"), {"Allow": allowed}
+        msg = f"Invalid URL ({request.method} {request.path})"
+        return 404, _error_body(msg, "invalid_request_error", "unknown_url"), None
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_get("/v1/models", self._models, allow_head=False)
+        app.router.add_route("*", "/{tail:.*}", self._fallback)
+        return app
+
+    # ------------------------------------------------------------ lifecycle
+
+    def request_stop(self, reason: str = "stop") -> None:
+        """Ask the server to stop (safe from any thread)."""
+        loop, event = self._loop, self._stop_event
+        if loop is None or event is None:
+            return
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+
+        try:
+            if threading.get_ident() == getattr(self, "_loop_thread_id", None):
+                event.set()
+            else:
+                loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # the loop is already closed
+            pass
+
+    async def serve(self, on_ready: Callable[[str], None] | None = None, handle_signals: bool = False) -> str:
+        """Run until stopped (request_stop, a limit or a signal); returns the stop reason."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread_id = threading.get_ident()
+        self._stop_event = asyncio.Event()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        runner = web.AppRunner(
+            self._make_app(), access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_timeout
+        )
+        try:
+            sock.bind((self.host, self.port))
+            self.port = sock.getsockname()[1]
+            await runner.setup()
+            site = web.SockSite(runner, sock, backlog=1024)
+            await site.start()
+        except BaseException:
+            sock.close()
+            await runner.cleanup()
+            raise
+        timer = None
+        try:
+            if self.max_seconds is not None:
+                timer = self._loop.call_later(self.max_seconds, self.request_stop, "max_seconds")
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+            if on_ready is not None:
+                on_ready(self.base_url)
+            await self._stop_event.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.remove_signal_handler(sig)
+            await runner.cleanup()
+        return self._stop_reason or "stop"
+
+    def _thread_main(self) -> None:
+        def ready(_url: str) -> None:
+            self._ready.set()
+
+        try:
+            asyncio.run(self.serve(on_ready=ready))
+        except BaseException as exc:  # reported by start() when it happens before READY
+            self._startup_error = exc
+        finally:
+            self._stopped.set()
+            self._ready.set()
+
+    def start(self, timeout: float = 10.0) -> FakeOpenAIServer:
+        """Start in a background thread; returns once listening."""
+        if self._thread is not None:
+            raise RuntimeError("the server was already started")
+        self._thread = threading.Thread(target=self._thread_main, name="fake-openai", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the fake OpenAI server did not start in time")
+        if self._startup_error is not None:
+            raise RuntimeError("the fake OpenAI server failed to start") from self._startup_error
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop and wait for the background thread (a no-op when already stopped)."""
+        self.request_stop("stop")
+        if self._thread is not None:
+            self._thread.join(self.shutdown_timeout + 10.0 if timeout is None else timeout)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """Wait until the server has stopped by itself (a limit); True when it has."""
+        return self._stopped.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._stopped.is_set()
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dno_data.fake_openai", description="Fake OpenAI-compatible chat server."
+    )
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--model", default="fake-judge")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    p.add_argument("--error-429-rate", type=float, default=0.0)
+    p.add_argument("--error-500-rate", type=float, default=0.0)
+    p.add_argument("--hang-rate", type=float, default=0.0)
+    p.add_argument("--truncate-rate", type=float, default=0.0)
+    p.add_argument("--garbage-rate", type=float, default=0.0)
+    p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds on 429")
+    p.add_argument("--hang-seconds", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--script", default="", help="comma-separated behaviours served first, e.g. 429,500,ok")
+    p.add_argument("--max-requests", type=int, default=None)
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--keep-bodies", type=int, default=50)
+    p.add_argument("--shutdown-timeout", type=float, default=1.0)
+    return p
+
+
+def _serve(argv: list[str]) -> int:
+    a = _serve_parser().parse_args(argv)
+    try:
+        srv = FakeOpenAIServer(
+            host=a.host,
+            port=a.port,
+            model=a.model,
+            latency=a.latency,
+            error_429_rate=a.error_429_rate,
+            error_500_rate=a.error_500_rate,
+            hang_rate=a.hang_rate,
+            truncate_rate=a.truncate_rate,
+            garbage_rate=a.garbage_rate,
+            retry_after=a.retry_after,
+            hang_seconds=a.hang_seconds,
+            seed=a.seed,
+            script=[s for s in a.script.split(",") if s.strip()],
+            max_requests=a.max_requests,
+            max_seconds=a.max_seconds,
+            keep_bodies=a.keep_bodies,
+            shutdown_timeout=a.shutdown_timeout,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(url: str) -> None:
+        print(f"READY {url}", flush=True)
+
+    asyncio.run(srv.serve(on_ready=ready, handle_signals=True))
+    print(json.dumps(srv.stats.summary()), file=sys.stderr, flush=True)
+    return 0
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_BENCH_PROMPT = (
+    "Which response is better? Answer with A or B.\n"
+    '<response id="A">\nanswer number {i}\n</response>\n<response id="B">\nanother answer {j}\n</response>'
+)
+
+
+async def _bench_load(
+    url: str, requests: int, concurrency: int, deadline: float, client: str
+) -> tuple[list[float], int]:
+    """Send ``requests`` chat requests with ``concurrency`` workers; (latencies of successes, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(requests))
+
+    if client == "openai":
+        import openai
+
+        oc = openai.AsyncOpenAI(base_url=url, api_key="sk-bench", max_retries=0, timeout=30.0)
+
+        async def one(i: int) -> bool:
+            r = await oc.chat.completions.create(
+                model="bench",
+                messages=[{"role": "user", "content": _BENCH_PROMPT.format(i=i, j=i % 7)}],
+                logprobs=True,
+                top_logprobs=2,
+                max_tokens=1,
+            )
+            return r.choices[0].message.content in ("A", "B")
+
+        close = oc.close
+    else:
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency), timeout=aiohttp.ClientTimeout(total=30)
+        )
+        headers = {"Authorization": "Bearer sk-bench"}
+
+        async def one(i: int) -> bool:
+            payload = {
+                "model": "bench",
+                "messages": [{"role": "user", "content": _BENCH_PROMPT.format(i=i, j=i % 7)}],
+                "logprobs": True,
+                "top_logprobs": 2,
+            }
+            async with session.post(url + "/chat/completions", json=payload, headers=headers) as r:
+                data = await r.json()
+                return r.status == 200 and data["choices"][0]["message"]["content"] in ("A", "B")
+
+        close = session.close
+
+    async def worker() -> None:
+        nonlocal errors
+        for i in counter:
+            if time.monotonic() > deadline:
+                return
+            t0 = time.perf_counter()
+            try:
+                ok = await one(i)
+            except Exception:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(worker() for _ in range(concurrency))), timeout=max(1.0, deadline - time.monotonic() + 5)
+        )
+    finally:
+        await close()
+    return latencies, errors
+
+
+def _bench(argv: list[str]) -> int:
+    import subprocess
+
+    p = argparse.ArgumentParser(
+        prog="python -m dno_data.fake_openai bench", description="Bounded load test of the fake server."
+    )
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--latency", type=float, default=0.2)
+    p.add_argument("--client", choices=("aiohttp", "openai"), default="aiohttp")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="hard bound on the whole run")
+    a = p.parse_args(argv)
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "dno_data.fake_openai", "--port", "0", "--latency", str(a.latency),
+            "--max-requests", str(a.requests + a.concurrency + 10), "--max-seconds", str(a.max_seconds + 10),
+            "--keep-bodies", "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip() if proc.stdout else ""
+        if not line.startswith("READY "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        url = line.split(" ", 1)[1]
+        cpu0, client_cpu0, t0 = _proc_cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
+        deadline = time.monotonic() + a.max_seconds
+        lat, errors = asyncio.run(_bench_load(url, a.requests, a.concurrency, deadline, a.client))
+        wall = time.perf_counter() - t0
+        cpu1, client_cpu = _proc_cpu_seconds(proc.pid), time.process_time() - client_cpu0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    lat.sort()
+    server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    result = {
+        "client": a.client,
+        "requests": a.requests,
+        "ok": len(lat),
+        "errors": errors,
+        "concurrency": a.concurrency,
+        "latency": a.latency,
+        "seconds": round(wall, 3),
+        "requests_per_s": round(len(lat) / wall, 1),
+        "ideal_requests_per_s": round(a.concurrency / a.latency, 1) if a.latency else None,
+        "p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
+        "p99_ms": round(1000 * lat[int(len(lat) * 0.99)], 1) if lat else None,
+        "server_cpu_s": None if server_cpu is None else round(server_cpu, 3),
+        "server_cpu_pct_of_one_core": None if server_cpu is None else round(100 * server_cpu / wall, 1),
+        "server_cpu_ms_per_request": None if server_cpu is None or not lat else round(1000 * server_cpu / len(lat), 3),
+        "client_cpu_s": round(client_cpu, 3),
+    }
+    print(json.dumps(result), flush=True)
+    return 0 if len(lat) == a.requests else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    return _serve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""A persistent, content-addressed cache of judge calls, safe for concurrent processes.
+
+SQLite in WAL mode (the standard library; many readers, one writer at a time, crash-safe).
+Key: a hash of the whole request (judge model, rendered template with the prompt and the
+candidates in their shown order, decoding parameters). Value: the raw answer and its token
+usage, stored the moment it arrives, so a killed stage pays for nothing twice.
+
+Concurrent `dno judge` processes on one cache do not double-pay: before calling, a process
+*claims* the keys it will call (a row in `claims` with its pid and host). A key claimed by a
+live process is waited for, not called; a claim whose process is gone (kill -9) or whose
+lease ran out is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DnoError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    model TEXT,
+    content TEXT,            -- the judge's raw answer
+    finish_reason TEXT,
+    logprobs TEXT,           -- JSON of the first tokens' top logprobs, when asked for
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    created_at REAL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT,              -- host:pid
+    expires REAL
+);
+"""
+
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class CachedCall:
+    content: str | None
+    finish_reason: str | None
+    logprobs: list | None
+    input_tokens: int
+    output_tokens: int
+
+
+def default_cache_path() -> Path:
+    return Path(os.environ.get("DNO_CACHE", Path.home() / ".cache" / "dno" / "judge.sqlite"))
+
+
+class JudgeCache:
+    def __init__(self, path: Path | str, lease_seconds: float = 600.0):
+        self.path = Path(path)
+        if self.path.exists() and self.path.is_dir():
+            self.path = self.path / "judge.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = f"{HOST}:{os.getpid()}"
+        self.lease = lease_seconds
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -------------------------------------------------------------- reads
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedCall]:
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, CachedCall] = {}
+        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
+            chunk = keys[i:i + 900]
+            marks = ",".join("?" * len(chunk))
+            for key, content, finish, logprobs, tin, tout in self.db.execute(
+                f"SELECT key, content, finish_reason, logprobs, input_tokens, output_tokens FROM calls "
+                f"WHERE key IN ({marks})", chunk
+            ):
+                out[key] = CachedCall(content, finish, json.loads(logprobs) if logprobs else None, tin or 0, tout or 0)
+        return out
+
+    # -------------------------------------------------------------- writes
+    def put(self, key: str, model: str, call: CachedCall) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, model, call.content, call.finish_reason,
+                 json.dumps(call.logprobs) if call.logprobs is not None else None,
+                 call.input_tokens, call.output_tokens, time.time()),
+            )
+            self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
+
+    def claim(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Claim keys to call: returns (claimed by us, held by another live process)."""
+        now = time.time()
+        mine, theirs = [], []
+        with self._tx():
+            for key in keys:
+                row = self.db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+                if row is None or row[0] == self.owner or row[1] < now or not _alive(row[0]):
+                    self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, self.owner, now + self.lease))
+                    mine.append(key)
+                else:
+                    theirs.append(key)
+        return mine, theirs
+
+    def release(self, keys: Iterable[str]) -> None:
+        with self._tx():
+            self.db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?", [(k, self.owner) for k in keys])
+
+    def _tx(self):
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _alive(owner: str) -> bool:
+    """Is the claiming process still running? (Only knowable on the same host.)"""
+    host, _, pid = owner.rpartition(":")
+    if host != HOST:
+        return True  # another machine on a shared disk: trust its lease
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
