@@ -36,19 +36,27 @@ class ApiSettings:
     max_retries: int = 6  # attempts after the first, on 429/5xx/timeouts
 
 
-@dataclass(frozen=True)
 class Call:
-    """One chat request; `key` addresses it in the cache."""
-    key: str
-    model: str
-    messages: list[dict]
-    params: dict  # temperature, max_tokens, logprobs, top_logprobs, seed
-    est_tokens: int
+    """One chat request. `key` addresses it in the cache; it hashes what the request is made of
+    (model, template, decoding parameters, the prompt and the candidates in their shown order),
+    so a cached call never needs its messages rendered."""
 
+    __slots__ = ("key", "model", "params", "_build", "_messages")
 
-def make_call(model: str, messages: list[dict], params: dict) -> Call:
-    est = sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages) + int(params.get("max_tokens") or 0)
-    return Call(stable_hash("chat", model, messages, params, length=32), model, messages, params, est)
+    def __init__(self, key: str, model: str, params: dict, build):
+        self.key, self.model, self.params, self._build, self._messages = key, model, params, build, None
+
+    @property
+    def messages(self) -> list[dict]:
+        if self._messages is None:
+            self._messages = self._build()
+        return self._messages
+
+    @property
+    def est_tokens(self) -> int:
+        """Input (about 4 characters a token) plus the most output the request allows."""
+        return (sum(len(m["content"]) for m in self.messages) // 4 + 4 * len(self.messages)
+                + int(self.params.get("max_tokens") or 0))
 
 
 @dataclass
@@ -59,7 +67,7 @@ class CallStats:
     waited_for_other_process: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    seconds: float = 0.0
+    wall_seconds: float = 0.0  # set by the caller that drives the runner
 
 
 def _resolve_key(settings: ApiSettings) -> str:
@@ -114,7 +122,6 @@ class CallRunner:
         """Results by key (cached or fresh answers, or the exception of a call that failed for good),
         and the keys that came from the cache."""
         self._limits()
-        t0 = time.perf_counter()
         unique = {c.key: c for c in calls}
         results: dict[str, CachedCall | BaseException] = {}
         hits: set[str] = set()
@@ -137,7 +144,6 @@ class CallRunner:
             if theirs:  # a claim whose owner died or whose lease ran out becomes ours
                 taken, theirs = self.cache.claim(theirs)
                 await self._call_all([unique[k] for k in taken], results)
-        self.stats.seconds += time.perf_counter() - t0
         return results, hits
 
     async def _call_all(self, calls: list[Call], results: dict) -> None:

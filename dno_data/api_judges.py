@@ -19,7 +19,7 @@ from importlib import resources
 from itertools import combinations
 from pathlib import Path
 
-from .api import Call, CallRunner, describe_failure, make_call
+from .api import Call, CallRunner, describe_failure
 from .errors import DnoError
 from .ids import stable_hash
 from .judge_cache import CachedCall
@@ -70,30 +70,51 @@ class OpenAIJudge(Judge):
             raise DnoError("--judge openai:MODEL needs a model name, e.g. openai:gpt-4o")
         self.kind = "score" if mode == "rubric" else "pair"
         self.template_text, self.template = load_template(mode, template)
+        self._template_path = template
+        self._render_check()
         self.system, self.both_orders, self.seed = system, both_orders, seed
         self.params = {"temperature": temperature,
                        "max_tokens": max_tokens or (None if mode == "rubric" else 4)}
         if mode == "pairwise" and logprobs:
             self.params.update(logprobs=True, top_logprobs=5)
-        self.judge_id = stable_hash("judge", spec, mode, self.template_text, system, self.params, both_orders, seed)
+        # What every request of this judge shares; with the prompt and the shown candidates it is the cache key.
+        self.request_id = stable_hash("request", self.model, mode, self.template_text, system, self.params, length=32)
+        self.judge_id = stable_hash("judge", spec, self.request_id, both_orders, seed)
+
+    def _render_check(self) -> None:
+        """Render the template once with placeholder values: an unknown variable is a DnoError now,
+        before any work folder exists, not a traceback in the middle of the stage."""
+        import jinja2
+
+        values = {"candidates": [{"id": "id1", "text": "x"}]} if self.mode == "rubric" else {"a": "x", "b": "y"}
+        try:
+            self.template.render(instruction="q", **values)
+        except jinja2.TemplateError as e:
+            where = f"--template {self._template_path}" if self._template_path else f"the {self.mode} template"
+            raise DnoError(f"{where}: {e}") from None
 
     # ------------------------------------------------------------ planning
     def _messages(self, text: str) -> list[dict]:
         return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": text}]
 
+    def _call(self, instruction: str, shown: list, render) -> Call:
+        key = stable_hash("chat", self.request_id, instruction, [c.response for c in shown], length=32)
+        return Call(key, self.model, self.params, lambda: self._messages(render()))
+
     def plan(self, group: Group) -> list[Planned]:
+        """The calls for a group; their messages are rendered only if a call is not cached."""
         instruction = instruction_of(group.messages)
         if self.mode == "rubric":
             shown = list(group.candidates)
             random.Random(stable_hash("shuffle", group.prompt_id, self.seed)).shuffle(shown)
-            text = self.template.render(instruction=instruction,
-                                        candidates=[{"id": f"id{i + 1}", "text": c.response} for i, c in enumerate(shown)])
-            return [Planned(make_call(self.model, self._messages(text), self.params), shown, 0)]
+            render = lambda: self.template.render(  # noqa: E731
+                instruction=instruction, candidates=[{"id": f"id{i + 1}", "text": c.response} for i, c in enumerate(shown)])
+            return [Planned(self._call(instruction, shown, render), shown, 0)]
         out = []
         for x, y in combinations(group.candidates, 2):
             for a, b, pos in ([(x, y, 0), (y, x, 1)] if self.both_orders else [(x, y, 0)]):
-                text = self.template.render(instruction=instruction, a=a.response, b=b.response)
-                out.append(Planned(make_call(self.model, self._messages(text), self.params), [a, b], pos))
+                render = lambda a=a, b=b: self.template.render(instruction=instruction, a=a.response, b=b.response)  # noqa: E731
+                out.append(Planned(self._call(instruction, [a, b], render), [a, b], pos))
         return out
 
     def judge(self, group: Group) -> list[dict]:
@@ -116,24 +137,30 @@ class OpenAIJudge(Judge):
         if not isinstance(res, CachedCall):
             return [self._row(group, c.sample_id, None, i, status="error", error=describe_failure(res), **extra)
                     for i, c in enumerate(p.shown)]
-        parsed = parse_rubric(res.content, ids) or {}
+        # A truncated answer is not read in part: the scores it kept may not be the judge's last word,
+        # and the ones it lost are always the last shown (a position-dependent gap).
+        parsed = {} if res.finish_reason == "length" else parse_rubric(res.content, ids) or {}
         rows = []
         for i, (c, cid) in enumerate(zip(p.shown, ids)):
             base = {"raw_output": res.content, **extra}
-            if cid in parsed and parsed[cid][0] is not None and 0 <= parsed[cid][0] <= 6:
-                rows.append(self._row(group, c.sample_id, None, i, score=parsed[cid][0], justification=parsed[cid][1], **base))
+            score = parsed[cid][0] if cid in parsed else None
+            if score is not None and 0 <= score <= 6:
+                rows.append(self._row(group, c.sample_id, None, i, score=score, justification=parsed[cid][1], **base))
             else:
-                rows.append(self._row(group, c.sample_id, None, i, **_unreadable(res, f"no score for {cid}"), **base))
+                why = f"no score for {cid}" if score is None else f"score {score:g} for {cid} is outside 0..6"
+                rows.append(self._row(group, c.sample_id, None, i, **_unreadable(res, why), **base))
         return rows
 
     def _pair_row(self, group, p: Planned, res, extra) -> dict:
         a, b = p.shown
         if not isinstance(res, CachedCall):
             return self._row(group, a.sample_id, b.sample_id, p.position, status="error", error=describe_failure(res), **extra)
-        prob = verdict_probability(res.logprobs[0]) if res.logprobs else None
-        if prob is None:
-            verdict = parse_verdict(res.content)
-            prob = None if verdict is None else (1.0 if verdict == "A" else 0.0)
+        # The logprobs speak only for an answer that is a verdict: 'A' ranked 2nd under an answer
+        # such as "2+" is no verdict (weak judges do this), and must not become P(A) = 1.
+        verdict = parse_verdict(res.content)
+        prob = verdict_probability(res.logprobs[0]) if verdict is not None and res.logprobs else None
+        if prob is None and verdict is not None:
+            prob = 1.0 if verdict == "A" else 0.0
         if prob is None:
             return self._row(group, a.sample_id, b.sample_id, p.position, raw_output=res.content,
                              **_unreadable(res, "no verdict A or B"), **extra)

@@ -108,6 +108,9 @@ class JudgeCache:
         mine, theirs = [], []
         with self._tx():
             for key in keys:
+                if self.db.execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone() is not None:
+                    theirs.append(key)  # answered since the caller read the cache: read it, never call it again
+                    continue
                 row = self.db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
                 if row is None or row[0] == self.owner or row[1] < now or not _alive(row[0]):
                     self.db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, self.owner, now + self.lease))

@@ -104,6 +104,12 @@ def verdict_probability(top_logprobs: list[dict] | None) -> float | None:
         token = str(entry.get("token", "")).strip().strip("[]\"'").upper()
         if token in mass:
             mass[token] += math.exp(float(entry["logprob"]))
+    # A letter missing from the top-k has at most the mass of the last listed token and of what
+    # the list leaves: bound it so, rather than call the other letter certain.
+    listed = [math.exp(float(e["logprob"])) for e in top_logprobs]
+    for letter, other in (("A", "B"), ("B", "A")):
+        if mass[letter] == 0.0 and mass[other] > 0.0:
+            mass[letter] = max(0.0, min(min(listed), 1.0 - sum(listed)))
     total = mass["A"] + mass["B"]
     return mass["A"] / total if total > 0 else None
 

@@ -8,6 +8,7 @@ answer goes to the cache as it arrives, and each part is written when its prompt
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import pyarrow as pa
@@ -18,13 +19,21 @@ from .judges import Candidate, Group, Judge
 
 
 def groups_of(samples: pa.Table) -> list[Group]:
-    """One group per prompt: its policy samples and teacher answers, in sample order."""
-    groups: dict[str, Group] = {}
-    for r in samples.select(["prompt_id", "messages", "reference", "sample_id", "response", "source"]).to_pylist():
-        g = groups.get(r["prompt_id"])
-        if g is None:
-            g = groups[r["prompt_id"]] = Group(r["prompt_id"], r["messages"], r["reference"], [])
-        g.candidates.append(Candidate(r["sample_id"], r["response"], r["source"]))
+    """One group per prompt: its policy samples and teacher answers, in sample order.
+
+    Column by column: the messages of a prompt are converted once, not once per sample.
+    """
+    pids = samples["prompt_id"].to_pylist()
+    first: dict[str, int] = {}
+    for i, pid in enumerate(pids):
+        first.setdefault(pid, i)
+    idx = pa.array(list(first.values()), pa.int64())
+    messages = samples["messages"].take(idx).to_pylist()
+    references = samples["reference"].take(idx).to_pylist()
+    groups = {pid: Group(pid, m, r, []) for pid, m, r in zip(first, messages, references)}
+    for pid, sid, resp, src in zip(pids, samples["sample_id"].to_pylist(), samples["response"].to_pylist(),
+                                   samples["source"].to_pylist()):
+        groups[pid].candidates.append(Candidate(sid, resp, src))
     return list(groups.values())
 
 
@@ -58,9 +67,11 @@ async def _judge_api(judge, units, todo, parts: Parts, runner) -> None:
             parts.write(u, rows)
             bar.update()
 
+    t0 = time.perf_counter()
     try:
         await asyncio.gather(*(one(u) for u in todo))
     finally:
+        runner.stats.wall_seconds = time.perf_counter() - t0
         bar.close()
         await runner.aclose()
 

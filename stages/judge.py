@@ -114,8 +114,8 @@ def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
                                         judge.model)}
     if st.waited_for_other_process:
         out["answered by a concurrent process"] = st.waited_for_other_process
-    if st.calls and st.seconds:
-        out["calls / s"] = f"{st.calls / st.seconds:.1f}"
+    if st.calls and st.wall_seconds:
+        out["calls / s"] = f"{st.calls / st.wall_seconds:.1f}"
     if judge.kind == "pair":
         ok = [p for p, s in zip(table["prob_a_wins"].to_pylist(), table["status"].to_pylist()) if s == "ok"]
         if ok:
@@ -131,9 +131,13 @@ def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
     from dno_data.judge_cache import JudgeCache, default_cache_path
 
     calls = {p.call.key: (p.call, len(p.shown)) for g in groups for p in judge.plan(g)}
-    cached = set() if cfg.no_cache else set(JudgeCache(cfg.cache or default_cache_path()).get_many(calls))
+    cached = set()
+    if not cfg.no_cache:
+        cache = JudgeCache(cfg.cache or default_cache_path())
+        cached = set(cache.get_many(calls))
+        cache.close()
     todo = [v for k, v in calls.items() if k not in cached]
-    tin = sum(sum(len(m["content"]) for m in c.messages) // 4 + 4 * len(c.messages) for c, _ in todo)
+    tin = sum(c.est_tokens - int(c.params.get("max_tokens") or 0) for c, _ in todo)
     per_call_out = judge.params.get("max_tokens")
     tout = sum(per_call_out or 80 * n for _, n in todo)  # rubric: ~80 tokens of justification + score each
     summary(f"dry run: {cfg.judge} ({judge.mode}) over {cfg.samples}", {

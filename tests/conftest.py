@@ -207,3 +207,44 @@ def stage_prompts(tmp_path, prompts_jsonl):
         return run(PromptsConfig(**cfg))
 
     return _make
+
+
+# ---------------------------------------------------------------- API judges (fake OpenAI server)
+
+# Every fake server in the judge tests: loopback only, a hard time limit, short hangs.
+FAKE_SERVER_SAFETY = {"max_seconds": 60, "hang_seconds": 2, "shutdown_timeout": 0.3}
+
+
+def judge_groups_rows(groups: list[tuple[str, list[tuple[str, str]]]]) -> list[dict]:
+    """Sample rows for `groups` = [(question, [(response, source), ...]), ...].
+
+    prompt_id is the real hash of the messages; sample ids are "<prompt#>-<candidate#>".
+    """
+    from dno_data.ids import prompt_id as make_prompt_id
+
+    rows = []
+    for g, (question, candidates) in enumerate(groups):
+        messages = [{"role": "user", "content": question}]
+        pid = make_prompt_id(messages)
+        for c, (response, source) in enumerate(candidates):
+            rows.append(sample_row(f"q{g}-c{c}", pid, response, source=source, index=c, messages=messages))
+    return rows
+
+
+def write_judge_samples(path: Path, groups) -> Path:
+    """A samples.parquet for judge tests (see judge_groups_rows)."""
+    from dno_data.artifacts import write_artifact
+
+    return write_artifact(judge_groups_rows(groups), path, "samples", lineage("samples"))
+
+
+def standard_groups(n: int, neutral: bool = True) -> list[tuple[str, list[tuple[str, str]]]]:
+    """n prompts, each with a GOOD and a BAD policy answer, a neutral one, and one teacher answer."""
+    out = []
+    for i in range(n):
+        cands = [(f"answer {i} is GOOD", "policy"), (f"answer {i} is BAD", "policy")]
+        if neutral:
+            cands.append((f"plain answer {i}", "policy"))
+        cands.append((f"teacher answer {i} GOOD", "teacher"))
+        out.append((f"question number {i}?", cands))
+    return out
