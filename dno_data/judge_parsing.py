@@ -43,7 +43,12 @@ def _load_dict(text: str) -> dict | None:
     return None
 
 
-def _number(value) -> float | None:
+def as_number(value) -> float | None:
+    """A finite float, or None.
+
+    >>> as_number("4"), as_number(float("nan")), as_number("x")
+    (4.0, None, None)
+    """
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -60,7 +65,7 @@ def parse_rubric(text: str | None, ids: list[str]) -> dict[str, tuple[float | No
     if data is not None:
         lowered = {str(k).strip().lower(): v for k, v in data.items()}
         for i in ids:
-            score = _number(lowered.get(f"{i}_score"))
+            score = as_number(lowered.get(f"{i}_score"))
             just = lowered.get(f"{i}_justification")
             if score is not None:
                 found[i] = (score, None if just is None else str(just))

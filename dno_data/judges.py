@@ -13,7 +13,6 @@ silent tie or preference.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from itertools import combinations
 from .callables import accepts, code_hash, load_callable
 from .errors import DnoError
 from .ids import stable_hash
+from .judge_parsing import as_number
 
 
 @dataclass(frozen=True)
@@ -80,14 +80,6 @@ def _failure(e: BaseException) -> dict:
     return {"status": "error", "error": f"{type(e).__name__}: {e}"[:500]}
 
 
-def _as_number(value) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 class PointwiseJudge(Judge):
     """Scores each candidate on its own: fn(messages, response, reference=...) -> float | dict."""
 
@@ -109,7 +101,7 @@ class PointwiseJudge(Judge):
                 rows.append(self._row(group, c.sample_id, None, position, **_failure(e)))
                 continue
             values = out if isinstance(out, dict) else {"score": out}
-            score = _as_number(values.get("score"))
+            score = as_number(values.get("score"))
             raw = values.get("raw_output")
             if score is None:
                 rows.append(self._row(group, c.sample_id, None, position, status="unparseable",
@@ -147,7 +139,7 @@ class PairwiseJudge(Judge):
                     rows.append(self._row(group, a.sample_id, b.sample_id, position, **_failure(e)))
                     continue
                 values = out if isinstance(out, dict) else {"prob_a_wins": out}
-                p = _as_number(values.get("prob_a_wins"))
+                p = as_number(values.get("prob_a_wins"))
                 raw = values.get("raw_output")
                 if p is None:
                     rows.append(self._row(group, a.sample_id, b.sample_id, position, status="unparseable",
