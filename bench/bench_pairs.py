@@ -26,7 +26,8 @@ from dno_data.pairs import build_pairs  # noqa: E402
 
 
 def synthetic(n_prompts: int, k: int, seed: int = 0):
-    """K policy samples + 1 teacher per prompt, each with one random 1..6 score judgment."""
+    """K policy samples + 1 teacher per prompt, each with one random 1..6 score judgment; policy
+    samples repeat one another's text (3 distinct texts a prompt), as sampled answers do."""
     rng = random.Random(seed)
     samples, judgments = [], []
     for p in range(n_prompts):
@@ -36,7 +37,7 @@ def synthetic(n_prompts: int, k: int, seed: int = 0):
             sid = f"{pid}-{i}"
             source = "teacher" if i == k else "policy"
             samples.append({"sample_id": sid, "prompt_id": pid, "messages": msgs, "prompt_text": f"question {p}",
-                            "reference": None, "response": f"answer {p} {i}", "source": source,
+                            "reference": None, "response": f"answer {p} {i % 3}" if source == "policy" else f"gold {p}", "source": source,
                             "generator": "bench", "generator_id": "bench", "sample_index": i % k, "seed": 0,
                             "temperature": 0.7, "top_p": 0.95, "num_tokens": 3, "finish_reason": "stop"})
             judgments.append({"judgment_id": f"j{sid}", "prompt_id": pid, "judge_id": "bench", "judge": "bench",
@@ -55,7 +56,7 @@ def main() -> None:
     print(f"{args.prompts} prompts x {args.k + 1} candidates = {len(samples)} samples")
 
     t0 = time.perf_counter()
-    s_rows = samples.select(["sample_id", "prompt_id", "source"]).to_pylist()
+    s_rows = samples.select(["sample_id", "prompt_id", "source", "response"]).to_pylist()
     scores = dict(zip(judgments["sample_id_a"].to_pylist(), judgments["score"].to_pylist()))
     expected = paper_pairs(s_rows, scores)
     t_base = time.perf_counter() - t0
@@ -63,7 +64,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = build_pairs(samples, judgments, rule="paper", params={
         "min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
-        "max_negatives": None, "min_margin": 0.0})
+        "max_negatives": None, "distinct_negatives": True, "min_margin": 0.0})
     t_dno = time.perf_counter() - t0
     got = set(zip(result.table["chosen_sample_id"].to_pylist(), result.table["rejected_sample_id"].to_pylist()))
     assert got == expected, f"pair sets differ: {len(got ^ expected)} pairs"

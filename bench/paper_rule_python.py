@@ -11,7 +11,7 @@ from collections import defaultdict
 
 def paper_pairs(samples: list[dict], scores: dict[str, float], repetitive: set[str] = frozenset(), *,
                 min_positive_score=5.0, teacher_margin=2.0, policy_margin=1.0, prefer_positive="policy",
-                max_negatives=None) -> set[tuple[str, str]]:
+                max_negatives=None, distinct_negatives=True) -> set[tuple[str, str]]:
     """(chosen_sample_id, rejected_sample_id) pairs of the DNO-Prct rule."""
     by_prompt = defaultdict(list)
     for s in samples:
@@ -43,6 +43,9 @@ def paper_pairs(samples: list[dict], scores: dict[str, float], repetitive: set[s
         negs = [c for c in judged if c is not pos and (
             c["sample_id"] in repetitive or scores[c["sample_id"]] <= scores[pos["sample_id"]] - margin)]
         negs.sort(key=lambda c: (scores[c["sample_id"]], c["sample_id"]))
+        if distinct_negatives:  # one pair per distinct rejected text (the first in that order)
+            seen: set = set()
+            negs = [c for c in negs if not (c["response"] in seen or seen.add(c["response"]))]
         if max_negatives is not None:
             negs = negs[:max_negatives]
         out |= {(pos["sample_id"], n["sample_id"]) for n in negs}

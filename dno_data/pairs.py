@@ -19,6 +19,10 @@ from .sql import connect, load_sql, query_arrow, read_user_sql
 
 RULES = ("paper", "best-worst")
 
+# Named parameters of the built-in rules ($name in the .sql files), with the paper's values.
+DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
+                  "max_negatives": None, "distinct_negatives": True, "min_margin": 0.0}
+
 
 def repetition_ratio(text: str, n: int = 3) -> float:
     """Fraction of word n-grams that repeat an earlier one (0 = none, near 1 = a loop).
@@ -62,7 +66,7 @@ def build_pairs(
     replay_fraction: float = 0.3,
     seed: int = 0,
 ) -> PairsResult:
-    params = dict(params or {})
+    params = {**DEFAULT_PARAMS, **(params or {})}
     con = connect()
     rep = pa.table({
         "sample_id": samples["sample_id"],

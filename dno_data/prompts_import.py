@@ -58,6 +58,7 @@ def import_prompts(
     text_column: str | None = None,
     messages_column: str | None = None,
     reference_column: str | None = None,
+    split_column: str | None = None,
     system: str | None = None,
     partitions: int = 1,
     eval_size: int = 0,
@@ -77,7 +78,7 @@ def import_prompts(
         else:
             raise DnoError(f"{src}: no prompt column found (columns: {', '.join(cols)}); pass --text-column or --messages-column")
     col = messages_column or text_column
-    for c in filter(None, (col, reference_column)):
+    for c in filter(None, (col, reference_column, split_column)):
         if c not in cols:
             raise DnoError(f"{src}: no column {c!r} (columns: {', '.join(cols)}); pass the right --*-column option")
     if partitions < 1:
@@ -88,7 +89,15 @@ def import_prompts(
     counts: Counter = Counter()
     rows, seen = [], set()
     refs = df[reference_column].to_list() if reference_column else [None] * df.height
-    for i, (value, ref) in enumerate(zip(df[col].to_list(), refs)):
+    given = df[split_column].to_list() if split_column else [None] * df.height
+    if split_column:
+        if eval_size:
+            raise DnoError("--split-column and --eval-size both choose the eval split; pass one of them")
+        bad = sorted({str(v) for v in given} - {"train", "eval"})
+        if bad:
+            raise DnoError(f"{src}: column {split_column!r} has {', '.join(bad[:3])}; its values must be train or eval")
+    split_of: dict[str, str] = {}
+    for i, (value, ref, split) in enumerate(zip(df[col].to_list(), refs, given)):
         counts["read"] += 1
         msgs = to_messages(value, system, f"{src} row {i + 1}, column {col!r}")
         pid = prompt_id(msgs)
@@ -96,6 +105,8 @@ def import_prompts(
             counts["dropped_duplicate"] += 1
             continue
         seen.add(pid)
+        if split is not None:
+            split_of[pid] = split
         rows.append({"prompt_id": pid, "messages": msgs, "reference": None if ref is None else str(ref),
                      "source": f"{src.name}:{i + 1}"})
     if eval_size >= len(rows):
@@ -104,7 +115,10 @@ def import_prompts(
     # Hash order, not file order, decides eval membership and partitions: stable when the
     # file is reordered or grows, and disjoint by construction.
     ranked = sorted(rows, key=lambda r: stable_hash("split", seed, r["prompt_id"]))
-    held_out = {r["prompt_id"] for r in ranked[:eval_size]}
+    held_out = ({pid for pid, s in split_of.items() if s == "eval"} if split_column
+                else {r["prompt_id"] for r in ranked[:eval_size]})
+    if len(held_out) >= len(rows):
+        raise DnoError(f"{src}: every prompt is in the eval split; no training prompts are left")
     train = [r for r in ranked if r["prompt_id"] not in held_out]
     part_of = {r["prompt_id"]: 1 + k % partitions for k, r in enumerate(train)}
     for r in rows:

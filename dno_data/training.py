@@ -41,6 +41,7 @@ class TrainOptions:
     warmup_ratio: float = 0.1
     lr_scheduler: str = "linear"
     weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
     max_length: int = 1024
     seed: int = 0
     save_every: int = 50
@@ -208,6 +209,8 @@ def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
             loss, rewards = dno_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], opts.beta,
                                      target=batch["target"] if opts.loss == "soft" else None)
             accelerator.backward(loss)
+            if opts.max_grad_norm and accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
             optimizer.step(); scheduler.step(); optimizer.zero_grad()
         margin = rewards["chosen_reward"] - rewards["rejected_reward"]
         acc["loss"] += loss.item(); acc["n"] += 1

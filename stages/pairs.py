@@ -36,6 +36,7 @@ class PairsConfig:
     policy_margin: float = 1.0  # paper: >= 1 point below a policy positive
     prefer_positive: str = "policy"  # paper: which source wins a tie for the best score
     max_negatives: int | None = None  # paper: negatives per prompt (None: all that qualify)
+    distinct_negatives: bool = True  # paper: identical rejected texts of a prompt make one pair
     min_margin: float = 0.0  # best-worst: win-rate gap to keep a pair
     max_repetition: float = 0.5  # repeated word 3-gram fraction above which a sample is an automatic negative
     replay: tuple[Path, ...] = field(default_factory=tuple)  # earlier pairs files, newest first
@@ -60,7 +61,7 @@ def run(cfg: PairsConfig) -> Path:
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     params = {k: getattr(cfg, k) for k in ("min_positive_score", "teacher_margin", "policy_margin",
-                                           "prefer_positive", "max_negatives", "min_margin")}
+                                           "prefer_positive", "max_negatives", "distinct_negatives", "min_margin")}
     result = build_pairs(samples, judgments, rule=cfg.rule, params=params, sql_file=cfg.sql,
                          max_repetition=cfg.max_repetition, replay=list(cfg.replay),
                          replay_fraction=cfg.replay_fraction, seed=cfg.seed)
@@ -91,6 +92,7 @@ def command(
     policy_margin: Annotated[float, typer.Option(help="paper: score gap below a policy positive.")] = 1.0,
     prefer_positive: Annotated[str, typer.Option(help="paper: policy|teacher wins a tie for best.")] = "policy",
     max_negatives: Annotated[Optional[int], typer.Option(help="paper: most negatives per prompt.")] = None,
+    distinct_negatives: Annotated[bool, typer.Option(help="paper: pair identical rejected texts once.")] = True,
     min_margin: Annotated[float, typer.Option(help="best-worst: least win-rate gap.")] = 0.0,
     max_repetition: Annotated[float, typer.Option(help="Repeated 3-gram fraction that makes an automatic negative.")] = 0.5,
     replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,
@@ -100,5 +102,5 @@ def command(
 ):
     """Build large-margin chosen/rejected pairs from judgments (DuckDB)."""
     run(PairsConfig(judgments, samples, output, rule, sql, min_positive_score, teacher_margin, policy_margin,
-                    prefer_positive, max_negatives, min_margin, max_repetition, tuple(replay or ()),
+                    prefer_positive, max_negatives, distinct_negatives, min_margin, max_repetition, tuple(replay or ()),
                     replay_fraction, seed, force))

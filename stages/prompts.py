@@ -24,6 +24,7 @@ class PromptsConfig:
     text_column: str | None = None  # a plain-text prompt per row (guessed: prompt, instruction, question, text)
     messages_column: str | None = None  # a list of {role, content} per row (guessed: messages)
     reference_column: str | None = None  # optional reference answer (verifiable judges, teacher=reference)
+    split_column: str | None = None  # a column of train|eval, when the data comes already split
     system: str | None = None  # a system message to put first, when a row has none
     partitions: int = 1  # T: one disjoint partition of train prompts per iteration
     eval_size: int = 0  # prompts held out as the eval split
@@ -39,7 +40,7 @@ def run(cfg: PromptsConfig) -> Path:
         return cfg.output
     rows, counts = import_prompts(
         cfg.src, text_column=cfg.text_column, messages_column=cfg.messages_column,
-        reference_column=cfg.reference_column, system=cfg.system, partitions=cfg.partitions,
+        reference_column=cfg.reference_column, split_column=cfg.split_column, system=cfg.system, partitions=cfg.partitions,
         eval_size=cfg.eval_size, seed=cfg.seed,
     )
     write_artifact(rows, cfg.output, "prompts", lineage)
@@ -54,6 +55,7 @@ def command(
     text_column: Annotated[Optional[str], typer.Option(help="Column with a plain-text prompt.")] = None,
     messages_column: Annotated[Optional[str], typer.Option(help="Column with a list of {role, content} messages.")] = None,
     reference_column: Annotated[Optional[str], typer.Option(help="Column with a reference answer.")] = None,
+    split_column: Annotated[Optional[str], typer.Option(help="Column of train|eval, for data already split.")] = None,
     system: Annotated[Optional[str], typer.Option(help="System message to prepend.")] = None,
     partitions: Annotated[int, typer.Option(help="Disjoint partitions, one per iteration.")] = 1,
     eval_size: Annotated[int, typer.Option(help="Prompts held out as the eval split.")] = 0,
@@ -61,4 +63,5 @@ def command(
     force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
 ):
     """Import prompts: stable prompt_id, duplicates removed, partitions and eval split."""
-    run(PromptsConfig(src, output, text_column, messages_column, reference_column, system, partitions, eval_size, seed, force))
+    run(PromptsConfig(src, output, text_column, messages_column, reference_column, split_column, system, partitions,
+                      eval_size, seed, force))

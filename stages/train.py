@@ -39,6 +39,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     lr_scheduler: str = "linear"  # any transformers scheduler name
     weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0  # gradient clipping (None or 0: off)
     max_length: int = 1024  # prompt + response tokens; longer responses are cut
     seed: int = 0
     save_every: int = 50  # steps between resumable states in <output>.partial/
@@ -84,6 +85,7 @@ def command(
     warmup_ratio: Annotated[float, typer.Option(help="Warm-up share of the steps.")] = 0.1,
     lr_scheduler: Annotated[str, typer.Option(help="transformers scheduler: linear, cosine, constant...")] = "linear",
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    max_grad_norm: Annotated[float, typer.Option(help="Clip gradients to this norm (0: off).")] = 1.0,
     max_length: Annotated[int, typer.Option(help="Most tokens of prompt + response.")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of the data order.")] = 0,
     save_every: Annotated[int, typer.Option(help="Steps between resumable states (0: never).")] = 50,
@@ -94,4 +96,4 @@ def command(
 ):
     """Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t)."""
     run(TrainConfig(pairs, model, output, beta, loss, learning_rate, batch_size, grad_accum, epochs, max_steps,
-                    warmup_ratio, lr_scheduler, weight_decay, max_length, seed, save_every, dtype, threads, force, fresh))
+                    warmup_ratio, lr_scheduler, weight_decay, max_grad_norm, max_length, seed, save_every, dtype, threads, force, fresh))

@@ -5,6 +5,8 @@
 --   a sample with heavily repeated n-grams is never a positive and always a negative;
 --   a prompt with no positive gives no pairs.
 -- Ties for the best score go to the source named by $prefer_positive, then to win-rate.
+-- With $distinct_negatives, identical rejected texts of a prompt make one pair (K samples often
+-- repeat the same wrong answer; each would otherwise weigh the same pair again).
 -- At most $max_negatives negatives per prompt (NULL: all), lowest scores first.
 -- Output: prompt_id, chosen_sample_id, rejected_sample_id, drop_reason (NULL for a pair).
 WITH c AS (
@@ -20,13 +22,19 @@ ranked AS (
 positive AS (
     SELECT * FROM ranked WHERE rank = 1 AND NOT repetitive AND score >= $min_positive_score
 ),
-negatives AS (
-    SELECT p.prompt_id, p.sample_id AS chosen_sample_id, n.sample_id AS rejected_sample_id,
-           row_number() OVER (PARTITION BY p.prompt_id ORDER BY n.score, n.sample_id) AS k
+qualified AS (
+    SELECT p.prompt_id, p.sample_id AS chosen_sample_id, n.sample_id AS rejected_sample_id, n.score,
+           row_number() OVER (PARTITION BY p.prompt_id, s.response ORDER BY n.score, n.sample_id) AS copy
     FROM positive p
     JOIN c n ON n.prompt_id = p.prompt_id AND n.sample_id <> p.sample_id
+    JOIN samples s ON s.sample_id = n.sample_id
     WHERE n.repetitive
        OR n.score <= p.score - CASE WHEN p.source = 'teacher' THEN $teacher_margin ELSE $policy_margin END
+),
+negatives AS (
+    SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY score, rejected_sample_id) AS k
+    FROM qualified
+    WHERE NOT $distinct_negatives OR copy = 1
 ),
 kept AS (
     SELECT prompt_id, chosen_sample_id, rejected_sample_id
