@@ -83,7 +83,8 @@ def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any) -> dict:
 # Settings that change how a stage runs, not what it produces: left out of the fingerprint,
 # so a rerun with more concurrency or another cache path still resumes and counts as up to date.
 OPERATIONAL = frozenset({"output", "force", "fresh", "threads", "dry_run", "concurrency", "rpm", "tpm", "timeout",
-                         "max_retries", "cache", "no_cache", "prices", "api_key_env", "base_url"})
+                         "max_retries", "cache", "no_cache", "prices", "api_key_env", "base_url", "teacher_base_url",
+                         "tensor_parallel_size", "gpu_memory_utilization"})
 
 
 def lineage_fingerprint(lineage: Mapping) -> str:

@@ -68,3 +68,30 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     lines = [f"{m['role']}: {m['content']}" for m in messages]
     return "\n".join(lines) + "\nassistant:"
+
+
+PROBE_RESPONSE = "Hello"  # the most common way a response starts: a word
+
+
+def check_template_prefix(tokenizer, prompt_text: str, responses: list[str], prompt_id: str, where: str) -> None:
+    """The prompt's tokens must be an exact prefix of prompt + response's tokens.
+
+    Training tokenizes prompt and response apart and masks the prompt by its token count; a
+    chat template whose generation prompt merges with the response (a trailing space that a
+    BPE joins to the next word, ...) breaks that, silently. `where` names the tokenizer.
+    """
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    if not responses:
+        return
+    fulls = tokenizer([prompt_text + r for r in responses], add_special_tokens=False)["input_ids"]
+    n = len(prompt_ids)
+    for r, full in zip(responses, fulls):
+        if full[:n] != prompt_ids:
+            at = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(n, len(full)))
+            tail = tokenizer.convert_ids_to_tokens(prompt_ids[max(0, at - 1):at + 1])
+            raise DnoError(
+                f"prompt {prompt_id}: the rendered prompt's tokens are not a prefix of prompt + response under the "
+                f"tokenizer of {where} (they differ at token {at} of {n}: {tail!r}, response starts {r[:20]!r}); "
+                "the chat template's generation prompt merges with the response: fix the template "
+                "(e.g. no trailing space after the assistant header) in that folder's tokenizer_config.json / chat_template.jinja"
+            )

@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from .artifacts import Parts
 from .errors import DnoError
-from .generation import SamplingParams
+from .generation import SamplingParams, prompt_seed
 from .ids import stable_hash
-from .models import render_prompt
+from .models import PROBE_RESPONSE, check_template_prefix, render_prompt
 from .teachers import Teacher
 
 
@@ -41,27 +41,39 @@ def sample_rows(
     batch_size: int,
     teacher: Teacher | None,
 ) -> Counter:
-    """Generate batch by batch; each finished batch is one part (a rerun skips it)."""
+    """Generate batch by batch; each finished batch is one part (a rerun skips it).
+
+    A prompt's samples are seeded from (seed, prompt_id) alone, so they are the same whatever
+    the batch, shard or resumed run they are made in. Every row's prompt + response passes the
+    template check (check_template_prefix) before its part is written.
+    """
     counts: Counter = Counter()
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     todo = [b for b in range(len(batches)) if not parts.done(b)]
     counts["batches_resumed"] = len(batches) - len(todo)
+    tok = generator.tokenizer if generator is not None else None
+    where = str(getattr(generator, "model_dir", generator_name))
+    if tok is not None and todo:  # fail fast, before any generation: a probe response
+        first = batches[todo[0]][0]
+        check_template_prefix(tok, render_prompt(tok, first["messages"]), [PROBE_RESPONSE], first["prompt_id"], where)
     for b in tqdm(todo, desc="sample", unit="batch", disable=None):
         batch = batches[b]
+        texts = [render_prompt(tok, p["messages"]) for p in batch] if tok is not None else [None] * len(batch)
         rows = []
+        outs = [[] for _ in batch]
         if generator is not None:
-            texts = [render_prompt(generator.tokenizer, p["messages"]) for p in batch]
-            batch_seed = int(stable_hash("batch", seed, b), 16) % (2**31)
-            outs = generator.generate(texts, params, batch_seed)
-            for p, text, completions in zip(batch, texts, outs):
-                for k, c in enumerate(completions):
-                    rows.append(_row(p, text, c.text, "policy", generator_name, generator_id, k, seed, params,
-                                     c.num_tokens, c.finish_reason))
-                    counts[f"finish_{c.finish_reason}"] += 1
-        if teacher is not None:
-            for p in batch:
-                text = render_prompt(generator.tokenizer, p["messages"]) if generator is not None else None
-                answer = teacher.respond(p["messages"], p.get("reference"))
+            seeds = [prompt_seed(seed, p["prompt_id"]) for p in batch]
+            outs = generator.generate(texts, params, seeds, messages=[p["messages"] for p in batch])
+        answers = teacher.respond_many(batch) if teacher is not None else [None] * len(batch)
+        for p, text, completions, answer in zip(batch, texts, outs, answers):
+            if text is not None:
+                check_template_prefix(tok, text, [c.text for c in completions] + ([answer] if answer is not None else []),
+                                      p["prompt_id"], where)
+            for k, c in enumerate(completions):
+                rows.append(_row(p, text, c.text, "policy", generator_name, generator_id, k, seed, params,
+                                 c.num_tokens, c.finish_reason))
+                counts[f"finish_{c.finish_reason}"] += 1
+            if answer is not None:
                 rows.append(_row(p, text, answer, "teacher", teacher.spec, teacher.teacher_id, 0, None, None,
                                  None, "teacher"))
         parts.write(b, rows)

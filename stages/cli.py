@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, judge, pairs, prompts, sample, sql, train
+from . import demo, judge, merge, model, pairs, prompts, sample, sql, train
 from . import eval as eval_
 
 app = typer.Typer(
@@ -21,12 +21,14 @@ app = typer.Typer(
 
 app.command("prompts")(prompts.command)
 app.command("sample")(sample.command)
+app.command("merge")(merge.command)
 app.command("judge")(judge.command)
 app.command("pairs")(pairs.command)
 app.command("train")(train.command)
 app.command("eval")(eval_.command)
 app.command("sql")(sql.command)
 app.command("demo")(demo.command)
+app.add_typer(model.app, name="model")
 
 
 def main() -> None:

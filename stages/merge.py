@@ -1,0 +1,50 @@
+"""`dno merge SHARD... -o samples.parquet`: the shards of a `dno sample --shard i/n` run as one file.
+
+    dno sample runs/r1/prompts.parquet -o runs/r1/iter-01/shard-0.parquet --model DIR --partition 1 --shard 0/2
+    dno sample runs/r1/prompts.parquet -o runs/r1/iter-01/shard-1.parquet --model DIR --partition 1 --shard 1/2
+    dno merge runs/r1/iter-01/shard-*.parquet -o runs/r1/iter-01/samples.parquet
+
+Refuses (naming the prompt ids and files) when a prompt of the selection recorded in the shards'
+lineage (partition / split of their prompts file) is missing or in more than one shard. The
+merged rows and their order equal an unsharded run's; its lineage is that run's (plus
+`merged_from`), so `dno sample` without --shard counts it as up to date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dno_data.artifacts import write_artifact
+from dno_data.cli_utils import check_output_path, one_line_errors, summary
+from dno_data.sampling import select_prompts
+from dno_data.sharding import merge_shards
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    shards: tuple[Path, ...]
+    output: Path
+    prompts: Path | None = None  # the shards' prompts file, when it moved (checked by content hash)
+
+
+def run(cfg: MergeConfig) -> Path:
+    check_output_path(cfg.output, list(cfg.shards))
+    table, lineage = merge_shards(list(cfg.shards), cfg.prompts, select_prompts)
+    write_artifact(table, cfg.output, "samples", lineage)
+    summary(f"merged {len(cfg.shards)} shard(s) -> {cfg.output}",
+            {"prompts": len(set(table["prompt_id"].to_pylist())), "rows": table.num_rows})
+    return cfg.output
+
+
+@one_line_errors
+def command(
+    shards: Annotated[list[Path], typer.Argument(help="The shard files of one `dno sample --shard i/n` run.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="samples.parquet to write.")],
+    prompts: Annotated[Optional[Path], typer.Option(help="The shards' prompts file, if it moved.")] = None,
+):
+    """Merge the shards of a sharded `dno sample` run; refuses missing or doubled prompts."""
+    run(MergeConfig(tuple(shards), output, prompts))
