@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import sqlite3
 import time
@@ -66,13 +67,23 @@ class JudgeCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.owner = f"{HOST}:{os.getpid()}"
         self.lease = lease_seconds
-        try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as e:
+                # Two processes creating one cache at once: switching to WAL does not wait for the
+                # busy handler, it says "database is locked". Wait and try again.
+                if "locked" not in str(e) or time.time() > deadline:
+                    raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
+                self.db.close()
+                time.sleep(0.05 + 0.1 * random.random())
+            except sqlite3.DatabaseError as e:
+                raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
 
     def close(self) -> None:
         self.db.close()

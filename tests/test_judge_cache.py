@@ -276,3 +276,26 @@ def test_runner_does_not_pay_for_an_answer_stored_meanwhile(tmp_path):
         results, _ = asyncio.run(asyncio.wait_for(go(), timeout=20))
         assert results[call.key].content == "from the other process"
         assert srv.stats.chat_requests == 0
+
+
+def _open_cache(path):
+    from dno_data.judge_cache import JudgeCache
+
+    JudgeCache(path).close()
+
+
+def test_processes_creating_one_cache_at_once_all_succeed(tmp_path):
+    """Switching a new SQLite file to WAL answers "database is locked" without waiting; the cache retries."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn" if sys.platform == "darwin" else "fork")
+    failures = 0
+    for i in range(15):
+        path = tmp_path / f"c{i}.sqlite"
+        procs = [ctx.Process(target=_open_cache, args=(path,)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        failures += sum(p.exitcode != 0 for p in procs)
+    assert failures == 0
