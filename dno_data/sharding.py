@@ -63,12 +63,14 @@ def _ids(ids, limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + more
 
 
-def merge_shards(shards: list[Path], prompts_override: Path | None, select) -> tuple[pa.Table, dict]:
+def merge_shards(shards: list[Path], prompts_override: Path | None) -> tuple[pa.Table, dict]:
     """The shards' rows in the order of an unsharded run, and the merged file's lineage.
 
-    `select(prompts_table, path, partition, split)` is the stage's prompt selection
-    (dno_data.sampling.select_prompts), applied to the prompts file the shards were made from.
+    The sample stage's prompt selection (partition / split) is applied again to the prompts
+    file the shards were made from, and every selected prompt must be in exactly one shard.
     """
+    from .sampling import select_prompts
+
     if not shards:
         raise DnoError("nothing to merge: pass the shard files")
     lineages, tables = [], []
@@ -98,7 +100,7 @@ def merge_shards(shards: list[Path], prompts_override: Path | None, select) -> t
     if file_sha256(prompts_path) != prompts_entry["sha256"]:
         raise DnoError(f"{prompts_path}: not the prompts file the shards were made from (its content changed); "
                        "pass --prompts PATH to the original")
-    selection = select(read_artifact(prompts_path, "prompts"), prompts_path, first_cfg.get("partition"),
+    selection = select_prompts(read_artifact(prompts_path, "prompts"), prompts_path, first_cfg.get("partition"),
                        first_cfg.get("split"))
     order = {r["prompt_id"]: k for k, r in enumerate(selection)}
 

@@ -20,7 +20,6 @@ import typer
 
 from dno_data.artifacts import write_artifact
 from dno_data.cli_utils import check_output_path, one_line_errors, summary
-from dno_data.sampling import select_prompts
 from dno_data.sharding import merge_shards
 
 
@@ -33,7 +32,7 @@ class MergeConfig:
 
 def run(cfg: MergeConfig) -> Path:
     check_output_path(cfg.output, list(cfg.shards))
-    table, lineage = merge_shards(list(cfg.shards), cfg.prompts, select_prompts)
+    table, lineage = merge_shards(list(cfg.shards), cfg.prompts)
     write_artifact(table, cfg.output, "samples", lineage)
     summary(f"merged {len(cfg.shards)} shard(s) -> {cfg.output}",
             {"prompts": len(set(table["prompt_id"].to_pylist())), "rows": table.num_rows})
