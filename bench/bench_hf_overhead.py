@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from questions import QUESTIONS  # bench/questions.py (the script's folder is on sys.path)
+from questions import QUESTIONS, add_sampling_args  # bench/questions.py (the script's folder is on sys.path)
 
 
 def hand_written(model_dir: str, questions: list[str], k: int, max_new_tokens: int, batch: int, threads: int):
@@ -63,12 +63,8 @@ def through_dno(model_dir: str, prompts: Path, out: Path, k: int, max_new_tokens
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=os.environ.get("DNO_SMOLLM2_DIR", "models/smollm2-135m-instruct"))
-    p.add_argument("--prompts", type=int, default=16)
-    p.add_argument("-k", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    add_sampling_args(p)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
 

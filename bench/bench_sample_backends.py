@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from questions import QUESTIONS  # bench/questions.py (the script's folder is on sys.path)
+from questions import QUESTIONS, add_sampling_args  # bench/questions.py (the script's folder is on sys.path)
 
 
 def _timed(gen, texts, params, seeds):
@@ -30,11 +30,7 @@ def _timed(gen, texts, params, seeds):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=os.environ.get("DNO_SMOLLM2_DIR", "models/smollm2-135m-instruct"))
-    p.add_argument("--prompts", type=int, default=16)
-    p.add_argument("-k", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--threads", type=int, default=2)
+    add_sampling_args(p)
     p.add_argument("--vllm-dtype", default="bfloat16")
     p.add_argument("--hf-dtype", default="float32", help="CPU: float32 is the fast path for transformers")
     a = p.parse_args()
