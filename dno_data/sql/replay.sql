@@ -13,3 +13,4 @@ eligible AS (
 SELECT * EXCLUDE (k, age, source_file, replayed_from, n_new), source_file AS replayed_from
 FROM eligible, n
 WHERE k <= floor(n_new * $fraction / pow(2, age))
+ORDER BY age, k  -- a stable order: the same inputs give the same file
