@@ -45,12 +45,13 @@ iteration t:
     set -euo pipefail
     d=$(printf '{{run}}/iter-%02d' {{t}})
     if [ {{t}} -eq 1 ]; then policy='{{model}}'; else policy=$(printf '{{run}}/iter-%02d/checkpoint' $(({{t}} - 1))); fi
-    teacher=(); [ -n '{{teacher}}' ] && teacher=(--teacher '{{teacher}}')
+    teacher=(); eval_teacher=(--teacher none)  # no teacher: eval judges the policy alone
+    if [ -n '{{teacher}}' ]; then teacher=(--teacher '{{teacher}}'); eval_teacher=("${teacher[@]}"); fi
     dno sample '{{run}}/prompts.parquet' -o "$d/samples.parquet" --model "$policy" --partition {{t}} "${teacher[@]}" {{sample_args}}
     dno judge "$d/samples.parquet" -o "$d/judgments.parquet" --judge '{{judge}}'
     dno pairs "$d/judgments.parquet" "$d/samples.parquet" -o "$d/pairs.parquet" {{pairs_args}}
     dno train "$d/pairs.parquet" --model "$policy" -o "$d/checkpoint" {{train_args}}
-    dno eval '{{run}}/prompts.parquet' --model "$d/checkpoint" --judge '{{judge}}' "${teacher[@]}" -o "$d/eval.parquet" {{eval_args}}
+    dno eval '{{run}}/prompts.parquet' --model "$d/checkpoint" --judge '{{judge}}' "${eval_teacher[@]}" -o "$d/eval.parquet" {{eval_args}}
 
 # per-iteration summary of a run (held-out accuracy, win-rate, pairs by type)
 report:
@@ -73,3 +74,23 @@ vllm-env dir="../vllm-venv":
 # the slow integrations (vLLM server + SmolLM2) in that environment
 test-slow dir="../vllm-venv":
     {{dir}}/bin/python -m pytest -m slow tests/test_slow_vllm.py tests/test_slow_vllm_sample.py
+
+# Instruction-following constraints (lowercase / word limit / include a word) are checked by code.
+# the DNO loop with a real small model, SmolLM2-135M-Instruct, on verifiable instruction following
+smollm2 run="runs/smollm2" iterations="2":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    model=models/smollm2-135m-instruct
+    [ -f "$model/config.json" ] || dno model import-gguf --smollm2 -o "$model"
+    mkdir -p {{run}}
+    python -m dno_data.ifeval_task --train $((128 * {{iterations}})) --eval 64 -o {{run}}/source.jsonl
+    dno prompts {{run}}/source.jsonl -o {{run}}/prompts.parquet --text-column prompt --reference-column reference \
+        --split-column split --partitions {{iterations}}
+    eval_args="--max-new-tokens 40 --batch-size 16"
+    dno eval {{run}}/prompts.parquet --model "$model" --judge oracle:constraints --teacher none \
+        -o {{run}}/iter-00/eval.parquet $eval_args
+    just run={{run}} model="$model" judge=oracle:constraints teacher="" iterations={{iterations}} \
+        sample_args="-k 4 --temperature 0.7 --top-p 0.95 --max-new-tokens 40 --batch-size 16" \
+        train_args="--beta 0.1 --learning-rate 5e-6 --batch-size 4 --max-length 256 --save-every 10" \
+        eval_args="$eval_args" iterate
+    just run={{run}} report

@@ -13,16 +13,19 @@ from .models import render_prompt
 from .teachers import Teacher
 
 
-def evaluate_rows(prompts: list[dict], parts: Parts, *, generator, params: SamplingParams, teacher: Teacher,
+def evaluate_rows(prompts: list[dict], parts: Parts, *, generator, params: SamplingParams, teacher: Teacher | None,
                   judge: Judge, model_name: str, seed: int, batch_size: int, runner_factory=None) -> None:
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     for b in tqdm([b for b in range(len(batches)) if not parts.done(b)], desc="eval", unit="batch", disable=None):
         batch = batches[b]
         texts = [render_prompt(generator.tokenizer, p["messages"]) for p in batch]
         outs = generator.generate(texts, params, int(stable_hash("eval", seed, b), 16) % (2**31))
-        answers = [(c[0].text, teacher.respond(p["messages"], p.get("reference"))) for p, c in zip(batch, outs)]
+        golds = teacher.respond_many(batch) if teacher is not None else [None] * len(batch)
+        answers = [(c[0].text, gold) for c, gold in zip(outs, golds)]
+        # Without a teacher (a verifiable judge alone), only the policy's answer is judged.
         groups = [Group(p["prompt_id"], p["messages"], p.get("reference"),
-                        [Candidate("policy", policy, "policy"), Candidate("teacher", gold, "teacher")])
+                        [Candidate("policy", policy, "policy")]
+                        + ([Candidate("teacher", gold, "teacher")] if gold is not None else []))
                   for p, (policy, gold) in zip(batch, answers)]
         by_prompt: dict[str, list[dict]] = {}
         for row in judge_all(judge, groups, runner_factory):
@@ -54,6 +57,8 @@ def outcome(judgments: list[dict]) -> dict:
     if pairs:
         probs = [j["prob_a_wins"] if j["sample_id_a"] == "policy" else 1 - j["prob_a_wins"] for j in pairs]
         win = sum(probs) / len(probs)
+    elif "teacher" not in scores:  # evaluated without a teacher
+        win = None
     else:
         win = 1.0 if ps > ts else 0.5 if ps == ts else 0.0
     return {"policy_score": ps, "teacher_score": ts, "win": win,

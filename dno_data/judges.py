@@ -4,7 +4,8 @@ A judge turns a prompt and its candidate group into judgment rows (schema `judgm
 Kinds:
   openai:MODEL             an OpenAI-compatible chat model, rubric or pairwise (api_judges.py)
   reward:PATH              a local sequence-classification reward model (reward_judge.py)
-  oracle:NAME              built-in verifiable oracles (`exact`, `addition` for the demo)
+  oracle:NAME              built-in verifiable oracles (`exact`; `addition` for the demo;
+                           `constraints` for the instruction-following task, ifeval_task.py)
   python:module:function   a user's pointwise scorer  fn(messages, response[, reference]) -> float
                            or, with mode="pairwise", fn(messages, a, b[, reference]) -> P(a > b)
 A failure (exception, unparseable or out-of-range output) is a row with a status, never a
@@ -179,7 +180,16 @@ def _addition(messages, response: str, reference: str | None = None) -> dict:
     return {"score": s, "correct": s >= 6.0}
 
 
-ORACLES: dict[str, Callable] = {"exact": exact_match, "addition": _addition}
+def _constraints(messages, response: str, reference: str | None = None) -> dict:
+    from .ifeval_task import constraint_score
+
+    if reference is None:
+        raise ValueError("oracle:constraints needs the constraints (JSON) in the reference column")
+    score, ok = constraint_score(response, reference)
+    return {"score": score, "correct": ok}
+
+
+ORACLES: dict[str, Callable] = {"exact": exact_match, "addition": _addition, "constraints": _constraints}
 
 MODES = ("score", "pairwise", "rubric")
 

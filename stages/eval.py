@@ -31,7 +31,7 @@ class EvalConfig:
     model: Path
     judge: str
     output: Path
-    teacher: str = "reference"  # reference | python:module:function
+    teacher: str | None = "reference"  # reference | python:module:function | openai:MODEL | None (policy only)
     mode: str | None = None  # judge mode (see dno judge --help)
     split: str | None = "eval"
     temperature: float = 0.0  # greedy
@@ -55,12 +55,13 @@ def run(cfg: EvalConfig) -> Path:
     check_output_path(cfg.output, [cfg.prompts])
     check_model_dir(cfg.model)
     judge = make_judge(cfg.judge, cfg.mode)
-    teacher = Teacher(cfg.teacher)
+    teacher = Teacher(cfg.teacher) if cfg.teacher else None
     lineage = make_lineage("eval", [cfg.prompts, cfg.model], {**cfg.__dict__, "judge_id": judge.judge_id})
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     rows = select_prompts(prompts, cfg.prompts, None, cfg.split)
-    teacher.check_prompts(rows, cfg.prompts)
+    if teacher is not None:
+        teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "eval", fresh=cfg.fresh)
     generator = make_generator(cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads)
     settings = ApiSettings(cfg.base_url, cfg.api_key_env, cfg.concurrency)
@@ -70,7 +71,7 @@ def run(cfg: EvalConfig) -> Path:
     table = parts.finish(lineage).to_pylist()
     ok = [r for r in table if r["status"] == "ok"]
     counts = {"prompts": len(table), "judged ok": len(ok)}
-    if ok:
+    if ok and teacher is not None:
         counts["win-rate vs teacher"] = f"{100 * sum(r['win'] for r in ok) / len(ok):.1f} %"
     graded = [r for r in ok if r["correct"] is not None]
     if graded:
@@ -85,7 +86,7 @@ def command(
     model: Annotated[Path, typer.Option(help="HF model folder to evaluate.")],
     judge: Annotated[str, typer.Option(help="oracle:NAME | python:module:function.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="eval.parquet to write.")],
-    teacher: Annotated[str, typer.Option(help="reference | python:module:function.")] = "reference",
+    teacher: Annotated[str, typer.Option(help="reference | python:module:function | openai:MODEL | none (judge the policy alone).")] = "reference",
     mode: Annotated[Optional[str], typer.Option(help="Judge mode: rubric|pairwise (openai), score|pairwise (python).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Prompts of this split; 'all' for every prompt.")] = "eval",
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
@@ -104,6 +105,6 @@ def command(
     fresh: Annotated[bool, typer.Option(help="Discard unfinished parts of a different run.")] = False,
 ):
     """Evaluate a model on held-out prompts against the teacher."""
-    run(EvalConfig(prompts, model, judge, output, teacher, mode, None if split == "all" else split, temperature,
+    run(EvalConfig(prompts, model, judge, output, None if teacher == "none" else teacher, mode, None if split == "all" else split, temperature,
                    top_p, max_new_tokens, seed, batch_size, backend, dtype, threads, base_url, api_key_env, concurrency,
                    cache, force, fresh))
