@@ -267,6 +267,15 @@ class Parts:
     def count_done(self) -> int:
         return len(list(self.dir.glob("part-*.parquet")))
 
+    def split(self, items: list, per_unit: int) -> tuple[list[list], list[int]]:
+        """The items in fixed units of `per_unit` (unit k is part k), and the units not written yet.
+
+        The units depend only on the items and `per_unit` (both in the fingerprint), so a rerun
+        numbers them the same way and skips exactly the finished ones.
+        """
+        units = [items[i:i + per_unit] for i in range(0, len(items), per_unit)]
+        return units, [u for u in range(len(units)) if not self.done(u)]
+
     def write(self, unit: int, rows: list[dict] | pa.Table) -> None:
         write_artifact(rows, self._path(unit), self.schema_name, lineage=None, durable=False)
 

@@ -15,8 +15,8 @@ from .teachers import Teacher
 
 def evaluate_rows(prompts: list[dict], parts: Parts, *, generator, params: SamplingParams, teacher: Teacher | None,
                   judge: Judge, model_name: str, seed: int, batch_size: int, runner_factory=None) -> None:
-    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
-    for b in tqdm([b for b in range(len(batches)) if not parts.done(b)], desc="eval", unit="batch", disable=None):
+    batches, todo = parts.split(prompts, batch_size)
+    for b in tqdm(todo, desc="eval", unit="batch", disable=None):
         batch = batches[b]
         texts = [render_prompt(generator.tokenizer, p["messages"]) for p in batch]
         outs = generator.generate(texts, params, int(stable_hash("eval", seed, b), 16) % (2**31))

@@ -43,8 +43,7 @@ def is_api_judge(judge: Judge) -> bool:
 
 def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_part: int, runner=None) -> Counter:
     counts: Counter = Counter()
-    units = [groups[i:i + prompts_per_part] for i in range(0, len(groups), prompts_per_part)]
-    todo = [u for u in range(len(units)) if not parts.done(u)]
+    units, todo = parts.split(groups, prompts_per_part)
     counts["parts_resumed"] = len(units) - len(todo)
     if is_api_judge(judge):
         asyncio.run(_judge_api(judge, units, todo, parts, runner))

@@ -48,8 +48,7 @@ def sample_rows(
     template check (check_template_prefix) before its part is written.
     """
     counts: Counter = Counter()
-    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
-    todo = [b for b in range(len(batches)) if not parts.done(b)]
+    batches, todo = parts.split(prompts, batch_size)
     counts["batches_resumed"] = len(batches) - len(todo)
     tok = generator.tokenizer if generator is not None else None
     where = str(getattr(generator, "model_dir", generator_name))

@@ -115,7 +115,7 @@ def run(cfg: SampleConfig) -> Path:
     if teacher is not None:
         teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "samples", fresh=cfg.fresh)
-    if cfg.model is not None and parts.count_done() < -(-len(rows) // cfg.batch_size):
+    if cfg.model is not None and parts.split(rows, cfg.batch_size)[1]:  # a model only when batches remain
         generator = make_generator(
             cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads,
             vllm=VLLMOptions(cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
