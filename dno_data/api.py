@@ -208,3 +208,17 @@ def make_runner(settings: ApiSettings, cache_path=None, no_cache: bool = False) 
     from .judge_cache import default_cache_path
 
     return CallRunner(settings, None if no_cache else JudgeCache(cache_path or default_cache_path()))
+
+
+def run_with_runner(make_runner, work):
+    """`await work(runner)` on a fresh runner in a new event loop, closing the runner after
+    (its HTTP client belongs to that loop, so a runner never outlives one asyncio.run)."""
+
+    async def go():
+        runner = make_runner()
+        try:
+            return await work(runner)
+        finally:
+            await runner.aclose()
+
+    return asyncio.run(go())

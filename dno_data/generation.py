@@ -18,7 +18,6 @@ one int per prompt (or one int for the batch: per-prompt seeds are derived from 
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,16 +352,13 @@ def _check_api(settings) -> None:
 
 def run_calls(make_runner, calls) -> dict:
     """Run `calls` on a fresh runner inside one event loop (the HTTP client lives in that loop)."""
+    from .api import run_with_runner
 
-    async def go():
-        runner = make_runner()
-        try:
-            results, _ = await runner.run(calls)
-            return results
-        finally:
-            await runner.aclose()
+    async def work(runner):
+        results, _ = await runner.run(calls)
+        return results
 
-    return asyncio.run(go())
+    return run_with_runner(make_runner, work)
 
 
 # ---------------------------------------------------------------- factory

@@ -80,13 +80,7 @@ def judge_all(judge: Judge, groups: list[Group], runner_factory=None) -> list[di
     runner from `runner_factory` (its HTTP client lives in this call's event loop)."""
     if not is_api_judge(judge):
         return judge.judge_batch(groups)
+    from .api import run_with_runner
     from .api_judges import judge_groups_api
 
-    async def go():
-        runner = runner_factory()
-        try:
-            return await judge_groups_api(judge, groups, runner)
-        finally:
-            await runner.aclose()
-
-    return asyncio.run(go())
+    return run_with_runner(runner_factory, lambda runner: judge_groups_api(judge, groups, runner))
