@@ -50,10 +50,11 @@ def make_samples(path: Path, prompts: int, k: int) -> int:
 
 class Server:
     def __init__(self, **opts):
-        args = [sys.executable, "-m", "dno_data.fake_openai", "--port", "0", "--max-seconds", "900"]
+        args = [sys.executable, "-m", "tests.support.fake_openai", "--port", "0", "--max-seconds", "900"]
         for k, v in opts.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=Path(__file__).resolve().parents[1])  # the repo root: tests.support
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
             raise RuntimeError(f"server did not start: {line} {self.proc.stderr.read()}")

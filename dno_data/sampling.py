@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import Parts
 from .errors import DnoError
-from .generation import SamplingParams, prompt_seed
+from .generation import Generator, SamplingParams, prompt_seed
 from .ids import stable_hash
 from .models import PROBE_RESPONSE, check_template_prefix, render_prompt
 from .teachers import Teacher
@@ -33,7 +33,7 @@ def sample_rows(
     prompts: list[dict],
     parts: Parts,
     *,
-    generator,  # a generation backend, or None for teacher-only runs
+    generator: Generator | None,  # a generation backend, or None for teacher-only runs
     params: SamplingParams,
     generator_name: str,
     generator_id: str,
@@ -51,7 +51,7 @@ def sample_rows(
     batches, todo = parts.split(prompts, batch_size)
     counts["batches_resumed"] = len(batches) - len(todo)
     tok = generator.tokenizer if generator is not None else None
-    where = str(getattr(generator, "model_dir", generator_name))
+    where = str(generator.model_dir if generator is not None else generator_name)
     if tok is not None and todo:  # fail fast, before any generation: a probe response
         first = batches[todo[0]][0]
         check_template_prefix(tok, render_prompt(tok, first["messages"]), [PROBE_RESPONSE], first["prompt_id"], where)

@@ -14,13 +14,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from dno_data.api import ApiSettings, make_runner
 from dno_data.artifacts import Parts, make_lineage, read_artifact
 from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.generation import SamplingParams, make_generator
 from dno_data.evaluation import evaluate_rows
 from dno_data.judges import make_judge
 from dno_data.models import check_model_dir
+from dno_data.openai_api.runner import ApiSettings, make_runner
 from dno_data.sampling import select_prompts
 from dno_data.teachers import Teacher
 

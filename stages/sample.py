@@ -20,14 +20,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from dno_data.api import ApiSettings
 from dno_data.artifacts import Parts, make_lineage, read_artifact
 from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.errors import DnoError
-from dno_data.generation import (OpenAIOptions, SamplingParams, VLLMOptions, check_backend, make_generator,
-                                 parse_engine_args)
+from dno_data.generation import SamplingParams, check_backend, make_generator
+from dno_data.generation.openai import OpenAIOptions
+from dno_data.generation.vllm import VLLMOptions, parse_engine_args
 from dno_data.ids import stable_hash
 from dno_data.models import check_model_dir
+from dno_data.openai_api.runner import ApiSettings
 from dno_data.sampling import sample_rows, select_prompts
 from dno_data.sharding import in_shard, parse_shard
 from dno_data.teachers import Teacher, TeacherApi

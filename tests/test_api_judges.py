@@ -20,9 +20,9 @@ pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
 from conftest import FAKE_SERVER_SAFETY, standard_groups, write_judge_samples  # noqa: E402
 from dno_data.artifacts import read_artifact  # noqa: E402
 from dno_data.errors import DnoError  # noqa: E402
-from dno_data.fake_openai import REFUSAL, FakeOpenAIServer, parse_blocks, quality  # noqa: E402
-from dno_data.judge_cache import CachedCall  # noqa: E402
-from dno_data.judge_parsing import parse_rubric, parse_verdict, verdict_probability  # noqa: E402
+from support.fake_openai import REFUSAL, FakeOpenAIServer, parse_blocks, quality  # noqa: E402
+from dno_data.openai_api.call_cache import CachedCall  # noqa: E402
+from dno_data.judges.parsing import parse_rubric, parse_verdict, verdict_probability  # noqa: E402
 from dno_data.judges import Candidate, Group, make_judge  # noqa: E402
 from stages.judge import JudgeConfig, run  # noqa: E402
 

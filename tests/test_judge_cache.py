@@ -22,10 +22,10 @@ import pytest
 pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
 
 from conftest import FAKE_SERVER_SAFETY, ROOT, run_cli, write_judge_samples  # noqa: E402
-from dno_data.api import ApiSettings, CallRunner  # noqa: E402
+from dno_data.openai_api.runner import ApiSettings, CallRunner  # noqa: E402
 from dno_data.artifacts import read_artifact  # noqa: E402
-from dno_data.fake_openai import FakeOpenAIServer, quality  # noqa: E402
-from dno_data.judge_cache import HOST, CachedCall, JudgeCache  # noqa: E402
+from support.fake_openai import FakeOpenAIServer, quality  # noqa: E402
+from dno_data.openai_api.call_cache import HOST, CachedCall, CallCache  # noqa: E402
 from dno_data.judges import Candidate, Group, make_judge  # noqa: E402
 
 
@@ -183,8 +183,8 @@ def test_two_processes_on_one_cache_pay_once(tmp_path):
 
 CLAIMER = """
 import sys
-from dno_data.judge_cache import JudgeCache
-c = JudgeCache(sys.argv[1])
+from dno_data.openai_api.call_cache import CallCache
+c = CallCache(sys.argv[1])
 print(c.claim(["held"])[0], flush=True)
 c.lease = 0.0
 print(c.claim(["expired"])[0], flush=True)
@@ -194,7 +194,7 @@ sys.stdin.readline()
 
 def test_claims_live_dead_expired_and_own(tmp_path):
     path = tmp_path / "cache.sqlite"
-    cache = JudgeCache(path)
+    cache = CallCache(path)
     other = subprocess.Popen([sys.executable, "-c", CLAIMER, str(path)], cwd=ROOT, env=env(),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -222,7 +222,7 @@ def test_claims_live_dead_expired_and_own(tmp_path):
 
 def test_put_and_release_drop_only_our_claims(tmp_path):
     path = tmp_path / "cache.sqlite"
-    ours, theirs = JudgeCache(path), JudgeCache(path)
+    ours, theirs = CallCache(path), CallCache(path)
     theirs.owner = f"{HOST}:{os.getppid()}"  # another live process
     assert ours.claim(["a", "b"]) == (["a", "b"], [])
     assert theirs.claim(["a", "c"]) == (["c"], ["a"])
@@ -239,7 +239,7 @@ def test_put_and_release_drop_only_our_claims(tmp_path):
 
 def test_claim_does_not_hand_out_an_answered_key(tmp_path):
     path = tmp_path / "cache.sqlite"
-    ours, theirs = JudgeCache(path), JudgeCache(path)
+    ours, theirs = CallCache(path), CallCache(path)
     theirs.owner = f"{HOST}:{os.getppid()}"
     assert ours.get_many(["k"]) == {}  # we read the cache: not answered yet
     assert theirs.claim(["k"]) == (["k"], [])  # the other process claims, calls and stores it
@@ -250,12 +250,12 @@ def test_claim_does_not_hand_out_an_answered_key(tmp_path):
 
 def test_runner_does_not_pay_for_an_answer_stored_meanwhile(tmp_path):
     path = tmp_path / "cache.sqlite"
-    other = JudgeCache(path)
+    other = CallCache(path)
     other.owner = f"{HOST}:{os.getppid()}"
     group = Group("p1", [{"role": "user", "content": "hello"}], None, [Candidate("s1", "GOOD", "policy")])
     call = make_judge("openai:m", "rubric").plan(group)[0].call
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:
-        runner = CallRunner(ApiSettings(srv.base_url, timeout=5, max_retries=0), JudgeCache(path))
+        runner = CallRunner(ApiSettings(srv.base_url, timeout=5, max_retries=0), CallCache(path))
         real_get_many = runner.cache.get_many
 
         def get_many_then_other_process_answers(keys):
@@ -279,9 +279,9 @@ def test_runner_does_not_pay_for_an_answer_stored_meanwhile(tmp_path):
 
 
 def _open_cache(path):
-    from dno_data.judge_cache import JudgeCache
+    from dno_data.openai_api.call_cache import CallCache
 
-    JudgeCache(path).close()
+    CallCache(path).close()
 
 
 def test_processes_creating_one_cache_at_once_all_succeed(tmp_path):

@@ -76,7 +76,7 @@ def prompts4(tmp_path):
 
 
 def test_hf_sampling_fails_fast_naming_the_prompt(tmp_path, prompts4, bad_model, monkeypatch):
-    import dno_data.generation as generation
+    import dno_data.generation.hf as generation
     from dno_data.artifacts import read_artifact
     from stages.sample import SampleConfig, run
 
@@ -113,7 +113,7 @@ def test_check_covers_generated_and_teacher_responses(tmp_path, prompts4, tiny_m
 
 
 def test_openai_backend_runs_the_check_with_its_tokenizer(tmp_path, prompts4, bad_model):
-    from dno_data.fake_openai import FakeOpenAIServer
+    from support.fake_openai import FakeOpenAIServer
     from stages.sample import SampleConfig, run
 
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:

@@ -14,17 +14,16 @@ The request (model, rendered template, decoding parameters) is the cache key.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from importlib import resources
 from itertools import combinations
 from pathlib import Path
 
-from .api import Call, CallRunner, describe_failure
-from .errors import DnoError
-from .ids import stable_hash
-from .judge_cache import CachedCall
-from .judge_parsing import is_refusal, parse_rubric, parse_verdict, verdict_probability
-from .judges import Group, Judge
+from ..errors import DnoError
+from ..ids import stable_hash
+from ..openai_api.call_cache import CachedCall
+from ..openai_api.runner import Call, describe_failure
+from .base import Group, Planned, RequestJudge
+from .parsing import is_refusal, parse_rubric, parse_verdict, verdict_probability
 
 API_MODES = ("rubric", "pairwise")
 
@@ -52,14 +51,7 @@ def instruction_of(messages: list[dict]) -> str:
     return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in turns)
 
 
-@dataclass(frozen=True)
-class Planned:
-    call: Call
-    shown: list  # candidates in the order shown
-    position: int  # pairwise: 0 = (a, b) as given, 1 = swapped
-
-
-class OpenAIJudge(Judge):
+class OpenAIJudge(RequestJudge):
     def __init__(self, spec: str, mode: str, *, template: Path | None = None, system: str | None = None,
                  temperature: float = 0.0, max_tokens: int | None = None, logprobs: bool = True,
                  both_orders: bool = True, seed: int = 0):
@@ -117,9 +109,6 @@ class OpenAIJudge(Judge):
                 out.append(Planned(self._call(instruction, [a, b], render), [a, b], pos))
         return out
 
-    def judge(self, group: Group) -> list[dict]:
-        raise NotImplementedError("openai judges run through run_api_judge (async)")
-
     # ------------------------------------------------------------ rows
     def rows(self, group: Group, planned: list[Planned], results: dict, hits: set[str]) -> list[dict]:
         out = []
@@ -135,7 +124,7 @@ class OpenAIJudge(Judge):
     def _rubric_rows(self, group, p: Planned, res, extra) -> list[dict]:
         ids = [f"id{i + 1}" for i in range(len(p.shown))]
         if not isinstance(res, CachedCall):
-            return [self._row(group, c.sample_id, None, i, status="error", error=describe_failure(res), **extra)
+            return [self.make_row(group, c.sample_id, None, i, status="error", error=describe_failure(res), **extra)
                     for i, c in enumerate(p.shown)]
         # A truncated answer is not read in part: the scores it kept may not be the judge's last word,
         # and the ones it lost are always the last shown (a position-dependent gap).
@@ -145,16 +134,16 @@ class OpenAIJudge(Judge):
             base = {"raw_output": res.content, **extra}
             score = parsed[cid][0] if cid in parsed else None
             if score is not None and 0 <= score <= 6:
-                rows.append(self._row(group, c.sample_id, None, i, score=score, justification=parsed[cid][1], **base))
+                rows.append(self.make_row(group, c.sample_id, None, i, score=score, justification=parsed[cid][1], **base))
             else:
                 why = f"no score for {cid}" if score is None else f"score {score:g} for {cid} is outside 0..6"
-                rows.append(self._row(group, c.sample_id, None, i, **_unreadable(res, why), **base))
+                rows.append(self.make_row(group, c.sample_id, None, i, **_unreadable(res, why), **base))
         return rows
 
     def _pair_row(self, group, p: Planned, res, extra) -> dict:
         a, b = p.shown
         if not isinstance(res, CachedCall):
-            return self._row(group, a.sample_id, b.sample_id, p.position, status="error", error=describe_failure(res), **extra)
+            return self.make_row(group, a.sample_id, b.sample_id, p.position, status="error", error=describe_failure(res), **extra)
         # The logprobs speak only for an answer that is a verdict: 'A' ranked 2nd under an answer
         # such as "2+" is no verdict (weak judges do this), and must not become P(A) = 1.
         verdict = parse_verdict(res.content)
@@ -162,9 +151,9 @@ class OpenAIJudge(Judge):
         if prob is None and verdict is not None:
             prob = 1.0 if verdict == "A" else 0.0
         if prob is None:
-            return self._row(group, a.sample_id, b.sample_id, p.position, raw_output=res.content,
+            return self.make_row(group, a.sample_id, b.sample_id, p.position, raw_output=res.content,
                              **_unreadable(res, "no verdict A or B"), **extra)
-        return self._row(group, a.sample_id, b.sample_id, p.position, prob_a_wins=prob, raw_output=res.content, **extra)
+        return self.make_row(group, a.sample_id, b.sample_id, p.position, prob_a_wins=prob, raw_output=res.content, **extra)
 
 
 def _unreadable(res: CachedCall, why: str) -> dict:
@@ -175,8 +164,9 @@ def _unreadable(res: CachedCall, why: str) -> dict:
     return {"status": "unparseable", "error": why}
 
 
-async def judge_groups_api(judge: OpenAIJudge, groups: list[Group], runner: CallRunner) -> list[dict]:
-    planned = [judge.plan(g) for g in groups]
-    calls = [p.call for ps in planned for p in ps]
-    results, hits = await runner.run(calls)
-    return [row for g, ps in zip(groups, planned) for row in judge.rows(g, ps, results, hits)]
+def openai_judge(spec: str, mode: str | None, both_orders: bool = True, **options) -> OpenAIJudge:
+    """`openai:MODEL`; options: template, system, temperature, max_tokens, logprobs, seed."""
+    keys = ("template", "system", "temperature", "max_tokens", "logprobs", "seed")
+    return OpenAIJudge(spec, mode or "rubric", both_orders=both_orders,
+                       **{k: v for k, v in options.items() if k in keys and v is not None})
+

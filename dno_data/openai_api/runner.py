@@ -6,7 +6,7 @@ Libraries, not hand-written loops:
   `retry-after-ms`; `max_retries` bounds the attempts.
 - `aiolimiter` (leaky bucket) enforces requests-per-minute and tokens-per-minute.
 - `asyncio.Semaphore` bounds the requests in flight (`--concurrency`).
-- `JudgeCache` (SQLite) stores every answer the moment it arrives and keeps concurrent
+- `CallCache` (SQLite, call_cache.py) stores every answer the moment it arrives and keeps concurrent
   processes from paying twice for one request.
 """
 
@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from .errors import DnoError, missing_extra
-from .ids import stable_hash
-from .judge_cache import CachedCall, JudgeCache
+from ..errors import DnoError, missing_extra
+from .call_cache import CachedCall, CallCache, default_cache_path
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class CallStats:
     wall_seconds: float = 0.0  # set by the caller that drives the runner
 
 
-def _resolve_key(settings: ApiSettings) -> str:
+def resolve_key(settings: ApiSettings) -> str:
     key = os.environ.get(settings.api_key_env)
     if key:
         return key
@@ -84,7 +83,7 @@ def _resolve_key(settings: ApiSettings) -> str:
 class CallRunner:
     """Runs calls against one server with bounded concurrency, rate limits and the cache."""
 
-    def __init__(self, settings: ApiSettings, cache: JudgeCache | None):
+    def __init__(self, settings: ApiSettings, cache: CallCache | None):
         try:
             import openai
         except ImportError:
@@ -100,7 +99,7 @@ class CallRunner:
             extra["http_client"] = openai.DefaultAioHttpClient(timeout=settings.timeout)
         except (ImportError, AttributeError, RuntimeError):
             pass
-        self.client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=_resolve_key(settings),
+        self.client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=resolve_key(settings),
                                          timeout=settings.timeout, max_retries=settings.max_retries, **extra)
         self._sem: asyncio.Semaphore | None = None
         self._rpm = self._tpm = None
@@ -204,10 +203,40 @@ def describe_failure(e: BaseException) -> str:
 
 
 def make_runner(settings: ApiSettings, cache_path=None, no_cache: bool = False) -> CallRunner:
-    """A runner with the judge cache at `cache_path` (default $DNO_CACHE or ~/.cache/dno/judge.sqlite)."""
-    from .judge_cache import default_cache_path
+    """A runner with the call cache at `cache_path` (default $DNO_CACHE or ~/.cache/dno/judge.sqlite)."""
+    return CallRunner(settings, None if no_cache else CallCache(cache_path or default_cache_path()))
 
-    return CallRunner(settings, None if no_cache else JudgeCache(cache_path or default_cache_path()))
+
+def check_api(settings: ApiSettings) -> None:
+    """Fail before any work (missing openai package, API key not set) rather than mid-run."""
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        raise missing_extra("openai", "openai") from None
+    resolve_key(settings)
+
+
+def answer_all(settings: ApiSettings, calls: list[Call], cache_path=None, *,
+               what: Callable[[Call], str]) -> dict[str, CachedCall]:
+    """Answers to `calls` by key, for callers that need every answer (teachers, the `openai`
+    sampling backend): the cache first when `cache_path` is given, the rest asked concurrently.
+    A call that fails for good is a DnoError that starts with `what(call)`."""
+    cache = CallCache(cache_path) if cache_path else None
+
+    async def work(runner: CallRunner):
+        results, _ = await runner.run(calls)
+        return results
+
+    try:
+        results = run_with_runner(lambda: CallRunner(settings, cache), work)
+    finally:
+        if cache is not None:
+            cache.close()
+    for call in calls:
+        got = results[call.key]
+        if isinstance(got, BaseException):
+            raise DnoError(f"{what(call)} failed after retries ({describe_failure(got)[:200]}); rerun to resume")
+    return results
 
 
 def run_with_runner(make_runner, work):

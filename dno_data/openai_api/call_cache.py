@@ -1,11 +1,12 @@
-"""A persistent, content-addressed cache of judge calls, safe for concurrent processes.
+"""A persistent, content-addressed cache of OpenAI-compatible chat calls, safe for concurrent processes.
 
-SQLite in WAL mode (the standard library; many readers, one writer at a time, crash-safe).
-Key: a hash of the whole request (judge model, rendered template with the prompt and the
-candidates in their shown order, decoding parameters). Value: the raw answer and its token
-usage, stored the moment it arrives, so a killed stage pays for nothing twice.
+Every call through dno_data.openai_api.runner can use it: judge calls, teacher answers and
+samples of the `openai` backend. SQLite in WAL mode (the standard library; many readers, one
+writer at a time, crash-safe). Key: a hash of the whole request (model, messages or what they
+are rendered from, decoding parameters). Value: the raw answer and its token usage, stored the
+moment it arrives.
 
-Concurrent `dno judge` processes on one cache do not double-pay: before calling, a process
+Concurrent processes on one cache do not double-pay: before calling, a process
 *claims* the keys it will call (a row in `claims` with its pid and host). A key claimed by a
 live process is waited for, not called; a claim whose process is gone (kill -9) or whose
 lease ran out is taken over.
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DnoError
+from ..errors import DnoError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -59,7 +60,7 @@ def default_cache_path() -> Path:
     return Path(os.environ.get("DNO_CACHE", Path.home() / ".cache" / "dno" / "judge.sqlite"))
 
 
-class JudgeCache:
+class CallCache:
     def __init__(self, path: Path | str, lease_seconds: float = 600.0):
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
@@ -79,11 +80,11 @@ class JudgeCache:
                 # Two processes creating one cache at once: switching to WAL does not wait for the
                 # busy handler, it says "database is locked". Wait and try again.
                 if "locked" not in str(e) or time.time() > deadline:
-                    raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
+                    raise DnoError(f"{self.path}: not a usable call cache ({e}); pass another --cache path") from None
                 self.db.close()
                 time.sleep(0.05 + 0.1 * random.random())
             except sqlite3.DatabaseError as e:
-                raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
+                raise DnoError(f"{self.path}: not a usable call cache ({e}); pass another --cache path") from None
 
     def close(self) -> None:
         self.db.close()

@@ -1,8 +1,8 @@
 """Run a judge over every prompt's candidate group, in resumable parts.
 
-Local judges (oracles, python callables, reward models) run batch by batch. API judges run
-asynchronously: several parts are in flight at once so the request pool stays full, every
-answer goes to the cache as it arrives, and each part is written when its prompts are done.
+A SyncJudge runs part by part. A RequestJudge runs asynchronously: several parts are in
+flight at once so the request pool stays full, every answer goes to the call cache as it
+arrives, and each part is written when its prompts are done.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections import Counter
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from .artifacts import Parts
-from .judges import Candidate, Group, Judge
+from ..artifacts import Parts
+from .base import Candidate, Group, Judge, RequestJudge, SyncJudge
 
 
 def groups_of(samples: pa.Table) -> list[Group]:
@@ -37,32 +37,37 @@ def groups_of(samples: pa.Table) -> list[Group]:
     return list(groups.values())
 
 
-def is_api_judge(judge: Judge) -> bool:
-    return hasattr(judge, "plan")
-
-
 def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_part: int, runner=None) -> Counter:
+    """Judge the groups not yet in `parts`, writing one part per `prompts_per_part` prompts.
+    A RequestJudge needs `runner` (a dno_data.openai_api.runner.CallRunner); it is closed after."""
     counts: Counter = Counter()
     units, todo = parts.split(groups, prompts_per_part)
     counts["parts_resumed"] = len(units) - len(todo)
-    if is_api_judge(judge):
-        asyncio.run(_judge_api(judge, units, todo, parts, runner))
+    if isinstance(judge, RequestJudge):
+        asyncio.run(_judge_requests(judge, units, todo, parts, runner))
         return counts
+    _require_sync(judge)
     for u in tqdm(todo, desc="judge", unit="part", disable=None):
         parts.write(u, judge.judge_batch(units[u]))
     return counts
 
 
-async def _judge_api(judge, units, todo, parts: Parts, runner) -> None:
-    from .api_judges import judge_groups_api
+async def judge_requests(judge: RequestJudge, groups: list[Group], runner) -> list[dict]:
+    """Rows for `groups`: plan their calls, run them (cache first), turn the answers into rows."""
+    planned = [judge.plan(g) for g in groups]
+    calls = [p.call for ps in planned for p in ps]
+    results, hits = await runner.run(calls)
+    return [row for g, ps in zip(groups, planned) for row in judge.rows(g, ps, results, hits)]
 
+
+async def _judge_requests(judge: RequestJudge, units, todo, parts: Parts, runner) -> None:
     calls_per_part = max(1, sum(len(judge.plan(g)) for g in units[todo[0]])) if todo else 1
     window = asyncio.Semaphore(max(2, -(-2 * runner.settings.concurrency // calls_per_part) + 1))
     bar = tqdm(total=len(todo), desc="judge", unit="part", disable=None)
 
     async def one(u: int) -> None:
         async with window:
-            rows = await judge_groups_api(judge, units[u], runner)
+            rows = await judge_requests(judge, units[u], runner)
             parts.write(u, rows)
             bar.update()
 
@@ -76,11 +81,16 @@ async def _judge_api(judge, units, todo, parts: Parts, runner) -> None:
 
 
 def judge_all(judge: Judge, groups: list[Group], runner_factory=None) -> list[dict]:
-    """All rows for a few groups at once (used by `dno eval`). An API judge gets a fresh
+    """All rows for a few groups at once (used by `dno eval`). A RequestJudge gets a fresh
     runner from `runner_factory` (its HTTP client lives in this call's event loop)."""
-    if not is_api_judge(judge):
-        return judge.judge_batch(groups)
-    from .api import run_with_runner
-    from .api_judges import judge_groups_api
+    if isinstance(judge, RequestJudge):
+        from ..openai_api.runner import run_with_runner
 
-    return run_with_runner(runner_factory, lambda runner: judge_groups_api(judge, groups, runner))
+        return run_with_runner(runner_factory, lambda runner: judge_requests(judge, groups, runner))
+    _require_sync(judge)
+    return judge.judge_batch(groups)
+
+
+def _require_sync(judge: Judge) -> None:
+    if not isinstance(judge, SyncJudge):
+        raise TypeError(f"{type(judge).__name__} is neither a SyncJudge nor a RequestJudge")
