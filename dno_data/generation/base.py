@@ -47,6 +47,27 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+def stop_token_ids(model_dir, tokenizer) -> list[int]:
+    """The ids that end a response: the tokenizer's EOS and every `eos_token_id` of the model's
+    generation_config.json (an int or a list; chat models often stop on an end-of-turn token
+    that is not the tokenizer's EOS)."""
+    ids: list[int] = []
+
+    def add(value) -> None:
+        for i in [value] if isinstance(value, int) else list(value or []):
+            if i not in ids:
+                ids.append(int(i))
+
+    add(tokenizer.eos_token_id)
+    try:
+        from transformers import GenerationConfig
+
+        add(GenerationConfig.from_pretrained(str(model_dir)).eos_token_id)
+    except (OSError, ValueError):  # no generation_config.json (or an unreadable one): the tokenizer's EOS alone
+        pass
+    return ids
+
+
 def prompt_seed(seed: int, prompt_id: str) -> int:
     """The seed of one prompt's samples: independent of batching, sharding and resume."""
     return int(stable_hash("prompt-seed", seed, prompt_id), 16) % (2**31)

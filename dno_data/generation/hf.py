@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..models import check_model_dir, load_causal_lm, load_tokenizer
-from .base import Completion, SamplingParams, batch_seeds, sample_seed
+from .base import Completion, SamplingParams, batch_seeds, sample_seed, stop_token_ids
 
 
 def _row_sampler(seeds: list[int], temperature: float, top_p: float, device):
@@ -50,6 +50,7 @@ class HFGenerator:
         self.tokenizer = load_tokenizer(self.model_dir, padding_side="left")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_causal_lm(self.model_dir, dtype).to(self.device).eval()
+        self.stop_ids = stop_token_ids(self.model_dir, self.tokenizer)
 
     @classmethod
     def create(cls, model_dir, *, dtype: str = "auto", threads: int | None = None, **_):
@@ -78,17 +79,18 @@ class HFGenerator:
                 top_k=None,
                 max_new_tokens=params.max_new_tokens,
                 pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
+                eos_token_id=self.stop_ids,
                 **extra,
             )
         new = out[:, enc["input_ids"].shape[1]:].tolist()
-        eos = tok.eos_token_id
+        stops = set(self.stop_ids)
         results: list[list[Completion]] = []
         for i in range(len(prompts)):
             row = []
             for ids in new[i * params.n:(i + 1) * params.n]:
-                stopped = eos in ids
-                ids = ids[: ids.index(eos)] if stopped else ids
+                end = next((j for j, t in enumerate(ids) if t in stops), None)
+                stopped = end is not None
+                ids = ids[:end] if stopped else ids
                 row.append(Completion(tok.decode(ids, skip_special_tokens=True), len(ids), "stop" if stopped else "length"))
             results.append(row)
         return results

@@ -26,6 +26,8 @@ class OpenAIGenerator:
     per-sample seed keeps each sample's request (and cache key) independent of the others.
     The server applies its own chat template; `tokenizer` renders the same messages for
     `prompt_text` and the template check, so serve the policy from the same folder.
+    Stop ids are the server's: `vllm serve` stops on the folder's generation_config.json
+    eos ids (its default `--generation-config auto`), as the hf and vllm backends do here.
     """
 
     name = "openai"

