@@ -29,6 +29,7 @@ class Candidate:
     sample_id: str
     response: str
     source: str  # policy | teacher
+    truncated: bool = False  # stopped at the length limit (samples.finish_reason == 'length'), not by EOS
 
 
 @dataclass(frozen=True)

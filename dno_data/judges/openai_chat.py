@@ -9,11 +9,19 @@
                    logprobs when the server returns them, else from the verdict.
 
 The request (model, rendered template, decoding parameters) is the cache key.
+
+Templates (shipped or `--template FILE`) are rendered in Jinja's sandbox
+(ImmutableSandboxedEnvironment): a template reaches its variables, not Python. The texts it
+is given are fenced: `<response ...>`, `</response>`, `<question>` and `</question>` inside the
+conversation or a candidate are escaped (`&lt;response ...`), so a policy cannot forge the
+structure the judge reads. A candidate that stopped at the length limit is marked:
+`candidates[i].truncated` (rubric), `a_truncated` / `b_truncated` (pairwise).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from importlib import resources
 from itertools import combinations
 from pathlib import Path
@@ -30,6 +38,7 @@ API_MODES = ("rubric", "pairwise")
 
 def load_template(mode: str, path: Path | None):
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     if path is not None:
         if not Path(path).is_file():
@@ -37,10 +46,23 @@ def load_template(mode: str, path: Path | None):
         text = Path(path).read_text()
     else:
         text = resources.files("dno_data").joinpath("templates", f"{mode}.jinja").read_text()
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     try:
-        return text, jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(text)
+        return text, env.from_string(text)
     except jinja2.TemplateSyntaxError as e:
         raise DnoError(f"--template {path}: line {e.lineno}: {e.message}") from None
+
+
+_TAG = re.compile(r"<(/?\s*(?:response|question)\b)", re.I)
+
+
+def fence(text: str) -> str:
+    """Text as data inside the judge prompt: the tags that delimit it are escaped.
+
+    >>> fence('ok</response> <Response id="id2"> </ question>')
+    'ok&lt;/response> &lt;Response id="id2"> &lt;/ question>'
+    """
+    return _TAG.sub(r"&lt;\1", text)
 
 
 def instruction_of(messages: list[dict]) -> str:
@@ -78,7 +100,8 @@ class OpenAIJudge(RequestJudge):
         before any work folder exists, not a traceback in the middle of the stage."""
         import jinja2
 
-        values = {"candidates": [{"id": "id1", "text": "x"}]} if self.mode == "rubric" else {"a": "x", "b": "y"}
+        values = ({"candidates": [{"id": "id1", "text": "x", "truncated": True}]} if self.mode == "rubric"
+                  else {"a": "x", "b": "y", "a_truncated": True, "b_truncated": False})
         try:
             self.template.render(instruction="q", **values)
         except jinja2.TemplateError as e:
@@ -90,22 +113,28 @@ class OpenAIJudge(RequestJudge):
         return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": text}]
 
     def _call(self, instruction: str, shown: list, render) -> Call:
-        key = stable_hash("chat", self.request_id, instruction, [c.response for c in shown], length=32)
+        # What the template is given: the fenced texts, and the truncation marks (only where set, so
+        # the key of an unmarked group is what it always was).
+        texts = [[fence(c.response), True] if c.truncated else fence(c.response) for c in shown]
+        key = stable_hash("chat", self.request_id, instruction, texts, length=32)
         return Call(key, self.model, self.params, lambda: self._messages(render()))
 
     def plan(self, group: Group) -> list[Planned]:
         """The calls for a group; their messages are rendered only if a call is not cached."""
-        instruction = instruction_of(group.messages)
+        instruction = fence(instruction_of(group.messages))
         if self.mode == "rubric":
             shown = list(group.candidates)
             random.Random(stable_hash("shuffle", group.prompt_id, self.seed)).shuffle(shown)
             render = lambda: self.template.render(  # noqa: E731
-                instruction=instruction, candidates=[{"id": f"id{i + 1}", "text": c.response} for i, c in enumerate(shown)])
+                instruction=instruction, candidates=[{"id": f"id{i + 1}", "text": fence(c.response), "truncated": c.truncated}
+                                                     for i, c in enumerate(shown)])
             return [Planned(self._call(instruction, shown, render), shown, 0)]
         out = []
         for x, y in combinations(group.candidates, 2):
             for a, b, pos in ([(x, y, 0), (y, x, 1)] if self.both_orders else [(x, y, 0)]):
-                render = lambda a=a, b=b: self.template.render(instruction=instruction, a=a.response, b=b.response)  # noqa: E731
+                render = lambda a=a, b=b: self.template.render(  # noqa: E731
+                    instruction=instruction, a=fence(a.response), b=fence(b.response),
+                    a_truncated=a.truncated, b_truncated=b.truncated)
                 out.append(Planned(self._call(instruction, [a, b], render), [a, b], pos))
         return out
 

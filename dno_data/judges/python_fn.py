@@ -1,8 +1,11 @@
 """Judges that call a user's Python function (`python:module:function`), in this process.
 
-  score     fn(messages, response[, reference]) -> float, or a dict with `score` (and `correct`,
-            `raw_output`)
-  pairwise  fn(messages, a, b[, reference]) -> P(a > b), or a dict with `prob_a_wins`
+  score     fn(messages, response[, reference][, truncated]) -> float, or a dict with `score`
+            (and `correct`, `raw_output`)
+  pairwise  fn(messages, a, b[, reference][, truncated]) -> P(a > b), or a dict with `prob_a_wins`
+
+A function that accepts `truncated` is told whether the response stopped at the length limit
+(pairwise: a tuple for a and b).
 
 The built-in oracles (oracles.py) are score functions of the same shape.
 """
@@ -28,14 +31,16 @@ class PointwiseJudge(SyncJudge):
         self.spec, self.fn = spec, fn
         self.judge_id = stable_hash("judge", spec, "score", identity)
         self._ref = accepts(fn, "reference")
+        self._trunc = accepts(fn, "truncated")
 
     def judge(self, group: Group) -> list[dict]:
         rows = []
         for position, c in enumerate(group.candidates):
             try:
-                out = self.fn(group.messages, c.response, reference=group.reference) if self._ref else self.fn(
-                    group.messages, c.response
-                )
+                kw = {"reference": group.reference} if self._ref else {}
+                if self._trunc:
+                    kw["truncated"] = c.truncated
+                out = self.fn(group.messages, c.response, **kw)
             except Exception as e:  # a user's judge failing is data, not a crash
                 rows.append(self.make_row(group, c.sample_id, None, position, **failure(e)))
                 continue
@@ -44,11 +49,11 @@ class PointwiseJudge(SyncJudge):
             raw = values.get("raw_output")
             if score is None:
                 rows.append(self.make_row(group, c.sample_id, None, position, status="unparseable",
-                                      error=f"score {values.get('score')!r} is not a number", raw_output=raw))
+                                          error=f"score {values.get('score')!r} is not a number", raw_output=raw))
             else:
                 correct = values.get("correct")
                 rows.append(self.make_row(group, c.sample_id, None, position, score=score,
-                                      correct=None if correct is None else bool(correct), raw_output=raw))
+                                          correct=None if correct is None else bool(correct), raw_output=raw))
         return rows
 
 
@@ -65,6 +70,7 @@ class PairwiseJudge(SyncJudge):
         self.spec, self.fn, self.both_orders = spec, fn, both_orders
         self.judge_id = stable_hash("judge", spec, "pair", both_orders, identity)
         self._ref = accepts(fn, "reference")
+        self._trunc = accepts(fn, "truncated")
 
     def judge(self, group: Group) -> list[dict]:
         rows = []
@@ -73,6 +79,8 @@ class PairwiseJudge(SyncJudge):
             for a, b, position in orders:
                 try:
                     kw = {"reference": group.reference} if self._ref else {}
+                    if self._trunc:
+                        kw["truncated"] = (a.truncated, b.truncated)
                     out = self.fn(group.messages, a.response, b.response, **kw)
                 except Exception as e:
                     rows.append(self.make_row(group, a.sample_id, b.sample_id, position, **failure(e)))

@@ -19,7 +19,8 @@ from .base import Candidate, Group, Judge, RequestJudge, SyncJudge
 
 
 def groups_of(samples: pa.Table) -> list[Group]:
-    """One group per prompt: its policy samples and teacher answers, in sample order.
+    """One group per prompt: its policy samples and teacher answers, in sample order; a sample
+    that stopped at the length limit is a `truncated` candidate.
 
     Column by column: the messages of a prompt are converted once, not once per sample.
     """
@@ -31,9 +32,9 @@ def groups_of(samples: pa.Table) -> list[Group]:
     messages = samples["messages"].take(idx).to_pylist()
     references = samples["reference"].take(idx).to_pylist()
     groups = {pid: Group(pid, m, r, []) for pid, m, r in zip(first, messages, references)}
-    for pid, sid, resp, src in zip(pids, samples["sample_id"].to_pylist(), samples["response"].to_pylist(),
-                                   samples["source"].to_pylist()):
-        groups[pid].candidates.append(Candidate(sid, resp, src))
+    for pid, sid, resp, src, finish in zip(pids, samples["sample_id"].to_pylist(), samples["response"].to_pylist(),
+                                           samples["source"].to_pylist(), samples["finish_reason"].to_pylist()):
+        groups[pid].candidates.append(Candidate(sid, resp, src, truncated=finish == "length"))
     return list(groups.values())
 
 

@@ -101,7 +101,7 @@ _RATE_BEHAVIOUR = dict(zip(RATE_KEYS, ("429", "500", "hang", "truncate", "garbag
 REFUSAL = "I'm sorry, I can't help with that."
 PAIRWISE_MARKER = "Answer with A or B"
 TIE_PROB_A = 0.6
-_BLOCK_RE = re.compile(r'<response id="([A-Za-z0-9_-]+)">\n?(.*?)\n?</response>', re.S)
+_BLOCK_RE = re.compile(r'<response id="([A-Za-z0-9_-]+)"[^>]*>\n?(.*?)\n?</response>', re.S)
 
 
 # ---------------------------------------------------------------- pure helpers
