@@ -100,6 +100,7 @@ def run(cfg: SampleConfig) -> Path:
             policy_files = Path(cfg.tokenizer)
         else:
             policy_files = check_model_dir(cfg.model)
+    policy_api = _api(cfg, cfg.base_url)  # settings are checked before any work folder exists
     teacher_api = TeacherApi(_api(cfg, cfg.teacher_base_url), cfg.teacher_temperature, cfg.teacher_max_tokens, cfg.cache)
     teacher = Teacher(cfg.teacher, teacher_api) if cfg.teacher else None
     inputs = [cfg.prompts] + ([policy_files] if policy_files else [])
@@ -122,7 +123,7 @@ def run(cfg: SampleConfig) -> Path:
             vllm=VLLMOptions(cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
                              cfg.enforce_eager, engine_args),
             openai=OpenAIOptions(str(cfg.model), Path(cfg.tokenizer), cfg.cache) if cfg.backend == "openai" else None,
-            api_settings=_api(cfg, cfg.base_url))
+            api_settings=policy_api)
     try:
         counts = sample_rows(rows, parts, generator=generator, params=params, generator_name=str(cfg.model),
                              generator_id=generator_id, seed=cfg.seed, batch_size=cfg.batch_size, teacher=teacher)

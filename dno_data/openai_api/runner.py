@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,29 @@ class ApiSettings:
     tpm: float | None = None  # tokens per minute (estimated input + max output)
     timeout: float = 60.0  # seconds per attempt
     max_retries: int = 6  # attempts after the first, on 429/5xx/timeouts
+
+    def __post_init__(self) -> None:
+        check_base_url(self.base_url, "--base-url")
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the user:password part of every URL in it removed.
+
+    >>> redact_url("GET http://alice:pw@host:8000/v1 failed")
+    'GET http://***@host:8000/v1 failed'
+    """
+    return _USERINFO.sub("***@", text)
+
+
+def check_base_url(url: str | None, where: str) -> None:
+    """Refuse a server URL that carries credentials: they would end up in lineage metadata and
+    error lines, and OpenAI-compatible servers take the key as a bearer token anyway."""
+    if url and (urlparse(url).username is not None or urlparse(url).password is not None):
+        raise DnoError(f"{where}: {redact_url(url)} carries user:password credentials; drop them from the URL "
+                       "and put the key in an environment variable named by --api-key-env")
 
 
 class Call:
@@ -70,6 +94,8 @@ class CallStats:
 
 
 def resolve_key(settings: ApiSettings) -> str:
+    if settings.base_url is None:
+        check_base_url(os.environ.get("OPENAI_BASE_URL"), "$OPENAI_BASE_URL")
     key = os.environ.get(settings.api_key_env)
     if key:
         return key
@@ -199,7 +225,7 @@ def parse_completion(resp: dict) -> CachedCall:
 def describe_failure(e: BaseException) -> str:
     status = getattr(e, "status_code", None)
     text = f"{type(e).__name__}{f' {status}' if status else ''}: {e}"
-    return text[:500]
+    return redact_url(text)[:500]
 
 
 def make_runner(settings: ApiSettings, cache_path=None, no_cache: bool = False) -> CallRunner:
