@@ -130,12 +130,13 @@ def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
         return
     from dno_data.openai_api.call_cache import CallCache, default_cache_path
     from dno_data.openai_api.costs import cost_usd, fmt_cost, load_prices
+    from dno_data.openai_api.runner import ApiSettings, endpoint_of
 
     calls = {p.call.key: (p.call, len(p.shown)) for g in groups for p in judge.plan(g)}
     cached = set()
     if not cfg.no_cache:
         cache = CallCache(cfg.cache or default_cache_path())
-        cached = set(cache.get_many(calls))
+        cached = set(cache.scoped(endpoint_of(ApiSettings(cfg.base_url))).get_many(calls))
         cache.close()
     todo = [v for k, v in calls.items() if k not in cached]
     tin = sum(c.est_tokens - int(c.params.get("max_tokens") or 0) for c, _ in todo)

@@ -25,7 +25,7 @@ from conftest import FAKE_SERVER_SAFETY, ROOT, run_cli, write_judge_samples  # n
 from dno_data.openai_api.runner import ApiSettings, CallRunner  # noqa: E402
 from dno_data.artifacts import read_artifact  # noqa: E402
 from support.fake_openai import FakeOpenAIServer, quality  # noqa: E402
-from dno_data.openai_api.call_cache import HOST, CachedCall, CallCache  # noqa: E402
+from dno_data.openai_api.call_cache import HOST, CachedCall, CallCache, scoped_key  # noqa: E402
 from dno_data.judges import Candidate, Group, make_judge  # noqa: E402
 
 
@@ -132,7 +132,9 @@ def test_killed_judge_resumes_without_paying_twice(tmp_path):
 
     rows = check_judgments(out, samples)
     distinct = {r["call_key"] for r in rows}
-    assert len(distinct) == 80 and distinct == cached_keys(cache)
+    stored_as = {scoped_key(srv.base_url.rstrip("/"), k): k for k in distinct}  # the cache keys answers by server
+    assert len(distinct) == 80 and set(stored_as) == cached_keys(cache)
+    stored = {stored_as[k] for k in stored}
     asked = asked_per_key(stats.bodies, rows, samples)
     assert sum(asked.values()) == stats.chat_requests  # every request body was kept
     assert set(asked) == distinct
@@ -258,11 +260,13 @@ def test_runner_does_not_pay_for_an_answer_stored_meanwhile(tmp_path):
         runner = CallRunner(ApiSettings(srv.base_url, timeout=5, max_retries=0), CallCache(path))
         real_get_many = runner.cache.get_many
 
+        theirs = other.scoped(runner.endpoint)
+
         def get_many_then_other_process_answers(keys):
             found = real_get_many(keys)
-            if not other.get_many([call.key]):  # the other process stores the answer right after our read
-                other.claim([call.key])
-                other.put(call.key, "m", CachedCall("from the other process", "stop", None, 1, 1))
+            if not theirs.get_many([call.key]):  # the other process stores the answer right after our read
+                theirs.claim([call.key])
+                theirs.put(call.key, "m", CachedCall("from the other process", "stop", None, 1, 1))
             return found
 
         runner.cache.get_many = get_many_then_other_process_answers
@@ -299,3 +303,28 @@ def test_processes_creating_one_cache_at_once_all_succeed(tmp_path):
             p.join(timeout=60)
         failures += sum(p.exitcode != 0 for p in procs)
     assert failures == 0
+
+
+# ---------------------------------------------------------------- the server is part of the key; the file is private
+
+def test_one_cache_does_not_serve_one_servers_answers_for_another(tmp_path):
+    from stages.judge import JudgeConfig, run
+
+    samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
+    cache = tmp_path / "cache.sqlite"
+    with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as a, FakeOpenAIServer(**FAKE_SERVER_SAFETY) as b:
+        for srv, out in ((a, "a.parquet"), (b, "b.parquet"), (a, "a2.parquet")):
+            run(JudgeConfig(samples, tmp_path / out, "openai:m", base_url=srv.base_url, cache=cache, timeout=5,
+                            max_retries=0))
+        assert (a.stats.chat_requests, b.stats.chat_requests) == (3, 3)  # a's rerun came from the cache
+    assert all(r["cached"] for r in read_artifact(tmp_path / "a2.parquet", "judgments").to_pylist())
+    assert not any(r["cached"] for r in read_artifact(tmp_path / "b.parquet", "judgments").to_pylist())
+
+
+def test_the_cache_file_is_private(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    CallCache(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)  # a cache made before: tightened when opened
+    CallCache(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -2,9 +2,10 @@
 
 Every call through dno_data.openai_api.runner can use it: judge calls, teacher answers and
 samples of the `openai` backend. SQLite in WAL mode (the standard library; many readers, one
-writer at a time, crash-safe). Key: a hash of the whole request (model, messages or what they
-are rendered from, decoding parameters). Value: the raw answer and its token usage, stored the
-moment it arrives.
+writer at a time, crash-safe). Key: a hash of the server's endpoint and the whole request (model,
+messages or what they are rendered from, decoding parameters), so one cache never serves one
+server's answers for another's (`scoped`). Value: the raw answer and its token usage, stored
+the moment it arrives. The file is private to its owner (mode 0600): it holds prompts and answers.
 
 Concurrent processes on one cache do not double-pay: before calling, a process
 *claims* the keys it will call (a row in `claims` with its pid and host). A key claimed by a
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DnoError
+from ..ids import stable_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -66,6 +68,7 @@ class CallCache:
         if self.path.exists() and self.path.is_dir():
             self.path = self.path / "judge.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self.path)
         self.owner = f"{HOST}:{os.getpid()}"
         self.lease = lease_seconds
         deadline = time.time() + 60
@@ -88,6 +91,10 @@ class CallCache:
 
     def close(self) -> None:
         self.db.close()
+
+    def scoped(self, endpoint: str) -> ScopedCache:
+        """This cache as seen by the runner of one server."""
+        return ScopedCache(self, endpoint)
 
     # -------------------------------------------------------------- reads
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedCall]:
@@ -137,6 +144,48 @@ class CallCache:
 
     def _tx(self):
         return _Transaction(self.db)
+
+
+def scoped_key(endpoint: str, key: str) -> str:
+    """The stored key of request `key` sent to `endpoint`."""
+    return stable_hash("endpoint", endpoint, key, length=32)
+
+
+class ScopedCache:
+    """A CallCache whose keys are those of one server: the same request sent to another server
+    is another entry. Callers keep using their request keys."""
+
+    def __init__(self, cache: CallCache, endpoint: str):
+        self.cache, self.endpoint = cache, endpoint
+
+    def _map(self, keys: Iterable[str]) -> dict[str, str]:
+        return {scoped_key(self.endpoint, k): k for k in keys}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedCall]:
+        m = self._map(keys)
+        return {m[k]: v for k, v in self.cache.get_many(m).items()}
+
+    def claim(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        m = self._map(keys)
+        mine, theirs = self.cache.claim(list(m))
+        return [m[k] for k in mine], [m[k] for k in theirs]
+
+    def put(self, key: str, model: str, call: CachedCall) -> None:
+        self.cache.put(scoped_key(self.endpoint, key), model, call)
+
+    def release(self, keys: Iterable[str]) -> None:
+        self.cache.release(list(self._map(keys)))
+
+
+def _make_private(path: Path) -> None:
+    """Create the file readable by its owner only, or tighten an existing one we own (SQLite
+    gives its -wal and -shm files the database file's mode)."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
+    except OSError as e:
+        raise DnoError(f"{path}: cannot open the call cache ({e.strerror}); pass another --cache path") from None
 
 
 class _Transaction:

@@ -93,6 +93,12 @@ class CallStats:
     wall_seconds: float = 0.0  # set by the caller that drives the runner
 
 
+def endpoint_of(settings: ApiSettings) -> str:
+    """The server the calls go to, resolved as the openai client does (base_url, then
+    $OPENAI_BASE_URL, then api.openai.com); the call cache keys answers by it."""
+    return (settings.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+
+
 def resolve_key(settings: ApiSettings) -> str:
     if settings.base_url is None:
         check_base_url(os.environ.get("OPENAI_BASE_URL"), "$OPENAI_BASE_URL")
@@ -115,7 +121,8 @@ class CallRunner:
         except ImportError:
             raise missing_extra("openai", "openai") from None
         self.settings = settings
-        self.cache = cache
+        self.endpoint = endpoint_of(settings)
+        self.cache = cache.scoped(self.endpoint) if cache is not None else None
         self.stats = CallStats()
         self._openai = openai
         extra = {}
