@@ -10,9 +10,11 @@
 
 Judges: openai:MODEL (rubric: all candidates in one call, the paper's 6-point annotation;
 pairwise: both orders), reward:PATH (sequence-classification reward model), oracle:exact,
-oracle:addition, python:module:function. Failures are rows with a status. API answers are
-cached by request content (SQLite, shared across runs and processes) as they arrive, so a
-rerun after a crash, or another run asking the same, pays nothing twice.
+oracle:addition, oracle:constraints, python:module:function. Failures are rows with a status.
+API answers are cached by server and request content (SQLite, shared across runs and processes)
+as they arrive: a rerun after a crash, or another run asking the same, pays again only for the
+calls that were in flight at the kill (at most --concurrency). Rerunning the same command asks
+again the calls that failed (rows with status error); paid answers are never asked again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dno_data.cli_utils import check_output_path, one_line_errors, say, summary,
 from dno_data.errors import DnoError
 from dno_data.judges import make_judge
 from dno_data.judges.base import RequestJudge
-from dno_data.judges.run import groups_of, judge_groups
+from dno_data.judges.run import failed_calls, groups_of, judge_groups
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def run(cfg: JudgeConfig) -> Path:
     if cfg.dry_run:
         _dry_run(cfg, judge, groups)
         return cfg.output
-    if up_to_date(cfg.output, lineage, cfg.force):
+    if not failed_calls(cfg.output) and up_to_date(cfg.output, lineage, cfg.force):  # failed calls: ask again
         return cfg.output
     runner = _runner(cfg) if isinstance(judge, RequestJudge) else None
     parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.fresh)

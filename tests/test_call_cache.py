@@ -328,3 +328,25 @@ def test_the_cache_file_is_private(tmp_path):
     path.chmod(0o644)  # a cache made before: tightened when opened
     CallCache(path).close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_empty_answer_is_a_failure_and_a_rerun_asks_failed_calls_again(tmp_path, capsys):
+    """A 200 answer without choices is not an answer: it is not cached, its rows say error, and
+    rerunning the same command asks for it again (and only for it: paid answers come from the cache)."""
+    from stages.judge import JudgeConfig, run
+
+    samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
+    cfg = JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", cache=tmp_path / "cache.sqlite", timeout=5,
+                      max_retries=0, concurrency=1)
+    with FakeOpenAIServer(script=["ok", "empty"], **FAKE_SERVER_SAFETY) as srv:
+        run(JudgeConfig(**{**cfg.__dict__, "base_url": srv.base_url}))
+        first = read_artifact(cfg.output, "judgments").to_pylist()
+        failed = {r["call_key"] for r in first if r["status"] == "error"}
+        assert len(failed) == 1 and len(cached_keys(cfg.cache)) == 2
+        assert all("choices" in r["error"] for r in first if r["status"] == "error")
+        run(JudgeConfig(**{**cfg.__dict__, "base_url": srv.base_url}))
+        assert srv.stats.chat_requests == 4  # 3, then only the failed call
+    again = read_artifact(cfg.output, "judgments").to_pylist()
+    assert {r["status"] for r in again} == {"ok"}
+    assert {r["call_key"] for r in again if not r["cached"]} == failed
+    assert "up to date" not in capsys.readouterr().err

@@ -11,7 +11,10 @@ import asyncio
 import time
 from collections import Counter
 
+from pathlib import Path
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..artifacts import Parts
@@ -36,6 +39,17 @@ def groups_of(samples: pa.Table) -> list[Group]:
                                            samples["source"].to_pylist(), samples["finish_reason"].to_pylist()):
         groups[pid].candidates.append(Candidate(sid, resp, src, truncated=finish == "length"))
     return list(groups.values())
+
+
+def failed_calls(output: Path) -> int:
+    """Rows of an existing judgments file whose API call failed for good (status error with a
+    call key): rerunning the same command asks those calls again; paid answers come from the cache."""
+    try:
+        table = pq.read_table(output, columns=["status", "call_key"])
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return 0
+    return sum(s == "error" and k is not None
+               for s, k in zip(table["status"].to_pylist(), table["call_key"].to_pylist()))
 
 
 def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_part: int, runner=None) -> Counter:

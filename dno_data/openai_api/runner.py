@@ -6,8 +6,11 @@ Libraries, not hand-written loops:
   `retry-after-ms`; `max_retries` bounds the attempts.
 - `aiolimiter` (leaky bucket) enforces requests-per-minute and tokens-per-minute.
 - `asyncio.Semaphore` bounds the requests in flight (`--concurrency`).
-- `CallCache` (SQLite, call_cache.py) stores every answer the moment it arrives and keeps concurrent
-  processes from paying twice for one request.
+- `CallCache` (SQLite, call_cache.py) stores every answer the moment it arrives, keyed by the
+  server and the request, and keeps concurrent processes from paying twice for one request.
+
+A call that fails for good (including a 200 answer without choices, `NoAnswer`) is returned as
+its exception and never cached, so asking again later asks the server again.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ def check_base_url(url: str | None, where: str) -> None:
     if url and (urlparse(url).username is not None or urlparse(url).password is not None):
         raise DnoError(f"{where}: {redact_url(url)} carries user:password credentials; drop them from the URL "
                        "and put the key in an environment variable named by --api-key-env")
+
+
+class NoAnswer(ValueError):
+    """A 200 response that holds no answer (no choices): a failure, never cached."""
 
 
 class Call:
@@ -193,6 +200,8 @@ class CallRunner:
                 raw = await self.client.chat.completions.with_raw_response.create(
                     model=call.model, messages=call.messages, **{k: v for k, v in call.params.items() if v is not None})
                 resp = json.loads(raw.text)
+                if not isinstance(resp, dict) or not resp.get("choices"):
+                    raise NoAnswer(f"the server answered {raw.http_response.status_code} without choices")
             except (self._openai.OpenAIError, ValueError) as e:
                 self.stats.failures[type(e).__name__] += 1
                 if self.cache is not None:

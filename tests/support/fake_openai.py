@@ -32,7 +32,8 @@ Faults
     rates pick one behaviour per chat request: ``ok``, ``429`` (``Retry-After`` header,
     type ``rate_limit_exceeded``), ``500`` (type ``server_error``), ``hang`` (sleep
     ``hang_seconds`` before answering), ``truncate`` (half the content, finish_reason
-    ``length``) or ``garbage`` (an unparseable refusal).  ``latency`` seconds are added to
+    ``length``), ``garbage`` (an unparseable refusal) or, by script only, ``empty`` (a 200
+    answer with ``"choices": []``).  ``latency`` seconds are added to
     every request.  ``max_requests`` (every HTTP request counts) and ``max_seconds`` stop
     the server by itself; requests past ``max_requests`` get a 503.
 
@@ -95,7 +96,7 @@ __all__ = [
     "rubric_answer",
 ]
 
-BEHAVIOURS = ("ok", "429", "500", "hang", "truncate", "garbage")
+BEHAVIOURS = ("ok", "429", "500", "hang", "truncate", "garbage", "empty")
 RATE_KEYS = ("error_429_rate", "error_500_rate", "hang_rate", "truncate_rate", "garbage_rate")
 _RATE_BEHAVIOUR = dict(zip(RATE_KEYS, ("429", "500", "hang", "truncate", "garbage")))
 REFUSAL = "I'm sorry, I can't help with that."
@@ -525,7 +526,7 @@ class FakeOpenAIServer:
                 "created": int(time.time()),
                 "model": body.get("model") if isinstance(body.get("model"), str) else self.model,
                 "system_fingerprint": "fake_openai",
-                "choices": [{"index": i, **choice} for i in range(n)],
+                "choices": [] if behaviour == "empty" else [{"index": i, **choice} for i in range(n)],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
