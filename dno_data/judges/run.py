@@ -1,8 +1,10 @@
 """Run a judge over every prompt's candidate group, in resumable parts.
 
-A SyncJudge runs part by part. A RequestJudge runs asynchronously: several parts are in
-flight at once so the request pool stays full, every answer goes to the call cache as it
-arrives, and each part is written when its prompts are done.
+A SyncJudge runs part by part. A RequestJudge runs asynchronously, and its parts are decoupled
+from the request pool: a new part is started whenever fewer calls than --concurrency are
+waiting for a request slot, whatever the parts already started are doing (a call in a retry's
+backoff holds back only its own part). Every answer goes to the call cache as it arrives, and
+each part is written when all its calls are in.
 """
 
 from __future__ import annotations
@@ -76,19 +78,27 @@ async def judge_requests(judge: RequestJudge, groups: list[Group], runner) -> li
 
 
 async def _judge_requests(judge: RequestJudge, units, todo, parts: Parts, runner) -> None:
-    calls_per_part = max(1, sum(len(judge.plan(g)) for g in units[todo[0]])) if todo else 1
-    window = asyncio.Semaphore(max(2, -(-2 * runner.settings.concurrency // calls_per_part) + 1))
+    backlog = max(1, runner.settings.concurrency)  # calls queued for a slot before another part starts
     bar = tqdm(total=len(todo), desc="judge", unit="part", disable=None)
 
     async def one(u: int) -> None:
-        async with window:
-            rows = await judge_requests(judge, units[u], runner)
-            parts.write(u, rows)
-            bar.update()
+        rows = await judge_requests(judge, units[u], runner)
+        parts.write(u, rows)
+        bar.update()
 
     t0 = time.perf_counter()
+    tasks = []
     try:
-        await asyncio.gather(*(one(u) for u in todo))
+        for u in todo:
+            while runner.waiting >= backlog:
+                await asyncio.sleep(0.005)
+            tasks.append(asyncio.ensure_future(one(u)))
+            await asyncio.sleep(0)  # the part plans and queues its calls (runner.waiting counts them)
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
     finally:
         runner.stats.wall_seconds = time.perf_counter() - t0
         bar.close()

@@ -143,6 +143,7 @@ class CallRunner:
                                          timeout=settings.timeout, max_retries=settings.max_retries, **extra)
         self._sem: asyncio.Semaphore | None = None
         self._rpm = self._tpm = None
+        self.waiting = 0  # calls waiting for a request slot: callers feed work while this is low
 
     def _limits(self):
         if self._sem is None:  # created inside the running loop
@@ -186,11 +187,16 @@ class CallRunner:
         return results, hits
 
     async def _call_all(self, calls: list[Call], results: dict) -> None:
+        self.waiting += len(calls)
         fresh = await asyncio.gather(*(self._call(c) for c in calls))
         results.update((c.key, r) for c, r in zip(calls, fresh))
 
     async def _call(self, call: Call) -> CachedCall | BaseException:
-        async with self._sem:
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1  # counted in by _call_all
+        try:
             if self._rpm is not None:
                 await self._rpm.acquire()
             if self._tpm is not None:
@@ -207,6 +213,8 @@ class CallRunner:
                 if self.cache is not None:
                     self.cache.release([call.key])
                 return e
+        finally:
+            self._sem.release()
         self.stats.calls += 1
         result = parse_completion(resp)
         self.stats.input_tokens += result.input_tokens
