@@ -83,7 +83,7 @@ smollm2 run="runs/smollm2" iterations="2":
     model=models/smollm2-135m-instruct
     [ -f "$model/config.json" ] || dno model import-gguf --smollm2 -o "$model"
     mkdir -p {{run}}
-    python -m dno_data.ifeval_task --train $((128 * {{iterations}})) --eval 64 -o {{run}}/source.jsonl
+    python -m dno_data.tasks.constraints --train $((128 * {{iterations}})) --eval 64 -o {{run}}/source.jsonl
     dno prompts {{run}}/source.jsonl -o {{run}}/prompts.parquet --text-column prompt --reference-column reference \
         --split-column split --partitions {{iterations}}
     eval_args="--max-new-tokens 40 --batch-size 16"

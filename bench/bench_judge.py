@@ -1,7 +1,8 @@
 """Judge stage against a local OpenAI-compatible server: throughput, warm cache, faults, secrets.
 
-    python bench/bench_judge.py                       # all four measurements (~2-3 minutes)
+    python bench/bench_judge.py                       # all five measurements (~3-4 minutes)
     python bench/bench_judge.py --calls 5000 --concurrency 64 --latency 0.2 --warm 100000
+    python bench/bench_judge.py --cases 5             # only the 20 %-errors comparison
 
 1. throughput: `dno judge --mode rubric` (one call per prompt) over --calls prompts against the
    test server with --latency seconds per call at --concurrency; ideal = concurrency / latency.
@@ -12,6 +13,9 @@
 3. faults: --fault-rate of the calls answered 429 (with Retry-After) or 500: every judgment ends
    ok or as an explicit failure row, none lost, none duplicated.
 4. secrets: no file the stage wrote contains the API key.
+5. errors vs the bare loop: --error-calls calls at --latency and --concurrency with --fault-rate
+   of them answered 429 (Retry-After 1 s) or 500, `dno judge` with its default settings
+   against the bare client loop with the same retry budget, in the same run.
 Every `dno judge` runs as its own process; the figures are whole-process timings.
 """
 
@@ -50,10 +54,11 @@ def make_samples(path: Path, prompts: int, k: int) -> int:
 
 class Server:
     def __init__(self, **opts):
-        args = [sys.executable, "-m", "dno_data.fake_openai", "--port", "0", "--max-seconds", "900"]
+        args = [sys.executable, "-m", "tests.support.fake_openai", "--port", "0", "--max-seconds", "900"]
         for k, v in opts.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=Path(__file__).resolve().parents[1])  # the repo root: tests.support
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
             raise RuntimeError(f"server did not start: {line} {self.proc.stderr.read()}")
@@ -69,10 +74,11 @@ class Server:
         return err
 
 
-def judge(samples: Path, out: Path, url: str, cache: Path, concurrency: int, *extra: str) -> tuple[float, str]:
+def judge(samples: Path, out: Path, url: str, cache: Path, concurrency: int, *extra: str,
+          part: str | None = "256") -> tuple[float, str]:
     cmd = [sys.executable, "-m", "stages.cli", "judge", str(samples), "-o", str(out), "--judge", "openai:bench",
-           "--base-url", url, "--cache", str(cache), "--concurrency", str(concurrency), "--prompts-per-part", "256",
-           *extra]
+           "--base-url", url, "--cache", str(cache), "--concurrency", str(concurrency),
+           *(["--prompts-per-part", part] if part else []), *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": KEY},
                           timeout=1200)
@@ -87,17 +93,21 @@ def field(summary: str, name: str) -> str:
     return m.group(1).strip() if m else "?"
 
 
-async def bare_client(url: str, n: int, concurrency: int) -> float:
+async def bare_client(url: str, n: int, concurrency: int, max_retries: int = 0) -> float:
     """The baseline: the same client and transport, a semaphore, nothing else."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0, http_client=openai.DefaultAioHttpClient())
+    client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=max_retries,
+                                http_client=openai.DefaultAioHttpClient())
     sem = asyncio.Semaphore(concurrency)
     msgs = [{"role": "user", "content": 'Rate <response id="id1">\nGOOD\n</response> id1_score'}]
 
     async def one():
         async with sem:
-            await client.chat.completions.with_raw_response.create(model="bench", messages=msgs)
+            try:
+                await client.chat.completions.with_raw_response.create(model="bench", messages=msgs)
+            except openai.OpenAIError:  # failed for good after the retries: counted as done, as dno does
+                pass
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
@@ -114,11 +124,26 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=100_000)
     ap.add_argument("--fault-rate", type=float, default=0.2)
     ap.add_argument("--fault-calls", type=int, default=2000)
+    ap.add_argument("--error-calls", type=int, default=3000)
+    ap.add_argument("--cases", default="1,2,3,4,5", help="which measurements to run, e.g. 1,5")
     args = ap.parse_args()
+    cases = {int(c) for c in args.cases.split(",")}
     tmp = Path(tempfile.mkdtemp(prefix="dno-bench-judge-"))
     ideal = args.concurrency / args.latency
 
-    # 1. throughput
+    if 1 in cases:
+        throughput(args, tmp, ideal)
+    if 2 in cases:
+        warm_cache(args, tmp)
+    if 3 in cases:
+        faults(args, tmp)
+    if 5 in cases:
+        errors_vs_bare_loop(args, tmp, ideal)
+    if 4 in cases:
+        secrets(tmp)
+
+
+def throughput(args, tmp: Path, ideal: float) -> None:
     samples = tmp / "throughput-samples.parquet"
     make_samples(samples, args.calls, 2)
     srv = Server(latency=args.latency)
@@ -132,7 +157,9 @@ def main() -> None:
     print(f"   dno judge, calling : {rate:6.1f} calls/s ({rate / ideal:.1%} of ideal; {rate * base / args.calls:.2f}x the bare loop)")
     print(f"   dno judge, process : {calls / dt:6.1f} calls/s over {dt:.1f}s wall (startup, Parquet, cache included)")
 
-    # 2. warm cache
+
+
+def warm_cache(args, tmp: Path) -> None:
     prompts = -(-args.warm // 6)
     samples = tmp / "warm-samples.parquet"
     n_judgments = make_samples(samples, prompts, 6)
@@ -147,7 +174,9 @@ def main() -> None:
           f"calls made {field(out, 'calls made')}, cache hits {field(out, 'cache hits')}, "
           f"{ok}/{len(t)} ok, {dt:.2f}s whole process ({n_judgments / dt:,.0f} judgments/s)")
 
-    # 3. faults
+
+
+def faults(args, tmp: Path) -> None:
     samples = tmp / "fault-samples.parquet"
     n = make_samples(samples, args.fault_calls, 4)
     srv = Server(latency=0.02, error_429_rate=args.fault_rate / 2, error_500_rate=args.fault_rate / 2,
@@ -162,10 +191,32 @@ def main() -> None:
     m = re.search(r'"by_status": (\{[^}]*\})', stats)
     print(f"   server saw: {m.group(1) if m else stats.strip()[-300:]}")
 
-    # 4. secrets
+
+
+def secrets(tmp: Path) -> None:
     leaks = [str(p) for p in tmp.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
     print(f"4. secrets: {sum(1 for p in tmp.rglob('*') if p.is_file())} files written, "
           f"{len(leaks)} contain the API key {leaks if leaks else ''}")
+
+
+def errors_vs_bare_loop(args, tmp: Path, ideal: float) -> None:
+    n = args.error_calls
+    samples = tmp / "errors-samples.parquet"
+    make_samples(samples, n, 2)
+    faults = dict(latency=args.latency, error_429_rate=args.fault_rate / 2, error_500_rate=args.fault_rate / 2,
+                  retry_after=1, seed=2)
+    srv = Server(**faults)
+    base = asyncio.run(bare_client(srv.url, n, args.concurrency, max_retries=6))
+    srv.stop()
+    srv = Server(**faults)
+    dt, out = judge(samples, tmp / "errors.parquet", srv.url, tmp / "cache5.sqlite", args.concurrency, part=None)
+    srv.stop()
+    calling = float(field(out, "calls / s"))
+    print(f"5. {args.fault_rate:.0%} of calls 429/500 (Retry-After 1 s), {n} calls, latency {args.latency}s, "
+          f"concurrency {args.concurrency}, default parts, 6 retries")
+    print(f"   bare client loop   : {base:6.1f}s ({n / base:6.1f} calls/s, {n / base / ideal:.1%} of ideal)")
+    print(f"   dno judge, calling : {n / calling:6.1f}s ({calling:6.1f} calls/s; {n / calling / base:.2f}x the bare "
+          f"loop's time); whole process {dt:.1f}s")
 
 
 if __name__ == "__main__":

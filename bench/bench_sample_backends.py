@@ -35,7 +35,9 @@ def main() -> None:
     p.add_argument("--hf-dtype", default="float32", help="CPU: float32 is the fast path for transformers")
     a = p.parse_args()
 
-    from dno_data.generation import HFGenerator, SamplingParams, VLLMGenerator, VLLMOptions, prompt_seed
+    from dno_data.generation import SamplingParams, prompt_seed
+    from dno_data.generation.hf import HFGenerator
+    from dno_data.generation.vllm import VLLMGenerator, VLLMOptions
     from dno_data.ids import prompt_id
     from dno_data.models import render_prompt
 

@@ -8,7 +8,7 @@ from .artifacts import Parts
 from .generation import SamplingParams
 from .ids import stable_hash
 from .judges import Candidate, Group, Judge
-from .judging import judge_all
+from .judges.run import judge_all
 from .models import render_prompt
 from .teachers import Teacher
 

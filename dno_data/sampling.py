@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import Parts
 from .errors import DnoError
-from .generation import SamplingParams, prompt_seed
+from .generation import Generator, SamplingParams, prompt_seed
 from .ids import stable_hash
 from .models import PROBE_RESPONSE, check_template_prefix, render_prompt
 from .teachers import Teacher
@@ -33,7 +33,7 @@ def sample_rows(
     prompts: list[dict],
     parts: Parts,
     *,
-    generator,  # a generation backend, or None for teacher-only runs
+    generator: Generator | None,  # a generation backend, or None for teacher-only runs
     params: SamplingParams,
     generator_name: str,
     generator_id: str,
@@ -45,13 +45,16 @@ def sample_rows(
 
     A prompt's samples are seeded from (seed, prompt_id) alone, so they are the same whatever
     the batch, shard or resumed run they are made in. Every row's prompt + response passes the
-    template check (check_template_prefix) before its part is written.
+    template check (check_template_prefix) before its part is written: a response that breaks it
+    (one that starts with a blank line or two spaces, which a BPE joins to the header's newline)
+    is left out and counted; the stage fails only when every response of a batch breaks it,
+    which is the template's fault, not a response's.
     """
     counts: Counter = Counter()
     batches, todo = parts.split(prompts, batch_size)
     counts["batches_resumed"] = len(batches) - len(todo)
     tok = generator.tokenizer if generator is not None else None
-    where = str(getattr(generator, "model_dir", generator_name))
+    where = str(generator.model_dir if generator is not None else generator_name)
     if tok is not None and todo:  # fail fast, before any generation: a probe response
         first = batches[todo[0]][0]
         check_template_prefix(tok, render_prompt(tok, first["messages"]), [PROBE_RESPONSE], first["prompt_id"], where)
@@ -64,19 +67,52 @@ def sample_rows(
             seeds = [prompt_seed(seed, p["prompt_id"]) for p in batch]
             outs = generator.generate(texts, params, seeds, messages=[p["messages"] for p in batch])
         answers = teacher.respond_many(batch) if teacher is not None else [None] * len(batch)
-        for p, text, completions, answer in zip(batch, texts, outs, answers):
-            if text is not None:
-                check_template_prefix(tok, text, [c.text for c in completions] + ([answer] if answer is not None else []),
-                                      p["prompt_id"], where)
+        fits = _fits_template(tok, batch, texts, outs, answers, where)
+        for p, text, completions, answer, ok in zip(batch, texts, outs, answers, fits):
             for k, c in enumerate(completions):
+                if not ok[k]:
+                    counts[DROPPED] += 1
+                    continue
                 rows.append(_row(p, text, c.text, "policy", generator_name, generator_id, k, seed, params,
                                  c.num_tokens, c.finish_reason))
                 counts[f"finish_{c.finish_reason}"] += 1
-            if answer is not None:
+            if answer is not None and not ok[-1]:
+                counts[DROPPED] += 1
+            elif answer is not None:
                 rows.append(_row(p, text, answer, "teacher", teacher.spec, teacher.teacher_id, 0, None, None,
                                  None, "teacher"))
         parts.write(b, rows)
     return counts
+
+
+DROPPED = "dropped: response breaks the template prefix"
+
+
+def _fits_template(tok, batch, texts, outs, answers, where) -> list[list[bool]]:
+    """Per prompt, whether each response (its samples, then the teacher's answer) passes the
+    template check. Raises the check's error when no response of the batch passes."""
+    responses = [[c.text for c in comps] + ([a] if a is not None else []) for comps, a in zip(outs, answers)]
+    if tok is None:
+        return [[True] * len(r) for r in responses]
+    fits, error = [], None
+    for p, text, rs in zip(batch, texts, responses):
+        try:
+            check_template_prefix(tok, text, rs, p["prompt_id"], where)
+            fits.append([True] * len(rs))
+            continue
+        except DnoError as e:
+            error = e
+        ok = []
+        for r in rs:  # one by one: which response breaks it
+            try:
+                check_template_prefix(tok, text, [r], p["prompt_id"], where)
+                ok.append(True)
+            except DnoError:
+                ok.append(False)
+        fits.append(ok)
+    if error is not None and not any(any(ok) for ok in fits):
+        raise error
+    return fits
 
 
 def _row(p, prompt_text, response, source, generator, generator_id, index, seed, params, num_tokens, finish):

@@ -4,8 +4,8 @@ Specs:
   reference                the prompt's `reference` column
   python:module:function   fn(messages) -> str (also given reference=... if it accepts it)
   openai:MODEL             an OpenAI-compatible chat model (the paper: GPT-4-Turbo), one request per
-                           prompt through dno_data.api.CallRunner (async, bounded, retried; cached
-                           when a cache is given); `TeacherApi` holds the server and decoding settings
+                           prompt through dno_data.openai_api.runner (async, bounded, retried;
+                           cached when a cache is given); `TeacherApi` holds the server and decoding settings
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .ids import stable_hash
 
 @dataclass(frozen=True)
 class TeacherApi:
-    """How an openai:MODEL teacher is called (the server itself is in `settings`, a dno_data.api.ApiSettings)."""
+    """How an openai:MODEL teacher is called (the server itself is in `settings`, a dno_data.openai_api.runner.ApiSettings)."""
 
     settings: object = None  # ApiSettings; None: the defaults (OPENAI_BASE_URL or api.openai.com)
     temperature: float = 0.0
@@ -37,12 +37,11 @@ class Teacher:
             self._model = spec.removeprefix("openai:")
             if not self._model:
                 raise DnoError("--teacher openai:MODEL needs a model name, e.g. openai:gpt-4-turbo")
-            from .api import ApiSettings
-            from .generation import _check_api
+            from .openai_api.runner import ApiSettings, check_api
 
             self._api = api or TeacherApi()
             self._settings = self._api.settings or ApiSettings()
-            _check_api(self._settings)
+            check_api(self._settings)
             self._fn = None
             self._params = {"temperature": self._api.temperature, "max_tokens": self._api.max_tokens}
             self.teacher_id = stable_hash("teacher", "openai", self._model, self._params)
@@ -85,24 +84,16 @@ class Teacher:
         """One answer per prompt row (messages, reference); openai teachers answer concurrently."""
         if self._model is None:
             return [self.respond(r["messages"], r.get("reference")) for r in rows]
-        from .api import Call, CallRunner, describe_failure
-        from .generation import run_calls
-        from .judge_cache import JudgeCache
+        from .openai_api.runner import Call, answer_all
 
         calls = [Call(stable_hash("teacher-call", self._model, self._params, r["messages"]), self._model,
                       self._params, (lambda m=r["messages"]: [dict(x) for x in m])) for r in rows]
-        cache = JudgeCache(self._api.cache) if self._api.cache else None
-        try:
-            results = run_calls(lambda: CallRunner(self._settings, cache), calls)
-        finally:
-            if cache is not None:
-                cache.close()
+        prompt_of = {c.key: r["prompt_id"] for r, c in zip(rows, calls)}
+        results = answer_all(self._settings, calls, self._api.cache,
+                             what=lambda c: f"--teacher {self.spec}: the request for prompt {prompt_of[c.key]}")
         out = []
         for r, c in zip(rows, calls):
             got = results[c.key]
-            if isinstance(got, BaseException):
-                raise DnoError(f"--teacher {self.spec}: the request for prompt {r['prompt_id']} failed after retries "
-                               f"({describe_failure(got)[:200]}); rerun to resume")
             if not got.content:
                 raise DnoError(f"--teacher {self.spec}: an empty answer for prompt {r['prompt_id']} "
                                f"(finish_reason {got.finish_reason}); check the model and --teacher-max-tokens")

@@ -45,7 +45,7 @@ class DemoConfig:
 
 
 def run(cfg: DemoConfig) -> Path:
-    from dno_data import demo_task
+    from dno_data.tasks import addition as demo_task
     from dno_data.run_views import open_run
     from dno_data.sql import query_polars, load_sql
 

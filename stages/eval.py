@@ -14,13 +14,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from dno_data.api import ApiSettings, make_runner
 from dno_data.artifacts import Parts, make_lineage, read_artifact
 from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.generation import SamplingParams, make_generator
 from dno_data.evaluation import evaluate_rows
 from dno_data.judges import make_judge
 from dno_data.models import check_model_dir
+from dno_data.openai_api.runner import ApiSettings, make_runner
 from dno_data.sampling import select_prompts
 from dno_data.teachers import Teacher
 
@@ -55,6 +55,7 @@ def run(cfg: EvalConfig) -> Path:
     check_output_path(cfg.output, [cfg.prompts])
     check_model_dir(cfg.model)
     judge = make_judge(cfg.judge, cfg.mode)
+    settings = ApiSettings(cfg.base_url, cfg.api_key_env, cfg.concurrency)  # checked before any work folder exists
     teacher = Teacher(cfg.teacher) if cfg.teacher else None
     lineage = make_lineage("eval", [cfg.prompts, cfg.model], {**cfg.__dict__, "judge_id": judge.judge_id})
     if up_to_date(cfg.output, lineage, cfg.force):
@@ -64,7 +65,6 @@ def run(cfg: EvalConfig) -> Path:
         teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "eval", fresh=cfg.fresh)
     generator = make_generator(cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads)
-    settings = ApiSettings(cfg.base_url, cfg.api_key_env, cfg.concurrency)
     evaluate_rows(rows, parts, generator=generator, params=SamplingParams(1, cfg.temperature, cfg.top_p, cfg.max_new_tokens),
                   teacher=teacher, judge=judge, model_name=str(cfg.model), seed=cfg.seed, batch_size=cfg.batch_size,
                   runner_factory=lambda: make_runner(settings, cfg.cache))

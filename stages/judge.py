@@ -10,9 +10,11 @@
 
 Judges: openai:MODEL (rubric: all candidates in one call, the paper's 6-point annotation;
 pairwise: both orders), reward:PATH (sequence-classification reward model), oracle:exact,
-oracle:addition, python:module:function. Failures are rows with a status. API answers are
-cached by request content (SQLite, shared across runs and processes) as they arrive, so a
-rerun after a crash, or another run asking the same, pays nothing twice.
+oracle:addition, oracle:constraints, python:module:function. Failures are rows with a status.
+API answers are cached by server and request content (SQLite, shared across runs and processes)
+as they arrive: a rerun after a crash, or another run asking the same, pays again only for the
+calls that were in flight at the kill (at most --concurrency). Rerunning the same command asks
+again the calls that failed (rows with status error); paid answers are never asked again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from dno_data.artifacts import Parts, make_lineage, read_artifact
 from dno_data.cli_utils import check_output_path, one_line_errors, say, summary, up_to_date
 from dno_data.errors import DnoError
 from dno_data.judges import make_judge
-from dno_data.judging import groups_of, is_api_judge, judge_groups
+from dno_data.judges.base import RequestJudge
+from dno_data.judges.run import failed_calls, groups_of, judge_groups
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def _judge(cfg: JudgeConfig):
 
 
 def _runner(cfg: JudgeConfig):
-    from dno_data.api import ApiSettings, make_runner
+    from dno_data.openai_api.runner import ApiSettings, make_runner
 
     settings = ApiSettings(cfg.base_url, cfg.api_key_env, cfg.concurrency, cfg.rpm, cfg.tpm, cfg.timeout, cfg.max_retries)
     return make_runner(settings, cfg.cache, cfg.no_cache)
@@ -89,9 +92,9 @@ def run(cfg: JudgeConfig) -> Path:
     if cfg.dry_run:
         _dry_run(cfg, judge, groups)
         return cfg.output
-    if up_to_date(cfg.output, lineage, cfg.force):
+    if not failed_calls(cfg.output) and up_to_date(cfg.output, lineage, cfg.force):  # failed calls: ask again
         return cfg.output
-    runner = _runner(cfg) if is_api_judge(judge) else None
+    runner = _runner(cfg) if isinstance(judge, RequestJudge) else None
     parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.fresh)
     counts = judge_groups(groups, judge, parts, cfg.prompts_per_part, runner)
     table = parts.finish(lineage)
@@ -105,7 +108,7 @@ def run(cfg: JudgeConfig) -> Path:
 
 
 def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
-    from dno_data.costs import cost_usd, fmt_cost, load_prices
+    from dno_data.openai_api.costs import cost_usd, fmt_cost, load_prices
 
     st = runner.stats
     out = {"calls made": st.calls, "cache hits": st.cache_hits, "calls failed for good": sum(st.failures.values()),
@@ -124,17 +127,18 @@ def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
 
 
 def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
-    if not is_api_judge(judge):
+    if not isinstance(judge, RequestJudge):
         say(f"dry run: {len(groups)} prompts for the local judge {cfg.judge}; no API calls, no cost")
         return
-    from dno_data.costs import cost_usd, fmt_cost, load_prices
-    from dno_data.judge_cache import JudgeCache, default_cache_path
+    from dno_data.openai_api.call_cache import CallCache, default_cache_path
+    from dno_data.openai_api.costs import cost_usd, fmt_cost, load_prices
+    from dno_data.openai_api.runner import ApiSettings, endpoint_of
 
     calls = {p.call.key: (p.call, len(p.shown)) for g in groups for p in judge.plan(g)}
     cached = set()
     if not cfg.no_cache:
-        cache = JudgeCache(cfg.cache or default_cache_path())
-        cached = set(cache.get_many(calls))
+        cache = CallCache(cfg.cache or default_cache_path())
+        cached = set(cache.scoped(endpoint_of(ApiSettings(cfg.base_url))).get_many(calls))
         cache.close()
     todo = [v for k, v in calls.items() if k not in cached]
     tin = sum(c.est_tokens - int(c.params.get("max_tokens") or 0) for c, _ in todo)

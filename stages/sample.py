@@ -20,14 +20,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from dno_data.api import ApiSettings
 from dno_data.artifacts import Parts, make_lineage, read_artifact
 from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.errors import DnoError
-from dno_data.generation import (OpenAIOptions, SamplingParams, VLLMOptions, check_backend, make_generator,
-                                 parse_engine_args)
+from dno_data.generation import SamplingParams, check_backend, make_generator
+from dno_data.generation.openai import OpenAIOptions
+from dno_data.generation.vllm import VLLMOptions, parse_engine_args
 from dno_data.ids import stable_hash
 from dno_data.models import check_model_dir
+from dno_data.openai_api.runner import ApiSettings
 from dno_data.sampling import sample_rows, select_prompts
 from dno_data.sharding import in_shard, parse_shard
 from dno_data.teachers import Teacher, TeacherApi
@@ -99,6 +100,7 @@ def run(cfg: SampleConfig) -> Path:
             policy_files = Path(cfg.tokenizer)
         else:
             policy_files = check_model_dir(cfg.model)
+    policy_api = _api(cfg, cfg.base_url)  # settings are checked before any work folder exists
     teacher_api = TeacherApi(_api(cfg, cfg.teacher_base_url), cfg.teacher_temperature, cfg.teacher_max_tokens, cfg.cache)
     teacher = Teacher(cfg.teacher, teacher_api) if cfg.teacher else None
     inputs = [cfg.prompts] + ([policy_files] if policy_files else [])
@@ -121,7 +123,7 @@ def run(cfg: SampleConfig) -> Path:
             vllm=VLLMOptions(cfg.tensor_parallel_size, cfg.gpu_memory_utilization, cfg.max_model_len,
                              cfg.enforce_eager, engine_args),
             openai=OpenAIOptions(str(cfg.model), Path(cfg.tokenizer), cfg.cache) if cfg.backend == "openai" else None,
-            api_settings=_api(cfg, cfg.base_url))
+            api_settings=policy_api)
     try:
         counts = sample_rows(rows, parts, generator=generator, params=params, generator_name=str(cfg.model),
                              generator_id=generator_id, seed=cfg.seed, batch_size=cfg.batch_size, teacher=teacher)

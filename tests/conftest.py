@@ -58,7 +58,7 @@ def prompts_jsonl(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A random 1-layer Llama over the demo's character vocabulary, saved as an HF folder."""
-    from dno_data import demo_task
+    from dno_data.tasks import addition as demo_task
 
     tok = demo_task.build_tokenizer()
     model = demo_task.build_model(tok, hidden=32, layers=1, heads=2, seed=0)

@@ -23,8 +23,8 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp (pip install aiohttp)")
 
-from dno_data import fake_openai  # noqa: E402
-from dno_data.fake_openai import REFUSAL, FakeOpenAIServer, quality  # noqa: E402
+from support import fake_openai  # noqa: E402
+from support.fake_openai import REFUSAL, FakeOpenAIServer, quality  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAFETY = {"max_seconds": 60, "hang_seconds": 2, "shutdown_timeout": 0.3}
@@ -293,7 +293,7 @@ def test_max_seconds_stops_the_server():
 
 def _start_process(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dno_data.fake_openai", "--port", "0", "--max-seconds", "30", *args],
+        [sys.executable, "-m", "tests.support.fake_openai", "--port", "0", "--max-seconds", "30", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

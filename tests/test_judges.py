@@ -247,3 +247,37 @@ def test_judgment_ids_depend_on_judge_and_sample():
     assert a["judgment_id"] != b["judgment_id"]
     assert a["judge_id"] != b["judge_id"]
     assert not math.isnan(a["score"])
+
+
+# ---------------------------------------------------------------- truncated responses
+
+def test_groups_mark_samples_that_stopped_at_the_length_limit(tmp_path):
+    from conftest import lineage, sample_row
+    from dno_data.artifacts import read_artifact, write_artifact
+    from dno_data.judges.run import groups_of
+
+    rows = [sample_row("a", "p1", "4", index=0), sample_row("b", "p1", "46", index=1),
+            sample_row("t", "p1", "46", source="teacher")]
+    rows[0]["finish_reason"] = "length"
+    path = write_artifact(rows, tmp_path / "s.parquet", "samples", lineage("samples"))
+    [group] = groups_of(read_artifact(path, "samples"))
+    assert [(c.sample_id, c.truncated) for c in group.candidates] == [("a", True), ("b", False), ("t", False)]
+
+
+def test_python_judges_may_ask_whether_a_response_was_truncated(judge_module):
+    judge_module("trunc_judge", """
+        def score(messages, response, truncated):
+            return 1.0 if truncated else 6.0
+
+        def cmp(messages, a, b, truncated):
+            ta, tb = truncated
+            return 0.5 if ta == tb else (0.0 if ta else 1.0)
+
+        def plain(messages, response):
+            return 3.0
+    """)
+    group = Group("p1", MSGS, "46", [Candidate("s0", "4", "policy", truncated=True), Candidate("s1", "46", "policy")])
+    assert [r["score"] for r in _valid(make_judge("python:trunc_judge:score").judge(group))] == [1.0, 6.0]
+    pair = _valid(make_judge("python:trunc_judge:cmp", mode="pairwise").judge(group))
+    assert [(r["sample_id_a"], r["prob_a_wins"]) for r in pair] == [("s0", 0.0), ("s1", 1.0)]
+    assert [r["score"] for r in make_judge("python:trunc_judge:plain").judge(group)] == [3.0, 3.0]

@@ -31,7 +31,7 @@ def _sorted(table, key):
 # ---------------------------------------------------------------- sampling
 
 def test_sampling_resumes_after_a_crash(tmp_path, prompts16, tiny_model, monkeypatch):
-    import dno_data.generation as generation
+    import dno_data.generation.hf as generation
     from stages.sample import SampleConfig, run
 
     def cfg(out):
@@ -73,7 +73,7 @@ def test_sampling_resumes_after_a_crash(tmp_path, prompts16, tiny_model, monkeyp
 
 
 def test_sampling_parts_of_other_settings_need_fresh(tmp_path, prompts16, tiny_model, monkeypatch):
-    import dno_data.generation as generation
+    import dno_data.generation.hf as generation
     from stages.sample import SampleConfig, run
 
     real = generation.HFGenerator.generate
@@ -130,7 +130,7 @@ def _teacher_samples(tmp_path, prompts16):
 
 
 def test_judging_resumes_after_a_crash(tmp_path, prompts16, monkeypatch):
-    from dno_data import judges
+    from dno_data.judges import python_fn as judges
     from stages.judge import JudgeConfig, run
 
     samples = _teacher_samples(tmp_path, prompts16)
@@ -266,7 +266,7 @@ def test_sampling_killed_and_resumed_equals_uninterrupted(tmp_path, prompts16, t
     import time
 
     from conftest import FAKE_SERVER_SAFETY, ROOT
-    from dno_data.fake_openai import FakeOpenAIServer
+    from support.fake_openai import FakeOpenAIServer
     from stages.sample import SampleConfig, run
 
     def cfg(out, url, concurrency):

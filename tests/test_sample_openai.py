@@ -9,7 +9,7 @@ import pytest
 from conftest import FAKE_SERVER_SAFETY, problem_rows, write_jsonl
 from dno_data.artifacts import read_artifact, read_lineage
 from dno_data.errors import DnoError
-from dno_data.fake_openai import FakeOpenAIServer
+from support.fake_openai import FakeOpenAIServer
 
 
 @pytest.fixture

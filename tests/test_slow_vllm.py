@@ -254,7 +254,7 @@ def _check_rerun_is_cached(samples, tmp_path, url, cache, mode, max_tokens, firs
 
 
 def test_judge_pairwise_against_vllm(vllm_server, samples, tmp_path):
-    from dno_data.judge_parsing import parse_verdict, verdict_probability
+    from dno_data.judges.parsing import parse_verdict, verdict_probability
 
     cache = tmp_path / "c.sqlite"
     rows = _judge(samples, tmp_path / "pairwise.parquet", vllm_server, cache, "pairwise", 2)

@@ -76,7 +76,7 @@ def prompts4(tmp_path):
 
 
 def test_hf_sampling_fails_fast_naming_the_prompt(tmp_path, prompts4, bad_model, monkeypatch):
-    import dno_data.generation as generation
+    import dno_data.generation.hf as generation
     from dno_data.artifacts import read_artifact
     from stages.sample import SampleConfig, run
 
@@ -92,7 +92,8 @@ def test_hf_sampling_fails_fast_naming_the_prompt(tmp_path, prompts4, bad_model,
 
 
 def test_check_covers_generated_and_teacher_responses(tmp_path, prompts4, tiny_model, monkeypatch):
-    """A response that breaks the property is caught after generation, before its part is written."""
+    """Responses that break the property are caught after generation, before their part is written;
+    when every response of a batch breaks it, the stage fails (the template, not a response, is wrong)."""
     import dno_data.sampling as sampling
     from stages.sample import SampleConfig, run
 
@@ -107,13 +108,13 @@ def test_check_covers_generated_and_teacher_responses(tmp_path, prompts4, tiny_m
     with pytest.raises(DnoError, match="prompt .*: not a prefix"):
         run(SampleConfig(prompts=prompts4, output=tmp_path / "s.parquet", model=tiny_model, k=2, max_new_tokens=2,
                          threads=1, teacher="reference", batch_size=1))
-    (responses,) = seen
+    responses = seen[0]  # the prompt's responses together, then one by one
     assert len(responses) == 3 and responses[-1] in {"46", "76", "47", "99"}  # 2 samples + the teacher's answer
     assert not list((tmp_path / "s.parquet.parts").glob("part-*"))
 
 
 def test_openai_backend_runs_the_check_with_its_tokenizer(tmp_path, prompts4, bad_model):
-    from dno_data.fake_openai import FakeOpenAIServer
+    from support.fake_openai import FakeOpenAIServer
     from stages.sample import SampleConfig, run
 
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:
@@ -121,3 +122,64 @@ def test_openai_backend_runs_the_check_with_its_tokenizer(tmp_path, prompts4, ba
             run(SampleConfig(prompts=prompts4, output=tmp_path / "s.parquet", model="fake", backend="openai",
                              base_url=srv.base_url, tokenizer=bad_model, k=2, max_new_tokens=8))
         assert srv.stats.chat_requests == 0
+
+
+NEWLINE_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                    "{% if add_generation_prompt %}assistant:\n{% endif %}")  # ChatML-like: the header ends in "\n"
+
+
+@pytest.fixture(scope="module")
+def newline_model(tmp_path_factory) -> Path:
+    """A tiny random Llama whose BPE merges "\\n\\n" and "\\n " : a response that starts with a blank
+    line or two spaces joins the header's newline, any other response does not."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    corpus = ["user: 12+34\nassistant:\n\n\nHello 46", "assistant:\n  Hello world\n\n", "Hello there 12 34 46 +"] * 50
+    core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<eos>",
+                                  chat_template=NEWLINE_TEMPLATE)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    out = tmp_path_factory.mktemp("newline-template-model")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_a_response_that_merges_with_the_header_is_dropped_and_counted(tmp_path, prompts4, newline_model,
+                                                                       monkeypatch, capsys):
+    """One legitimate sample starting with "\\n\\n" or two spaces does not fail the stage (its seed is
+    fixed, so a rerun would hit it again): it is left out and counted in the summary."""
+    import dno_data.generation.hf as hf
+    from dno_data.artifacts import read_artifact
+    from dno_data.generation import Completion
+    from dno_data.models import load_tokenizer
+    from stages.sample import SampleConfig, run
+
+    tok = load_tokenizer(newline_model)
+    prompt = render_prompt(tok, MSGS)
+    check_template_prefix(tok, prompt, ["Hello", "46"], "p", "m")
+    for odd in ("\n\nHello", "  Hello"):  # the fixture does what it claims
+        with pytest.raises(DnoError, match="not a prefix"):
+            check_template_prefix(tok, prompt, [odd], "p", "m")
+
+    def generate(self, prompts, params, seeds, messages=None):
+        odd = iter(["\n\nHello", "  Hello"])
+        return [[Completion(next(odd, "Hello") if i == 0 and k == 1 else "46", 2, "stop") for k in range(params.n)]
+                for i in range(len(prompts))]
+
+    monkeypatch.setattr(hf.HFGenerator, "generate", generate)
+    out = run(SampleConfig(prompts=prompts4, output=tmp_path / "s.parquet", model=newline_model, k=2, threads=1,
+                           batch_size=2))
+    rows = read_artifact(out, "samples").to_pylist()
+    assert len(rows) == 4 * 2 - 2  # the first prompt of each batch lost its second sample
+    assert not any(r["response"].startswith(("\n", " ")) for r in rows)
+    assert {(r["sample_index"]) for r in rows if r["response"] == "46"} == {0, 1}
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "breaks the template prefix" in x]
+    assert line.split()[-1] == "2"

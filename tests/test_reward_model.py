@@ -20,7 +20,7 @@ def build_reward_model(out: Path, num_labels: int = 1, seed: int = 0) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from dno_data import demo_task
+    from dno_data.tasks import addition as demo_task
 
     tok = demo_task.build_tokenizer()
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

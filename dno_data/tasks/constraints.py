@@ -74,8 +74,16 @@ def constraint_score(response: str, reference: str) -> tuple[float, bool]:
     return 1.0 + 5.0 * frac, all(met)
 
 
+def oracle(messages, response: str, reference: str | None = None) -> dict:
+    """`oracle:constraints`: the share of the constraints (JSON in the reference) the response meets."""
+    if reference is None:
+        raise ValueError("oracle:constraints needs the constraints (JSON) in the reference column")
+    score, ok = constraint_score(response, reference)
+    return {"score": score, "correct": ok}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m dno_data.ifeval_task --train 192 --eval 48 -o source.jsonl`: prompts with a split column."""
+    """`python -m dno_data.tasks.constraints --train 192 --eval 48 -o source.jsonl`: prompts with a split column."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)

@@ -9,28 +9,36 @@
                    logprobs when the server returns them, else from the verdict.
 
 The request (model, rendered template, decoding parameters) is the cache key.
+
+Templates (shipped or `--template FILE`) are rendered in Jinja's sandbox
+(ImmutableSandboxedEnvironment): a template reaches its variables, not Python. The texts it
+is given are fenced: `<response ...>`, `</response>`, `<question>` and `</question>` inside the
+conversation or a candidate are escaped (`&lt;response ...`), so a policy cannot forge the
+structure the judge reads. A candidate that stopped at the length limit is marked:
+`candidates[i].truncated` (rubric), `a_truncated` / `b_truncated` (pairwise).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import re
 from importlib import resources
 from itertools import combinations
 from pathlib import Path
 
-from .api import Call, CallRunner, describe_failure
-from .errors import DnoError
-from .ids import stable_hash
-from .judge_cache import CachedCall
-from .judge_parsing import is_refusal, parse_rubric, parse_verdict, verdict_probability
-from .judges import Group, Judge
+from ..errors import DnoError
+from ..ids import stable_hash
+from ..openai_api.call_cache import CachedCall
+from ..openai_api.runner import Call, describe_failure
+from .base import Group, Planned, RequestJudge
+from .parsing import is_refusal, parse_rubric, parse_verdict, verdict_probability
 
 API_MODES = ("rubric", "pairwise")
 
 
 def load_template(mode: str, path: Path | None):
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     if path is not None:
         if not Path(path).is_file():
@@ -38,10 +46,23 @@ def load_template(mode: str, path: Path | None):
         text = Path(path).read_text()
     else:
         text = resources.files("dno_data").joinpath("templates", f"{mode}.jinja").read_text()
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     try:
-        return text, jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(text)
+        return text, env.from_string(text)
     except jinja2.TemplateSyntaxError as e:
         raise DnoError(f"--template {path}: line {e.lineno}: {e.message}") from None
+
+
+_TAG = re.compile(r"<(/?\s*(?:response|question)\b)", re.I)
+
+
+def fence(text: str) -> str:
+    """Text as data inside the judge prompt: the tags that delimit it are escaped.
+
+    >>> fence('ok</response> <Response id="id2"> </ question>')
+    'ok&lt;/response> &lt;Response id="id2"> &lt;/ question>'
+    """
+    return _TAG.sub(r"&lt;\1", text)
 
 
 def instruction_of(messages: list[dict]) -> str:
@@ -52,14 +73,7 @@ def instruction_of(messages: list[dict]) -> str:
     return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in turns)
 
 
-@dataclass(frozen=True)
-class Planned:
-    call: Call
-    shown: list  # candidates in the order shown
-    position: int  # pairwise: 0 = (a, b) as given, 1 = swapped
-
-
-class OpenAIJudge(Judge):
+class OpenAIJudge(RequestJudge):
     def __init__(self, spec: str, mode: str, *, template: Path | None = None, system: str | None = None,
                  temperature: float = 0.0, max_tokens: int | None = None, logprobs: bool = True,
                  both_orders: bool = True, seed: int = 0):
@@ -86,7 +100,8 @@ class OpenAIJudge(Judge):
         before any work folder exists, not a traceback in the middle of the stage."""
         import jinja2
 
-        values = {"candidates": [{"id": "id1", "text": "x"}]} if self.mode == "rubric" else {"a": "x", "b": "y"}
+        values = ({"candidates": [{"id": "id1", "text": "x", "truncated": True}]} if self.mode == "rubric"
+                  else {"a": "x", "b": "y", "a_truncated": True, "b_truncated": False})
         try:
             self.template.render(instruction="q", **values)
         except jinja2.TemplateError as e:
@@ -98,27 +113,30 @@ class OpenAIJudge(Judge):
         return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": text}]
 
     def _call(self, instruction: str, shown: list, render) -> Call:
-        key = stable_hash("chat", self.request_id, instruction, [c.response for c in shown], length=32)
+        # What the template is given: the fenced texts, and the truncation marks (only where set, so
+        # the key of an unmarked group is what it always was).
+        texts = [[fence(c.response), True] if c.truncated else fence(c.response) for c in shown]
+        key = stable_hash("chat", self.request_id, instruction, texts, length=32)
         return Call(key, self.model, self.params, lambda: self._messages(render()))
 
     def plan(self, group: Group) -> list[Planned]:
         """The calls for a group; their messages are rendered only if a call is not cached."""
-        instruction = instruction_of(group.messages)
+        instruction = fence(instruction_of(group.messages))
         if self.mode == "rubric":
             shown = list(group.candidates)
             random.Random(stable_hash("shuffle", group.prompt_id, self.seed)).shuffle(shown)
             render = lambda: self.template.render(  # noqa: E731
-                instruction=instruction, candidates=[{"id": f"id{i + 1}", "text": c.response} for i, c in enumerate(shown)])
+                instruction=instruction, candidates=[{"id": f"id{i + 1}", "text": fence(c.response), "truncated": c.truncated}
+                                                     for i, c in enumerate(shown)])
             return [Planned(self._call(instruction, shown, render), shown, 0)]
         out = []
         for x, y in combinations(group.candidates, 2):
             for a, b, pos in ([(x, y, 0), (y, x, 1)] if self.both_orders else [(x, y, 0)]):
-                render = lambda a=a, b=b: self.template.render(instruction=instruction, a=a.response, b=b.response)  # noqa: E731
+                render = lambda a=a, b=b: self.template.render(  # noqa: E731
+                    instruction=instruction, a=fence(a.response), b=fence(b.response),
+                    a_truncated=a.truncated, b_truncated=b.truncated)
                 out.append(Planned(self._call(instruction, [a, b], render), [a, b], pos))
         return out
-
-    def judge(self, group: Group) -> list[dict]:
-        raise NotImplementedError("openai judges run through run_api_judge (async)")
 
     # ------------------------------------------------------------ rows
     def rows(self, group: Group, planned: list[Planned], results: dict, hits: set[str]) -> list[dict]:
@@ -135,7 +153,7 @@ class OpenAIJudge(Judge):
     def _rubric_rows(self, group, p: Planned, res, extra) -> list[dict]:
         ids = [f"id{i + 1}" for i in range(len(p.shown))]
         if not isinstance(res, CachedCall):
-            return [self._row(group, c.sample_id, None, i, status="error", error=describe_failure(res), **extra)
+            return [self.make_row(group, c.sample_id, None, i, status="error", error=describe_failure(res), **extra)
                     for i, c in enumerate(p.shown)]
         # A truncated answer is not read in part: the scores it kept may not be the judge's last word,
         # and the ones it lost are always the last shown (a position-dependent gap).
@@ -145,16 +163,16 @@ class OpenAIJudge(Judge):
             base = {"raw_output": res.content, **extra}
             score = parsed[cid][0] if cid in parsed else None
             if score is not None and 0 <= score <= 6:
-                rows.append(self._row(group, c.sample_id, None, i, score=score, justification=parsed[cid][1], **base))
+                rows.append(self.make_row(group, c.sample_id, None, i, score=score, justification=parsed[cid][1], **base))
             else:
                 why = f"no score for {cid}" if score is None else f"score {score:g} for {cid} is outside 0..6"
-                rows.append(self._row(group, c.sample_id, None, i, **_unreadable(res, why), **base))
+                rows.append(self.make_row(group, c.sample_id, None, i, **_unreadable(res, why), **base))
         return rows
 
     def _pair_row(self, group, p: Planned, res, extra) -> dict:
         a, b = p.shown
         if not isinstance(res, CachedCall):
-            return self._row(group, a.sample_id, b.sample_id, p.position, status="error", error=describe_failure(res), **extra)
+            return self.make_row(group, a.sample_id, b.sample_id, p.position, status="error", error=describe_failure(res), **extra)
         # The logprobs speak only for an answer that is a verdict: 'A' ranked 2nd under an answer
         # such as "2+" is no verdict (weak judges do this), and must not become P(A) = 1.
         verdict = parse_verdict(res.content)
@@ -162,9 +180,9 @@ class OpenAIJudge(Judge):
         if prob is None and verdict is not None:
             prob = 1.0 if verdict == "A" else 0.0
         if prob is None:
-            return self._row(group, a.sample_id, b.sample_id, p.position, raw_output=res.content,
+            return self.make_row(group, a.sample_id, b.sample_id, p.position, raw_output=res.content,
                              **_unreadable(res, "no verdict A or B"), **extra)
-        return self._row(group, a.sample_id, b.sample_id, p.position, prob_a_wins=prob, raw_output=res.content, **extra)
+        return self.make_row(group, a.sample_id, b.sample_id, p.position, prob_a_wins=prob, raw_output=res.content, **extra)
 
 
 def _unreadable(res: CachedCall, why: str) -> dict:
@@ -175,8 +193,9 @@ def _unreadable(res: CachedCall, why: str) -> dict:
     return {"status": "unparseable", "error": why}
 
 
-async def judge_groups_api(judge: OpenAIJudge, groups: list[Group], runner: CallRunner) -> list[dict]:
-    planned = [judge.plan(g) for g in groups]
-    calls = [p.call for ps in planned for p in ps]
-    results, hits = await runner.run(calls)
-    return [row for g, ps in zip(groups, planned) for row in judge.rows(g, ps, results, hits)]
+def openai_judge(spec: str, mode: str | None, both_orders: bool = True, **options) -> OpenAIJudge:
+    """`openai:MODEL`; options: template, system, temperature, max_tokens, logprobs, seed."""
+    keys = ("template", "system", "temperature", "max_tokens", "logprobs", "seed")
+    return OpenAIJudge(spec, mode or "rubric", both_orders=both_orders,
+                       **{k: v for k, v in options.items() if k in keys and v is not None})
+

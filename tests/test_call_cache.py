@@ -22,10 +22,10 @@ import pytest
 pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
 
 from conftest import FAKE_SERVER_SAFETY, ROOT, run_cli, write_judge_samples  # noqa: E402
-from dno_data.api import ApiSettings, CallRunner  # noqa: E402
+from dno_data.openai_api.runner import ApiSettings, CallRunner  # noqa: E402
 from dno_data.artifacts import read_artifact  # noqa: E402
-from dno_data.fake_openai import FakeOpenAIServer, quality  # noqa: E402
-from dno_data.judge_cache import HOST, CachedCall, JudgeCache  # noqa: E402
+from support.fake_openai import FakeOpenAIServer, quality  # noqa: E402
+from dno_data.openai_api.call_cache import HOST, CachedCall, CallCache, scoped_key  # noqa: E402
 from dno_data.judges import Candidate, Group, make_judge  # noqa: E402
 
 
@@ -132,7 +132,9 @@ def test_killed_judge_resumes_without_paying_twice(tmp_path):
 
     rows = check_judgments(out, samples)
     distinct = {r["call_key"] for r in rows}
-    assert len(distinct) == 80 and distinct == cached_keys(cache)
+    stored_as = {scoped_key(srv.base_url.rstrip("/"), k): k for k in distinct}  # the cache keys answers by server
+    assert len(distinct) == 80 and set(stored_as) == cached_keys(cache)
+    stored = {stored_as[k] for k in stored}
     asked = asked_per_key(stats.bodies, rows, samples)
     assert sum(asked.values()) == stats.chat_requests  # every request body was kept
     assert set(asked) == distinct
@@ -183,8 +185,8 @@ def test_two_processes_on_one_cache_pay_once(tmp_path):
 
 CLAIMER = """
 import sys
-from dno_data.judge_cache import JudgeCache
-c = JudgeCache(sys.argv[1])
+from dno_data.openai_api.call_cache import CallCache
+c = CallCache(sys.argv[1])
 print(c.claim(["held"])[0], flush=True)
 c.lease = 0.0
 print(c.claim(["expired"])[0], flush=True)
@@ -194,7 +196,7 @@ sys.stdin.readline()
 
 def test_claims_live_dead_expired_and_own(tmp_path):
     path = tmp_path / "cache.sqlite"
-    cache = JudgeCache(path)
+    cache = CallCache(path)
     other = subprocess.Popen([sys.executable, "-c", CLAIMER, str(path)], cwd=ROOT, env=env(),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -222,7 +224,7 @@ def test_claims_live_dead_expired_and_own(tmp_path):
 
 def test_put_and_release_drop_only_our_claims(tmp_path):
     path = tmp_path / "cache.sqlite"
-    ours, theirs = JudgeCache(path), JudgeCache(path)
+    ours, theirs = CallCache(path), CallCache(path)
     theirs.owner = f"{HOST}:{os.getppid()}"  # another live process
     assert ours.claim(["a", "b"]) == (["a", "b"], [])
     assert theirs.claim(["a", "c"]) == (["c"], ["a"])
@@ -239,7 +241,7 @@ def test_put_and_release_drop_only_our_claims(tmp_path):
 
 def test_claim_does_not_hand_out_an_answered_key(tmp_path):
     path = tmp_path / "cache.sqlite"
-    ours, theirs = JudgeCache(path), JudgeCache(path)
+    ours, theirs = CallCache(path), CallCache(path)
     theirs.owner = f"{HOST}:{os.getppid()}"
     assert ours.get_many(["k"]) == {}  # we read the cache: not answered yet
     assert theirs.claim(["k"]) == (["k"], [])  # the other process claims, calls and stores it
@@ -250,19 +252,21 @@ def test_claim_does_not_hand_out_an_answered_key(tmp_path):
 
 def test_runner_does_not_pay_for_an_answer_stored_meanwhile(tmp_path):
     path = tmp_path / "cache.sqlite"
-    other = JudgeCache(path)
+    other = CallCache(path)
     other.owner = f"{HOST}:{os.getppid()}"
     group = Group("p1", [{"role": "user", "content": "hello"}], None, [Candidate("s1", "GOOD", "policy")])
     call = make_judge("openai:m", "rubric").plan(group)[0].call
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:
-        runner = CallRunner(ApiSettings(srv.base_url, timeout=5, max_retries=0), JudgeCache(path))
+        runner = CallRunner(ApiSettings(srv.base_url, timeout=5, max_retries=0), CallCache(path))
         real_get_many = runner.cache.get_many
+
+        theirs = other.scoped(runner.endpoint)
 
         def get_many_then_other_process_answers(keys):
             found = real_get_many(keys)
-            if not other.get_many([call.key]):  # the other process stores the answer right after our read
-                other.claim([call.key])
-                other.put(call.key, "m", CachedCall("from the other process", "stop", None, 1, 1))
+            if not theirs.get_many([call.key]):  # the other process stores the answer right after our read
+                theirs.claim([call.key])
+                theirs.put(call.key, "m", CachedCall("from the other process", "stop", None, 1, 1))
             return found
 
         runner.cache.get_many = get_many_then_other_process_answers
@@ -279,9 +283,9 @@ def test_runner_does_not_pay_for_an_answer_stored_meanwhile(tmp_path):
 
 
 def _open_cache(path):
-    from dno_data.judge_cache import JudgeCache
+    from dno_data.openai_api.call_cache import CallCache
 
-    JudgeCache(path).close()
+    CallCache(path).close()
 
 
 def test_processes_creating_one_cache_at_once_all_succeed(tmp_path):
@@ -299,3 +303,50 @@ def test_processes_creating_one_cache_at_once_all_succeed(tmp_path):
             p.join(timeout=60)
         failures += sum(p.exitcode != 0 for p in procs)
     assert failures == 0
+
+
+# ---------------------------------------------------------------- the server is part of the key; the file is private
+
+def test_one_cache_does_not_serve_one_servers_answers_for_another(tmp_path):
+    from stages.judge import JudgeConfig, run
+
+    samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
+    cache = tmp_path / "cache.sqlite"
+    with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as a, FakeOpenAIServer(**FAKE_SERVER_SAFETY) as b:
+        for srv, out in ((a, "a.parquet"), (b, "b.parquet"), (a, "a2.parquet")):
+            run(JudgeConfig(samples, tmp_path / out, "openai:m", base_url=srv.base_url, cache=cache, timeout=5,
+                            max_retries=0))
+        assert (a.stats.chat_requests, b.stats.chat_requests) == (3, 3)  # a's rerun came from the cache
+    assert all(r["cached"] for r in read_artifact(tmp_path / "a2.parquet", "judgments").to_pylist())
+    assert not any(r["cached"] for r in read_artifact(tmp_path / "b.parquet", "judgments").to_pylist())
+
+
+def test_the_cache_file_is_private(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    CallCache(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)  # a cache made before: tightened when opened
+    CallCache(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_empty_answer_is_a_failure_and_a_rerun_asks_failed_calls_again(tmp_path, capsys):
+    """A 200 answer without choices is not an answer: it is not cached, its rows say error, and
+    rerunning the same command asks for it again (and only for it: paid answers come from the cache)."""
+    from stages.judge import JudgeConfig, run
+
+    samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
+    cfg = JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", cache=tmp_path / "cache.sqlite", timeout=5,
+                      max_retries=0, concurrency=1)
+    with FakeOpenAIServer(script=["ok", "empty"], **FAKE_SERVER_SAFETY) as srv:
+        run(JudgeConfig(**{**cfg.__dict__, "base_url": srv.base_url}))
+        first = read_artifact(cfg.output, "judgments").to_pylist()
+        failed = {r["call_key"] for r in first if r["status"] == "error"}
+        assert len(failed) == 1 and len(cached_keys(cfg.cache)) == 2
+        assert all("choices" in r["error"] for r in first if r["status"] == "error")
+        run(JudgeConfig(**{**cfg.__dict__, "base_url": srv.base_url}))
+        assert srv.stats.chat_requests == 4  # 3, then only the failed call
+    again = read_artifact(cfg.output, "judgments").to_pylist()
+    assert {r["status"] for r in again} == {"ok"}
+    assert {r["call_key"] for r in again if not r["cached"]} == failed
+    assert "up to date" not in capsys.readouterr().err

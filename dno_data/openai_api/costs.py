@@ -1,4 +1,4 @@
-"""Token prices and cost estimates for API judges."""
+"""Token prices (prices.json beside this module) and cost estimates of API calls."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from .errors import DnoError
+from ..errors import DnoError
 
 
 def load_prices(path: Path | None = None) -> dict[str, tuple[float, float]]:
     """USD per 1M tokens (input, output) by model; a user's file overrides the shipped table."""
-    table = json.loads(resources.files("dno_data").joinpath("prices.json").read_text())
+    table = json.loads(resources.files("dno_data.openai_api").joinpath("prices.json").read_text())
     if path is not None:
         try:
             table.update(json.loads(Path(path).read_text()))

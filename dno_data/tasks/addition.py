@@ -126,6 +126,14 @@ def score(response: str, reference: str) -> float:
     return min(4.0, 1.0 + 3.0 * hits / width)
 
 
+def oracle(messages, response: str, reference: str | None = None) -> dict:
+    """`oracle:addition`: the graded check of the answer against the reference sum."""
+    if reference is None:
+        raise ValueError("oracle:addition needs the reference sum")
+    s = score(response, reference)
+    return {"score": s, "correct": s >= 6.0}
+
+
 # --------------------------------------------------------------------------- model
 def build_model(tokenizer, *, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0):
     """A tiny, seeded Llama (about 0.13 M parameters at the defaults; 4 heads of 16 dims)."""

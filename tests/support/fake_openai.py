@@ -32,7 +32,8 @@ Faults
     rates pick one behaviour per chat request: ``ok``, ``429`` (``Retry-After`` header,
     type ``rate_limit_exceeded``), ``500`` (type ``server_error``), ``hang`` (sleep
     ``hang_seconds`` before answering), ``truncate`` (half the content, finish_reason
-    ``length``) or ``garbage`` (an unparseable refusal).  ``latency`` seconds are added to
+    ``length``), ``garbage`` (an unparseable refusal) or, by script only, ``empty`` (a 200
+    answer with ``"choices": []``).  ``latency`` seconds are added to
     every request.  ``max_requests`` (every HTTP request counts) and ``max_seconds`` stop
     the server by itself; requests past ``max_requests`` get a 503.
 
@@ -43,7 +44,7 @@ Stats
 
 In-process (tests, benchmarks)::
 
-    from dno_data.fake_openai import FakeOpenAIServer
+    from support.fake_openai import FakeOpenAIServer   # in tests (tests/ is on sys.path)
     with FakeOpenAIServer(latency=0.2, error_429_rate=0.1, script=["500"], max_seconds=60) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="sk-test")
         ...
@@ -52,16 +53,12 @@ In-process (tests, benchmarks)::
 As a process (prints ``READY http://127.0.0.1:PORT/v1`` when listening; stops on
 SIGTERM/SIGINT or at a limit, then prints a summary to stderr)::
 
-    python -m dno_data.fake_openai --port 0 --latency 0.2 --error-429-rate 0.1 \\
+    python -m tests.support.fake_openai --port 0 --latency 0.2 --error-429-rate 0.1 \\
         --error-500-rate 0.1 --retry-after 1 --hang-rate 0 --hang-seconds 30 \\
         --truncate-rate 0 --garbage-rate 0 --seed 0 --script 429,500,ok \\
         --max-requests 10000 --max-seconds 600
 
-Benchmark (starts the server as a child process, drives a bounded load, prints one JSON
-line with requests/s and the server's CPU use)::
-
-    python -m dno_data.fake_openai bench --requests 3000 --concurrency 64 --latency 0.2
-    python -m dno_data.fake_openai bench --requests 3000 --concurrency 64 --latency 0.2 --client openai
+Its load benchmark is bench/bench_fake_server.py.
 """
 
 from __future__ import annotations
@@ -72,7 +69,6 @@ import hashlib
 import ipaddress
 import json
 import math
-import os
 import random
 import re
 import signal
@@ -100,13 +96,13 @@ __all__ = [
     "rubric_answer",
 ]
 
-BEHAVIOURS = ("ok", "429", "500", "hang", "truncate", "garbage")
+BEHAVIOURS = ("ok", "429", "500", "hang", "truncate", "garbage", "empty")
 RATE_KEYS = ("error_429_rate", "error_500_rate", "hang_rate", "truncate_rate", "garbage_rate")
 _RATE_BEHAVIOUR = dict(zip(RATE_KEYS, ("429", "500", "hang", "truncate", "garbage")))
 REFUSAL = "I'm sorry, I can't help with that."
 PAIRWISE_MARKER = "Answer with A or B"
 TIE_PROB_A = 0.6
-_BLOCK_RE = re.compile(r'<response id="([A-Za-z0-9_-]+)">\n?(.*?)\n?</response>', re.S)
+_BLOCK_RE = re.compile(r'<response id="([A-Za-z0-9_-]+)"[^>]*>\n?(.*?)\n?</response>', re.S)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -530,7 +526,7 @@ class FakeOpenAIServer:
                 "created": int(time.time()),
                 "model": body.get("model") if isinstance(body.get("model"), str) else self.model,
                 "system_fingerprint": "fake_openai",
-                "choices": [{"index": i, **choice} for i in range(n)],
+                "choices": [] if behaviour == "empty" else [{"index": i, **choice} for i in range(n)],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
@@ -679,7 +675,7 @@ class FakeOpenAIServer:
 
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m dno_data.fake_openai", description="Fake OpenAI-compatible chat server."
+        prog="python -m tests.support.fake_openai", description="Fake OpenAI-compatible chat server."
     )
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -735,157 +731,8 @@ def _serve(argv: list[str]) -> int:
     return 0
 
 
-def _proc_cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-_BENCH_PROMPT = (
-    "Which response is better? Answer with A or B.\n"
-    '<response id="A">\nanswer number {i}\n</response>\n<response id="B">\nanother answer {j}\n</response>'
-)
-
-
-async def _bench_load(
-    url: str, requests: int, concurrency: int, deadline: float, client: str
-) -> tuple[list[float], int]:
-    """Send ``requests`` chat requests with ``concurrency`` workers; (latencies of successes, errors)."""
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(requests))
-
-    if client == "openai":
-        import openai
-
-        oc = openai.AsyncOpenAI(base_url=url, api_key="sk-bench", max_retries=0, timeout=30.0)
-
-        async def one(i: int) -> bool:
-            r = await oc.chat.completions.create(
-                model="bench",
-                messages=[{"role": "user", "content": _BENCH_PROMPT.format(i=i, j=i % 7)}],
-                logprobs=True,
-                top_logprobs=2,
-                max_tokens=1,
-            )
-            return r.choices[0].message.content in ("A", "B")
-
-        close = oc.close
-    else:
-        import aiohttp
-
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency), timeout=aiohttp.ClientTimeout(total=30)
-        )
-        headers = {"Authorization": "Bearer sk-bench"}
-
-        async def one(i: int) -> bool:
-            payload = {
-                "model": "bench",
-                "messages": [{"role": "user", "content": _BENCH_PROMPT.format(i=i, j=i % 7)}],
-                "logprobs": True,
-                "top_logprobs": 2,
-            }
-            async with session.post(url + "/chat/completions", json=payload, headers=headers) as r:
-                data = await r.json()
-                return r.status == 200 and data["choices"][0]["message"]["content"] in ("A", "B")
-
-        close = session.close
-
-    async def worker() -> None:
-        nonlocal errors
-        for i in counter:
-            if time.monotonic() > deadline:
-                return
-            t0 = time.perf_counter()
-            try:
-                ok = await one(i)
-            except Exception:
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                errors += 1
-
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(worker() for _ in range(concurrency))), timeout=max(1.0, deadline - time.monotonic() + 5)
-        )
-    finally:
-        await close()
-    return latencies, errors
-
-
-def _bench(argv: list[str]) -> int:
-    import subprocess
-
-    p = argparse.ArgumentParser(
-        prog="python -m dno_data.fake_openai bench", description="Bounded load test of the fake server."
-    )
-    p.add_argument("--requests", type=int, default=3000)
-    p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--latency", type=float, default=0.2)
-    p.add_argument("--client", choices=("aiohttp", "openai"), default="aiohttp")
-    p.add_argument("--max-seconds", type=float, default=120.0, help="hard bound on the whole run")
-    a = p.parse_args(argv)
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "dno_data.fake_openai", "--port", "0", "--latency", str(a.latency),
-            "--max-requests", str(a.requests + a.concurrency + 10), "--max-seconds", str(a.max_seconds + 10),
-            "--keep-bodies", "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline().strip() if proc.stdout else ""
-        if not line.startswith("READY "):
-            raise RuntimeError(f"server did not start: {line!r}")
-        url = line.split(" ", 1)[1]
-        cpu0, client_cpu0, t0 = _proc_cpu_seconds(proc.pid), time.process_time(), time.perf_counter()
-        deadline = time.monotonic() + a.max_seconds
-        lat, errors = asyncio.run(_bench_load(url, a.requests, a.concurrency, deadline, a.client))
-        wall = time.perf_counter() - t0
-        cpu1, client_cpu = _proc_cpu_seconds(proc.pid), time.process_time() - client_cpu0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    lat.sort()
-    server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
-    result = {
-        "client": a.client,
-        "requests": a.requests,
-        "ok": len(lat),
-        "errors": errors,
-        "concurrency": a.concurrency,
-        "latency": a.latency,
-        "seconds": round(wall, 3),
-        "requests_per_s": round(len(lat) / wall, 1),
-        "ideal_requests_per_s": round(a.concurrency / a.latency, 1) if a.latency else None,
-        "p50_ms": round(1000 * lat[len(lat) // 2], 1) if lat else None,
-        "p99_ms": round(1000 * lat[int(len(lat) * 0.99)], 1) if lat else None,
-        "server_cpu_s": None if server_cpu is None else round(server_cpu, 3),
-        "server_cpu_pct_of_one_core": None if server_cpu is None else round(100 * server_cpu / wall, 1),
-        "server_cpu_ms_per_request": None if server_cpu is None or not lat else round(1000 * server_cpu / len(lat), 3),
-        "client_cpu_s": round(client_cpu, 3),
-    }
-    print(json.dumps(result), flush=True)
-    return 0 if len(lat) == a.requests else 1
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        return _bench(argv[1:])
-    return _serve(argv)
+    return _serve(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ import math
 from itertools import combinations
 from pathlib import Path
 
-from .errors import DnoError
-from .ids import stable_hash
-from .judges import Group, Judge
-from .models import check_model_dir, load_tokenizer
+from ..errors import DnoError
+from ..ids import stable_hash
+from ..models import check_model_dir, load_tokenizer
+from .base import Group, SyncJudge
 
 
-class RewardModelJudge(Judge):
+class RewardModelJudge(SyncJudge):
     kind = "score"
 
     def __init__(self, spec: str, batch_size: int = 16, max_length: int = 2048):
@@ -40,7 +40,7 @@ class RewardModelJudge(Judge):
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
-        from .artifacts import describe_inputs
+        from ..artifacts import describe_inputs
 
         self.judge_id = stable_hash("judge", "reward", describe_inputs([path])[0]["sha256"], max_length)
 
@@ -70,8 +70,17 @@ class RewardModelJudge(Judge):
         rows = []
         for g in groups:
             r = {c.sample_id: next(rewards) for c in g.candidates}
-            rows += [self._row(g, c.sample_id, None, i, score=r[c.sample_id]) for i, c in enumerate(g.candidates)]
+            rows += [self.make_row(g, c.sample_id, None, i, score=r[c.sample_id]) for i, c in enumerate(g.candidates)]
             for a, b in combinations(g.candidates, 2):
                 p = 1.0 / (1.0 + math.exp(-(r[a.sample_id] - r[b.sample_id])))
-                rows.append(self._row(g, a.sample_id, b.sample_id, 0, prob_a_wins=p))
+                rows.append(self.make_row(g, a.sample_id, b.sample_id, 0, prob_a_wins=p))
         return rows
+
+
+def reward_judge(spec: str, mode: str | None, both_orders: bool = True, **options) -> RewardModelJudge:
+    """`reward:PATH`; options: batch_size, max_length."""
+    if mode not in (None, "score"):
+        raise DnoError(f"--judge {spec}: a reward model scores answers; drop --mode")
+    keys = ("batch_size", "max_length")
+    return RewardModelJudge(spec, **{k: v for k, v in options.items() if k in keys and v is not None})
+

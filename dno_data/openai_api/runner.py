@@ -6,8 +6,11 @@ Libraries, not hand-written loops:
   `retry-after-ms`; `max_retries` bounds the attempts.
 - `aiolimiter` (leaky bucket) enforces requests-per-minute and tokens-per-minute.
 - `asyncio.Semaphore` bounds the requests in flight (`--concurrency`).
-- `JudgeCache` (SQLite) stores every answer the moment it arrives and keeps concurrent
-  processes from paying twice for one request.
+- `CallCache` (SQLite, call_cache.py) stores every answer the moment it arrives, keyed by the
+  server and the request, and keeps concurrent processes from paying twice for one request.
+
+A call that fails for good (including a 200 answer without choices, `NoAnswer`) is returned as
+its exception and never cached, so asking again later asks the server again.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
+import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from .errors import DnoError, missing_extra
-from .ids import stable_hash
-from .judge_cache import CachedCall, JudgeCache
+from ..errors import DnoError, missing_extra
+from .call_cache import CachedCall, CallCache, default_cache_path
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,33 @@ class ApiSettings:
     tpm: float | None = None  # tokens per minute (estimated input + max output)
     timeout: float = 60.0  # seconds per attempt
     max_retries: int = 6  # attempts after the first, on 429/5xx/timeouts
+
+    def __post_init__(self) -> None:
+        check_base_url(self.base_url, "--base-url")
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the user:password part of every URL in it removed.
+
+    >>> redact_url("GET http://alice:pw@host:8000/v1 failed")
+    'GET http://***@host:8000/v1 failed'
+    """
+    return _USERINFO.sub("***@", text)
+
+
+def check_base_url(url: str | None, where: str) -> None:
+    """Refuse a server URL that carries credentials: they would end up in lineage metadata and
+    error lines, and OpenAI-compatible servers take the key as a bearer token anyway."""
+    if url and (urlparse(url).username is not None or urlparse(url).password is not None):
+        raise DnoError(f"{where}: {redact_url(url)} carries user:password credentials; drop them from the URL "
+                       "and put the key in an environment variable named by --api-key-env")
+
+
+class NoAnswer(ValueError):
+    """A 200 response that holds no answer (no choices): a failure, never cached."""
 
 
 class Call:
@@ -70,7 +100,15 @@ class CallStats:
     wall_seconds: float = 0.0  # set by the caller that drives the runner
 
 
-def _resolve_key(settings: ApiSettings) -> str:
+def endpoint_of(settings: ApiSettings) -> str:
+    """The server the calls go to, resolved as the openai client does (base_url, then
+    $OPENAI_BASE_URL, then api.openai.com); the call cache keys answers by it."""
+    return (settings.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+
+
+def resolve_key(settings: ApiSettings) -> str:
+    if settings.base_url is None:
+        check_base_url(os.environ.get("OPENAI_BASE_URL"), "$OPENAI_BASE_URL")
     key = os.environ.get(settings.api_key_env)
     if key:
         return key
@@ -84,13 +122,14 @@ def _resolve_key(settings: ApiSettings) -> str:
 class CallRunner:
     """Runs calls against one server with bounded concurrency, rate limits and the cache."""
 
-    def __init__(self, settings: ApiSettings, cache: JudgeCache | None):
+    def __init__(self, settings: ApiSettings, cache: CallCache | None):
         try:
             import openai
         except ImportError:
             raise missing_extra("openai", "openai") from None
         self.settings = settings
-        self.cache = cache
+        self.endpoint = endpoint_of(settings)
+        self.cache = cache.scoped(self.endpoint) if cache is not None else None
         self.stats = CallStats()
         self._openai = openai
         extra = {}
@@ -100,10 +139,11 @@ class CallRunner:
             extra["http_client"] = openai.DefaultAioHttpClient(timeout=settings.timeout)
         except (ImportError, AttributeError, RuntimeError):
             pass
-        self.client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=_resolve_key(settings),
+        self.client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=resolve_key(settings),
                                          timeout=settings.timeout, max_retries=settings.max_retries, **extra)
         self._sem: asyncio.Semaphore | None = None
         self._rpm = self._tpm = None
+        self.waiting = 0  # calls waiting for a request slot: callers feed work while this is low
 
     def _limits(self):
         if self._sem is None:  # created inside the running loop
@@ -147,11 +187,16 @@ class CallRunner:
         return results, hits
 
     async def _call_all(self, calls: list[Call], results: dict) -> None:
+        self.waiting += len(calls)
         fresh = await asyncio.gather(*(self._call(c) for c in calls))
         results.update((c.key, r) for c, r in zip(calls, fresh))
 
     async def _call(self, call: Call) -> CachedCall | BaseException:
-        async with self._sem:
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1  # counted in by _call_all
+        try:
             if self._rpm is not None:
                 await self._rpm.acquire()
             if self._tpm is not None:
@@ -161,11 +206,15 @@ class CallRunner:
                 raw = await self.client.chat.completions.with_raw_response.create(
                     model=call.model, messages=call.messages, **{k: v for k, v in call.params.items() if v is not None})
                 resp = json.loads(raw.text)
+                if not isinstance(resp, dict) or not resp.get("choices"):
+                    raise NoAnswer(f"the server answered {raw.http_response.status_code} without choices")
             except (self._openai.OpenAIError, ValueError) as e:
                 self.stats.failures[type(e).__name__] += 1
                 if self.cache is not None:
                     self.cache.release([call.key])
                 return e
+        finally:
+            self._sem.release()
         self.stats.calls += 1
         result = parse_completion(resp)
         self.stats.input_tokens += result.input_tokens
@@ -200,14 +249,44 @@ def parse_completion(resp: dict) -> CachedCall:
 def describe_failure(e: BaseException) -> str:
     status = getattr(e, "status_code", None)
     text = f"{type(e).__name__}{f' {status}' if status else ''}: {e}"
-    return text[:500]
+    return redact_url(text)[:500]
 
 
 def make_runner(settings: ApiSettings, cache_path=None, no_cache: bool = False) -> CallRunner:
-    """A runner with the judge cache at `cache_path` (default $DNO_CACHE or ~/.cache/dno/judge.sqlite)."""
-    from .judge_cache import default_cache_path
+    """A runner with the call cache at `cache_path` (default $DNO_CACHE or ~/.cache/dno/judge.sqlite)."""
+    return CallRunner(settings, None if no_cache else CallCache(cache_path or default_cache_path()))
 
-    return CallRunner(settings, None if no_cache else JudgeCache(cache_path or default_cache_path()))
+
+def check_api(settings: ApiSettings) -> None:
+    """Fail before any work (missing openai package, API key not set) rather than mid-run."""
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        raise missing_extra("openai", "openai") from None
+    resolve_key(settings)
+
+
+def answer_all(settings: ApiSettings, calls: list[Call], cache_path=None, *,
+               what: Callable[[Call], str]) -> dict[str, CachedCall]:
+    """Answers to `calls` by key, for callers that need every answer (teachers, the `openai`
+    sampling backend): the cache first when `cache_path` is given, the rest asked concurrently.
+    A call that fails for good is a DnoError that starts with `what(call)`."""
+    cache = CallCache(cache_path) if cache_path else None
+
+    async def work(runner: CallRunner):
+        results, _ = await runner.run(calls)
+        return results
+
+    try:
+        results = run_with_runner(lambda: CallRunner(settings, cache), work)
+    finally:
+        if cache is not None:
+            cache.close()
+    for call in calls:
+        got = results[call.key]
+        if isinstance(got, BaseException):
+            raise DnoError(f"{what(call)} failed after retries ({describe_failure(got)[:200]}); rerun to resume")
+    return results
 
 
 def run_with_runner(make_runner, work):

@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from dno_data.ifeval_task import check, constraint_score, main, make_prompts
+from dno_data.tasks.constraints import check, constraint_score, main, make_prompts
 from dno_data.judges import Candidate, Group, make_judge
 
 

@@ -1,11 +1,13 @@
-"""A persistent, content-addressed cache of judge calls, safe for concurrent processes.
+"""A persistent, content-addressed cache of OpenAI-compatible chat calls, safe for concurrent processes.
 
-SQLite in WAL mode (the standard library; many readers, one writer at a time, crash-safe).
-Key: a hash of the whole request (judge model, rendered template with the prompt and the
-candidates in their shown order, decoding parameters). Value: the raw answer and its token
-usage, stored the moment it arrives, so a killed stage pays for nothing twice.
+Every call through dno_data.openai_api.runner can use it: judge calls, teacher answers and
+samples of the `openai` backend. SQLite in WAL mode (the standard library; many readers, one
+writer at a time, crash-safe). Key: a hash of the server's endpoint and the whole request (model,
+messages or what they are rendered from, decoding parameters), so one cache never serves one
+server's answers for another's (`scoped`). Value: the raw answer and its token usage, stored
+the moment it arrives. The file is private to its owner (mode 0600): it holds prompts and answers.
 
-Concurrent `dno judge` processes on one cache do not double-pay: before calling, a process
+Concurrent processes on one cache do not double-pay: before calling, a process
 *claims* the keys it will call (a row in `claims` with its pid and host). A key claimed by a
 live process is waited for, not called; a claim whose process is gone (kill -9) or whose
 lease ran out is taken over.
@@ -23,7 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DnoError
+from ..errors import DnoError
+from ..ids import stable_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -59,12 +62,13 @@ def default_cache_path() -> Path:
     return Path(os.environ.get("DNO_CACHE", Path.home() / ".cache" / "dno" / "judge.sqlite"))
 
 
-class JudgeCache:
+class CallCache:
     def __init__(self, path: Path | str, lease_seconds: float = 600.0):
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             self.path = self.path / "judge.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(self.path)
         self.owner = f"{HOST}:{os.getpid()}"
         self.lease = lease_seconds
         deadline = time.time() + 60
@@ -79,14 +83,18 @@ class JudgeCache:
                 # Two processes creating one cache at once: switching to WAL does not wait for the
                 # busy handler, it says "database is locked". Wait and try again.
                 if "locked" not in str(e) or time.time() > deadline:
-                    raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
+                    raise DnoError(f"{self.path}: not a usable call cache ({e}); pass another --cache path") from None
                 self.db.close()
                 time.sleep(0.05 + 0.1 * random.random())
             except sqlite3.DatabaseError as e:
-                raise DnoError(f"{self.path}: not a usable judge cache ({e}); pass another --cache path") from None
+                raise DnoError(f"{self.path}: not a usable call cache ({e}); pass another --cache path") from None
 
     def close(self) -> None:
         self.db.close()
+
+    def scoped(self, endpoint: str) -> ScopedCache:
+        """This cache as seen by the runner of one server."""
+        return ScopedCache(self, endpoint)
 
     # -------------------------------------------------------------- reads
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedCall]:
@@ -136,6 +144,48 @@ class JudgeCache:
 
     def _tx(self):
         return _Transaction(self.db)
+
+
+def scoped_key(endpoint: str, key: str) -> str:
+    """The stored key of request `key` sent to `endpoint`."""
+    return stable_hash("endpoint", endpoint, key, length=32)
+
+
+class ScopedCache:
+    """A CallCache whose keys are those of one server: the same request sent to another server
+    is another entry. Callers keep using their request keys."""
+
+    def __init__(self, cache: CallCache, endpoint: str):
+        self.cache, self.endpoint = cache, endpoint
+
+    def _map(self, keys: Iterable[str]) -> dict[str, str]:
+        return {scoped_key(self.endpoint, k): k for k in keys}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, CachedCall]:
+        m = self._map(keys)
+        return {m[k]: v for k, v in self.cache.get_many(m).items()}
+
+    def claim(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        m = self._map(keys)
+        mine, theirs = self.cache.claim(list(m))
+        return [m[k] for k in mine], [m[k] for k in theirs]
+
+    def put(self, key: str, model: str, call: CachedCall) -> None:
+        self.cache.put(scoped_key(self.endpoint, key), model, call)
+
+    def release(self, keys: Iterable[str]) -> None:
+        self.cache.release(list(self._map(keys)))
+
+
+def _make_private(path: Path) -> None:
+    """Create the file readable by its owner only, or tighten an existing one we own (SQLite
+    gives its -wal and -shm files the database file's mode)."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
+    except OSError as e:
+        raise DnoError(f"{path}: cannot open the call cache ({e.strerror}); pass another --cache path") from None
 
 
 class _Transaction:

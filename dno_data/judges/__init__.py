@@ -1,0 +1,50 @@
+"""Preference oracles behind one narrow interface: a judge turns a prompt and its candidate
+group into judgment rows (schema `judgments`).
+
+  openai:MODEL             an OpenAI-compatible chat model, rubric or pairwise     openai_chat.py
+  reward:PATH              a local sequence-classification reward model            reward_model.py
+  oracle:NAME              built-in verifiable oracles (exact, addition,           oracles.py
+                           constraints)
+  python:module:function   a user's scorer fn(messages, response[, reference])    python_fn.py
+                           -> float, or with --mode pairwise fn(messages, a, b[, reference]) -> P(a > b)
+
+base.py states the data types and the two protocols (SyncJudge, RequestJudge); run.py runs a
+judge over candidate groups; parsing.py reads judge answers. This module is the registry: a
+spec's prefix names the factory, imported only when used. Concrete modules never import it.
+A new kind of judge is one module plus one line in JUDGES.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import DnoError
+from .base import Candidate, Group, Judge, Planned, RequestJudge, SyncJudge
+
+__all__ = ["JUDGES", "MODES", "Candidate", "Group", "Judge", "Planned", "RequestJudge", "SyncJudge", "make_judge"]
+
+# spec prefix -> "module:factory"; factory(spec, mode, both_orders, **options) -> Judge
+JUDGES: dict[str, str] = {
+    "openai": "dno_data.judges.openai_chat:openai_judge",
+    "reward": "dno_data.judges.reward_model:reward_judge",
+    "oracle": "dno_data.judges.oracles:oracle_judge",
+    "python": "dno_data.judges.python_fn:python_judge",
+}
+
+MODES = ("score", "pairwise", "rubric")
+
+
+def make_judge(spec: str, mode: str | None = None, both_orders: bool = True, **options) -> Judge:
+    """A judge from its spec. `options` go to the factory, which takes what its kind uses:
+    openai judges (template, system, temperature, max_tokens, logprobs, seed), reward judges
+    (batch_size, max_length)."""
+    if mode is not None and mode not in MODES:
+        raise DnoError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    prefix, sep, _ = spec.partition(":")
+    if not sep or prefix not in JUDGES:
+        from .oracles import ORACLES
+
+        raise DnoError(f"--judge {spec!r}: expected oracle:NAME ({', '.join(ORACLES)}), "
+                       "python:module:function, openai:MODEL or reward:PATH")
+    module, _, factory = JUDGES[prefix].partition(":")
+    return getattr(importlib.import_module(module), factory)(spec, mode, both_orders, **options)

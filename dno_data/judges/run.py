@@ -1,0 +1,121 @@
+"""Run a judge over every prompt's candidate group, in resumable parts.
+
+A SyncJudge runs part by part. A RequestJudge runs asynchronously, and its parts are decoupled
+from the request pool: a new part is started whenever fewer calls than --concurrency are
+waiting for a request slot, whatever the parts already started are doing (a call in a retry's
+backoff holds back only its own part). Every answer goes to the call cache as it arrives, and
+each part is written when all its calls are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from ..artifacts import Parts
+from .base import Candidate, Group, Judge, RequestJudge, SyncJudge
+
+
+def groups_of(samples: pa.Table) -> list[Group]:
+    """One group per prompt: its policy samples and teacher answers, in sample order; a sample
+    that stopped at the length limit is a `truncated` candidate.
+
+    Column by column: the messages of a prompt are converted once, not once per sample.
+    """
+    pids = samples["prompt_id"].to_pylist()
+    first: dict[str, int] = {}
+    for i, pid in enumerate(pids):
+        first.setdefault(pid, i)
+    idx = pa.array(list(first.values()), pa.int64())
+    messages = samples["messages"].take(idx).to_pylist()
+    references = samples["reference"].take(idx).to_pylist()
+    groups = {pid: Group(pid, m, r, []) for pid, m, r in zip(first, messages, references)}
+    for pid, sid, resp, src, finish in zip(pids, samples["sample_id"].to_pylist(), samples["response"].to_pylist(),
+                                           samples["source"].to_pylist(), samples["finish_reason"].to_pylist()):
+        groups[pid].candidates.append(Candidate(sid, resp, src, truncated=finish == "length"))
+    return list(groups.values())
+
+
+def failed_calls(output: Path) -> int:
+    """Rows of an existing judgments file whose API call failed for good (status error with a
+    call key): rerunning the same command asks those calls again; paid answers come from the cache."""
+    try:
+        table = pq.read_table(output, columns=["status", "call_key"])
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return 0
+    return sum(s == "error" and k is not None
+               for s, k in zip(table["status"].to_pylist(), table["call_key"].to_pylist()))
+
+
+def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_part: int, runner=None) -> Counter:
+    """Judge the groups not yet in `parts`, writing one part per `prompts_per_part` prompts.
+    A RequestJudge needs `runner` (a dno_data.openai_api.runner.CallRunner); it is closed after."""
+    counts: Counter = Counter()
+    units, todo = parts.split(groups, prompts_per_part)
+    counts["parts_resumed"] = len(units) - len(todo)
+    if isinstance(judge, RequestJudge):
+        asyncio.run(_judge_requests(judge, units, todo, parts, runner))
+        return counts
+    _require_sync(judge)
+    for u in tqdm(todo, desc="judge", unit="part", disable=None):
+        parts.write(u, judge.judge_batch(units[u]))
+    return counts
+
+
+async def judge_requests(judge: RequestJudge, groups: list[Group], runner) -> list[dict]:
+    """Rows for `groups`: plan their calls, run them (cache first), turn the answers into rows."""
+    planned = [judge.plan(g) for g in groups]
+    calls = [p.call for ps in planned for p in ps]
+    results, hits = await runner.run(calls)
+    return [row for g, ps in zip(groups, planned) for row in judge.rows(g, ps, results, hits)]
+
+
+async def _judge_requests(judge: RequestJudge, units, todo, parts: Parts, runner) -> None:
+    backlog = max(1, runner.settings.concurrency)  # calls queued for a slot before another part starts
+    bar = tqdm(total=len(todo), desc="judge", unit="part", disable=None)
+
+    async def one(u: int) -> None:
+        rows = await judge_requests(judge, units[u], runner)
+        parts.write(u, rows)
+        bar.update()
+
+    t0 = time.perf_counter()
+    tasks = []
+    try:
+        for u in todo:
+            while runner.waiting >= backlog:
+                await asyncio.sleep(0.005)
+            tasks.append(asyncio.ensure_future(one(u)))
+            await asyncio.sleep(0)  # the part plans and queues its calls (runner.waiting counts them)
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
+    finally:
+        runner.stats.wall_seconds = time.perf_counter() - t0
+        bar.close()
+        await runner.aclose()
+
+
+def judge_all(judge: Judge, groups: list[Group], runner_factory=None) -> list[dict]:
+    """All rows for a few groups at once (used by `dno eval`). A RequestJudge gets a fresh
+    runner from `runner_factory` (its HTTP client lives in this call's event loop)."""
+    if isinstance(judge, RequestJudge):
+        from ..openai_api.runner import run_with_runner
+
+        return run_with_runner(runner_factory, lambda runner: judge_requests(judge, groups, runner))
+    _require_sync(judge)
+    return judge.judge_batch(groups)
+
+
+def _require_sync(judge: Judge) -> None:
+    if not isinstance(judge, SyncJudge):
+        raise TypeError(f"{type(judge).__name__} is neither a SyncJudge nor a RequestJudge")

@@ -1,0 +1,1 @@
+"""Test support: the OpenAI-compatible fault-injecting test server (`python -m tests.support.fake_openai`)."""

@@ -1,0 +1,89 @@
+"""Generation backends (dno_data.generation): the registry and the model's stop ids."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import types
+
+import pytest
+
+from dno_data.errors import DnoError
+from dno_data.generation import Generator, SamplingParams, check_backend, make_generator
+
+GREEDY = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_new_tokens=8)
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(DnoError, match="--backend 'tgi': choose one of hf, vllm, openai"):
+        check_backend("tgi")
+
+
+def test_hf_backend_meets_the_protocol(tiny_model):
+    gen = make_generator("hf", tiny_model, threads=1)
+    assert isinstance(gen, Generator) and gen.name == "hf"
+
+
+@pytest.fixture(scope="module")
+def greedy_ids(tiny_model):
+    """The tiny model's greedy continuation of one prompt, stopped only by the tokenizer's EOS."""
+    from dno_data.models import render_prompt
+
+    gen = make_generator("hf", tiny_model, threads=1)
+    text = render_prompt(gen.tokenizer, [{"role": "user", "content": "12+34"}])
+    [[c]] = gen.generate([text], GREEDY, [0])
+    ids = gen.tokenizer(c.text, add_special_tokens=False)["input_ids"]
+    assert c.finish_reason == "length" and len(ids) == GREEDY.max_new_tokens  # the random model never says EOS
+    return text, ids
+
+
+@pytest.fixture
+def model_with_stop_ids(tmp_path, tiny_model, greedy_ids):
+    """The tiny model, with a generation_config.json that stops on [a token the model emits, EOS]:
+    the tokenizer's EOS (</s>) is not the only stop id, as in chat models whose turn ends with
+    <|im_end|> while the tokenizer's EOS is <|endoftext|>."""
+    from transformers import GenerationConfig
+
+    _, ids = greedy_ids
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model, out)
+    stop = next((t for t in ids if t != ids[0]), ids[0])  # a cut inside the answer when the model varies
+    GenerationConfig(eos_token_id=[stop, 1], pad_token_id=0, bos_token_id=2).save_pretrained(out)
+    return out, stop
+
+
+def test_hf_backend_stops_at_the_generation_config_stop_ids(model_with_stop_ids, greedy_ids):
+    model, stop = model_with_stop_ids
+    text, ids = greedy_ids
+    gen = make_generator("hf", model, threads=1)
+    [[c]] = gen.generate([text], GREEDY, [0])
+    kept = ids[:ids.index(stop)]
+    assert (c.finish_reason, c.num_tokens) == ("stop", len(kept))
+    assert c.text == gen.tokenizer.decode(kept)
+
+
+def test_vllm_backend_asks_for_the_generation_config_stop_ids(model_with_stop_ids, monkeypatch):
+    """vLLM is given the stop ids, and a completion that ends on one drops it from its count."""
+    model, stop = model_with_stop_ids
+    asked = []
+
+    class Output:
+        index, text, token_ids, finish_reason = 0, "12", [5, 6, stop], "stop"
+
+    class LLM:
+        def __init__(self, **kwargs):
+            pass
+
+        def generate(self, inputs, params, use_tqdm=False):
+            return [types.SimpleNamespace(outputs=[Output()]) for _ in inputs]
+
+    def sampling_params(**kwargs):
+        asked.append(kwargs)
+        return kwargs
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=sampling_params))
+    monkeypatch.setattr("dno_data.generation.vllm.check_installed", lambda: None)
+    gen = make_generator("vllm", model)
+    [[c]] = gen.generate(["12+34="], GREEDY, [0])
+    assert set(asked[0]["stop_token_ids"]) == {stop, 1}
+    assert (c.finish_reason, c.num_tokens) == ("stop", 2)
