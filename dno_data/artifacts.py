@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import schemas
 
 from . import __version__
+from . import output_lock
 from .errors import DnoError
 from .ids import file_sha256, stable_hash
 
@@ -223,12 +224,27 @@ def _first_line(e: BaseException) -> str:
 
 # ---------------------------------------------------------------- resumable parts
 
-def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool) -> None:
+WORK_SUFFIXES = (".parts", ".partial")
+
+
+def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool, output: Path | None = None) -> None:
     """Create (or reuse) a folder of unfinished work that belongs to this stage's inputs and config.
 
+    First takes the lock of the output (`output`, or the folder's name without `.parts` /
+    `.partial`): while another process writes the same output this is an error, and the lock
+    is held until the output is written (`release_output`) or the process ends.
     Work from a run with other inputs or settings is never mixed in: it is an error unless
     `fresh`, which discards it.
     """
+    folder = Path(folder)
+    if output is None:
+        name = folder.name
+        for suffix in WORK_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        output = folder.with_name(name)
+    output_lock.acquire(output)
     fingerprint = lineage_fingerprint(lineage)
     marker = folder / "fingerprint.json"
     if folder.exists():
@@ -256,7 +272,7 @@ class Parts:
         self.output = Path(output)
         self.schema_name = schema_name
         self.dir = self.output.with_name(self.output.name + ".parts")
-        claim_work_dir(self.dir, lineage, fresh)
+        claim_work_dir(self.dir, lineage, fresh, output=self.output)
 
     def _path(self, unit: int) -> Path:
         return self.dir / f"part-{unit:06d}.parquet"
@@ -287,4 +303,5 @@ class Parts:
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         write_artifact(table, self.output, self.schema_name, lineage)
         shutil.rmtree(self.dir)
+        output_lock.release(self.output)
         return table
