@@ -118,6 +118,55 @@ def is_up_to_date(output: Path | str, lineage: Mapping) -> bool:
     return old is not None and lineage_fingerprint(old) == lineage_fingerprint(lineage)
 
 
+# ---------------------------------------------------------------- where a stage may write
+
+def is_artifact(path: Path | str) -> bool:
+    """True for a file with dno metadata or a folder with a dno manifest (something a stage wrote)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "dno-manifest.json").is_file()
+    try:
+        return b"dno.schema" in (pq.read_schema(path).metadata or {})
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def check_output(output: Path | str, inputs: Iterable[Path | str] = (), *, folder_of: str | None = None) -> None:
+    """Refuse, before any work, an output path that would destroy something the stage did not write.
+
+    -o equal to an input, or a folder holding an input, is refused. With `folder_of=STAGE` the
+    output is a folder (a checkpoint): an existing one may be replaced only when that stage
+    wrote it (its manifest says so). Otherwise the output is a file and must not be a folder.
+    """
+    output = Path(output)
+    target = output.resolve()
+    for i in inputs:
+        i = Path(i).resolve()
+        if i == target or target in i.parents:
+            raise DnoError(f"{output}: the output would overwrite the input {i}; choose another -o")
+    if folder_of is not None:
+        if output.exists() and not output.is_dir():
+            raise DnoError(f"{output}: is a file, not a checkpoint folder; choose another -o")
+        if output.is_dir():
+            stage = (read_lineage(output) or {}).get("stage")
+            if stage != folder_of:
+                raise DnoError(f"{output}: exists and is not a checkpoint written by `dno {folder_of}`; dno will not "
+                               "replace it: choose another -o (or move the folder away)")
+    elif output.is_dir():
+        raise DnoError(f"{output}: is a folder; -o takes a file path")
+
+
+def check_result_output(output: Path | str) -> None:
+    """Where `dno sql` may write a result: not onto an artifact or a folder, and into an existing folder."""
+    output = Path(output)
+    if output.is_dir():
+        raise DnoError(f"{output}: is a folder; -o takes a file path")
+    if output.exists() and is_artifact(output):
+        raise DnoError(f"{output}: is a dno artifact; a query result never replaces one: choose another -o")
+    if not output.parent.is_dir():
+        raise DnoError(f"{output}: no such folder {output.parent}; create it first or choose another -o")
+
+
 # ---------------------------------------------------------------- atomic writes
 
 def _fsync_dir(folder: Path) -> None:
@@ -260,6 +309,11 @@ def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool, output: Path | N
     write_json_atomic({"fingerprint": fingerprint}, marker)
 
 
+def release_output(output: Path | str) -> None:
+    """The output is written: let other commands write it again (see claim_work_dir)."""
+    output_lock.release(output)
+
+
 class Parts:
     """Progress of an expensive stage, written as finished units so a rerun resumes.
 
@@ -303,5 +357,5 @@ class Parts:
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         write_artifact(table, self.output, self.schema_name, lineage)
         shutil.rmtree(self.dir)
-        output_lock.release(self.output)
+        release_output(self.output)
         return table

@@ -12,6 +12,7 @@ that fails and is called again in the same process takes it again without waitin
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 from pathlib import Path
@@ -90,3 +91,10 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+@atexit.register
+def _release_all() -> None:
+    """At a normal exit, also after an error, give back what is still held (and remove the files)."""
+    for key in list(_HELD):
+        release(key)
