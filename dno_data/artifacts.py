@@ -56,7 +56,13 @@ def redact(obj: Any) -> Any:
 
 
 def describe_inputs(paths: Iterable[Path | str]) -> list[dict]:
-    """Path and content hash of each input (a file, or a model folder's files)."""
+    """Path and hash of each input (a file, or a model folder's files).
+
+    `sha256` hashes the bytes. For an artifact (a dno Parquet file or a checkpoint folder),
+    `content_sha256` hashes what it holds and how it was made, without its write time: the
+    rows, the schema and the lineage's fingerprint (no created_at). Up-to-date checks use it, so an
+    output rewritten unchanged (e.g. `dno pairs --force`) does not make later stages redo work.
+    """
     out = []
     for p in paths:
         p = Path(p)
@@ -67,8 +73,69 @@ def describe_inputs(paths: Iterable[Path | str]) -> list[dict]:
             digest = stable_hash([(str(f.relative_to(p)), file_sha256(f)) for f in files], length=64)
         else:
             digest = file_sha256(p)
-        out.append({"path": str(p), "sha256": digest})
+        entry = {"path": str(p), "sha256": digest}
+        content = content_sha256(p)
+        if content is not None:
+            entry["content_sha256"] = content
+        out.append(entry)
     return out
+
+
+def _settings(lineage: Any) -> str | None:
+    """What two equivalent writes share of their lineage: stage, input contents, settings (no write time)."""
+    return lineage_fingerprint(lineage) if isinstance(lineage, Mapping) else None
+
+
+def content_sha256(path: Path | str) -> str | None:
+    """Hash of an artifact's content and the settings that made it, not its write time; None for others.
+
+    A Parquet file: its bytes before the footer (the column data, which the key-value metadata
+    never enters), its schema, its other metadata and the fingerprint of its lineage (stage,
+    input contents, settings that change the output: no created_at, no --force). A checkpoint
+    folder: its files but the manifest, and the fingerprint of the manifest's lineage.
+    """
+    path = Path(path)
+    if path.is_dir():
+        manifest = path / "dno-manifest.json"
+        try:
+            lineage = json.loads(manifest.read_text())["lineage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".") and f != manifest)
+        return stable_hash("checkpoint", [(str(f.relative_to(path)), file_sha256(f)) for f in files],
+                           _settings(lineage), length=64)
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return None
+    meta = schema.metadata or {}
+    if b"dno.schema" not in meta:
+        return None
+    try:
+        lineage = json.loads(meta[b"dno.lineage"]) if b"dno.lineage" in meta else None
+    except ValueError:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size < 12:
+            return None
+        f.seek(size - 8)
+        tail = f.read(8)
+        if tail[4:] != b"PAR1":
+            return None
+        left = size - 8 - int.from_bytes(tail[:4], "little")
+        f.seek(0)
+        while left > 0 and (block := f.read(min(left, 1 << 20))):
+            h.update(block)
+            left -= len(block)
+    others = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in meta.items()
+              if k not in (b"dno.lineage", b"ARROW:schema")}
+    return stable_hash("artifact", h.hexdigest(), schema.remove_metadata().to_string(), others, _settings(lineage),
+                       length=64)
 
 
 def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any) -> dict:
@@ -91,10 +158,11 @@ OPERATIONAL = frozenset({"output", "force", "fresh", "threads", "dry_run", "conc
 def lineage_fingerprint(lineage: Mapping) -> str:
     """What makes two runs of a stage equivalent: stage, input contents and config.
 
-    The output path is left out of the config so a moved file still counts as up to date.
+    The output path is left out of the config so a moved file still counts as up to date;
+    an input's content hash (see describe_inputs) counts rather than its bytes when it has one.
     """
     config = {k: v for k, v in dict(lineage.get("config") or {}).items() if k not in OPERATIONAL}
-    inputs = [i["sha256"] for i in lineage.get("inputs", [])]
+    inputs = [i.get("content_sha256") or i["sha256"] for i in lineage.get("inputs", [])]
     return stable_hash(lineage.get("stage"), inputs, config, length=64)
 
 
