@@ -300,6 +300,10 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 
 # ---------------------------------------------------------------- checked reads
 
+# The key of each artifact: one row per value, never null. Joins between stages use these.
+KEYS = {"prompts": ("prompt_id",), "samples": ("sample_id",), "judgments": ("judgment_id",),
+        "pairs": ("pair_id",), "eval": ("prompt_id",)}
+
 def read_artifact(path: Path | str, schema_name: str) -> pa.Table:
     """Read an artifact and check its name, version and columns; DnoError on any mismatch."""
     path = Path(path)
@@ -332,7 +336,29 @@ def read_artifact(path: Path | str, schema_name: str) -> pa.Table:
             raise DnoError(
                 f"{path}: column '{field.name}' is {have}, expected {field.type}; remake it with `{spec.made_by}`"
             )
-    return table.select(spec.schema.names).replace_schema_metadata(meta)
+    table = table.select(spec.schema.names).replace_schema_metadata(meta)
+    _check_rows(table, path, spec)
+    return table
+
+
+def _check_rows(table: pa.Table, path: Path, spec) -> None:
+    """Required columns hold no nulls; the key is unique."""
+    import pyarrow.compute as pc
+
+    for field in spec.schema:
+        if not field.nullable:
+            nulls = table[field.name].null_count
+            if nulls:
+                raise DnoError(f"{path}: column '{field.name}' has {nulls} null value(s) where a value is required; "
+                               f"remake it with `{spec.made_by}`")
+    key = KEYS.get(spec.name)
+    if key and len(table):
+        counts = table.group_by(list(key)).aggregate([([], "count_all")])
+        repeated = counts.filter(pc.greater(counts["count_all"], 1))
+        if len(repeated):
+            example = ", ".join(str(repeated[k][0].as_py()) for k in key)
+            raise DnoError(f"{path}: {len(repeated)} {'/'.join(key)} value(s) appear more than once (e.g. {example}); "
+                           f"each row needs its own key: remake it with `{spec.made_by}`")
 
 
 def _first_line(e: BaseException) -> str:

@@ -306,3 +306,38 @@ def test_parts_folder_without_fingerprint_is_refused(tmp_path):
     (folder / "part-000000.parquet").write_bytes(b"junk")
     with pytest.raises(DnoError):
         Parts(out, lineage("sample"), "samples")
+
+
+# ---------------------------------------------------------------- keys: unique and present
+
+@pytest.mark.parametrize("name,key", [("prompts", "prompt_id"), ("samples", "sample_id"),
+                                      ("judgments", "judgment_id"), ("pairs", "pair_id"), ("eval", "prompt_id")])
+def test_read_refuses_a_duplicate_key(tmp_path, name, key):
+    rows = EXAMPLE_ROWS[name]()
+    path = write_example(tmp_path / f"{name}.parquet", name, rows + [dict(rows[0])])
+    with pytest.raises(DnoError) as info:
+        read_artifact(path, name)
+    msg = str(info.value)
+    assert str(path) in msg and key in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("name,column", [("prompts", "prompt_id"), ("samples", "prompt_id"), ("pairs", "chosen")])
+def test_read_refuses_a_null_in_a_required_column(tmp_path, name, column):
+    import pyarrow as pa
+
+    from dno_data.artifacts import to_table
+
+    table = to_table(EXAMPLE_ROWS[name](), name)
+    i = table.schema.get_field_index(column)
+    values = table[column].to_pylist()
+    values[0] = None
+    # a writer that ignores the schema's non-null promise (the way a hand-made file would)
+    table = table.set_column(i, pa.field(column, table.schema.field(column).type), pa.array(values, table.schema.field(column).type))
+    table = table.replace_schema_metadata({b"dno.schema": name.encode(),
+                                           b"dno.schema_version": str(schemas.get(name).version).encode()})
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(DnoError) as info:
+        read_artifact(path, name)
+    msg = str(info.value)
+    assert str(path) in msg and column in msg and "null" in msg and "\n" not in msg
