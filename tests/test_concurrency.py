@@ -32,6 +32,10 @@ def _wait():
 def score(messages, response, reference=None):
     _wait()
     return 6 if response == reference else 1
+
+def teach(messages, reference=None):
+    _wait()
+    return reference
 """
 
 
@@ -67,23 +71,28 @@ def _refused(proc, output: Path) -> None:
     assert str(output) in lines[0]
 
 
-def test_two_judge_commands_started_together(tmp_path, samples16):
+@pytest.mark.parametrize("stage", ["judge", "sample", "eval"])
+def test_two_commands_started_together(tmp_path, stage, prompts16, samples16, tiny_model):
     """Both start at once; the one that does not get the output is refused, the other writes every row."""
     (tmp_path / "gate.py").write_text(textwrap.dedent(GATE))
     (tmp_path / "gate").mkdir()
-    out = tmp_path / "judgments.parquet"
-    args = _cmd("judge", samples16, "--judge", "python:gate:score", "-o", out, "--prompts-per-part", "4")
+    out = tmp_path / f"{stage}-out.parquet"
+    args = _cmd(*{
+        "judge": ("judge", samples16, "--judge", "python:gate:score", "-o", out, "--prompts-per-part", "4"),
+        "sample": ("sample", prompts16, "--teacher", "python:gate:teach", "-o", out, "--batch-size", "4"),
+        "eval": ("eval", prompts16, "--model", tiny_model, "--judge", "python:gate:score", "--split", "all",
+                 "--max-new-tokens", "2", "--batch-size", "4", "-o", out),
+    }[stage])
     env = _env(tmp_path)
     procs = [subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while not any(p.poll() is not None for p in procs):  # the second is refused while the first waits at the gate
-            assert time.monotonic() < deadline, "neither judge process ended"
+            assert time.monotonic() < deadline, f"neither {stage} process ended"
             time.sleep(0.05)
-        assert (tmp_path / "gate" / "started").exists()
-        (tmp_path / "gate" / "go").touch()
-        results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+        (tmp_path / "gate" / "go").touch()  # the first cannot have finished before this
+        results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -92,10 +101,30 @@ def test_two_judge_commands_started_together(tmp_path, samples16):
     assert codes == [0, 1], results
     loser = next(r for r in results if r[0] == 1)
     _refused(subprocess.CompletedProcess(args, 1, loser[1], loser[2]), out)
-    table = read_artifact(out, "judgments")
-    assert len(table) == 16 and set(table["status"].to_pylist()) == {"ok"}
+    table = read_artifact(out, {"judge": "judgments", "sample": "samples", "eval": "eval"}[stage])
+    assert len(table) == 16 and set(table["status"].to_pylist() if "status" in table.column_names else ["ok"]) == {"ok"}
     assert not out.with_name(out.name + ".parts").exists()
     assert not output_lock.lock_path(out).exists()  # released, and its file removed
+
+
+@pytest.mark.slow
+def test_two_trainings_started_together_never_leave_a_broken_checkpoint(tmp_path, tiny_model):
+    """No gate in training: the second is refused while the first runs, or finds its work done; never a mix."""
+    out = tmp_path / "checkpoint"
+    args = _cmd("train", _pairs(tmp_path), "--model", tiny_model, "--max-length", "32", "--batch-size", "1", "-o", out)
+    env = _env(tmp_path)
+    procs = [subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    for code, _, err in results:
+        assert "Traceback" not in err
+        if code:
+            _refused(subprocess.CompletedProcess(args, code, "", err), out)
+    assert 0 in [r[0] for r in results]
+    from dno_data.artifacts import read_lineage
+
+    assert read_lineage(out)["stage"] == "train" and (out / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".checkpoint*"))
 
 
 @pytest.fixture
