@@ -272,18 +272,22 @@ def write_artifact(rows: list[dict] | pa.Table, path: Path | str, schema_name: s
     if lineage is not None:
         meta[b"dno.lineage"] = json.dumps(lineage, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="zstd")
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, an unwritable folder, a file where a folder should be
+        raise DnoError(f"{path}: cannot write it ({_first_line(e)})") from None
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except OSError:
+            pass
     if durable:
         _fsync_dir(path.parent)
     return path

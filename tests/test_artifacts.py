@@ -112,7 +112,7 @@ def test_crash_inside_the_parquet_writer_keeps_the_old_file(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(pq, "write_table", broken_writer)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DnoError, match="disk full"):
         write_artifact(EXAMPLE_ROWS["prompts"](), path, "prompts", None)
     assert path.read_bytes() == before
     assert _listing(tmp_path) == ["p.parquet"]
@@ -123,9 +123,16 @@ def test_crash_on_a_new_path_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(pq, "write_table", broken_writer)
-    with pytest.raises(OSError):
+    with pytest.raises(DnoError, match="disk full"):  # one line for the user, not a traceback
         write_artifact(EXAMPLE_ROWS["pairs"](), tmp_path / "new.parquet", "pairs", None)
     assert _listing(tmp_path) == []
+
+
+def test_write_into_a_path_under_a_file_is_one_error_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DnoError) as info:
+        write_artifact(EXAMPLE_ROWS["pairs"](), tmp_path / "notes.txt" / "pairs.parquet", "pairs", None)
+    assert "notes.txt" in str(info.value) and "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------- checked reads
