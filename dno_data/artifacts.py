@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import schemas
 
 from . import __version__
+from . import output_lock
 from .errors import DnoError
 from .ids import file_sha256, stable_hash
 
@@ -55,7 +56,13 @@ def redact(obj: Any) -> Any:
 
 
 def describe_inputs(paths: Iterable[Path | str]) -> list[dict]:
-    """Path and content hash of each input (a file, or a model folder's files)."""
+    """Path and hash of each input (a file, or a model folder's files).
+
+    `sha256` hashes the bytes. For an artifact (a dno Parquet file or a checkpoint folder),
+    `content_sha256` hashes what it holds and how it was made, without its write time: the
+    rows, the schema and the lineage's fingerprint (no created_at). Up-to-date checks use it, so an
+    output rewritten unchanged (e.g. `dno pairs --force`) does not make later stages redo work.
+    """
     out = []
     for p in paths:
         p = Path(p)
@@ -66,8 +73,69 @@ def describe_inputs(paths: Iterable[Path | str]) -> list[dict]:
             digest = stable_hash([(str(f.relative_to(p)), file_sha256(f)) for f in files], length=64)
         else:
             digest = file_sha256(p)
-        out.append({"path": str(p), "sha256": digest})
+        entry = {"path": str(p), "sha256": digest}
+        content = content_sha256(p)
+        if content is not None:
+            entry["content_sha256"] = content
+        out.append(entry)
     return out
+
+
+def _settings(lineage: Any) -> str | None:
+    """What two equivalent writes share of their lineage: stage, input contents, settings (no write time)."""
+    return lineage_fingerprint(lineage) if isinstance(lineage, Mapping) else None
+
+
+def content_sha256(path: Path | str) -> str | None:
+    """Hash of an artifact's content and the settings that made it, not its write time; None for others.
+
+    A Parquet file: its bytes before the footer (the column data, which the key-value metadata
+    never enters), its schema, its other metadata and the fingerprint of its lineage (stage,
+    input contents, settings that change the output: no created_at, no --force). A checkpoint
+    folder: its files but the manifest, and the fingerprint of the manifest's lineage.
+    """
+    path = Path(path)
+    if path.is_dir():
+        manifest = path / "dno-manifest.json"
+        try:
+            lineage = json.loads(manifest.read_text())["lineage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".") and f != manifest)
+        return stable_hash("checkpoint", [(str(f.relative_to(path)), file_sha256(f)) for f in files],
+                           _settings(lineage), length=64)
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return None
+    meta = schema.metadata or {}
+    if b"dno.schema" not in meta:
+        return None
+    try:
+        lineage = json.loads(meta[b"dno.lineage"]) if b"dno.lineage" in meta else None
+    except ValueError:
+        return None
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size < 12:
+            return None
+        f.seek(size - 8)
+        tail = f.read(8)
+        if tail[4:] != b"PAR1":
+            return None
+        left = size - 8 - int.from_bytes(tail[:4], "little")
+        f.seek(0)
+        while left > 0 and (block := f.read(min(left, 1 << 20))):
+            h.update(block)
+            left -= len(block)
+    others = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in meta.items()
+              if k not in (b"dno.lineage", b"ARROW:schema")}
+    return stable_hash("artifact", h.hexdigest(), schema.remove_metadata().to_string(), others, _settings(lineage),
+                       length=64)
 
 
 def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any) -> dict:
@@ -90,10 +158,11 @@ OPERATIONAL = frozenset({"output", "force", "fresh", "threads", "dry_run", "conc
 def lineage_fingerprint(lineage: Mapping) -> str:
     """What makes two runs of a stage equivalent: stage, input contents and config.
 
-    The output path is left out of the config so a moved file still counts as up to date.
+    The output path is left out of the config so a moved file still counts as up to date;
+    an input's content hash (see describe_inputs) counts rather than its bytes when it has one.
     """
     config = {k: v for k, v in dict(lineage.get("config") or {}).items() if k not in OPERATIONAL}
-    inputs = [i["sha256"] for i in lineage.get("inputs", [])]
+    inputs = [i.get("content_sha256") or i["sha256"] for i in lineage.get("inputs", [])]
     return stable_hash(lineage.get("stage"), inputs, config, length=64)
 
 
@@ -115,6 +184,55 @@ def is_up_to_date(output: Path | str, lineage: Mapping) -> bool:
     """True when `output` exists and was made by the same stage from the same inputs and config."""
     old = read_lineage(output)
     return old is not None and lineage_fingerprint(old) == lineage_fingerprint(lineage)
+
+
+# ---------------------------------------------------------------- where a stage may write
+
+def is_artifact(path: Path | str) -> bool:
+    """True for a file with dno metadata or a folder with a dno manifest (something a stage wrote)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "dno-manifest.json").is_file()
+    try:
+        return b"dno.schema" in (pq.read_schema(path).metadata or {})
+    except (OSError, pa.ArrowException):
+        return False
+
+
+def check_output(output: Path | str, inputs: Iterable[Path | str] = (), *, folder_of: str | None = None) -> None:
+    """Refuse, before any work, an output path that would destroy something the stage did not write.
+
+    -o equal to an input, or a folder holding an input, is refused. With `folder_of=STAGE` the
+    output is a folder (a checkpoint): an existing one may be replaced only when that stage
+    wrote it (its manifest says so). Otherwise the output is a file and must not be a folder.
+    """
+    output = Path(output)
+    target = output.resolve()
+    for i in inputs:
+        i = Path(i).resolve()
+        if i == target or target in i.parents:
+            raise DnoError(f"{output}: the output would overwrite the input {i}; choose another -o")
+    if folder_of is not None:
+        if output.exists() and not output.is_dir():
+            raise DnoError(f"{output}: is a file, not a checkpoint folder; choose another -o")
+        if output.is_dir():
+            stage = (read_lineage(output) or {}).get("stage")
+            if stage != folder_of:
+                raise DnoError(f"{output}: exists and is not a checkpoint written by `dno {folder_of}`; dno will not "
+                               "replace it: choose another -o (or move the folder away)")
+    elif output.is_dir():
+        raise DnoError(f"{output}: is a folder; -o takes a file path")
+
+
+def check_result_output(output: Path | str) -> None:
+    """Where `dno sql` may write a result: not onto an artifact or a folder, and into an existing folder."""
+    output = Path(output)
+    if output.is_dir():
+        raise DnoError(f"{output}: is a folder; -o takes a file path")
+    if output.exists() and is_artifact(output):
+        raise DnoError(f"{output}: is a dno artifact; a query result never replaces one: choose another -o")
+    if not output.parent.is_dir():
+        raise DnoError(f"{output}: no such folder {output.parent}; create it first or choose another -o")
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -154,18 +272,22 @@ def write_artifact(rows: list[dict] | pa.Table, path: Path | str, schema_name: s
     if lineage is not None:
         meta[b"dno.lineage"] = json.dumps(lineage, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="zstd")
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, an unwritable folder, a file where a folder should be
+        raise DnoError(f"{path}: cannot write it ({_first_line(e)})") from None
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except OSError:
+            pass
     if durable:
         _fsync_dir(path.parent)
     return path
@@ -181,6 +303,10 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- checked reads
+
+# The key of each artifact: one row per value, never null. Joins between stages use these.
+KEYS = {"prompts": ("prompt_id",), "samples": ("sample_id",), "judgments": ("judgment_id",),
+        "pairs": ("pair_id",), "eval": ("prompt_id",)}
 
 def read_artifact(path: Path | str, schema_name: str) -> pa.Table:
     """Read an artifact and check its name, version and columns; DnoError on any mismatch."""
@@ -214,7 +340,29 @@ def read_artifact(path: Path | str, schema_name: str) -> pa.Table:
             raise DnoError(
                 f"{path}: column '{field.name}' is {have}, expected {field.type}; remake it with `{spec.made_by}`"
             )
-    return table.select(spec.schema.names).replace_schema_metadata(meta)
+    table = table.select(spec.schema.names).replace_schema_metadata(meta)
+    _check_rows(table, path, spec)
+    return table
+
+
+def _check_rows(table: pa.Table, path: Path, spec) -> None:
+    """Required columns hold no nulls; the key is unique."""
+    import pyarrow.compute as pc
+
+    for field in spec.schema:
+        if not field.nullable:
+            nulls = table[field.name].null_count
+            if nulls:
+                raise DnoError(f"{path}: column '{field.name}' has {nulls} null value(s) where a value is required; "
+                               f"remake it with `{spec.made_by}`")
+    key = KEYS.get(spec.name)
+    if key and len(table):
+        counts = table.group_by(list(key)).aggregate([([], "count_all")])
+        repeated = counts.filter(pc.greater(counts["count_all"], 1))
+        if len(repeated):
+            example = ", ".join(str(repeated[k][0].as_py()) for k in key)
+            raise DnoError(f"{path}: {len(repeated)} {'/'.join(key)} value(s) appear more than once (e.g. {example}); "
+                           f"each row needs its own key: remake it with `{spec.made_by}`")
 
 
 def _first_line(e: BaseException) -> str:
@@ -223,12 +371,27 @@ def _first_line(e: BaseException) -> str:
 
 # ---------------------------------------------------------------- resumable parts
 
-def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool) -> None:
+WORK_SUFFIXES = (".parts", ".partial")
+
+
+def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool, output: Path | None = None) -> None:
     """Create (or reuse) a folder of unfinished work that belongs to this stage's inputs and config.
 
+    First takes the lock of the output (`output`, or the folder's name without `.parts` /
+    `.partial`): while another process writes the same output this is an error, and the lock
+    is held until the output is written (`release_output`) or the process ends.
     Work from a run with other inputs or settings is never mixed in: it is an error unless
     `fresh`, which discards it.
     """
+    folder = Path(folder)
+    if output is None:
+        name = folder.name
+        for suffix in WORK_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        output = folder.with_name(name)
+    output_lock.acquire(output)
     fingerprint = lineage_fingerprint(lineage)
     marker = folder / "fingerprint.json"
     if folder.exists():
@@ -244,6 +407,11 @@ def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool) -> None:
     write_json_atomic({"fingerprint": fingerprint}, marker)
 
 
+def release_output(output: Path | str) -> None:
+    """The output is written: let other commands write it again (see claim_work_dir)."""
+    output_lock.release(output)
+
+
 class Parts:
     """Progress of an expensive stage, written as finished units so a rerun resumes.
 
@@ -256,7 +424,7 @@ class Parts:
         self.output = Path(output)
         self.schema_name = schema_name
         self.dir = self.output.with_name(self.output.name + ".parts")
-        claim_work_dir(self.dir, lineage, fresh)
+        claim_work_dir(self.dir, lineage, fresh, output=self.output)
 
     def _path(self, unit: int) -> Path:
         return self.dir / f"part-{unit:06d}.parquet"
@@ -287,4 +455,5 @@ class Parts:
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         write_artifact(table, self.output, self.schema_name, lineage)
         shutil.rmtree(self.dir)
+        release_output(self.output)
         return table

@@ -22,17 +22,31 @@ def iteration_dir(run: Path, t: int) -> Path:
 
 
 def open_run(run: Path):
+    """A locked-down DuckDB connection (see sql.connect) with one view per kind of artifact of `run`.
+
+    Each file must be the artifact its name says (checked from its metadata); the connection
+    may read these files and nothing else.
+    """
     run = Path(run)
     if not run.is_dir():
         raise DnoError(f"{run}: no such run folder; pass --run runs/NAME")
-    con = connect()
-    made = []
+    found: dict[str, list[Path]] = {}
     if (run / "prompts.parquet").exists():
-        con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet('{_q(run / 'prompts.parquet')}')")
-        made.append("prompts")
+        found["prompts"] = [run / "prompts.parquet"]
     for view, stem in VIEWS.items():
         files = sorted(run.glob(f"iter-*/{stem}.parquet"))
-        if not files:
+        if files:
+            found[view] = files
+    if not found:
+        raise DnoError(f"{run}: no artifacts (prompts.parquet, iter-*/...parquet); run a stage first")
+    for view, files in found.items():
+        for f in files:
+            _check_kind(f, "prompts" if view == "prompts" else VIEWS[view])
+    con = connect(read_paths=[f for files in found.values() for f in files])
+    for view, files in found.items():
+        files = [f.resolve() for f in files]
+        if view == "prompts":
+            con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet('{_q(files[0])}')")
             continue
         listing = ", ".join(f"'{_q(f)}'" for f in files)
         con.execute(
@@ -41,10 +55,23 @@ def open_run(run: Path):
                        * EXCLUDE (filename)
                 FROM read_parquet([{listing}], filename = true, union_by_name = true)"""
         )
-        made.append(view)
-    if not made:
-        raise DnoError(f"{run}: no artifacts (prompts.parquet, iter-*/...parquet); run a stage first")
-    return con, made
+    return con, list(found)
+
+
+def _check_kind(path: Path, schema_name: str) -> None:
+    """The file is a readable dno artifact of this kind (any version: views span iterations)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DnoError(f"{path}: not a readable Parquet file ({first}); remake or remove it") from None
+    found = (meta.get(b"dno.schema") or b"").decode()
+    if found != schema_name:
+        what = f"a '{found}' file" if found else "not a dno artifact"
+        raise DnoError(f"{path}: {what} where a '{schema_name}' file belongs; move it out of the run folder")
 
 
 def _q(path: Path) -> str:

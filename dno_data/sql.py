@@ -30,16 +30,40 @@ def used_params(sql: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k in names}
 
 
-def connect():
+def connect(read_paths=()):
+    """A locked-down in-memory DuckDB: it may read exactly `read_paths` (files) and nothing else.
+
+    No other file, folder or URL (external access off: no COPY TO, read_csv, glob, ATTACH of a
+    file, INSTALL), no extension autoload, no lookup of Python variables by name; then the
+    configuration is locked, so a query cannot SET any of it back. Tables registered from
+    Python (con.register) and views over `read_paths` keep working.
+    """
     import duckdb
 
-    con = duckdb.connect()
-    con.execute("SET threads TO 2")
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                 "allow_community_extensions": False, "threads": 2})
+    paths = [str(Path(p).resolve()) for p in read_paths]
+    if paths:
+        con.execute("SET allowed_paths = ?", [paths])
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 
+def check_read_only(sql: str) -> None:
+    """Only queries (SELECT, FROM ..., WITH ..., DESCRIBE, SUMMARIZE): no COPY, EXPORT, ATTACH, SET, CREATE..."""
+    import duckdb
+
+    for statement in duckdb.extract_statements(sql):
+        if statement.type != duckdb.StatementType.SELECT:
+            kind = statement.type.name if hasattr(statement.type, "name") else str(statement.type)
+            raise DnoError(f"only queries may run here (SELECT ...), not a {kind} statement")
+
+
 def query_arrow(con, sql: str, params: dict | None = None):
-    """Run `sql` with its named parameters ($name) and return a pyarrow Table."""
+    """Run the query `sql` (read-only statements only) with its named parameters ($name); a pyarrow Table."""
+    check_read_only(sql)
     rel = con.sql(sql, params=used_params(sql, params or {}) or None)
     fn = getattr(rel, "to_arrow_table", None) or rel.arrow  # DuckDB 2.0 renamed it
     return fn()

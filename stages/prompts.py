@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dno_data.artifacts import make_lineage, write_artifact
+from dno_data.artifacts import check_output, make_lineage, write_artifact
 from dno_data.cli_utils import one_line_errors, summary, up_to_date
 from dno_data.errors import DnoError
 from dno_data.prompts_import import import_prompts
@@ -35,6 +35,7 @@ class PromptsConfig:
 def run(cfg: PromptsConfig) -> Path:
     if not Path(cfg.src).is_file():
         raise DnoError(f"{cfg.src}: no such file; pass a JSONL, JSON, CSV or Parquet file of prompts")
+    check_output(cfg.output, [cfg.src])
     lineage = make_lineage("prompts", [cfg.src], cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output

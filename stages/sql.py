@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dno_data.artifacts import check_result_output
 from dno_data.cli_utils import one_line_errors
 from dno_data.errors import DnoError
 from dno_data.run_views import open_run
@@ -38,6 +39,10 @@ def run(cfg: SqlConfig):
         raise DnoError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
     if (cfg.query is None) == (cfg.file is None):
         raise DnoError("pass a query or --file FILE (one of them)")
+    if cfg.format == "parquet" and cfg.output is None:
+        raise DnoError("--format parquet needs -o FILE")
+    if cfg.output is not None:
+        check_result_output(cfg.output)
     query = cfg.query if cfg.query is not None else read_user_sql(cfg.file, "--file")
     con, views = open_run(cfg.run)
     try:
@@ -46,8 +51,6 @@ def run(cfg: SqlConfig):
         first = (str(e).strip().splitlines() or ["?"])[0]
         raise DnoError(f"query failed: {first} (views: {', '.join(views)})") from None
     if cfg.format == "parquet":
-        if cfg.output is None:
-            raise DnoError("--format parquet needs -o FILE")
         df.write_parquet(cfg.output)
     elif cfg.format == "csv":
         text = df.write_csv()

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dno_data.artifacts import make_lineage, read_artifact
+from dno_data.artifacts import check_output, make_lineage, read_artifact, release_output
 from dno_data.cli_utils import one_line_errors, summary, up_to_date
 from dno_data.errors import DnoError
 from dno_data.models import check_model_dir
@@ -60,11 +60,13 @@ def run(cfg: TrainConfig) -> Path:
     check_model_dir(cfg.model)
     if cfg.output.resolve() == cfg.model.resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
+    check_output(cfg.output, [cfg.pairs, cfg.model], folder_of="train")
     lineage = make_lineage("train", [cfg.pairs, cfg.model], cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     opts = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
     metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.fresh)
+    release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"train {cfg.model} -> {cfg.output}", metrics)
     return cfg.output

@@ -112,7 +112,7 @@ def test_crash_inside_the_parquet_writer_keeps_the_old_file(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(pq, "write_table", broken_writer)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DnoError, match="disk full"):
         write_artifact(EXAMPLE_ROWS["prompts"](), path, "prompts", None)
     assert path.read_bytes() == before
     assert _listing(tmp_path) == ["p.parquet"]
@@ -123,9 +123,16 @@ def test_crash_on_a_new_path_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(pq, "write_table", broken_writer)
-    with pytest.raises(OSError):
+    with pytest.raises(DnoError, match="disk full"):  # one line for the user, not a traceback
         write_artifact(EXAMPLE_ROWS["pairs"](), tmp_path / "new.parquet", "pairs", None)
     assert _listing(tmp_path) == []
+
+
+def test_write_into_a_path_under_a_file_is_one_error_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DnoError) as info:
+        write_artifact(EXAMPLE_ROWS["pairs"](), tmp_path / "notes.txt" / "pairs.parquet", "pairs", None)
+    assert "notes.txt" in str(info.value) and "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------- checked reads
@@ -306,3 +313,38 @@ def test_parts_folder_without_fingerprint_is_refused(tmp_path):
     (folder / "part-000000.parquet").write_bytes(b"junk")
     with pytest.raises(DnoError):
         Parts(out, lineage("sample"), "samples")
+
+
+# ---------------------------------------------------------------- keys: unique and present
+
+@pytest.mark.parametrize("name,key", [("prompts", "prompt_id"), ("samples", "sample_id"),
+                                      ("judgments", "judgment_id"), ("pairs", "pair_id"), ("eval", "prompt_id")])
+def test_read_refuses_a_duplicate_key(tmp_path, name, key):
+    rows = EXAMPLE_ROWS[name]()
+    path = write_example(tmp_path / f"{name}.parquet", name, rows + [dict(rows[0])])
+    with pytest.raises(DnoError) as info:
+        read_artifact(path, name)
+    msg = str(info.value)
+    assert str(path) in msg and key in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("name,column", [("prompts", "prompt_id"), ("samples", "prompt_id"), ("pairs", "chosen")])
+def test_read_refuses_a_null_in_a_required_column(tmp_path, name, column):
+    import pyarrow as pa
+
+    from dno_data.artifacts import to_table
+
+    table = to_table(EXAMPLE_ROWS[name](), name)
+    i = table.schema.get_field_index(column)
+    values = table[column].to_pylist()
+    values[0] = None
+    # a writer that ignores the schema's non-null promise (the way a hand-made file would)
+    table = table.set_column(i, pa.field(column, table.schema.field(column).type), pa.array(values, table.schema.field(column).type))
+    table = table.replace_schema_metadata({b"dno.schema": name.encode(),
+                                           b"dno.schema_version": str(schemas.get(name).version).encode()})
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(DnoError) as info:
+        read_artifact(path, name)
+    msg = str(info.value)
+    assert str(path) in msg and column in msg and "null" in msg and "\n" not in msg

@@ -117,8 +117,8 @@ def test_judgments_artifact(pipe):
         assert (r["score"] == 6.0) == r["correct"] == (by[r["sample_id_a"]]["response"].strip() ==
                                                       by[r["sample_id_a"]]["reference"])
     lin = read_lineage(pipe.it / "judgments.parquet")
-    assert lin["inputs"] == [{"path": str(pipe.it / "samples.parquet"),
-                              "sha256": file_sha256(pipe.it / "samples.parquet")}]
+    assert [{k: i[k] for k in ("path", "sha256")} for i in lin["inputs"]] == [
+        {"path": str(pipe.it / "samples.parquet"), "sha256": file_sha256(pipe.it / "samples.parquet")}]
 
 
 def test_pairs_artifact(pipe):
