@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import DnoError
-from .sql import connect
+from .duckdb_sql import connect
 
 VIEWS = {"samples": "samples", "judgments": "judgments", "pairs": "pairs", "evals": "eval"}
 

@@ -303,7 +303,7 @@ def test_sql_errors(pipe, tmp_path):
 
 def test_sql_iteration_comes_from_the_iteration_folder(pipe, tmp_path):
     from dno_data.run_views import open_run
-    from dno_data.sql import query_polars
+    from dno_data.duckdb_sql import query_polars
 
     run = tmp_path / "after-iter-07-fix" / "run"
     (run / "iter-01").mkdir(parents=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from .artifacts import is_up_to_date
-from .errors import DnoError
+from dno_data.artifacts import is_up_to_date
+from dno_data.errors import DnoError
 
 
 def one_line_errors(fn: Callable) -> Callable:
