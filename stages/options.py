@@ -15,9 +15,9 @@ command: the help text, the value checks and the lineage flag live on the field,
   path...), not of what it makes: dno_data.artifacts leaves it out of the lineage fingerprint,
   so a rerun with other such settings still resumes and counts as up to date.
 - `check` refuses a bad value with a one-line error before any work starts.
-- Groups shared by several commands (API settings, model loading, sampling) are tuples of
-  field names below; tests assert that each command taking an `openai:` spec has every field
-  of API_OPTIONS and passes it through.
+- Groups shared by several commands (API settings, model loading, sampling) map field names
+  to their one declaration below; tests assert that each command taking an `openai:` spec
+  declares every field of API_OPTIONS with it and passes the values through.
 """
 
 from __future__ import annotations
@@ -216,21 +216,22 @@ MAX_RETRIES = Option("Retries on 429/5xx/timeouts (backoff with jitter, Retry-Af
 CACHE = Option("SQLite cache of API calls, keyed by request content (default: sample none; judge and eval "
                "$DNO_CACHE or ~/.cache/dno/judge.sqlite).", changes_output=False, panel=API)
 NO_CACHE = Option("Do not read or write the call cache.", changes_output=False, panel=API)
-API_OPTIONS = ("base_url", "api_key_env", "concurrency", "rpm", "tpm", "timeout", "max_retries", "cache", "no_cache")
+API_OPTIONS = {"base_url": BASE_URL, "api_key_env": API_KEY_ENV, "concurrency": CONCURRENCY, "rpm": RPM, "tpm": TPM,
+               "timeout": TIMEOUT, "max_retries": MAX_RETRIES, "cache": CACHE, "no_cache": NO_CACHE}
 
 # Loading a local model.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE = Option(f"Model dtype: {'|'.join(DTYPES)}.", check=one_of(*DTYPES), panel=MODEL_LOADING)
 THREADS = Option("torch CPU threads (default: torch's choice).", changes_output=False, check=at_least(1),
                  panel=MODEL_LOADING)
-MODEL_OPTIONS = ("dtype", "threads")
+MODEL_OPTIONS = {"dtype": DTYPE, "threads": THREADS}
 
 # Sampling from the policy.
 TEMPERATURE = Option("Sampling temperature (0 = greedy).", check=at_least(0), panel=SAMPLING)
 TOP_P = Option("Nucleus sampling top-p, in (0, 1].", check=in_range(0, 1, lo_open=True), panel=SAMPLING)
 MAX_NEW_TOKENS = Option("Longest response in tokens.", check=at_least(1), panel=SAMPLING)
 SEED = Option("Sampling seed (each prompt's samples are seeded from it and the prompt_id).", panel=SAMPLING)
-SAMPLING_OPTIONS = ("temperature", "top_p", "max_new_tokens", "seed")
+SAMPLING_OPTIONS = {"temperature": TEMPERATURE, "top_p": TOP_P, "max_new_tokens": MAX_NEW_TOKENS, "seed": SEED}
 
 # The teacher ("gold") answer.
 TEACHER_TEMPERATURE = Option("openai teacher: temperature.", check=at_least(0), panel=API)
