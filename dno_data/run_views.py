@@ -1,10 +1,10 @@
-"""DuckDB views over a run folder's artifacts, for `dno sql` and analysis.
+"""DuckDB views over a run folder's artifacts (dno_data.run_layout), for `dno sql` and analysis.
 
-  prompts    runs/NAME/prompts.parquet
-  samples    runs/NAME/iter-*/samples.parquet      (+ iteration)
-  judgments  runs/NAME/iter-*/judgments.parquet    (+ iteration)
-  pairs      runs/NAME/iter-*/pairs.parquet        (+ iteration)
-  evals      runs/NAME/iter-*/eval.parquet         (+ iteration; iter-00 = the initial policy)
+  prompts    RUN/prompts.parquet
+  samples    RUN/iter-*/samples.parquet      (+ iteration)
+  judgments  RUN/iter-*/judgments.parquet    (+ iteration)
+  pairs      RUN/iter-*/pairs.parquet        (+ iteration)
+  evals      RUN/iter-*/eval.parquet         (+ iteration; iter-00 = the initial policy)
 """
 
 from __future__ import annotations
@@ -13,31 +13,27 @@ from pathlib import Path
 
 from .errors import DnoError
 from .duckdb_sql import connect
-
-VIEWS = {"samples": "samples", "judgments": "judgments", "pairs": "pairs", "evals": "eval"}
-
-
-def iteration_dir(run: Path, t: int) -> Path:
-    return Path(run) / f"iter-{t:02d}"
+from .run_layout import ITERATION_ARTIFACTS, ITERATION_PATTERN, RunLayout
 
 
 def open_run(run: Path):
     run = Path(run)
     if not run.is_dir():
         raise DnoError(f"{run}: no such run folder; pass --run runs/NAME")
+    layout = RunLayout(run)
     con = connect()
     made = []
-    if (run / "prompts.parquet").exists():
-        con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet('{_q(run / 'prompts.parquet')}')")
+    if layout.prompts.exists():
+        con.execute(f"CREATE VIEW prompts AS SELECT * FROM read_parquet('{_q(layout.prompts)}')")
         made.append("prompts")
-    for view, stem in VIEWS.items():
-        files = sorted(run.glob(f"iter-*/{stem}.parquet"))
+    for view in ITERATION_ARTIFACTS:
+        files = layout.iteration_files(view)
         if not files:
             continue
         listing = ", ".join(f"'{_q(f)}'" for f in files)
         con.execute(
             f"""CREATE VIEW {view} AS
-                SELECT CAST(regexp_extract(filename, 'iter-([0-9]+)/[^/]*$', 1) AS INTEGER) AS iteration,
+                SELECT CAST(regexp_extract(filename, '{ITERATION_PATTERN}', 1) AS INTEGER) AS iteration,
                        * EXCLUDE (filename)
                 FROM read_parquet([{listing}], filename = true, union_by_name = true)"""
         )

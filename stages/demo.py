@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dno_data.errors import DnoError
 from dno_data.loop import LoopSettings, eval_command, iteration_commands, run_dno
+from dno_data.run_layout import RunLayout
 
 from .common import say
 from .options import TEMPERATURE, TOP_P, above, at_least, build_command, in_range, opt
@@ -66,7 +67,7 @@ def run(cfg: DemoConfig) -> Path:
     text = "".join(json.dumps(p) + "\n" for p in rows)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
-    run_dno(["prompts", str(source), "-o", str(run_dir / "prompts.parquet"), "--text-column", "prompt",
+    run_dno(["prompts", str(source), "-o", str(RunLayout(run_dir).prompts), "--text-column", "prompt",
              "--reference-column", "reference", "--split-column", "split", "--partitions", str(cfg.iterations),
              "--seed", str(cfg.seed)])
 
@@ -81,7 +82,7 @@ def run(cfg: DemoConfig) -> Path:
         say(f"  {model.sft_steps} supervised steps")
         marker.write_text(json.dumps(stamp))
 
-    # 3. the loop, stage by stage, as separate `dno` processes.
+    # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
     settings = LoopSettings(
         run=run_dir, model=policy, judge="oracle:addition", iterations=cfg.iterations, teacher="reference",
         sample_args=("-k", str(cfg.k), "--temperature", str(cfg.temperature), "--top-p", str(cfg.top_p),
