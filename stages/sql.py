@@ -16,9 +16,11 @@ from typing import Optional
 import typer
 
 from dno_data.errors import DnoError
+from dno_data.run_layout import ITERATION_ARTIFACTS, RunLayout
 from dno_data.run_views import open_run
 from dno_data.duckdb_sql import query_polars, read_user_sql
 
+from .common import check_output_path
 from .options import build_command, one_of, opt, output_file
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -42,6 +44,10 @@ def run(cfg: SqlConfig):
     if (cfg.query is None) == (cfg.file is None):
         raise DnoError("pass a query or --file FILE (one of them)")
     query = cfg.query if cfg.query is not None else read_user_sql(cfg.file, "--file")
+    if cfg.output is not None:  # never over one of the run's artifacts
+        layout = RunLayout(cfg.run)
+        check_output_path(cfg.output, [layout.prompts, *(f for view in ITERATION_ARTIFACTS
+                                                          for f in layout.iteration_files(view))])
     con, views = open_run(cfg.run)
     try:
         df = query_polars(con, query, cfg.params)

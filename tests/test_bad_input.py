@@ -270,6 +270,10 @@ BAD_VALUES = [
      ["src.jsonl"]),
     ("sql-format", _noop, ["sql", "--run", ".", "SELECT 1 AS x"], ["--format", "xml"], ["--format", "csv"],
      ["--format"]),
+    ("sql-output-over-a-run-artifact", _noop, ["sql", "--run", ".", "SELECT 1 AS x", "--format", "csv"],
+     ["-o", "iter-01/samples.parquet"], ["-o", "x.csv"], ["samples.parquet"]),
+    ("sql-output-is-a-folder", _noop, ["sql", "--run", ".", "SELECT 1 AS x", "--format", "csv"],
+     ["-o", "iter-01"], ["-o", "new/x.csv"], ["iter-01", "folder"]),
 ]
 
 
