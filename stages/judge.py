@@ -12,7 +12,8 @@ Judges: openai:MODEL (rubric: all candidates in one call, the paper's 6-point an
 pairwise: both orders), reward:PATH (sequence-classification reward model), oracle:NAME (the
 built-in verifiable oracles, listed by `dno judge --help`), python:module:function. Failures are rows with a status. API answers are
 cached by request content (SQLite, shared across runs and processes) as they arrive, so a
-rerun after a crash, or another run asking the same, pays nothing twice.
+rerun, or another run asking the same, pays only for calls never answered; after a crash the
+calls in flight (at most --concurrency) are asked again.
 """
 
 from __future__ import annotations
