@@ -4,10 +4,11 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 run := "runs/demo"
 model := "runs/demo/policy-0"          # the initial policy pi_1 (HF folder)
-judge := "oracle:addition"             # oracle:NAME | python:module:function
-teacher := "reference"                 # reference | python:module:function | "" for none
+judge := "oracle:addition"             # openai:MODEL | reward:PATH | oracle:NAME | python:module:function
+teacher := "reference"                 # reference | python:module:function | openai:MODEL | none
 iterations := "3"
 sample_args := "-k 5 --temperature 0.7 --top-p 0.95"   # the paper's sampling
+judge_args := ""
 pairs_args := "--rule paper"
 train_args := "--beta 0.1"
 eval_args := ""
@@ -29,29 +30,17 @@ demo:
 test:
     pytest -q
 
-# the whole loop: for t in 1..iterations, sample -> judge -> pairs -> train -> eval
+# the whole loop: for t in 1..iterations, sample -> judge -> pairs -> train -> eval (`dno iterate`, as `dno demo`)
 iterate:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    for t in $(seq 1 {{iterations}}); do
-        just run={{run}} model={{model}} judge={{judge}} teacher={{teacher}} \
-             sample_args="{{sample_args}}" pairs_args="{{pairs_args}}" train_args="{{train_args}}" \
-             eval_args="{{eval_args}}" iteration "$t"
-    done
+    dno iterate --run '{{run}}' --model '{{model}}' --judge '{{judge}}' --teacher '{{teacher}}' \
+        --iterations {{iterations}} --sample-args '{{sample_args}}' --judge-args '{{judge_args}}' \
+        --pairs-args '{{pairs_args}}' --train-args '{{train_args}}' --eval-args '{{eval_args}}'
 
 # one iteration t (pi_t = model for t=1, else iter-(t-1)/checkpoint); finished stages are skipped
 iteration t:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    d=$(printf '{{run}}/iter-%02d' {{t}})
-    if [ {{t}} -eq 1 ]; then policy='{{model}}'; else policy=$(printf '{{run}}/iter-%02d/checkpoint' $(({{t}} - 1))); fi
-    teacher=(); eval_teacher=(--teacher none)  # no teacher: eval judges the policy alone
-    if [ -n '{{teacher}}' ]; then teacher=(--teacher '{{teacher}}'); eval_teacher=("${teacher[@]}"); fi
-    dno sample '{{run}}/prompts.parquet' -o "$d/samples.parquet" --model "$policy" --partition {{t}} "${teacher[@]}" {{sample_args}}
-    dno judge "$d/samples.parquet" -o "$d/judgments.parquet" --judge '{{judge}}'
-    dno pairs "$d/judgments.parquet" "$d/samples.parquet" -o "$d/pairs.parquet" {{pairs_args}}
-    dno train "$d/pairs.parquet" --model "$policy" -o "$d/checkpoint" {{train_args}}
-    dno eval '{{run}}/prompts.parquet' --model "$d/checkpoint" --judge '{{judge}}' "${eval_teacher[@]}" -o "$d/eval.parquet" {{eval_args}}
+    dno iterate --run '{{run}}' --model '{{model}}' --judge '{{judge}}' --teacher '{{teacher}}' \
+        --start {{t}} --iterations {{t}} --sample-args '{{sample_args}}' --judge-args '{{judge_args}}' \
+        --pairs-args '{{pairs_args}}' --train-args '{{train_args}}' --eval-args '{{eval_args}}'
 
 # per-iteration summary of a run (held-out accuracy, win-rate, pairs by type)
 report:
@@ -84,13 +73,10 @@ smollm2 run="runs/smollm2" iterations="2":
     [ -f "$model/config.json" ] || dno model import-gguf --smollm2 -o "$model"
     mkdir -p {{run}}
     python -m dno_data.tasks.constraints --train $((128 * {{iterations}})) --eval 64 -o {{run}}/source.jsonl
-    dno prompts {{run}}/source.jsonl -o {{run}}/prompts.parquet --text-column prompt --reference-column reference \
-        --split-column split --partitions {{iterations}}
-    eval_args="--max-new-tokens 40 --batch-size 16"
-    dno eval {{run}}/prompts.parquet --model "$model" --judge oracle:constraints --teacher none \
-        -o {{run}}/iter-00/eval.parquet $eval_args
-    just run={{run}} model="$model" judge=oracle:constraints teacher="" iterations={{iterations}} \
-        sample_args="-k 4 --temperature 0.7 --top-p 0.95 --max-new-tokens 40 --batch-size 16" \
-        train_args="--beta 0.1 --learning-rate 5e-6 --batch-size 4 --max-length 256 --save-every 10" \
-        eval_args="$eval_args" iterate
+    dno prompts {{run}}/source.jsonl -o "$(python -m dno_data.run_layout {{run}} prompts)" --text-column prompt \
+        --reference-column reference --split-column split --partitions {{iterations}}
+    dno iterate --run {{run}} --model "$model" --judge oracle:constraints --teacher none --iterations {{iterations}} \
+        --eval-initial --sample-args "-k 4 --temperature 0.7 --top-p 0.95 --max-new-tokens 40 --batch-size 16" \
+        --train-args "--beta 0.1 --learning-rate 5e-6 --batch-size 4 --max-length 256 --save-every 10" \
+        --eval-args "--max-new-tokens 40 --batch-size 16"
     just run={{run}} report

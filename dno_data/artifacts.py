@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,30 +138,45 @@ def content_sha256(path: Path | str) -> str | None:
                        length=64)
 
 
-def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any) -> dict:
+# Field metadata key of a config dataclass: False marks a setting of how a stage runs, not of
+# what it produces (output path, concurrency, cache path...). stages/options.py declares it on
+# each option; such settings are recorded in the lineage but left out of its fingerprint, so a
+# rerun with more concurrency or another cache path still resumes and counts as up to date.
+CHANGES_OUTPUT = "changes_output"
+
+
+def operational_keys(config: Any) -> list[str]:
+    """The config's fields declared with changes_output=False (none for a plain mapping)."""
+    if is_dataclass(config) and not isinstance(config, type):
+        return sorted(f.name for f in fields(config) if f.metadata.get(CHANGES_OUTPUT, True) is False)
+    return []
+
+
+def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any, **extra: Any) -> dict:
+    """Provenance of an output; `extra` adds derived settings to the config (e.g. judge_id)."""
     return {
         "stage": stage,
         "inputs": describe_inputs(inputs),
-        "config": redact(config),
+        "config": {**redact(config), **redact(extra)},
+        "operational": operational_keys(config),
         "package_version": __version__,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-# Settings that change how a stage runs, not what it produces: left out of the fingerprint,
-# so a rerun with more concurrency or another cache path still resumes and counts as up to date.
-OPERATIONAL = frozenset({"output", "force", "fresh", "threads", "dry_run", "concurrency", "rpm", "tpm", "timeout",
-                         "max_retries", "cache", "no_cache", "prices", "api_key_env", "base_url", "teacher_base_url",
-                         "tensor_parallel_size", "gpu_memory_utilization"})
+def outcome_config(lineage: Mapping) -> dict:
+    """The settings of a lineage that change the output (its config less the operational keys)."""
+    skip = set(lineage.get("operational") or ())
+    return {k: v for k, v in dict(lineage.get("config") or {}).items() if k not in skip}
 
 
 def lineage_fingerprint(lineage: Mapping) -> str:
-    """What makes two runs of a stage equivalent: stage, input contents and config.
-
-    The output path is left out of the config so a moved file still counts as up to date;
-    an input's content hash (see describe_inputs) counts rather than its bytes when it has one.
+    """What makes two runs of a stage equivalent: stage, input contents and the settings that change
+    the output. Operational settings (the output path among them) are left out, so a moved file
+    still counts as up to date; an input's content hash (see describe_inputs) counts rather than
+    its bytes when it has one.
     """
-    config = {k: v for k, v in dict(lineage.get("config") or {}).items() if k not in OPERATIONAL}
+    config = outcome_config(lineage)
     inputs = [i.get("content_sha256") or i["sha256"] for i in lineage.get("inputs", [])]
     return stable_hash(lineage.get("stage"), inputs, config, length=64)
 

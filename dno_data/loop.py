@@ -1,10 +1,12 @@
-"""The DNO loop as the same `dno` commands a user would type, one process per stage.
+"""The DNO iteration, defined once, as the same `dno` commands a user would type, one process per stage.
 
-Stages only see paths; this driver lays them out as DESIGN.md's run folder:
-  RUN/prompts.parquet, RUN/iter-TT/{samples,judgments,pairs}.parquet, RUN/iter-TT/checkpoint/,
-  RUN/iter-TT/eval.parquet (iter-00/eval.parquet evaluates the initial policy).
-Every stage skips itself when its output is up to date, so a rerun resumes where it stopped.
-The justfile's `iterate` recipe spells out the same chain.
+`dno iterate` (and so `just iterate` / `just iteration t`) and `dno demo` both run
+`iteration_commands`, so they cannot disagree about what an iteration runs:
+
+  sample (pi_t, partition t, + teacher) -> judge -> pairs (+ replay) -> train (reference = pi_t) -> eval
+
+Paths come from dno_data.run_layout. Every stage skips itself when its output is up to date,
+so a rerun resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DnoError
-from .run_views import iteration_dir
+from .run_layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -25,41 +27,43 @@ class LoopSettings:
     model: Path  # the initial policy pi_1
     judge: str
     iterations: int = 3
-    teacher: str | None = "reference"
+    teacher: str | None = "reference"  # None: no teacher samples, and eval judges the policy alone
     evaluate: bool = True
     replay: bool = False  # mix pairs of t-1 (30 %) and t-2 (15 %) into iteration t
     sample_args: tuple[str, ...] = ()  # extra options per stage, e.g. ("-k", "4")
+    judge_args: tuple[str, ...] = ()
     pairs_args: tuple[str, ...] = ()
     train_args: tuple[str, ...] = ()
     eval_args: tuple[str, ...] = ()
-    judge_args: tuple[str, ...] = field(default_factory=tuple)
 
 
 def policy_for(s: LoopSettings, t: int) -> Path:
     """pi_t: the initial model for t = 1, else the checkpoint of iteration t - 1."""
-    return s.model if t == 1 else iteration_dir(s.run, t - 1) / "checkpoint"
+    return RunLayout(s.run).policy(t, s.model)
 
 
 def eval_command(s: LoopSettings, t: int) -> list[str]:
-    model = s.model if t == 0 else iteration_dir(s.run, t) / "checkpoint"
-    cmd = ["eval", str(s.run / "prompts.parquet"), "--model", str(model), "--judge", s.judge,
-           "-o", str(iteration_dir(s.run, t) / "eval.parquet")]
-    return cmd + (["--teacher", s.teacher] if s.teacher else []) + list(s.eval_args)
+    """Evaluate pi_{t+1} (iteration t's checkpoint); t = 0 evaluates the initial policy."""
+    run = RunLayout(s.run)
+    model = s.model if t == 0 else run.checkpoint(t)
+    cmd = ["eval", str(run.prompts), "--model", str(model), "--judge", s.judge, "-o", str(run.eval(t))]
+    return cmd + ["--teacher", s.teacher or "none"] + list(s.eval_args)
 
 
 def iteration_commands(s: LoopSettings, t: int) -> list[list[str]]:
-    d = iteration_dir(s.run, t)
-    samples, judgments, pairs = d / "samples.parquet", d / "judgments.parquet", d / "pairs.parquet"
-    sample = ["sample", str(s.run / "prompts.parquet"), "-o", str(samples), "--model", str(policy_for(s, t)),
-              "--partition", str(t)] + (["--teacher", s.teacher] if s.teacher else []) + list(s.sample_args)
+    run = RunLayout(s.run)
+    samples, judgments, pairs = run.samples(t), run.judgments(t), run.pairs(t)
+    policy = str(policy_for(s, t))
+    sample = ["sample", str(run.prompts), "-o", str(samples), "--model", policy, "--partition", str(t)] \
+        + (["--teacher", s.teacher] if s.teacher else []) + list(s.sample_args)
     judge = ["judge", str(samples), "-o", str(judgments), "--judge", s.judge] + list(s.judge_args)
     replay = []
     if s.replay:
         for back in (1, 2):
             if t - back >= 1:
-                replay += ["--replay", str(iteration_dir(s.run, t - back) / "pairs.parquet")]
+                replay += ["--replay", str(run.pairs(t - back))]
     pair = ["pairs", str(judgments), str(samples), "-o", str(pairs)] + replay + list(s.pairs_args)
-    train = ["train", str(pairs), "--model", str(policy_for(s, t)), "-o", str(d / "checkpoint")] + list(s.train_args)
+    train = ["train", str(pairs), "--model", policy, "-o", str(run.checkpoint(t))] + list(s.train_args)
     cmds = [sample, judge, pair, train]
     return cmds + ([eval_command(s, t)] if s.evaluate else [])
 
@@ -70,3 +74,12 @@ def run_dno(args: list[str], echo=print) -> None:
     proc = subprocess.run([sys.executable, "-m", "stages.cli", *args])
     if proc.returncode != 0:
         raise DnoError(f"`dno {args[0]}` failed (exit {proc.returncode}); fix it and rerun: finished stages are skipped")
+
+
+def run_iterations(s: LoopSettings, first: int = 1, eval_initial: bool = False, run=run_dno) -> None:
+    """Iterations first..s.iterations (and the initial policy's eval, iter-00, first when asked)."""
+    if eval_initial:
+        run(eval_command(s, 0))
+    for t in range(first, s.iterations + 1):
+        for cmd in iteration_commands(s, t):
+            run(cmd)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from .artifacts import read_artifact, to_table
 from .errors import DnoError
-from .sql import connect, load_sql, query_arrow, read_user_sql
+from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql
 
 RULES = ("paper", "best-worst")
 

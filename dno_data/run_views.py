@@ -1,28 +1,27 @@
-"""DuckDB views over a run folder's artifacts, for `dno sql` and analysis.
+"""DuckDB views over a run folder's artifacts (dno_data.run_layout), for `dno sql` and analysis.
 
-  prompts    runs/NAME/prompts.parquet
-  samples    runs/NAME/iter-*/samples.parquet      (+ iteration)
-  judgments  runs/NAME/iter-*/judgments.parquet    (+ iteration)
-  pairs      runs/NAME/iter-*/pairs.parquet        (+ iteration)
-  evals      runs/NAME/iter-*/eval.parquet         (+ iteration; iter-00 = the initial policy)
+  prompts    RUN/prompts.parquet
+  samples    RUN/iter-*/samples.parquet      (+ iteration)
+  judgments  RUN/iter-*/judgments.parquet    (+ iteration)
+  pairs      RUN/iter-*/pairs.parquet        (+ iteration)
+  evals      RUN/iter-*/eval.parquet         (+ iteration; iter-00 = the initial policy)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .duckdb_sql import connect
 from .errors import DnoError
-from .sql import connect
+from .run_layout import ITERATION_ARTIFACTS, ITERATION_PATTERN, RunLayout
 
-VIEWS = {"samples": "samples", "judgments": "judgments", "pairs": "pairs", "evals": "eval"}
-
-
-def iteration_dir(run: Path, t: int) -> Path:
-    return Path(run) / f"iter-{t:02d}"
+# view -> the schema name its files must carry
+SCHEMA_OF = {"prompts": "prompts", "samples": "samples", "judgments": "judgments", "pairs": "pairs",
+             "evals": "eval"}
 
 
 def open_run(run: Path):
-    """A locked-down DuckDB connection (see sql.connect) with one view per kind of artifact of `run`.
+    """A locked-down DuckDB connection (see duckdb_sql.connect) with one view per kind of artifact of `run`.
 
     Each file must be the artifact its name says (checked from its metadata); the connection
     may read these files and nothing else.
@@ -30,18 +29,19 @@ def open_run(run: Path):
     run = Path(run)
     if not run.is_dir():
         raise DnoError(f"{run}: no such run folder; pass --run runs/NAME")
+    layout = RunLayout(run)
     found: dict[str, list[Path]] = {}
-    if (run / "prompts.parquet").exists():
-        found["prompts"] = [run / "prompts.parquet"]
-    for view, stem in VIEWS.items():
-        files = sorted(run.glob(f"iter-*/{stem}.parquet"))
+    if layout.prompts.exists():
+        found["prompts"] = [layout.prompts]
+    for view in ITERATION_ARTIFACTS:
+        files = layout.iteration_files(view)
         if files:
             found[view] = files
     if not found:
         raise DnoError(f"{run}: no artifacts (prompts.parquet, iter-*/...parquet); run a stage first")
     for view, files in found.items():
         for f in files:
-            _check_kind(f, "prompts" if view == "prompts" else VIEWS[view])
+            _check_kind(f, SCHEMA_OF[view])
     con = connect(read_paths=[f for files in found.values() for f in files])
     for view, files in found.items():
         files = [f.resolve() for f in files]
@@ -51,7 +51,7 @@ def open_run(run: Path):
         listing = ", ".join(f"'{_q(f)}'" for f in files)
         con.execute(
             f"""CREATE VIEW {view} AS
-                SELECT CAST(regexp_extract(filename, 'iter-([0-9]+)/[^/]*$', 1) AS INTEGER) AS iteration,
+                SELECT CAST(regexp_extract(filename, '{ITERATION_PATTERN}', 1) AS INTEGER) AS iteration,
                        * EXCLUDE (filename)
                 FROM read_parquet([{listing}], filename = true, union_by_name = true)"""
         )

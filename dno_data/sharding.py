@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .artifacts import OPERATIONAL, read_artifact, read_lineage
+from .artifacts import outcome_config, read_artifact, read_lineage
 from .errors import DnoError
 from .ids import file_sha256, stable_hash
 
@@ -87,8 +87,8 @@ def merge_shards(shards: list[Path], prompts_override: Path | None) -> tuple[pa.
         if [i["sha256"] for i in lin["inputs"]] != [i["sha256"] for i in first["inputs"]]:
             raise DnoError(f"{s}: made from other inputs (prompts file or model) than {shards[0]}; "
                            "merge shards of one run only")
-        diff = sorted(k for k in set(lin["config"]) | set(first_cfg)
-                      if k not in SHARD_KEYS and k not in OPERATIONAL and lin["config"].get(k) != first_cfg.get(k))
+        mine, theirs = outcome_config(lin), outcome_config(first)
+        diff = sorted(k for k in set(mine) | set(theirs) if k not in SHARD_KEYS and mine.get(k) != theirs.get(k))
         if diff:
             raise DnoError(f"{s}: made with other settings than {shards[0]} ({', '.join(diff)}); "
                            "merge shards of one run only")

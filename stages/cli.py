@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, judge, merge, model, pairs, prompts, sample, sql, train
+from . import demo, iterate, judge, merge, model, pairs, prompts, sample, sql, train
 from . import eval as eval_
 
 app = typer.Typer(
     name="dno",
     help="Direct Nash Optimization as offline stages over versioned Parquet: "
-    "prompts -> sample -> judge -> pairs -> train (-> eval).",
+    "prompts -> sample -> judge -> pairs -> train (-> eval); `dno iterate` chains them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -26,6 +26,7 @@ app.command("judge")(judge.command)
 app.command("pairs")(pairs.command)
 app.command("train")(train.command)
 app.command("eval")(eval_.command)
+app.command("iterate")(iterate.command)
 app.command("sql")(sql.command)
 app.command("demo")(demo.command)
 app.add_typer(model.app, name="model")

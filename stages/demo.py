@@ -17,37 +17,41 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
-from dno_data.cli_utils import one_line_errors, say
 from dno_data.errors import DnoError
 from dno_data.loop import LoopSettings, eval_command, iteration_commands, run_dno
+from dno_data.run_layout import RunLayout
+
+from .common import say
+from .options import TEMPERATURE, TOP_P, above, at_least, build_command, in_range, opt
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    output: Path = Path("runs/demo")
-    iterations: int = 3
-    digits: int = 2  # operand digits: 47+85
-    prompts_per_iteration: int = 1900  # one disjoint partition per iteration; gains grow with pairs
-    eval_size: int = 500  # held-out prompts (a split the initial policy never saw)
-    sft_accuracy: float = 0.2  # the initial policy stops training at this validation accuracy
-    k: int = 8  # samples per prompt
-    temperature: float = 1.0  # diverse samples give more, and more varied, negatives than 0.7
-    top_p: float = 1.0
-    beta: float = 2.0  # large for this tiny model: beta 0.1 keeps pushing near-miss digits and collapses it
-    learning_rate: float = 6e-4
-    batch_size: int = 32  # pairs per training step
-    seed: int = 0
-    plot: bool = True
+    output: Path = opt("Run folder to write.", Path("runs/demo"), flags=("-o", "--output"), changes_output=False)
+    iterations: int = opt("DNO iterations.", 3, check=at_least(1))
+    digits: int = opt("Operand digits (2: 47+85).", 2, check=in_range(1, 6))
+    # one disjoint partition per iteration; gains grow with pairs
+    prompts_per_iteration: int = opt("Train prompts per iteration.", 1900, check=at_least(1))
+    eval_size: int = opt("Held-out prompts (a split the initial policy never saw).", 500, check=at_least(1))
+    sft_accuracy: float = opt("Validation accuracy at which the initial policy stops training.", 0.2,
+                              check=in_range(0, 1, lo_open=True))
+    k: int = opt("Samples per prompt.", 8, flags=("-k", "--k"), check=at_least(1))
+    # diverse samples give more, and more varied, negatives than 0.7
+    temperature: float = TEMPERATURE.field(1.0)
+    top_p: float = TOP_P.field(1.0)
+    # large for this tiny model: beta 0.1 keeps pushing near-miss digits and collapses it
+    beta: float = opt("DNO beta (train --beta).", 2.0, check=above(0))
+    learning_rate: float = opt("train --learning-rate.", 6e-4, check=above(0))
+    batch_size: int = opt("Pairs per training step.", 32, check=at_least(1))
+    seed: int = opt("Seed of data, initial policy and sampling.", 0)
+    plot: bool = opt("Write report.png.", True)
 
 
 def run(cfg: DemoConfig) -> Path:
     from dno_data.tasks import addition as demo_task
     from dno_data.run_views import open_run
-    from dno_data.sql import query_polars, load_sql
+    from dno_data.duckdb_sql import query_polars, load_sql
 
     if cfg.iterations < 1:
         raise DnoError("--iterations must be at least 1")
@@ -63,7 +67,7 @@ def run(cfg: DemoConfig) -> Path:
     text = "".join(json.dumps(p) + "\n" for p in rows)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
-    run_dno(["prompts", str(source), "-o", str(run_dir / "prompts.parquet"), "--text-column", "prompt",
+    run_dno(["prompts", str(source), "-o", str(RunLayout(run_dir).prompts), "--text-column", "prompt",
              "--reference-column", "reference", "--split-column", "split", "--partitions", str(cfg.iterations),
              "--seed", str(cfg.seed)])
 
@@ -78,7 +82,7 @@ def run(cfg: DemoConfig) -> Path:
         say(f"  {model.sft_steps} supervised steps")
         marker.write_text(json.dumps(stamp))
 
-    # 3. the loop, stage by stage, as separate `dno` processes.
+    # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
     settings = LoopSettings(
         run=run_dir, model=policy, judge="oracle:addition", iterations=cfg.iterations, teacher="reference",
         sample_args=("-k", str(cfg.k), "--temperature", str(cfg.temperature), "--top-p", str(cfg.top_p),
@@ -137,17 +141,4 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-@one_line_errors
-def command(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder to write.")] = Path("runs/demo"),
-    iterations: Annotated[int, typer.Option(help="DNO iterations.")] = 3,
-    prompts_per_iteration: Annotated[int, typer.Option(help="Train prompts per iteration.")] = 1900,
-    eval_size: Annotated[int, typer.Option(help="Held-out prompts.")] = 500,
-    sft_accuracy: Annotated[float, typer.Option(help="Validation accuracy at which the initial policy stops training.")] = 0.2,
-    k: Annotated[int, typer.Option("-k", "--k", help="Samples per prompt.")] = 8,
-    seed: Annotated[int, typer.Option(help="Seed of data, initial policy and sampling.")] = 0,
-    plot: Annotated[bool, typer.Option(help="Write report.png.")] = True,
-):
-    """Run the whole DNO loop on a toy addition task (CPU, a few minutes)."""
-    run(DemoConfig(output=output, iterations=iterations, prompts_per_iteration=prompts_per_iteration,
-                   eval_size=eval_size, sft_accuracy=sft_accuracy, k=k, seed=seed, plot=plot))
+command = build_command(DemoConfig, run, "Run the whole DNO loop on a toy addition task (CPU, a few minutes).")

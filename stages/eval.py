@@ -10,54 +10,79 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
 
 from dno_data.artifacts import Parts, make_lineage, read_artifact
-from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.generation import SamplingParams, make_generator
 from dno_data.evaluation import evaluate_rows
 from dno_data.judges import make_judge
 from dno_data.models import check_model_dir
 from dno_data.openai_api.runner import ApiSettings, make_runner
 from dno_data.sampling import select_prompts
-from dno_data.teachers import Teacher
+from dno_data.openai_api.call_cache import default_cache_path
+from dno_data.teachers import Teacher, TeacherApi
+
+from .common import check_output_path, summary, up_to_date
+from .options import (API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, FRESH, JUDGE, MAX_NEW_TOKENS,
+                      MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SEED, SYSTEM_PROMPT, TEACHER_MAX_TOKENS,
+                      TEACHER_SPECS, TEACHER_TEMPERATURE, TEMPERATURE, TEMPLATE, THREADS, TIMEOUT, TOP_P, TPM, at_least,
+                      build_command, none_if, one_of, opt)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    prompts: Path
-    model: Path
-    judge: str
-    output: Path
-    teacher: str | None = "reference"  # reference | python:module:function | openai:MODEL | None (policy only)
-    mode: str | None = None  # judge mode (see dno judge --help)
-    split: str | None = "eval"
-    temperature: float = 0.0  # greedy
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    seed: int = 0
-    batch_size: int = 32
-    backend: str = "hf"
-    dtype: str = "auto"
-    threads: int | None = None
-    base_url: str | None = None  # openai judges: the server
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 16
-    cache: Path | None = None  # judge cache (SQLite)
-    force: bool = False
-    fresh: bool = False
+    prompts: Path = opt("prompts.parquet with an eval split.", argument=True)
+    model: Path = opt("HF model folder to evaluate.")
+    judge: str = JUDGE.field()
+    output: Path = OUTPUT_FILE.field(help="eval.parquet to write.")
+    teacher: str | None = opt(f"The answer to beat: {TEACHER_SPECS} | none (judge the policy alone).", "reference",
+                              cli_type=str, to_config=none_if("none"))
+    mode: str | None = MODE.field(None)
+    split: str | None = opt("Prompts of this split; 'all' for every prompt.", "eval", cli_type=str,
+                            to_config=none_if("all"))
+    temperature: float = TEMPERATURE.field(0.0)  # greedy
+    top_p: float = TOP_P.field(1.0)
+    max_new_tokens: int = MAX_NEW_TOKENS.field(256)
+    seed: int = SEED.field(0)
+    batch_size: int = opt("Prompts per batch and per resumable part.", 32, check=at_least(1))
+    backend: str = opt("Generation backend: hf.", "hf", check=one_of("hf"))
+    dtype: str = DTYPE.field("auto")
+    threads: int | None = THREADS.field(None)
+    # openai judges and teacher: the server and how it is called
+    base_url: str | None = BASE_URL.field(None)
+    api_key_env: str = API_KEY_ENV.field("OPENAI_API_KEY")
+    concurrency: int = CONCURRENCY.field(16)
+    rpm: float | None = RPM.field(None)
+    tpm: float | None = TPM.field(None)
+    timeout: float = TIMEOUT.field(60.0)
+    max_retries: int = MAX_RETRIES.field(6)
+    cache: Path | None = CACHE.field(None)  # default $DNO_CACHE or ~/.cache/dno/judge.sqlite
+    no_cache: bool = NO_CACHE.field(False)
+    template: Path | None = TEMPLATE.field(None)
+    system_prompt: str | None = SYSTEM_PROMPT.field(None)
+    teacher_temperature: float = TEACHER_TEMPERATURE.field(0.0)
+    teacher_max_tokens: int = TEACHER_MAX_TOKENS.field(1024)
+    force: bool = FORCE.field(False)
+    fresh: bool = FRESH.field(False)
+
+
+def _api(cfg: EvalConfig) -> ApiSettings:
+    """The one server and call policy of this command's openai: judge and teacher."""
+    return ApiSettings(base_url=cfg.base_url, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency, rpm=cfg.rpm,
+                       tpm=cfg.tpm, timeout=cfg.timeout, max_retries=cfg.max_retries)
 
 
 def run(cfg: EvalConfig) -> Path:
     prompts = read_artifact(cfg.prompts, "prompts")
     check_output_path(cfg.output, [cfg.prompts])
     check_model_dir(cfg.model)
-    judge = make_judge(cfg.judge, cfg.mode)
-    settings = ApiSettings(cfg.base_url, cfg.api_key_env, cfg.concurrency)  # checked before any work folder exists
-    teacher = Teacher(cfg.teacher) if cfg.teacher else None
-    lineage = make_lineage("eval", [cfg.prompts, cfg.model], {**cfg.__dict__, "judge_id": judge.judge_id})
+    judge = make_judge(cfg.judge, cfg.mode, template=cfg.template, system=cfg.system_prompt)
+    settings = _api(cfg)
+    cache = None if cfg.no_cache else (cfg.cache or default_cache_path())
+    teacher = None
+    if cfg.teacher:
+        teacher = Teacher(cfg.teacher, TeacherApi(settings=settings, temperature=cfg.teacher_temperature,
+                                                  max_tokens=cfg.teacher_max_tokens, cache=cache))
+    lineage = make_lineage("eval", [cfg.prompts, cfg.model], cfg, judge_id=judge.judge_id)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     rows = select_prompts(prompts, cfg.prompts, None, cfg.split)
@@ -65,9 +90,10 @@ def run(cfg: EvalConfig) -> Path:
         teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "eval", fresh=cfg.fresh)
     generator = make_generator(cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads)
-    evaluate_rows(rows, parts, generator=generator, params=SamplingParams(1, cfg.temperature, cfg.top_p, cfg.max_new_tokens),
+    params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    evaluate_rows(rows, parts, generator=generator, params=params,
                   teacher=teacher, judge=judge, model_name=str(cfg.model), seed=cfg.seed, batch_size=cfg.batch_size,
-                  runner_factory=lambda: make_runner(settings, cfg.cache))
+                  runner_factory=lambda: make_runner(settings, cache, cfg.no_cache))
     table = parts.finish(lineage).to_pylist()
     ok = [r for r in table if r["status"] == "ok"]
     counts = {"prompts": len(table), "judged ok": len(ok)}
@@ -80,31 +106,4 @@ def run(cfg: EvalConfig) -> Path:
     return cfg.output
 
 
-@one_line_errors
-def command(
-    prompts: Annotated[Path, typer.Argument(help="prompts.parquet with an eval split.")],
-    model: Annotated[Path, typer.Option(help="HF model folder to evaluate.")],
-    judge: Annotated[str, typer.Option(help="oracle:NAME | python:module:function.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="eval.parquet to write.")],
-    teacher: Annotated[str, typer.Option(help="reference | python:module:function | openai:MODEL | none (judge the policy alone).")] = "reference",
-    mode: Annotated[Optional[str], typer.Option(help="Judge mode: rubric|pairwise (openai), score|pairwise (python).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Prompts of this split; 'all' for every prompt.")] = "eval",
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus top-p when sampling.")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 256,
-    seed: Annotated[int, typer.Option(help="Seed when sampling.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Prompts per batch and per resumable part.")] = 32,
-    backend: Annotated[str, typer.Option(help="Generation backend: hf.")] = "hf",
-    dtype: Annotated[str, typer.Option(help="auto|float32|bfloat16|float16.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="openai judges: OpenAI-compatible server URL.")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Name of the variable holding the API key.")] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(help="openai judges: requests in flight.")] = 16,
-    cache: Annotated[Optional[Path], typer.Option(help="Judge cache (SQLite).")] = None,
-    force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
-    fresh: Annotated[bool, typer.Option(help="Discard unfinished parts of a different run.")] = False,
-):
-    """Evaluate a model on held-out prompts against the teacher."""
-    run(EvalConfig(prompts, model, judge, output, None if teacher == "none" else teacher, mode, None if split == "all" else split, temperature,
-                   top_p, max_new_tokens, seed, batch_size, backend, dtype, threads, base_url, api_key_env, concurrency,
-                   cache, force, fresh))
+command = build_command(EvalConfig, run, "Evaluate a model on held-out prompts against the teacher.")

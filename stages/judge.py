@@ -9,12 +9,13 @@
     dno judge samples.parquet -o judgments.parquet --judge python:my_judges:prefer --mode pairwise
 
 Judges: openai:MODEL (rubric: all candidates in one call, the paper's 6-point annotation;
-pairwise: both orders), reward:PATH (sequence-classification reward model), oracle:exact,
-oracle:addition, oracle:constraints, python:module:function. Failures are rows with a status.
-API answers are cached by server and request content (SQLite, shared across runs and processes)
-as they arrive: a rerun after a crash, or another run asking the same, pays again only for the
-calls that were in flight at the kill (at most --concurrency). Rerunning the same command asks
-again the calls that failed (rows with status error); paid answers are never asked again.
+pairwise: both orders), reward:PATH (sequence-classification reward model), oracle:NAME (the
+built-in verifiable oracles, listed by `dno judge --help`), python:module:function. Failures are
+rows with a status. API answers are cached by server and request content (SQLite, shared across
+runs and processes) as they arrive: a rerun after a crash, or another run asking the same, pays
+again only for the calls that were in flight at the kill (at most --concurrency). Rerunning the
+same command asks again the calls that failed (rows with status error); paid answers are never
+asked again.
 """
 
 from __future__ import annotations
@@ -22,52 +23,53 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
 
 from dno_data.artifacts import Parts, make_lineage, read_artifact
-from dno_data.cli_utils import check_output_path, one_line_errors, say, summary, up_to_date
 from dno_data.errors import DnoError
 from dno_data.judges import make_judge
 from dno_data.judges.base import RequestJudge
 from dno_data.judges.run import failed_calls, groups_of, judge_groups
 
+from .common import check_output_path, say, summary, up_to_date
+from .options import (API_KEY_ENV, BASE_URL, BOTH_ORDERS, CACHE, CONCURRENCY, FORCE, FRESH, JUDGE, JUDGE_MAX_TOKENS,
+                      JUDGE_TEMPERATURE, LOGPROBS, MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SYSTEM_PROMPT,
+                      TEMPLATE, TIMEOUT, TPM, at_least, build_command, opt)
+
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    samples: Path
-    output: Path
-    judge: str  # openai:MODEL | reward:PATH | oracle:NAME | python:module:function
-    mode: str | None = None  # rubric | pairwise (openai); score | pairwise (python); default per kind
-    both_orders: bool = True  # pairwise: ask (a, b) and (b, a) to cancel and measure position bias
-    prompts_per_part: int = 64  # prompts per resumable part
+    samples: Path = opt("samples.parquet (from `dno sample`).", argument=True)
+    output: Path = OUTPUT_FILE.field(help="judgments.parquet to write.")
+    judge: str = JUDGE.field()
+    mode: str | None = MODE.field(None)  # default per kind: rubric (openai), score (python, oracle, reward)
+    both_orders: bool = BOTH_ORDERS.field(True)  # pairwise: ask (a, b) and (b, a) to cancel and measure position bias
+    prompts_per_part: int = opt("Prompts per resumable part.", 64, check=at_least(1))
     # openai judges
-    base_url: str | None = None  # default: $OPENAI_BASE_URL, else api.openai.com
-    api_key_env: str = "OPENAI_API_KEY"  # name of the variable with the key (the key is never written)
-    concurrency: int = 16  # requests in flight
-    rpm: float | None = None  # requests per minute
-    tpm: float | None = None  # tokens per minute
-    timeout: float = 60.0  # seconds per request attempt
-    max_retries: int = 6  # retries on 429 / 5xx / timeouts (exponential backoff with jitter, Retry-After)
-    cache: Path | None = None  # SQLite cache; default $DNO_CACHE or ~/.cache/dno/judge.sqlite
-    no_cache: bool = False
-    template: Path | None = None  # your Jinja template (default: the shipped rubric / pairwise one)
-    system_prompt: str | None = None
-    temperature: float = 0.0
-    max_tokens: int | None = None
-    logprobs: bool = True  # pairwise: P(a > b) from the verdict token's logprobs when available
-    seed: int = 0  # candidate shuffling (rubric)
-    prices: Path | None = None  # JSON {model: [usd_per_1M_input, usd_per_1M_output]}
-    dry_run: bool = False
+    base_url: str | None = BASE_URL.field(None)
+    api_key_env: str = API_KEY_ENV.field("OPENAI_API_KEY")
+    concurrency: int = CONCURRENCY.field(16)
+    rpm: float | None = RPM.field(None)
+    tpm: float | None = TPM.field(None)
+    timeout: float = TIMEOUT.field(60.0)
+    max_retries: int = MAX_RETRIES.field(6)
+    cache: Path | None = CACHE.field(None)  # default $DNO_CACHE or ~/.cache/dno/judge.sqlite
+    no_cache: bool = NO_CACHE.field(False)
+    template: Path | None = TEMPLATE.field(None)  # default: the shipped rubric / pairwise one
+    system_prompt: str | None = SYSTEM_PROMPT.field(None)
+    temperature: float = JUDGE_TEMPERATURE.field(0.0)
+    max_tokens: int | None = JUDGE_MAX_TOKENS.field(None)
+    logprobs: bool = LOGPROBS.field(True)  # pairwise: P(a > b) from the verdict token's logprobs when available
+    seed: int = opt("Seed of the rubric's candidate shuffling.", 0)
+    prices: Path | None = opt("JSON price table: {model: (USD per 1M input tokens, USD per 1M output tokens)}.", None, changes_output=False)
+    dry_run: bool = opt("Print calls, tokens and cost; call nothing.", False, changes_output=False)
     # reward judges
-    batch_size: int = 16
-    force: bool = False
-    fresh: bool = False
+    batch_size: int = opt("Reward model: candidates per forward pass.", 16, check=at_least(1))
+    force: bool = FORCE.field(False)
+    fresh: bool = FRESH.field(False)
 
 
 def _judge(cfg: JudgeConfig):
-    return make_judge(cfg.judge, cfg.mode, cfg.both_orders, template=cfg.template, system=cfg.system_prompt,
+    return make_judge(cfg.judge, cfg.mode, both_orders=cfg.both_orders, template=cfg.template, system=cfg.system_prompt,
                       temperature=cfg.temperature, max_tokens=cfg.max_tokens, logprobs=cfg.logprobs, seed=cfg.seed,
                       batch_size=cfg.batch_size)
 
@@ -75,7 +77,8 @@ def _judge(cfg: JudgeConfig):
 def _runner(cfg: JudgeConfig):
     from dno_data.openai_api.runner import ApiSettings, make_runner
 
-    settings = ApiSettings(cfg.base_url, cfg.api_key_env, cfg.concurrency, cfg.rpm, cfg.tpm, cfg.timeout, cfg.max_retries)
+    settings = ApiSettings(base_url=cfg.base_url, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
+                           rpm=cfg.rpm, tpm=cfg.tpm, timeout=cfg.timeout, max_retries=cfg.max_retries)
     return make_runner(settings, cfg.cache, cfg.no_cache)
 
 
@@ -87,7 +90,7 @@ def run(cfg: JudgeConfig) -> Path:
     if cfg.concurrency < 1 or cfg.prompts_per_part < 1:
         raise DnoError("--concurrency and --prompts-per-part must be at least 1")
     judge = _judge(cfg)
-    lineage = make_lineage("judge", [cfg.samples], {**cfg.__dict__, "judge_id": judge.judge_id})
+    lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id)
     groups = groups_of(samples)
     if cfg.dry_run:
         _dry_run(cfg, judge, groups)
@@ -151,36 +154,4 @@ def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
     })
 
 
-@one_line_errors
-def command(
-    samples: Annotated[Path, typer.Argument(help="samples.parquet (from `dno sample`).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="judgments.parquet to write.")],
-    judge: Annotated[str, typer.Option(help="openai:MODEL | reward:PATH | oracle:exact | oracle:addition | python:module:function.")],
-    mode: Annotated[Optional[str], typer.Option(help="openai: rubric|pairwise; python: score|pairwise.")] = None,
-    both_orders: Annotated[bool, typer.Option(help="Pairwise: judge (a,b) and (b,a).")] = True,
-    prompts_per_part: Annotated[int, typer.Option(help="Prompts per resumable part.")] = 64,
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the API key.")] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 16,
-    rpm: Annotated[Optional[float], typer.Option(help="Requests-per-minute limit.")] = None,
-    tpm: Annotated[Optional[float], typer.Option(help="Tokens-per-minute limit.")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per request attempt.")] = 60.0,
-    max_retries: Annotated[int, typer.Option(help="Retries on 429/5xx/timeouts (backoff with jitter, Retry-After).")] = 6,
-    cache: Annotated[Optional[Path], typer.Option(help="Judge cache (SQLite); default $DNO_CACHE or ~/.cache/dno/judge.sqlite.")] = None,
-    no_cache: Annotated[bool, typer.Option(help="Do not read or write the cache.")] = False,
-    template: Annotated[Optional[Path], typer.Option(help="Jinja template of the judge prompt.")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="System message for the judge.")] = None,
-    temperature: Annotated[float, typer.Option(help="Judge sampling temperature.")] = 0.0,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Longest judge answer.")] = None,
-    logprobs: Annotated[bool, typer.Option(help="Pairwise: P from the verdict token's logprobs.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the rubric's candidate shuffling.")] = 0,
-    prices: Annotated[Optional[Path], typer.Option(help="JSON price table {model: [usd/1M in, usd/1M out]}.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print calls, tokens and cost; call nothing.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Reward model: candidates per forward pass.")] = 16,
-    force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
-    fresh: Annotated[bool, typer.Option(help="Discard unfinished parts of a different run.")] = False,
-):
-    """Judge every prompt's candidates with a preference oracle."""
-    run(JudgeConfig(samples, output, judge, mode, both_orders, prompts_per_part, base_url, api_key_env, concurrency,
-                    rpm, tpm, timeout, max_retries, cache, no_cache, template, system_prompt, temperature, max_tokens,
-                    logprobs, seed, prices, dry_run, batch_size, force, fresh))
+command = build_command(JudgeConfig, run, "Judge every prompt's candidates with a preference oracle.")

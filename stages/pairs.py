@@ -12,37 +12,47 @@ drop_reason]). Judgments whose status is not ok are left out and counted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
+from typing import Optional
 
 from dno_data.artifacts import make_lineage, read_artifact, write_artifact
-from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.errors import DnoError
 from dno_data.pairs import build_pairs
+
+from .common import check_output_path, summary, up_to_date
+from .options import FORCE, OUTPUT_FILE, as_tuple, at_least, build_command, finite, in_range, one_of, opt
+
+
+PAPER = "The paper's rule (--rule paper)"
 
 
 @dataclass(frozen=True)
 class PairsConfig:
-    judgments: Path
-    samples: Path
-    output: Path
-    rule: str = "paper"  # paper | best-worst
-    sql: Path | None = None  # your own rule (.sql over the `candidates` view); overrides --rule
-    min_positive_score: float = 5.0  # paper: the positive scores 5 or 6
-    teacher_margin: float = 2.0  # paper: negatives >= 2 points below a teacher positive
-    policy_margin: float = 1.0  # paper: >= 1 point below a policy positive
-    prefer_positive: str = "policy"  # paper: which source wins a tie for the best score
-    max_negatives: int | None = None  # paper: negatives per prompt (None: all that qualify)
-    distinct_negatives: bool = True  # paper: identical rejected texts of a prompt make one pair
-    min_margin: float = 0.0  # best-worst: win-rate gap to keep a pair
-    max_repetition: float = 0.5  # repeated word 3-gram fraction above which a sample is an automatic negative
-    replay: tuple[Path, ...] = field(default_factory=tuple)  # earlier pairs files, newest first
-    replay_fraction: float = 0.3  # t-1 contributes <= 30 % of the new count, t-2 <= 15 %, ...
-    seed: int = 0
-    force: bool = False
+    judgments: Path = opt("judgments.parquet (from `dno judge`).", argument=True)
+    samples: Path = opt("samples.parquet that was judged.", argument=True)
+    output: Path = OUTPUT_FILE.field(help="pairs.parquet to write.")
+    rule: str = opt("paper | best-worst.", "paper", check=one_of("paper", "best-worst"))
+    sql: Path | None = opt("Your own rule: a .sql file over the `candidates` view (overrides --rule).", None)
+    min_positive_score: float = opt("Lowest score of a positive (the paper: 5 or 6).", 5.0, check=finite, panel=PAPER)
+    teacher_margin: float = opt("Score gap of a negative below a teacher positive (the paper: 2).", 2.0,
+                                check=at_least(0), panel=PAPER)
+    policy_margin: float = opt("Score gap of a negative below a policy positive (the paper: 1).", 1.0,
+                               check=at_least(0), panel=PAPER)
+    prefer_positive: str = opt("policy|teacher: which source wins a tie for the best score.", "policy",
+                               check=one_of("policy", "teacher"), panel=PAPER)
+    max_negatives: int | None = opt("Most negatives per prompt (default: all that qualify).", None,
+                                    check=at_least(1), panel=PAPER)
+    distinct_negatives: bool = opt("Identical rejected texts of a prompt make one pair.", True, panel=PAPER)
+    min_margin: float = opt("best-worst: least win-rate gap to keep a pair.", 0.0, check=in_range(0, 1))
+    max_repetition: float = opt("Repeated word 3-gram fraction above which a sample is an automatic negative.", 0.5,
+                                check=in_range(0, 1))
+    replay: tuple[Path, ...] = opt("Earlier pairs files to replay, newest first (repeatable).", (),
+                                   cli_type=Optional[list[Path]], cli_default=None, to_config=as_tuple)
+    replay_fraction: float = opt("Replay share of t-1 (<= 30 % of the new count; halved per older file).", 0.3,
+                                 check=in_range(0, 1))
+    seed: int = opt("Seed of the replay selection.", 0)
+    force: bool = FORCE.field(False)
 
 
 def run(cfg: PairsConfig) -> Path:
@@ -80,27 +90,4 @@ def run(cfg: PairsConfig) -> Path:
     return cfg.output
 
 
-@one_line_errors
-def command(
-    judgments: Annotated[Path, typer.Argument(help="judgments.parquet (from `dno judge`).")],
-    samples: Annotated[Path, typer.Argument(help="samples.parquet that was judged.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="pairs.parquet to write.")],
-    rule: Annotated[str, typer.Option(help="paper | best-worst.")] = "paper",
-    sql: Annotated[Optional[Path], typer.Option(help="Your own rule: a .sql file over the `candidates` view.")] = None,
-    min_positive_score: Annotated[float, typer.Option(help="paper: lowest score of a positive.")] = 5.0,
-    teacher_margin: Annotated[float, typer.Option(help="paper: score gap below a teacher positive.")] = 2.0,
-    policy_margin: Annotated[float, typer.Option(help="paper: score gap below a policy positive.")] = 1.0,
-    prefer_positive: Annotated[str, typer.Option(help="paper: policy|teacher wins a tie for best.")] = "policy",
-    max_negatives: Annotated[Optional[int], typer.Option(help="paper: most negatives per prompt.")] = None,
-    distinct_negatives: Annotated[bool, typer.Option(help="paper: pair identical rejected texts once.")] = True,
-    min_margin: Annotated[float, typer.Option(help="best-worst: least win-rate gap.")] = 0.0,
-    max_repetition: Annotated[float, typer.Option(help="Repeated 3-gram fraction that makes an automatic negative.")] = 0.5,
-    replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,
-    replay_fraction: Annotated[float, typer.Option(help="Replay share of t-1 (halved per older file).")] = 0.3,
-    seed: Annotated[int, typer.Option(help="Seed of the replay selection.")] = 0,
-    force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
-):
-    """Build large-margin chosen/rejected pairs from judgments (DuckDB)."""
-    run(PairsConfig(judgments, samples, output, rule, sql, min_positive_score, teacher_margin, policy_margin,
-                    prefer_positive, max_negatives, distinct_negatives, min_margin, max_repetition, tuple(replay or ()),
-                    replay_fraction, seed, force))
+command = build_command(PairsConfig, run, "Build large-margin chosen/rejected pairs from judgments (DuckDB).")

@@ -9,29 +9,32 @@ Views: prompts, samples, judgments, pairs, evals (each iter-* file with an `iter
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 import typer
 
 from dno_data.artifacts import check_result_output
-from dno_data.cli_utils import one_line_errors
 from dno_data.errors import DnoError
 from dno_data.run_views import open_run
-from dno_data.sql import query_polars, read_user_sql
+from dno_data.duckdb_sql import query_polars, read_user_sql
+
+from .options import build_command, one_of, opt, output_file
 
 FORMATS = ("table", "csv", "json", "parquet")
 
 
 @dataclass(frozen=True)
 class SqlConfig:
-    run: Path
-    query: str | None = None
-    file: Path | None = None
-    format: str = "table"
-    output: Path | None = None  # required for parquet; else stdout
-    params: dict = field(default_factory=dict)
+    run: Path = opt("Run folder (runs/NAME).", Path("runs/demo"), flags=("--run",))
+    query: str | None = opt("SQL over prompts, samples, judgments, pairs, evals.", None, argument=True)
+    file: Path | None = opt("Read the query from a .sql file.", None)
+    format: str = opt(f"{' | '.join(FORMATS)}.", "table", check=one_of(*FORMATS))
+    output: Path | None = opt("Write here instead of stdout (required for parquet).", None, flags=("-o", "--output"),
+                              check=output_file)
+    params: dict = opt("Named parameter name=value for $name (repeatable).", factory=dict, flags=("--param",),
+                       cli_type=Optional[list[str]], cli_default=None, to_config=lambda v: _parse_params(v or []))
 
 
 def run(cfg: SqlConfig):
@@ -89,14 +92,4 @@ def _parse_params(values: list[str]) -> dict:
     return out
 
 
-@one_line_errors
-def command(
-    query: Annotated[Optional[str], typer.Argument(help="SQL over prompts, samples, judgments, pairs, evals.")] = None,
-    run_dir: Annotated[Path, typer.Option("--run", help="Run folder (runs/NAME).")] = Path("runs/demo"),
-    file: Annotated[Optional[Path], typer.Option(help="Read the query from a .sql file.")] = None,
-    format: Annotated[str, typer.Option(help="table | csv | json | parquet.")] = "table",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
-    param: Annotated[Optional[list[str]], typer.Option(help="Named parameter name=value for $name (repeatable).")] = None,
-):
-    """Query a run's artifacts with DuckDB SQL."""
-    run(SqlConfig(run_dir, query, file, format, output, _parse_params(param or [])))
+command = build_command(SqlConfig, run, "Query a run's artifacts with DuckDB SQL.")

@@ -13,40 +13,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
 
 from dno_data.artifacts import check_output, make_lineage, read_artifact, release_output
-from dno_data.cli_utils import one_line_errors, summary, up_to_date
 from dno_data.errors import DnoError
 from dno_data.models import check_model_dir
 from dno_data.training import TrainOptions, train
 
+from .common import summary, up_to_date
+from .options import (DTYPE, FORCE, FRESH, THREADS, above, at_least, build_command, in_range, lr_scheduler_name,
+                      one_of, opt, output_folder)
+
+
+TRAIN_DTYPES = ("float32", "bfloat16")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    pairs: Path
-    model: Path  # pi_t: the policy that sampled the pairs; also the reference
-    output: Path  # checkpoint folder for pi_{t+1}
-    beta: float = 0.1  # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
-    loss: str = "hard"  # hard: -log sigmoid(beta h) (DNO-Prct); soft: Algorithm 1's sigmoid(r+ - r-) target
-    learning_rate: float = 5e-7  # the paper's 7B runs; small models take larger rates
-    batch_size: int = 4  # pairs per micro-batch (per process)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    epochs: float = 1.0  # at most one epoch on the new pairs
-    max_steps: int | None = None
-    warmup_ratio: float = 0.1
-    lr_scheduler: str = "linear"  # any transformers scheduler name
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0  # gradient clipping (None or 0: off)
-    max_length: int = 1024  # prompt + response tokens; longer responses are cut
-    seed: int = 0
-    save_every: int = 50  # steps between resumable states in <output>.partial/
-    dtype: str = "float32"  # float32 | bfloat16
-    threads: int | None = None
-    force: bool = False
-    fresh: bool = False
+    pairs: Path = opt("pairs.parquet (from `dno pairs`).", argument=True)
+    model: Path = opt("HF folder of the policy that sampled (the reference).")  # pi_t: also the reference
+    output: Path = opt("Checkpoint folder to write (pi_{t+1}).", flags=("-o", "--output"), changes_output=False,
+                       check=output_folder)
+    # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
+    beta: float = opt("Strength of the tie to the reference (> 0).", 0.1, check=above(0))
+    # hard: -log sigmoid(beta h) (DNO-Prct); soft: Algorithm 1's sigmoid(r+ - r-) target
+    loss: str = opt("hard (DNO-Prct) | soft (Algorithm 1 target).", "hard", check=one_of("hard", "soft"))
+    learning_rate: float = opt("AdamW learning rate.", 5e-7, check=above(0))  # the paper's 7B runs; small models take larger rates
+    batch_size: int = opt("Pairs per micro-batch per process.", 4, check=at_least(1))
+    grad_accum: int = opt("Micro-batches per optimizer step.", 1, check=at_least(1))
+    epochs: float = opt("Fraction of an epoch, in (0, 1].", 1.0, check=in_range(0, 1, lo_open=True))
+    max_steps: int | None = opt("Stop after this many optimizer steps.", None, check=at_least(1))
+    warmup_ratio: float = opt("Warm-up share of the steps.", 0.1, check=in_range(0, 1))
+    lr_scheduler: str = opt("transformers scheduler: linear, cosine, constant...", "linear", check=lr_scheduler_name)
+    weight_decay: float = opt("AdamW weight decay.", 0.0, check=at_least(0))
+    max_grad_norm: float | None = opt("Clip gradients to this norm (0: off).", 1.0, cli_type=float, check=at_least(0))
+    max_length: int = opt("Most tokens of prompt + response; longer responses are cut.", 1024, check=at_least(1))
+    seed: int = opt("Seed of the data order.", 0)
+    save_every: int = opt("Steps between resumable states in <output>.partial/ (0: never).", 50, check=at_least(0))
+    dtype: str = DTYPE.field("float32", help=f"Training dtype: {'|'.join(TRAIN_DTYPES)}.", check=one_of(*TRAIN_DTYPES))
+    threads: int | None = THREADS.field(None)
+    force: bool = FORCE.field(False)
+    fresh: bool = FRESH.field(False)
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -72,30 +78,4 @@ def run(cfg: TrainConfig) -> Path:
     return cfg.output
 
 
-@one_line_errors
-def command(
-    pairs: Annotated[Path, typer.Argument(help="pairs.parquet (from `dno pairs`).")],
-    model: Annotated[Path, typer.Option(help="HF folder of the policy that sampled (the reference).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint folder to write.")],
-    beta: Annotated[float, typer.Option(help="Strength of the tie to the reference.")] = 0.1,
-    loss: Annotated[str, typer.Option(help="hard (DNO-Prct) | soft (Algorithm 1 target).")] = "hard",
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-7,
-    batch_size: Annotated[int, typer.Option(help="Pairs per micro-batch per process.")] = 4,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
-    epochs: Annotated[float, typer.Option(help="Fraction of an epoch, at most 1.")] = 1.0,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
-    warmup_ratio: Annotated[float, typer.Option(help="Warm-up share of the steps.")] = 0.1,
-    lr_scheduler: Annotated[str, typer.Option(help="transformers scheduler: linear, cosine, constant...")] = "linear",
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
-    max_grad_norm: Annotated[float, typer.Option(help="Clip gradients to this norm (0: off).")] = 1.0,
-    max_length: Annotated[int, typer.Option(help="Most tokens of prompt + response.")] = 1024,
-    seed: Annotated[int, typer.Option(help="Seed of the data order.")] = 0,
-    save_every: Annotated[int, typer.Option(help="Steps between resumable states (0: never).")] = 50,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16.")] = "float32",
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
-    force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
-    fresh: Annotated[bool, typer.Option(help="Discard an unfinished run with other settings.")] = False,
-):
-    """Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t)."""
-    run(TrainConfig(pairs, model, output, beta, loss, learning_rate, batch_size, grad_accum, epochs, max_steps,
-                    warmup_ratio, lr_scheduler, weight_decay, max_grad_norm, max_length, seed, save_every, dtype, threads, force, fresh))
+command = build_command(TrainConfig, run, "Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t).")

@@ -1,4 +1,42 @@
-"""Shared fixtures: a tiny random causal LM, a small prompts file, CLI and artifact helpers."""
+"""Shared fixtures: a tiny random causal LM, a small prompts file, CLI and artifact helpers.
+
+Where each module is tested (tests/test_help.py checks that every module is in this map):
+
+  dno_data/artifacts.py        test_artifacts.py, test_resume.py (parts), test_bad_input.py (checked reads)
+  dno_data/errors.py           test_help.py (hints name only declared extras), test_bad_input.py
+  dno_data/ids.py              test_artifacts.py, test_prompts.py
+  dno_data/callables.py        test_judges.py (python: judges), test_resume.py (python: teachers)
+  dno_data/prompts_import.py   test_prompts.py
+  dno_data/models.py           test_template_check.py, test_tokenization.py
+  dno_data/generation.py       test_resume.py, test_sample_openai.py, test_template_check.py, test_slow_vllm_sample.py
+  dno_data/sampling.py         test_resume.py, test_template_check.py
+  dno_data/sharding.py         test_sharding.py
+  dno_data/teachers.py         test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher)
+  dno_data/gguf_import.py      test_bad_input.py, test_slow_vllm.py
+  dno_data/judges.py           test_judges.py, test_ifeval.py (oracle:constraints)
+  dno_data/judging.py          test_judges.py, test_api_judges.py, test_resume.py
+  dno_data/api.py              test_api_judges.py, test_judge_cache.py, test_options.py (API settings pass-through)
+  dno_data/api_judges.py       test_api_judges.py, test_slow_vllm.py
+  dno_data/judge_cache.py      test_judge_cache.py
+  dno_data/judge_parsing.py    test_api_judges.py (and its doctests)
+  dno_data/reward_judge.py     test_reward_judge.py
+  dno_data/costs.py            test_api_judges.py (dry run, costs)
+  dno_data/fake_openai.py      test_fake_openai.py
+  dno_data/pairs.py            test_pairs.py, test_pairs_reference.py
+  dno_data/duckdb_sql.py       test_pairs.py, test_cli.py (dno sql)
+  dno_data/losses.py           test_losses.py
+  dno_data/training.py         test_resume.py, test_tokenization.py
+  dno_data/evaluation.py       test_cli.py, test_api_judges.py, test_ifeval.py
+  dno_data/run_layout.py       test_cli.py
+  dno_data/run_views.py        test_cli.py
+  dno_data/loop.py             test_cli.py (dno iterate, the justfile)
+  dno_data/demo_task.py        fixtures here (tiny_model), test_judges.py (oracle:addition)
+  dno_data/ifeval_task.py      test_ifeval.py
+  stages/options.py            test_options.py, test_bad_input.py (the bad-value table)
+  stages/common.py             test_bad_input.py (one-line errors)
+  stages/cli.py, stages/*.py   test_help.py, test_cli.py (end to end), test_bad_input.py
+  schemas/*.py                 test_artifacts.py
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import schemas
 from conftest import EXAMPLE_ROWS, drop_column, lineage, rewrite_metadata, write_example
 from dno_data.artifacts import (
+    CHANGES_OUTPUT,
     Parts,
     is_up_to_date,
     lineage_fingerprint,
@@ -236,16 +238,28 @@ def test_fingerprint_depends_on_max_new_tokens(tmp_path):
     assert lineage_fingerprint(a) != lineage_fingerprint(b)
 
 
+@dataclasses.dataclass(frozen=True)
+class _StageConfig:
+    """A stage config whose output path and --force are declared as not changing the output."""
+
+    k: int = 1
+    output: str = dataclasses.field(default="a.parquet", metadata={CHANGES_OUTPUT: False})
+    force: bool = dataclasses.field(default=False, metadata={CHANGES_OUTPUT: False})
+
+
 def test_up_to_date_depends_on_inputs_and_config_not_output(tmp_path):
     src = tmp_path / "x.txt"
     src.write_text("one")
-    lin = lineage("stage", [src], {"k": 1, "output": "a.parquet"})
+    lin = lineage("stage", [src], _StageConfig())
+    assert lin["operational"] == ["force", "output"] and lin["config"]["output"] == "a.parquet"  # recorded
     out = write_artifact(EXAMPLE_ROWS["prompts"](), tmp_path / "o.parquet", "prompts", lin)
-    assert is_up_to_date(out, lineage("stage", [src], {"k": 1, "output": "elsewhere.parquet", "force": True}))
-    assert not is_up_to_date(out, lineage("stage", [src], {"k": 2, "output": "a.parquet"}))
-    assert not is_up_to_date(out, lineage("other", [src], {"k": 1, "output": "a.parquet"}))
+    assert is_up_to_date(out, lineage("stage", [src], _StageConfig(output="elsewhere.parquet", force=True)))
+    assert not is_up_to_date(out, lineage("stage", [src], _StageConfig(k=2)))
+    assert not is_up_to_date(out, lineage("other", [src], _StageConfig()))
+    # a plain mapping declares nothing operational: every key counts
+    assert not is_up_to_date(out, lineage("stage", [src], {"k": 1, "output": "elsewhere.parquet"}))
     src.write_text("two")
-    assert not is_up_to_date(out, lineage("stage", [src], {"k": 1, "output": "a.parquet"}))
+    assert not is_up_to_date(out, lineage("stage", [src], _StageConfig()))
     assert not is_up_to_date(tmp_path / "missing.parquet", lin)
 
 

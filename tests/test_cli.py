@@ -303,7 +303,7 @@ def test_sql_errors(pipe, tmp_path):
 
 def test_sql_iteration_comes_from_the_iteration_folder(pipe, tmp_path):
     from dno_data.run_views import open_run
-    from dno_data.sql import query_polars
+    from dno_data.duckdb_sql import query_polars
 
     run = tmp_path / "after-iter-07-fix" / "run"
     (run / "iter-01").mkdir(parents=True)
@@ -312,3 +312,72 @@ def test_sql_iteration_comes_from_the_iteration_folder(pipe, tmp_path):
     assert views == ["samples"]
     df = query_polars(con, "SELECT DISTINCT iteration FROM samples")
     assert df["iteration"].to_list() == [1]
+
+
+# ---------------------------------------------------------------- one run layout, one iteration chain
+
+def test_run_layout_is_the_one_place_for_paths(tmp_path):
+    from dno_data.run_layout import RunLayout, main
+
+    run = RunLayout(tmp_path / "r")
+    assert run.prompts == tmp_path / "r" / "prompts.parquet"
+    assert run.samples(3) == tmp_path / "r" / "iter-03" / "samples.parquet"
+    assert run.checkpoint(1) == tmp_path / "r" / "iter-01" / "checkpoint"
+    assert run.policy(1, tmp_path / "sft") == tmp_path / "sft" and run.policy(2, tmp_path / "sft") == run.checkpoint(1)
+    assert main([str(tmp_path / "r"), "eval", "0"]) == 0 and main([str(tmp_path / "r"), "eval"]) == 2
+
+
+def _dry_run_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("dno ")]
+
+
+def test_iterate_runs_the_demo_iteration(tmp_path, cli):
+    from dno_data.loop import LoopSettings, eval_command, iteration_commands
+    from dno_data.run_layout import RunLayout
+
+    proc = cli("iterate", "--run", tmp_path / "r", "--model", tmp_path / "sft", "--judge", "oracle:addition",
+               "--teacher", "none", "--iterations", "2", "--eval-initial", "--sample-args", "-k 4 --seed 3",
+               "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    lines = _dry_run_lines(proc.stdout)
+    s = LoopSettings(run=tmp_path / "r", model=tmp_path / "sft", judge="oracle:addition", iterations=2, teacher=None,
+                     sample_args=("-k", "4", "--seed", "3"))
+    expected = [eval_command(s, 0)] + iteration_commands(s, 1) + iteration_commands(s, 2)
+    assert lines == [" ".join(["dno", *c]) for c in expected]
+    assert [line.split()[1] for line in lines[1:6]] == ["sample", "judge", "pairs", "train", "eval"]
+    layout = RunLayout(tmp_path / "r")
+    assert f"--model {layout.checkpoint(1)}" in lines[6]  # pi_2 = iteration 1's checkpoint
+    assert all("--teacher none" in line for line in lines if line.startswith("dno eval"))  # no teacher: policy alone
+    assert not any("--teacher" in line for line in lines if line.startswith("dno sample"))
+
+
+def test_justfile_chains_stages_through_dno_iterate(tmp_path):
+    import shutil as _shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    text = (ROOT / "justfile").read_text()
+    recipe_lines = [line for line in text.splitlines() if line.startswith("    ") and not line.strip().startswith("#")]
+    assert not [line for line in recipe_lines if "iter-" in line], "the justfile spells the run layout"
+    for recipe in ("iterate:", "iteration t:"):
+        body = text.split("\n" + recipe, 1)[1].split("\n\n", 1)[0]
+        assert "dno iterate" in body and "dno sample" not in body, recipe
+    if _shutil.which("just") is None:
+        pytest.skip("just is not installed")
+    shown = subprocess.run(["just", "--dry-run", "run=R", "model=M", "teacher=none", "iteration", "2"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "dno iterate --run 'R' --model 'M'" in shown.stderr and "--start 2 --iterations 2" in shown.stderr
+
+
+def test_iterate_finds_the_stages_run_by_hand_up_to_date(pipe):
+    """`dno iterate` runs the chain the pipeline above typed by hand, on the same paths: all up to date."""
+    files = [pipe.it / f for f in ("samples.parquet", "judgments.parquet", "pairs.parquet", "eval.parquet")]
+    before = [_stat(f) for f in files]
+    proc = _ok(pipe.cli("iterate", "--run", pipe.run, "--model", pipe.model, "--judge", "oracle:addition",
+                        "--iterations", "1", "--sample-args", "-k 2 --max-new-tokens 4 --batch-size 4",
+                        "--train-args", "--batch-size 2 --learning-rate 1e-3 --max-length 32",
+                        "--eval-args", "--max-new-tokens 4"))
+    assert proc.stderr.count("up to date") == 5, proc.stderr
+    assert [_stat(f) for f in files] == before

@@ -66,3 +66,65 @@ def test_sources_compile_without_warnings(path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         compile(path.read_text(), str(path), "exec")
+
+
+# ---------------------------------------------------------------- docs that map to the code
+
+def _layout_block() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("## Layout", 1)[1].split("```", 2)[1]
+
+
+def _layout_sections() -> dict[str, list[str]]:
+    """Top-level folder -> the file names listed under it (the name column, before the description)."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in _layout_block().splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            current = line.split()[0].rstrip("/")
+            continue
+        names_column = re.split(r"\s{2,}", line.strip())[0]
+        sections.setdefault(current, []).extend(re.findall(r"[\w.-]+\.(?:py|json)\b|\b[a-z]+/", names_column))
+    return sections
+
+
+def test_readme_layout_lists_every_file_once():
+    sections = _layout_sections()
+    for folder in ("dno_data", "stages", "schemas"):
+        listed = sections.get(folder, [])
+        files = [p.name for p in (ROOT / folder).iterdir()
+                 if (p.suffix in (".py", ".json") and p.name != "__init__.py") or (p.is_dir() and p.name != "__pycache__")]
+        for f in files:
+            name = f if "." in f else f + "/"
+            assert listed.count(name) == 1, f"README's Layout lists {folder}/{name} {listed.count(name)} times"
+
+
+def test_conftest_maps_every_library_module_to_existing_tests():
+    import conftest
+
+    doc = conftest.__doc__
+    for p in sorted((ROOT / "dno_data").glob("*.py")):
+        if p.name != "__init__.py":
+            assert f"dno_data/{p.name}" in doc, f"tests/conftest.py's map lacks dno_data/{p.name}"
+    for test_file in set(re.findall(r"test_\w+\.py", doc)):
+        assert (ROOT / "tests" / test_file).exists(), test_file
+
+
+def test_error_hints_name_only_declared_extras():
+    import tomllib
+
+    from dno_data.errors import missing_extra
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    files = [p for d in ("dno_data", "stages") for p in (ROOT / d).rglob("*.py")] + [ROOT / "README.md"]
+    for path in files:
+        text = path.read_text()
+        for extra in re.findall(r"dno-data\[(\w+)\]", text):
+            if "{" not in extra:
+                assert extra in extras, f"{path.name} names the extra dno-data[{extra}], which does not exist"
+        for package, extra in re.findall(r"missing_extra\(\"(\w+)\", \"(\w+)\"\)", text):
+            assert extra in extras or str(missing_extra(package, extra)).endswith(f"pip install {package}"), path
+    assert str(missing_extra("openai", "openai")) == "openai is not installed; install it with: pip install openai"
+    assert "dno-data[vllm]" in str(missing_extra("vllm", "vllm"))

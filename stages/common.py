@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from .artifacts import is_up_to_date
-from .errors import DnoError
+from dno_data.artifacts import check_output, is_up_to_date
+from dno_data.errors import DnoError
 
 
 def one_line_errors(fn: Callable) -> Callable:
@@ -50,5 +50,5 @@ def up_to_date(output: Path, lineage: Mapping, force: bool) -> bool:
 
 
 def check_output_path(output: Path, inputs: list[Path]) -> None:
-    if any(output.resolve() == Path(i).resolve() for i in inputs):
-        raise DnoError(f"{output}: the output would overwrite an input; choose another -o path")
+    """-o must not be an input, a folder holding one, or a folder (artifacts.check_output)."""
+    check_output(output, inputs)
