@@ -2,6 +2,7 @@ r"""`dno sql --run DIR "SELECT ..."`: DuckDB over a run's artifacts.
 
     dno sql --run runs/demo "SELECT iteration, pair_type, count(*) FROM pairs GROUP BY ALL ORDER BY ALL"
     dno sql --run runs/demo --file dno_data/sql/analysis_iterations.sql --format csv
+    dno sql --run runs/demo --query pair_types          # a canned analysis (dno sql --list)
     dno sql --run runs/demo "SELECT * FROM samples WHERE iteration = \$t" --param t=2 --format parquet -o s.parquet
 
 Views: prompts, samples, judgments, pairs, evals (each iter-* file with an `iteration` column).
@@ -17,6 +18,7 @@ import typer
 
 from dno_data.cli_utils import one_line_errors
 from dno_data.errors import DnoError
+from dno_data.queries import add_missing_views, list_queries, load_query
 from dno_data.run_views import open_run
 from dno_data.sql import query_polars, read_user_sql
 
@@ -31,15 +33,18 @@ class SqlConfig:
     format: str = "table"
     output: Path | None = None  # required for parquet; else stdout
     params: dict = field(default_factory=dict)
+    named: str | None = None  # --query NAME: a canned analysis (dno_data/sql/queries/NAME.sql)
 
 
 def run(cfg: SqlConfig):
     if cfg.format not in FORMATS:
         raise DnoError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
-    if (cfg.query is None) == (cfg.file is None):
-        raise DnoError("pass a query or --file FILE (one of them)")
-    query = cfg.query if cfg.query is not None else read_user_sql(cfg.file, "--file")
+    if sum(x is not None for x in (cfg.query, cfg.file, cfg.named)) != 1:
+        raise DnoError("pass a query, --file FILE or --query NAME (one of them)")
+    query = cfg.query if cfg.query is not None else load_query(cfg.named) if cfg.named else read_user_sql(cfg.file, "--file")
     con, views = open_run(cfg.run)
+    if cfg.named:
+        add_missing_views(con, views)
     try:
         df = query_polars(con, query, cfg.params)
     except Exception as e:  # a user's SQL error is bad input
@@ -94,6 +99,12 @@ def command(
     format: Annotated[str, typer.Option(help="table | csv | json | parquet.")] = "table",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
     param: Annotated[Optional[list[str]], typer.Option(help="Named parameter name=value for $name (repeatable).")] = None,
+    named: Annotated[Optional[str], typer.Option("--query", help="Run a canned analysis by name (see --list).")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the canned analyses and exit.")] = False,
 ):
     """Query a run's artifacts with DuckDB SQL."""
-    run(SqlConfig(run_dir, query, file, format, output, _parse_params(param or [])))
+    if list_:
+        width = max(len(n) for n, _ in list_queries())
+        typer.echo("".join(f"{n.ljust(width)}  {doc}\n" for n, doc in list_queries()), nl=False)
+        return
+    run(SqlConfig(run_dir, query, file, format, output, _parse_params(param or []), named))
