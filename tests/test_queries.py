@@ -10,7 +10,7 @@ from conftest import eval_row, pair_row, pairs_row, prompt_row, sample_row, scor
 from dno_data.errors import DnoError
 from dno_data.queries import list_queries, query_names, run_query
 
-QUERIES = ["failures", "intransitive_cycles", "judge_agreement", "length_drift", "pair_types", "position_bias",
+QUERIES = ["failures", "intransitive_cycles", "judge_agreement", "judge_calls", "length_drift", "pair_types", "position_bias",
            "winrate"]
 
 
@@ -26,10 +26,10 @@ def _pw(a, b, pid, p, position, status="ok", error=None):
     return {**row, "judge_id": "J1", "judge": "pw", "error": error}
 
 
-def _sc(sid, pid, score, position, status="ok", error=None):
-    """A score judgment of judge 'sc' (id K1)."""
+def _sc(sid, pid, score, position, status="ok", error=None, call=None, cached=None):
+    """A score judgment of judge 'sc' (id K1); an API judge's rows name the request (call) they came from."""
     row = score_row(sid, pid, score if status == "ok" else None, status, position)
-    return {**row, "judge_id": "K1", "judge": "sc", "error": error}
+    return {**row, "judge_id": "K1", "judge": "sc", "error": error, "call_key": call, "cached": cached}
 
 
 def _eval(pid, win, teacher, correct, status="ok", score=None, response="2"):
@@ -73,9 +73,12 @@ def build_run(run: Path) -> Path:
         _pw("j", "k", "p4", 1.0, 0), _pw("k", "j", "p4", 0.0, 1),
         _pw("i", "k", "p4", 0.5, 0), _pw("k", "i", "p4", 0.5, 1),
         # a score judge on p1 and p2 (position = where shown), one refusal
-        _sc("a", "p1", 6.0, 0), _sc("b", "p1", 4.0, 1), _sc("c", "p1", 5.0, 2),
-        _sc("d", "p2", 6.0, 0), _sc("e", "p2", 5.0, 1), _sc("f", "p2", 1.0, 2),
-        _sc("g", "p3", None, 0, status="refused", error="refusal"),
+        # (one call per prompt: p1 answered from the cache, p2 and p3 called)
+        _sc("a", "p1", 6.0, 0, call="k1", cached=True), _sc("b", "p1", 4.0, 1, call="k1", cached=True),
+        _sc("c", "p1", 5.0, 2, call="k1", cached=True),
+        _sc("d", "p2", 6.0, 0, call="k2", cached=False), _sc("e", "p2", 5.0, 1, call="k2", cached=False),
+        _sc("f", "p2", 1.0, 2, call="k2", cached=False),
+        _sc("g", "p3", None, 0, status="refused", error="refusal", call="k3", cached=False),
     ]
     write_example(it1 / "judgments.parquet", "judgments", judgments)
     return run
@@ -159,6 +162,15 @@ def test_judge_agreement(tiny_run):
     assert rows(tiny_run, "judge_agreement") == [
         {"iteration": 1, "judge_1": "pw", "judge_2": "sc", "prompts": 2, "answer_pairs": 6, "decided_by_both": 6,
          "agree": 4, "agreement_pct": 66.7}]
+
+
+def test_judge_calls(tiny_run):
+    assert rows(tiny_run, "judge_calls") == [
+        {"iteration": 1, "judge": "pw", "judgments": 20, "requests": 0, "cache_hits": 0, "calls_made": 0,
+         "cache_hit_pct": None},
+        {"iteration": 1, "judge": "sc", "judgments": 7, "requests": 3, "cache_hits": 1, "calls_made": 2,
+         "cache_hit_pct": 33.3},
+    ]
 
 
 def test_queries_run_on_a_run_with_only_prompts(tmp_path):
