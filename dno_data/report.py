@@ -324,43 +324,62 @@ def plot_length_drift(runs: list[RunData]) -> bytes | None:
 
 def plot_judge(runs: list[RunData]) -> bytes | None:
     bias = [d for d in runs if d.tables["position_bias"].height]
+    pw = [(d, d.tables["position_bias"].filter(d.tables["position_bias"]["kind"] == "pair")) for d in bias]
+    sc = [(d, d.tables["position_bias"].filter(d.tables["position_bias"]["kind"] == "score")) for d in bias]
+    pw, sc = [x for x in pw if x[1].height], [x for x in sc if x[1].height]
     fails = [d for d in runs if d.tables["failures"].height]
-    if not bias and not fails:
+    n = bool(pw) + bool(sc) + bool(fails)
+    if not n:
         return None
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.4, 3.6))
-    for d in bias:
-        df = d.tables["position_bias"]
-        prefix = f"{d.name}: " if len(runs) > 1 else ""
-        pw = df.filter(df["kind"] == "pair")
-        if pw.height:
-            a1.plot(pw["iteration"].to_list(), pw["p_first_shown_wins"].to_list(), marker="o",
-                    label=prefix + "P(first shown wins)")
-        sc = df.filter(df["kind"] == "score")
-        for pos in sorted(set(sc["shown_position"].to_list())):
-            s = sc.filter(sc["shown_position"] == pos)
-            a1.plot(s["iteration"].to_list(), s["mean_score"].to_list(), marker=".", ls="--",
-                    label=f"{prefix}mean score, shown {pos + 1}.")
-    a1.set_title("position bias (pairwise: 0.5 = none)")
-    a1.set_xlabel("iteration")
-    a1.xaxis.get_major_locator().set_params(integer=True)
-    if a1.lines:
-        a1.legend(fontsize=7)
-    statuses = sorted({s for d in fails for s in d.tables["failures"]["status"].to_list()}, key=lambda s: (s != "ok", s))
-    width = 0.8 / max(1, len(fails))
-    for i, d in enumerate(fails):
-        df = d.tables["failures"]
-        its = sorted(set(df["iteration"].to_list()))
-        bottom = [0] * len(its)
-        for s in statuses:
-            vals = [sum(r["judgments"] for r in df.to_dicts() if r["iteration"] == t and r["status"] == s) for t in its]
-            a2.bar([t + i * width for t in its], vals, width=width, bottom=bottom,
-                   label=(f"{d.name}: " if len(fails) > 1 else "") + s)
-            bottom = [b + v for b, v in zip(bottom, vals)]
-    a2.set_title("judgments by status")
-    a2.set_xlabel("iteration")
-    a2.xaxis.get_major_locator().set_params(integer=True)
-    a2.legend(fontsize=8)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.6), squeeze=False)
+    axes = list(axes[0])
+    its = sorted({t for d in runs for t in d.tables["failures"]["iteration"].to_list()}
+                 | {t for d in bias for t in d.tables["position_bias"]["iteration"].to_list()})
+    multi = len(runs) > 1
+    if pw:
+        ax = axes.pop(0)
+        for d, df in pw:
+            ax.plot(df["iteration"].to_list(), df["p_first_shown_wins"].to_list(), marker="o",
+                    label=(f"{d.name}: " if multi else "") + "P(first shown wins)")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(0, 1)
+        ax.set_title("pairwise judges: P(first shown wins), 0.5 = no bias")
+        ax.legend(fontsize=8)
+    if sc:
+        ax = axes.pop(0)
+        positions = sorted({p for _, df in sc for p in df["shown_position"].to_list()})
+        width = 0.8 / max(1, len(positions) * len(sc))
+        k = 0
+        for d, df in sc:
+            for pos in positions:
+                s = df.filter(df["shown_position"] == pos)
+                ax.bar([t - 0.4 + width * (k + 0.5) for t in s["iteration"].to_list()], s["mean_score"].to_list(),
+                       width=width, label=(f"{d.name}: " if multi else "") + f"shown {pos + 1}.")
+                k += 1
+        ax.set_title("score judges: mean score by shown position")
+        ax.legend(fontsize=7, ncol=2)
+    if fails:
+        ax = axes.pop(0)
+        statuses = sorted({s for d in fails for s in d.tables["failures"]["status"].to_list()},
+                          key=lambda s: (s != "ok", s))
+        width = 0.8 / len(fails)
+        for i, d in enumerate(fails):
+            rows = d.tables["failures"].to_dicts()
+            t_run = sorted({r["iteration"] for r in rows})
+            bottom = [0] * len(t_run)
+            for s in statuses:
+                vals = [sum(r["judgments"] for r in rows if r["iteration"] == t and r["status"] == s) for t in t_run]
+                ax.bar([t - 0.4 + width * (i + 0.5) for t in t_run], vals, width=width, bottom=bottom,
+                       label=(f"{d.name}: " if len(fails) > 1 else "") + s)
+                bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_yscale("symlog", linthresh=10)
+        ax.set_title("judgments by status (log scale)")
+        ax.legend(fontsize=8)
+    for ax in fig.axes:
+        ax.set_xticks(its)
+        ax.set_xlim(min(its) - 0.6, max(its) + 0.6)
+        ax.set_xlabel("iteration")
     return _png(fig)
 
 
@@ -396,7 +415,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 
 h1{font-size:1.6em;margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.8em}
 .sub{color:#666;margin-top:4px}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}td{white-space:nowrap}th{max-width:9em;vertical-align:bottom}
+.wrap{overflow-x:auto}
 th{background:#f4f4f4}td.t,th.t{text-align:left}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}
 .best{background:#eef7ee;border-left:4px solid #3a3;padding:8px 12px}
@@ -418,10 +438,10 @@ def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
         return '<p class="note">nothing to show</p>'
     columns = columns or list(rows[0])
     text = lambda v: isinstance(v, str)  # noqa: E731
-    head = "".join(f'<th class="{"t" if text(rows[0].get(c)) else ""}">{html.escape(c)}</th>' for c in columns)
+    head = "".join(f'<th class="{"t" if text(rows[0].get(c)) else ""}">{html.escape(c.replace("_", " "))}</th>' for c in columns)
     body = "".join("<tr>" + "".join(f'<td class="{"t" if text(r.get(c)) else ""}">{_cell(r.get(c))}</td>'
                                     for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f'<div class="wrap"><table><tr>{head}</tr>{body}</table></div>'
 
 
 def _with_run(runs: list[RunData], query: str) -> list[dict]:
