@@ -97,20 +97,28 @@ def collect_run(run: Path, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
     tables = {q: run_query(None, q, con=con) for q in TABLE_QUERIES}
     evals = query_polars(con, "SELECT iteration, prompt_id, model, status, win, correct, policy_score, response, "
                               "teacher_response FROM evals ORDER BY iteration, prompt_id")
-    results = [_iteration_result(name, t, evals.filter(evals["iteration"] == t), resamples, seed)
+    results = [_iteration_result(name, run, t, evals.filter(evals["iteration"] == t), resamples, seed)
                for t in sorted(set(evals["iteration"].to_list()))]
     calls = query_polars(con, "SELECT DISTINCT iteration, judge, call_key FROM judgments "
                               "WHERE call_key IS NOT NULL AND NOT coalesce(cached, false)")
     return RunData(run, name, results, tables, read_train_logs(run), judge_costs(run, calls, cache, prices))
 
 
-def _iteration_result(run: str, t: int, df, resamples: int, seed: int) -> IterationResult:
+def _short_model(model: str, run_dir: Path) -> str:
+    """A checkpoint inside the run's parent folder is named relative to it (demo/iter-01/checkpoint)."""
+    try:
+        return str(Path(model).resolve().relative_to(run_dir.resolve().parent))
+    except (ValueError, OSError):
+        return model
+
+
+def _iteration_result(run: str, run_dir: Path, t: int, df, resamples: int, seed: int) -> IterationResult:
     rows = df.to_dicts()
     ok = [r for r in rows if r["status"] == "ok"]
     with_teacher = [r for r in ok if r["win"] is not None and (r["teacher_response"] or "").strip()]
     graded = [r for r in ok if r["correct"] is not None]
     scored = [r for r in ok if r["policy_score"] is not None]
-    res = IterationResult(run, t, rows[0]["model"], len(rows), len(ok),
+    res = IterationResult(run, t, _short_model(rows[0]["model"], run_dir), len(rows), len(ok),
                           sum(1 for r in ok if r["teacher_response"] is not None and not r["teacher_response"].strip()))
     res.per_prompt = {"win": {r["prompt_id"]: r["win"] for r in with_teacher},
                       "correct": {r["prompt_id"]: float(r["correct"]) for r in graded},
@@ -296,7 +304,7 @@ def plot_pair_types(runs: list[RunData]) -> bytes | None:
         ax.set_xlabel("iteration")
         ax.set_xticks(x)
         ax.set_title(f"pair types{' — ' + d.name if len(runs) > 1 else ''}")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     return _png(fig)
 
 
@@ -314,6 +322,7 @@ def plot_length_drift(runs: list[RunData]) -> bytes | None:
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                         label=f"{d.name}: {label}" if len(runs) > 1 else label)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("mean length (characters)")
     ax.set_xlabel("iteration")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -348,17 +357,15 @@ def plot_judge(runs: list[RunData]) -> bytes | None:
         ax.legend(fontsize=8)
     if sc:
         ax = axes.pop(0)
-        positions = sorted({p for _, df in sc for p in df["shown_position"].to_list()})
-        width = 0.8 / max(1, len(positions) * len(sc))
-        k = 0
         for d, df in sc:
-            for pos in positions:
-                s = df.filter(df["shown_position"] == pos)
-                ax.bar([t - 0.4 + width * (k + 0.5) for t in s["iteration"].to_list()], s["mean_score"].to_list(),
-                       width=width, label=(f"{d.name}: " if multi else "") + f"shown {pos + 1}.")
-                k += 1
+            for t in sorted(set(df["iteration"].to_list())):
+                s = df.filter(df["iteration"] == t).sort("shown_position")
+                ax.plot([p + 1 for p in s["shown_position"].to_list()], s["mean_score"].to_list(), marker="o",
+                        label=(f"{d.name}: " if multi else "") + f"iteration {t}")
         ax.set_title("score judges: mean score by shown position")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_xlabel("shown position (1 = first)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
     if fails:
         ax = axes.pop(0)
         statuses = sorted({s for d in fails for s in d.tables["failures"]["status"].to_list()},
@@ -377,10 +384,27 @@ def plot_judge(runs: list[RunData]) -> bytes | None:
         ax.set_title("judgments by status (log scale)")
         ax.legend(fontsize=8)
     for ax in fig.axes:
+        if ax.get_xlabel():
+            continue
         ax.set_xticks(its)
         ax.set_xlim(min(its) - 0.6, max(its) + 0.6)
         ax.set_xlabel("iteration")
     return _png(fig)
+
+
+def _smooth(values: list, window: int | None = None) -> list:
+    """Trailing moving average (window: a twentieth of the steps), for noisy per-step curves.
+
+    >>> _smooth([1.0, 3.0, 5.0], window=2)
+    [1.0, 2.0, 4.0]
+    """
+    import numpy as np
+
+    x = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+    w = window or max(1, len(x) // 20)
+    c = np.cumsum(np.insert(np.nan_to_num(x), 0, 0.0))
+    out = [(c[i + 1] - c[max(0, i + 1 - w)]) / min(w, i + 1) for i in range(len(x))]
+    return [float(v) for v in out]
 
 
 def plot_training(runs: list[RunData]) -> bytes | None:
@@ -396,13 +420,16 @@ def plot_training(runs: list[RunData]) -> bytes | None:
             steps = [offset + h.get("step", i + 1) for i, h in enumerate(log)]
             for ax, (k, _) in zip(axes, keys):
                 vals = [h.get(k) for h in log]
-                ax.plot(steps, vals, lw=1.2, label=f"{d.name + ' ' if len(runs) > 1 else ''}iteration {t}")
+                raw = ax.plot(steps, vals, lw=0.6, alpha=0.35)[0]
+                ax.plot(steps, _smooth(vals), lw=1.6, color=raw.get_color(),
+                        label=f"{d.name + ' ' if len(runs) > 1 else ''}iteration {t}")
             offset = steps[-1] if steps else offset
             for ax in axes:
                 ax.axvline(offset + 0.5, color="grey", lw=0.5, ls=":")
     for ax, (_, title) in zip(axes, keys):
         ax.set_title(title)
         ax.set_xlabel("optimizer step (iterations one after another)")
+    axes[0].set_title("loss (faint: per step; bold: moving average)")
     axes[0].legend(fontsize=8)
     return _png(fig)
 
@@ -429,6 +456,10 @@ def _cell(v) -> str:
     if v is None:
         return "—"
     if isinstance(v, float):
+        if round(v, 1) == 0 and abs(v) < 1e-9:
+            v = 0.0
+        if abs(v) >= 1 or v == 0:
+            v = round(v, 1) + 0.0  # no "-0.0"
         return f"{v:,.4g}" if abs(v) < 1 and v != 0 else f"{v:,.1f}" if abs(v) < 1e6 else f"{v:,.0f}"
     return html.escape(str(v))
 
@@ -456,6 +487,23 @@ def _fmt_iv(iv: Interval | None, metric: str) -> str | None:
     if iv is None:
         return None
     return iv.fmt(1, 2) if metric == "score" else iv.fmt(100, 1, " %")
+
+
+def position_rows(runs: list[RunData]) -> list[dict]:
+    """position_bias with score judges' positions as columns: one row per iteration and judge."""
+    out = {}
+    for r in _with_run(runs, "position_bias"):
+        key = (r.get("run"), r["iteration"], r["judge"], r["kind"])
+        row = out.setdefault(key, {**({"run": r["run"]} if "run" in r else {}), "iteration": r["iteration"],
+                                   "judge": r["judge"], "kind": r["kind"], "judgments": 0})
+        row["judgments"] += r["judgments"]
+        if r["kind"] == "pair":
+            row["P(first shown wins)"] = r["p_first_shown_wins"]
+        else:
+            row[f"mean score shown {r['shown_position'] + 1}."] = r["mean_score"]
+    rows = list(out.values())
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    return [{c: r.get(c) for c in cols} for r in rows]
 
 
 def results_rows(runs: list[RunData]) -> list[dict]:
@@ -568,7 +616,7 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
         "is length.</p>",
         html_table(_with_run(runs, "length_drift")), img("length_drift", "answer length per iteration"),
         '<h2 id="judge">Judge: position bias and failures</h2>',
-        html_table(_with_run(runs, "position_bias")), html_table(_with_run(runs, "failures")),
+        html_table(position_rows(runs)), html_table(_with_run(runs, "failures")),
         img("judge", "position bias and judgment status per iteration"),
     ]
     cycles, agreement = _with_run(runs, "intransitive_cycles"), _with_run(runs, "judge_agreement")
