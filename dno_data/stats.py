@@ -38,6 +38,16 @@ class Interval:
         return f"{f.format(self.value * scale)}{unit} [{f.format(self.low * scale)}, {f.format(self.high * scale)}]"
 
 
+def _boot_means(x: np.ndarray, resamples: int, rng) -> np.ndarray:
+    """Means of `resamples` bootstrap resamples of x, drawn in chunks of a few million indices."""
+    per_chunk = max(1, 4_000_000 // max(1, x.size))
+    out = []
+    for start in range(0, resamples, per_chunk):
+        k = min(per_chunk, resamples - start)
+        out.append(x[rng.integers(0, x.size, size=(k, x.size))].mean(axis=1))
+    return np.concatenate(out)
+
+
 def _clean(values: Sequence[float | None]) -> np.ndarray:
     x = np.asarray([v for v in values if v is not None], dtype=float)
     return x[~np.isnan(x)]
@@ -57,11 +67,10 @@ def bootstrap_ci(values: Sequence[float | None], stat: Callable[[np.ndarray], fl
     if x.size == 0:
         return None
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(resamples, x.size))
     if stat is np.mean:
-        boots = x[idx].mean(axis=1)
+        boots = _boot_means(x, resamples, rng)
     else:
-        boots = np.array([stat(x[i]) for i in idx])
+        boots = np.array([stat(x[rng.integers(0, x.size, size=x.size)]) for _ in range(resamples)])
     a = (1 - level) / 2
     return Interval(float(stat(x)), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), int(x.size))
 
@@ -88,8 +97,7 @@ def paired_bootstrap(a: dict, b: dict, *, resamples: int = DEFAULT_RESAMPLES, le
     if not keys:
         return None
     d = np.asarray([a[k] - b[k] for k in keys], dtype=float)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    boots = _boot_means(d, resamples, np.random.default_rng(seed))
     alpha = (1 - level) / 2
     iv = Interval(float(d.mean()), float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha)), int(d.size))
     return PairedDiff(iv, float(np.mean(boots <= 0.0)))
