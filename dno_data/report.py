@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import DnoError
 from .queries import open_run_all_views, run_query
-from .sql import query_polars
+from .sql import load_sql, query_polars
 from .stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, lc_winrate_ci, paired_bootstrap
 
 METRICS = ("winrate", "lc_winrate", "accuracy", "score")
@@ -95,12 +95,10 @@ def collect_run(run: Path, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
     con = open_run_all_views(run)
     name = run.resolve().name
     tables = {q: run_query(None, q, con=con) for q in TABLE_QUERIES}
-    evals = query_polars(con, "SELECT iteration, prompt_id, model, status, win, correct, policy_score, response, "
-                              "teacher_response FROM evals ORDER BY iteration, prompt_id")
+    evals = query_polars(con, load_sql("report_eval_rows"))
     results = [_iteration_result(name, run, t, evals.filter(evals["iteration"] == t), resamples, seed)
                for t in sorted(set(evals["iteration"].to_list()))]
-    calls = query_polars(con, "SELECT DISTINCT iteration, judge, call_key FROM judgments "
-                              "WHERE call_key IS NOT NULL AND NOT coalesce(cached, false)")
+    calls = query_polars(con, load_sql("report_paid_calls"))
     return RunData(run, name, results, tables, read_train_logs(run), judge_costs(run, calls, cache, prices))
 
 
@@ -155,7 +153,11 @@ def find_cache(run: Path, cache: Path | None) -> Path | None:
             raise DnoError(f"--cache {cache}: no such judge cache")
         return cache
     found = sorted(Path(run).glob("cache/*.sqlite"))
-    return found[0] if found else None
+    if found:
+        return found[0]
+    from .judge_cache import default_cache_path  # where `dno judge` caches without --cache
+
+    return default_cache_path() if default_cache_path().is_file() else None
 
 
 def judge_costs(run: Path, calls, cache: Path | None, prices: Path | None) -> list[dict]:
@@ -586,7 +588,10 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
     costs = [({"run": d.name} if len(runs) > 1 else {}) | c for d in runs for c in d.costs]
-    if best is None:
+    if not results:
+        best_html = ('<p class="noise">No evaluated checkpoint yet: run `dno eval PROMPTS --model CHECKPOINT '
+                     '-o RUN/iter-NN/eval.parquet` (iter-00 for the initial policy).</p>')
+    elif best is None:
         best_html = ('<p class="noise">No checkpoint has a value for this metric '
                      f'({METRIC_LABELS[metric]}); try --metric {" / ".join(m for m in METRICS if m != metric)}.</p>')
     else:

@@ -63,7 +63,7 @@ def command(
     metric: Annotated[str, typer.Option(help=f"Metric that names the best iterate: {' | '.join(METRICS)}.")] = "winrate",
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95 % intervals.")] = DEFAULT_RESAMPLES,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
-    cache: Annotated[Optional[Path], typer.Option(help="Judge cache (SQLite) for tokens and cost; default RUN/cache/*.sqlite.")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="Judge cache (SQLite) for tokens and cost; default RUN/cache/*.sqlite, else the judge default ($DNO_CACHE or ~/.cache/dno/judge.sqlite).")] = None,
     prices: Annotated[Optional[Path], typer.Option(help="Price table JSON overriding the shipped one.")] = None,
 ):
     """Write an HTML report of one or more runs: results with intervals, best iterate, pairs, judge, training."""
