@@ -126,3 +126,10 @@ def test_cli_report_two_runs(report_run, tmp_path, cli):
     assert bad.returncode == 1 and bad.stderr.startswith("error: --metric 'nope'") and "Traceback" not in bad.stderr
     missing = cli("report", tmp_path / "nope")
     assert missing.returncode == 1 and "no such run folder" in missing.stderr
+
+
+def test_report_of_a_run_not_evaluated_yet(tmp_path):
+    write_example(tmp_path / "prompts.parquet", "prompts")
+    rep = write_report([tmp_path], tmp_path / "report.html", resamples=50)
+    assert rep.best is None and rep.pngs == []
+    assert "No evaluated checkpoint yet" in (tmp_path / "report.html").read_text()
