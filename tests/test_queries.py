@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import eval_row, pair_row, pairs_row, prompt_row, sample_row, score_row, write_example
+from conftest import eval_row, pair_row, pairs_row, sample_row, score_row, write_example
 from dno_data.errors import DnoError
 from dno_data.queries import list_queries, query_names, run_query
 

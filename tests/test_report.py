@@ -41,7 +41,8 @@ def report_run(tmp_path_factory) -> Path:
     _write_train_log(run, 1, [0.69, 0.5, 0.4])
     _write_train_log(run, 2, [0.6, 0.3])
     # a judge cache holding the two calls iteration 1 made (k2, k3); k1 was a cache hit
-    db = sqlite3.connect(run / "cache" / "judge.sqlite") if (run / "cache").mkdir() is None else None
+    (run / "cache").mkdir()
+    db = sqlite3.connect(run / "cache" / "judge.sqlite")
     db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, model TEXT, content TEXT, finish_reason TEXT, "
                "logprobs TEXT, input_tokens INTEGER, output_tokens INTEGER, created_at REAL)")
     db.executemany("INSERT INTO calls VALUES (?, ?, '', 'stop', NULL, ?, ?, 0)",
