@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, iterate, judge, merge, model, pairs, prompts, sample, sql, train
+from . import demo, iterate, judge, merge, model, pairs, prompts, report, sample, sql, train
 from . import eval as eval_
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("train")(train.command)
 app.command("eval")(eval_.command)
 app.command("iterate")(iterate.command)
 app.command("sql")(sql.command)
+app.command("report")(report.command)
 app.command("demo")(demo.command)
 app.add_typer(model.app, name="model")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dno_data.artifacts import Parts, make_lineage, read_artifact
 from dno_data.generation import SamplingParams, make_generator
-from dno_data.evaluation import evaluate_rows
+from dno_data.evaluation import eval_summary, evaluate_rows
 from dno_data.judges import make_judge
 from dno_data.models import check_model_dir
 from dno_data.openai_api.runner import ApiSettings, make_runner
@@ -95,14 +95,7 @@ def run(cfg: EvalConfig) -> Path:
                   teacher=teacher, judge=judge, model_name=str(cfg.model), seed=cfg.seed, batch_size=cfg.batch_size,
                   runner_factory=lambda: make_runner(settings, cache, cfg.no_cache))
     table = parts.finish(lineage).to_pylist()
-    ok = [r for r in table if r["status"] == "ok"]
-    counts = {"prompts": len(table), "judged ok": len(ok)}
-    if ok and teacher is not None:
-        counts["win-rate vs teacher"] = f"{100 * sum(r['win'] for r in ok) / len(ok):.1f} %"
-    graded = [r for r in ok if r["correct"] is not None]
-    if graded:
-        counts["accuracy"] = f"{100 * sum(r['correct'] for r in graded) / len(graded):.1f} %"
-    summary(f"eval {cfg.model} -> {cfg.output}", counts)
+    summary(f"eval {cfg.model} -> {cfg.output}", eval_summary(table, teacher is not None, seed=cfg.seed))
     return cfg.output
 
 

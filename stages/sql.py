@@ -2,6 +2,7 @@ r"""`dno sql --run DIR "SELECT ..."`: DuckDB over a run's artifacts.
 
     dno sql --run runs/demo "SELECT iteration, pair_type, count(*) FROM pairs GROUP BY ALL ORDER BY ALL"
     dno sql --run runs/demo --file dno_data/sql/analysis_iterations.sql --format csv
+    dno sql --run runs/demo --query pair_types          # a canned analysis (dno sql --list)
     dno sql --run runs/demo "SELECT * FROM samples WHERE iteration = \$t" --param t=2 --format parquet -o s.parquet
 
 Views: prompts, samples, judgments, pairs, evals (each iter-* file with an `iteration` column).
@@ -17,6 +18,7 @@ import typer
 
 from dno_data.artifacts import check_result_output
 from dno_data.errors import DnoError
+from dno_data.queries import add_missing_views, list_queries, load_query
 from dno_data.run_views import open_run
 from dno_data.duckdb_sql import query_polars, read_user_sql
 
@@ -29,6 +31,8 @@ FORMATS = ("table", "csv", "json", "parquet")
 class SqlConfig:
     run: Path = opt("Run folder (runs/NAME).", Path("runs/demo"), flags=("--run",))
     query: str | None = opt("SQL over prompts, samples, judgments, pairs, evals.", None, argument=True)
+    named: str | None = opt("Run a canned analysis by name (see --list).", None, flags=("--query",), cli_type=str)
+    show_list: bool = opt("List the canned analyses and exit.", False, flags=("--list",), changes_output=False)
     file: Path | None = opt("Read the query from a .sql file.", None)
     format: str = opt(f"{' | '.join(FORMATS)}.", "table", check=one_of(*FORMATS))
     output: Path | None = opt("Write here instead of stdout (required for parquet).", None, flags=("-o", "--output"),
@@ -40,14 +44,21 @@ class SqlConfig:
 def run(cfg: SqlConfig):
     if cfg.format not in FORMATS:
         raise DnoError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
-    if (cfg.query is None) == (cfg.file is None):
-        raise DnoError("pass a query or --file FILE (one of them)")
+    if cfg.show_list:
+        names = list_queries()
+        width = max(len(n) for n, _ in names)
+        typer.echo("".join(f"{n.ljust(width)}  {doc}\n" for n, doc in names), nl=False)
+        return None
+    if sum(x is not None for x in (cfg.query, cfg.file, cfg.named)) != 1:
+        raise DnoError("pass a query, --file FILE or --query NAME (one of them)")
     if cfg.format == "parquet" and cfg.output is None:
         raise DnoError("--format parquet needs -o FILE")
     if cfg.output is not None:
         check_result_output(cfg.output)
-    query = cfg.query if cfg.query is not None else read_user_sql(cfg.file, "--file")
+    query = cfg.query if cfg.query is not None else load_query(cfg.named) if cfg.named else read_user_sql(cfg.file, "--file")
     con, views = open_run(cfg.run)
+    if cfg.named:
+        add_missing_views(con, views)
     try:
         df = query_polars(con, query, cfg.params)
     except Exception as e:  # a user's SQL error is bad input

@@ -3,7 +3,7 @@
 WITH e AS (
     SELECT iteration,
            count(*) AS eval_prompts,
-           avg(CASE WHEN correct THEN 1.0 ELSE 0.0 END) AS accuracy,
+           avg(CASE WHEN correct THEN 1.0 WHEN NOT correct THEN 0.0 END) AS accuracy,
            avg(win) AS winrate
     FROM evals WHERE status = 'ok'
     GROUP BY 1

@@ -1,0 +1,136 @@
+"""`dno report`: the HTML page rendered from a tiny hand-built run, its numbers and the best iterate."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import write_example
+from dno_data.errors import DnoError
+from dno_data.report import best_iterate, collect_run, write_report
+from test_queries import _eval, build_run
+
+# eval rows: iteration 0 wins 2 of 10, iteration 1 wins 8 of 10, iteration 2 wins 7 of 10 (same prompts)
+WINS = {0: [1, 1, 0, 0, 0, 0, 0, 0, 0, 0], 1: [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], 2: [1, 1, 1, 1, 1, 1, 1, 0, 0, 0]}
+
+
+def _write_evals(run: Path, wins=WINS):
+    for t, ws in wins.items():
+        write_example(run / f"iter-{t:02d}" / "eval.parquet", "eval", [
+            {**_eval(f"e{i}", float(w), "teacher answer", bool(w), score=6.0 if w else 2.0, response="x" * (5 + i)),
+             "model": f"{run.name}/iter-{t:02d}/checkpoint" if t else "models/sft"}
+            for i, w in enumerate(ws)])
+
+
+def _write_train_log(run: Path, t: int, losses):
+    ckpt = run / f"iter-{t:02d}" / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    (ckpt / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": i + 1, "lr": 1e-3, "loss": x, "reward_accuracy": 0.5 + i / 10, "margin": 0.1 * i}) + "\n"
+        for i, x in enumerate(losses)))
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory) -> Path:
+    run = build_run(tmp_path_factory.mktemp("rep") / "demo")
+    _write_evals(run)
+    _write_train_log(run, 1, [0.69, 0.5, 0.4])
+    _write_train_log(run, 2, [0.6, 0.3])
+    # a judge cache holding the two calls iteration 1 made (k2, k3); k1 was a cache hit
+    (run / "cache").mkdir()
+    db = sqlite3.connect(run / "cache" / "judge.sqlite")
+    db.execute("CREATE TABLE calls (key TEXT PRIMARY KEY, model TEXT, content TEXT, finish_reason TEXT, "
+               "logprobs TEXT, input_tokens INTEGER, output_tokens INTEGER, created_at REAL)")
+    db.executemany("INSERT INTO calls VALUES (?, ?, '', 'stop', NULL, ?, ?, 0)",
+                   [("k1", "gpt-4o", 999, 999), ("k2", "gpt-4o", 1000, 200), ("k3", "gpt-4o", 3000, 300)])
+    db.commit()
+    db.close()
+    return run
+
+
+def test_collect_run_numbers(report_run):
+    d = collect_run(report_run, resamples=500)
+    by = {r.iteration: r for r in d.results}
+    assert sorted(by) == [0, 1, 2]
+    assert by[1].winrate.value == pytest.approx(0.8) and by[1].winrate.low < 0.8 < by[1].winrate.high
+    assert by[1].accuracy.value == pytest.approx(0.8)
+    assert by[0].score.value == pytest.approx(2.8)  # 2 x 6 + 8 x 2 over 10
+    assert by[1].model == "demo/iter-01/checkpoint" and by[0].model == "models/sft"
+    assert d.train_logs[2][-1]["loss"] == 0.3
+    # gpt-4o at $2.50 / $10 per 1M tokens: k2 + k3 = 4000 in, 500 out
+    assert d.costs == [{"iteration": 1, "judge": "sc", "calls_made": 2, "input_tokens": 4000, "output_tokens": 500,
+                        "cost_usd": 0.015, "note": ""}]
+
+
+def test_best_iterate_and_noise(report_run):
+    d = collect_run(report_run, resamples=500)
+    best = best_iterate(d.results, "winrate", resamples=500)
+    assert best.best.iteration == 1 and best.runner_up.iteration == 2
+    assert best.within_noise  # 8/10 vs 7/10 on the same prompts
+    assert "paired bootstrap over 10 shared prompts" in best.how
+    clear = best_iterate([r for r in d.results if r.iteration != 2], "winrate", resamples=500)
+    assert clear.best.iteration == 1 and not clear.within_noise  # 8/10 vs 2/10
+    assert "beyond noise" in clear.sentence()
+    with pytest.raises(DnoError, match="--metric 'nope'"):
+        best_iterate(d.results, "nope")
+
+
+def test_report_page(report_run, tmp_path):
+    out = tmp_path / "r" / "report.html"
+    rep = write_report([report_run], out, metric="accuracy", resamples=300)
+    page = out.read_text()
+    for title in ("Held-out results", "Best iterate", "Pair types", "Length drift", "position bias",
+                  "Judge calls, cache hits and cost", "Training curves", "Intransitive cycles",
+                  "Agreement between judges"):
+        assert title in page, title
+    # numbers from the run: win-rates with intervals, pair shares, cost, the best checkpoint
+    assert re.search(r"80\.0 % \[\d+\.\d, \d+\.\d\]", page)
+    assert "66.7" in page and "33.3" in page  # iteration 1's pair types
+    assert "0.015" in page  # dollars spent on judge calls
+    assert "Best iterate by accuracy: demo iteration 1 (demo/iter-01/checkpoint)" in page
+    assert "within noise" in page
+    # self-contained: plots embedded, nothing fetched
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert sorted(p.name for p in rep.pngs) == ["report-eval.png", "report-judge.png", "report-length_drift.png",
+                                                "report-pair_types.png", "report-training.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in rep.pngs)
+
+
+def test_report_without_a_teacher_says_accuracy_is_na(tmp_path):
+    run = tmp_path / "r2"
+    write_example(run / "prompts.parquet", "prompts")
+    write_example(run / "iter-00" / "eval.parquet", "eval", [_eval("e1", None, None, None, score=3.0),
+                                                              _eval("e2", None, None, None, score=5.0)])
+    rep = write_report([run], run / "report.html", metric="score", resamples=100)
+    page = (run / "report.html").read_text()
+    assert "n/a" in page and "Best iterate by mean score: r2 iteration 0" in page
+    assert "No other checkpoint was evaluated" in page
+    assert [p.name for p in rep.pngs] == ["report-eval.png", "report-length_drift.png"]  # eval answers only
+    assert "No API calls" in page
+
+
+def test_cli_report_two_runs(report_run, tmp_path, cli):
+    other = tmp_path / "other"
+    write_example(other / "prompts.parquet", "prompts")
+    _write_evals(other, {0: [0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 1: [1] * 10})
+    proc = cli("report", report_run, other, "-o", tmp_path / "both.html", "--resamples", "200")
+    assert proc.returncode == 0, proc.stderr
+    assert "Best iterate by win-rate vs teacher: other iteration 1" in proc.stderr
+    page = (tmp_path / "both.html").read_text()
+    assert "<th class=\"t\">run</th>" in page and ">other<" in page and ">demo<" in page
+    bad = cli("report", report_run, "--metric", "nope")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --metric 'nope'") and "Traceback" not in bad.stderr
+    missing = cli("report", tmp_path / "nope")
+    assert missing.returncode == 1 and "no such run folder" in missing.stderr
+
+
+def test_report_of_a_run_not_evaluated_yet(tmp_path):
+    write_example(tmp_path / "prompts.parquet", "prompts")
+    rep = write_report([tmp_path], tmp_path / "report.html", resamples=50)
+    assert rep.best is None and rep.pngs == []
+    assert "No evaluated checkpoint yet" in (tmp_path / "report.html").read_text()
