@@ -240,14 +240,15 @@ def check_output(output: Path | str, inputs: Iterable[Path | str] = (), *, folde
 
 
 def check_result_output(output: Path | str) -> None:
-    """Where `dno sql` may write a result: not onto an artifact or a folder, and into an existing folder."""
+    """Where `dno sql` may write a result: not onto an artifact or a folder (a missing parent folder is made)."""
     output = Path(output)
     if output.is_dir():
         raise DnoError(f"{output}: is a folder; -o takes a file path")
     if output.exists() and is_artifact(output):
         raise DnoError(f"{output}: is a dno artifact; a query result never replaces one: choose another -o")
-    if not output.parent.is_dir():
-        raise DnoError(f"{output}: no such folder {output.parent}; create it first or choose another -o")
+    for parent in output.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DnoError(f"{output}: {parent} is a file, not a folder; choose another -o")
 
 
 # ---------------------------------------------------------------- atomic writes

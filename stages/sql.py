@@ -55,6 +55,7 @@ def run(cfg: SqlConfig):
         raise DnoError("--format parquet needs -o FILE")
     if cfg.output is not None:
         check_result_output(cfg.output)
+        cfg.output.parent.mkdir(parents=True, exist_ok=True)
     query = cfg.query if cfg.query is not None else load_query(cfg.named) if cfg.named else read_user_sql(cfg.file, "--file")
     con, views = open_run(cfg.run)
     if cfg.named:
