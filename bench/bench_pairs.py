@@ -4,7 +4,7 @@
 
 Builds synthetic samples and judgments (K policy samples + 1 teacher per prompt, random
 1..6 scores), writes them as Parquet, then times in the same run:
-  baseline  the paper rule in plain Python (bench/paper_rule_python.py), from the same tables
+  baseline  the paper rule in plain Python (tests/paper_rule_reference.py), from the same tables
   dno       build_pairs() = candidates.sql + rule_paper.sql + assemble_pairs.sql in DuckDB
 and checks both give the same pair set. Prints seconds, pairs/s and the ratio.
 """
@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from paper_rule_python import paper_pairs  # noqa: E402
+from paper_rule_reference import paper_pairs  # noqa: E402
 
 from dno_data.artifacts import to_table  # noqa: E402
 from dno_data.pairs import build_pairs  # noqa: E402

@@ -1,7 +1,7 @@
 """Pairs from judgments, in DuckDB: win-rates, a pair rule, replay of earlier iterations.
 
 The SQL lives in `dno_data/sql/`: candidates.sql (scores and win-rates per sample),
-rule_paper.sql / rule_best_worst.sql (or a user's file), assemble_pairs.sql, replay.sql.
+rule_paper.sql / rule_paper_best.sql / rule_best_worst.sql (or a user's file), assemble_pairs.sql, replay.sql.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .artifacts import read_artifact, to_table
 from .errors import DnoError
 from .sql import connect, load_sql, query_arrow, read_user_sql
 
-RULES = ("paper", "best-worst")
+RULES = ("paper", "paper-best", "best-worst")
 
 # Named parameters of the built-in rules ($name in the .sql files), with the paper's values.
 DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
@@ -86,8 +86,8 @@ def build_pairs(
         rule_sql, rule_name = read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
     elif rule in RULES:
         rule_sql, rule_name = load_sql("rule_" + rule.replace("-", "_")), rule
-        if rule == "paper" and len(judgments) and not pc.any(pc.equal(judgments["kind"], "score")).as_py():
-            raise DnoError("--rule paper needs score judgments (these are pairwise); use --rule best-worst")
+        if rule.startswith("paper") and len(judgments) and not pc.any(pc.equal(judgments["kind"], "score")).as_py():
+            raise DnoError(f"--rule {rule} needs score judgments (these are pairwise); use --rule best-worst")
     else:
         raise DnoError(f"--rule {rule!r}: choose one of {', '.join(RULES)}, or pass --sql FILE")
     try:

@@ -29,14 +29,14 @@ class PairsConfig:
     judgments: Path
     samples: Path
     output: Path
-    rule: str = "paper"  # paper | best-worst
+    rule: str = "paper"  # paper (every positive, DNO section 5) | paper-best (only the best positive) | best-worst
     sql: Path | None = None  # your own rule (.sql over the `candidates` view); overrides --rule
     min_positive_score: float = 5.0  # paper: the positive scores 5 or 6
     teacher_margin: float = 2.0  # paper: negatives >= 2 points below a teacher positive
     policy_margin: float = 1.0  # paper: >= 1 point below a policy positive
-    prefer_positive: str = "policy"  # paper: which source wins a tie for the best score
-    max_negatives: int | None = None  # paper: negatives per prompt (None: all that qualify)
-    distinct_negatives: bool = True  # paper: identical rejected texts of a prompt make one pair
+    prefer_positive: str = "policy"  # paper-best: which source wins a tie for the best score
+    max_negatives: int | None = None  # paper: negatives per positive (None: all that qualify)
+    distinct_negatives: bool = True  # not in the paper: identical rejected texts of a positive make one pair
     min_margin: float = 0.0  # best-worst: win-rate gap to keep a pair
     max_repetition: float = 0.5  # repeated word 3-gram fraction above which a sample is an automatic negative
     replay: tuple[Path, ...] = field(default_factory=tuple)  # earlier pairs files, newest first
@@ -85,14 +85,14 @@ def command(
     judgments: Annotated[Path, typer.Argument(help="judgments.parquet (from `dno judge`).")],
     samples: Annotated[Path, typer.Argument(help="samples.parquet that was judged.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="pairs.parquet to write.")],
-    rule: Annotated[str, typer.Option(help="paper | best-worst.")] = "paper",
+    rule: Annotated[str, typer.Option(help="paper (every positive) | paper-best (the best one) | best-worst.")] = "paper",
     sql: Annotated[Optional[Path], typer.Option(help="Your own rule: a .sql file over the `candidates` view.")] = None,
     min_positive_score: Annotated[float, typer.Option(help="paper: lowest score of a positive.")] = 5.0,
     teacher_margin: Annotated[float, typer.Option(help="paper: score gap below a teacher positive.")] = 2.0,
     policy_margin: Annotated[float, typer.Option(help="paper: score gap below a policy positive.")] = 1.0,
-    prefer_positive: Annotated[str, typer.Option(help="paper: policy|teacher wins a tie for best.")] = "policy",
-    max_negatives: Annotated[Optional[int], typer.Option(help="paper: most negatives per prompt.")] = None,
-    distinct_negatives: Annotated[bool, typer.Option(help="paper: pair identical rejected texts once.")] = True,
+    prefer_positive: Annotated[str, typer.Option(help="paper-best: policy|teacher wins a tie for best.")] = "policy",
+    max_negatives: Annotated[Optional[int], typer.Option(help="paper: most negatives per positive.")] = None,
+    distinct_negatives: Annotated[bool, typer.Option(help="paper: pair identical rejected texts once (not in the paper).")] = True,
     min_margin: Annotated[float, typer.Option(help="best-worst: least win-rate gap.")] = 0.0,
     max_repetition: Annotated[float, typer.Option(help="Repeated 3-gram fraction that makes an automatic negative.")] = 0.5,
     replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,

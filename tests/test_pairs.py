@@ -54,9 +54,9 @@ def test_repetition_ratio():
 
 
 def test_teacher_positive_needs_margin_two():
-    s, j = group("p1", [("a", "x1", 5.0), ("b", "x2", 4.0), ("c", "x3", 4.5), ("d", "x4", 1.0)], teacher=("t", 6.0))
+    s, j = group("p1", [("a", "x1", 4.5), ("b", "x2", 4.0), ("c", "x3", 4.5), ("d", "x4", 1.0)], teacher=("t", 6.0))
     r = build(s, j)
-    assert pairs_of(r) == {("t", "b"), ("t", "d")}  # 5 and 4.5 are within 2 points of 6
+    assert pairs_of(r) == {("t", "b"), ("t", "d")}  # the two 4.5 are within 2 points of 6
     assert set(r.table["pair_type"].to_pylist()) == {"teacher>policy"}
     assert r.table["rule"].to_pylist() == ["paper", "paper"]
     by = rows_by_pair(r)
@@ -70,11 +70,40 @@ def test_teacher_positive_needs_margin_two():
 def test_policy_positive_uses_the_relaxed_margin():
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 5.0), ("c", "x3", 5.5), ("d", "x4", 2.0)], teacher=("t", 4.0))
     r = build(s, j)
-    # negatives <= 6 - 1 = 5: b (5), d (2) and the teacher (4); c (5.5) is within the margin
-    assert pairs_of(r) == {("a", "b"), ("a", "d"), ("a", "t")}
+    # a (6): negatives <= 5: b (5), d (2), the teacher (4); c (5.5) is within the margin.
+    # c (5.5) and b (5) are positives too: c > {d, t} (<= 4.5), b > {d, t} (<= 4)
+    assert pairs_of(r) == {("a", "b"), ("a", "d"), ("a", "t"), ("c", "d"), ("c", "t"), ("b", "d"), ("b", "t")}
     types = {k: v["pair_type"] for k, v in rows_by_pair(r).items()}
-    assert types == {("a", "b"): "policy>policy", ("a", "d"): "policy>policy", ("a", "t"): "policy>teacher"}
-    assert r.by_type == {"policy>policy": 2, "policy>teacher": 1}
+    assert types[("a", "b")] == "policy>policy" and types[("a", "t")] == "policy>teacher"
+    assert r.by_type == {"policy>policy": 4, "policy>teacher": 3}
+
+
+def test_paper_rule_pairs_every_positive():
+    # Section 5 of the paper: every sample scoring >= 5 is a positive; teacher 6, students 5/4/3/1
+    s, j = group("p1", [("s5", "x5", 5.0), ("s4", "x4", 4.0), ("s3", "x3", 3.0), ("s1", "x1", 1.0)],
+                 teacher=("t", 6.0))
+    r = build(s, j)
+    assert pairs_of(r) == {("t", "s4"), ("t", "s3"), ("t", "s1"), ("s5", "s4"), ("s5", "s3"), ("s5", "s1")}
+    assert r.by_type == {"teacher>policy": 3, "policy>policy": 3}
+
+
+def test_paper_rule_positive_below_a_stronger_positive():
+    # two policy positives: the 6 takes the 5 as a negative (1 point below), the 5 keeps its own
+    s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 5.0), ("c", "x3", 3.0)])
+    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c"), ("b", "c")}
+
+
+def test_paper_rule_zero_margin_never_pairs_both_ways():
+    s, j = group("p1", [("a", "x1", 5.0), ("b", "x2", 5.0), ("c", "x3", 2.0)])
+    assert pairs_of(build(s, j, policy_margin=0.0)) == {("a", "c"), ("b", "c")}
+
+
+def test_paper_best_keeps_the_single_best_positive():
+    s, j = group("p1", [("s5", "x5", 5.0), ("s4", "x4", 4.0), ("s3", "x3", 3.0), ("s1", "x1", 1.0)],
+                 teacher=("t", 6.0))
+    r = build(s, j, rule="paper-best")
+    assert pairs_of(r) == {("t", "s4"), ("t", "s3"), ("t", "s1")}
+    assert set(r.table["rule"].to_pylist()) == {"paper-best"}
 
 
 def test_no_positive():
@@ -113,7 +142,7 @@ def test_only_repetitive_candidates_give_no_positive():
 def test_max_repetition_threshold():
     s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
     r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=0.9)
-    assert pairs_of(r) == {("rep", "b"), ("rep", "a")}  # 0.75 <= 0.9: no longer repetitive
+    assert pairs_of(r) == {("rep", "b"), ("rep", "a"), ("a", "b")}  # 0.75 <= 0.9: no longer repetitive
     assert r.repetitive_samples == 0
 
 
@@ -173,7 +202,7 @@ def test_min_positive_score():
 
 
 def test_teacher_margin():
-    s, j = group("p1", [("a", "x1", 5.0), ("b", "x2", 3.0)], teacher=("t", 6.0))
+    s, j = group("p1", [("a", "x1", 4.5), ("b", "x2", 3.0)], teacher=("t", 6.0))
     assert pairs_of(build(s, j)) == {("t", "b")}
     assert pairs_of(build(s, j, teacher_margin=1.0)) == {("t", "a"), ("t", "b")}
     r = build(s, j, teacher_margin=4.0)
@@ -182,17 +211,19 @@ def test_teacher_margin():
 
 def test_policy_margin():
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 5.0), ("c", "x3", 3.0)])
-    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c")}
-    assert pairs_of(build(s, j, policy_margin=2.0)) == {("a", "c")}
-    assert pairs_of(build(s, j, policy_margin=0.5)) == {("a", "b"), ("a", "c")}
+    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c"), ("b", "c")}
+    assert pairs_of(build(s, j, policy_margin=2.0)) == {("a", "c"), ("b", "c")}
+    assert pairs_of(build(s, j, policy_margin=0.5)) == {("a", "b"), ("a", "c"), ("b", "c")}
 
 
-def test_prefer_positive():
+def test_prefer_positive_of_paper_best():
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 4.5), ("c", "x3", 3.0)], teacher=("t", 6.0))
     # tie at 6: policy a is the positive -> negatives <= 5: b, c
-    assert pairs_of(build(s, j, prefer_positive="policy")) == {("a", "b"), ("a", "c")}
+    assert pairs_of(build(s, j, rule="paper-best", prefer_positive="policy")) == {("a", "b"), ("a", "c")}
     # teacher t is the positive -> negatives <= 4: c only
-    assert pairs_of(build(s, j, prefer_positive="teacher")) == {("t", "c")}
+    assert pairs_of(build(s, j, rule="paper-best", prefer_positive="teacher")) == {("t", "c")}
+    # the paper rule pairs both positives
+    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c"), ("t", "c")}
 
 
 def test_max_negatives_keeps_the_lowest_scores():
