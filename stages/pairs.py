@@ -3,7 +3,7 @@
     dno pairs iter-01/judgments.parquet iter-01/samples.parquet -o iter-01/pairs.parquet --rule paper
     dno pairs j.parquet s.parquet -o p.parquet --rule best-worst --min-margin 0.25
     dno pairs j.parquet s.parquet -o p.parquet --sql my_rule.sql      # your own rule over `candidates`
-    dno pairs ... --replay iter-01/pairs.parquet                     # mix in <=30 % of t-1's pairs
+    dno pairs ... --replay iter-02/pairs.parquet --replay iter-01/pairs.parquet  # 30 % of t-1's own pairs, 15 % of t-2's
 
 Each response's win-rate against the policy's own samples comes from dno_data/sql/candidates.sql;
 the rule is a .sql file returning (prompt_id, chosen_sample_id, rejected_sample_id[, target,
@@ -40,7 +40,7 @@ class PairsConfig:
     min_margin: float = 0.0  # best-worst: win-rate gap to keep a pair
     max_repetition: float = 0.5  # repeated word 3-gram fraction above which a sample is an automatic negative
     replay: tuple[Path, ...] = field(default_factory=tuple)  # earlier pairs files, newest first
-    replay_fraction: float = 0.3  # t-1 contributes <= 30 % of the new count, t-2 <= 15 %, ...
+    replay_fraction: float = 0.3  # <= 30 % of t-1's own new pairs, 15 % of t-2's, ... (see sql/replay.sql)
     seed: int = 0
     force: bool = False
 
@@ -96,7 +96,7 @@ def command(
     min_margin: Annotated[float, typer.Option(help="best-worst: least win-rate gap.")] = 0.0,
     max_repetition: Annotated[float, typer.Option(help="Repeated 3-gram fraction that makes an automatic negative.")] = 0.5,
     replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,
-    replay_fraction: Annotated[float, typer.Option(help="Replay share of t-1 (halved per older file).")] = 0.3,
+    replay_fraction: Annotated[float, typer.Option(help="Share of t-1's own new pairs to replay (halved per older file).")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of the replay selection.")] = 0,
     force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
 ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pyarrow.compute as pc
 import pytest
 
 from conftest import pair_row, sample_row, score_row
@@ -438,7 +439,7 @@ def test_replay_adds_at_most_the_fraction(tmp_path, n_new, fraction):
     new = [x for x in rows if x["replayed_from"] is None]
     replayed = [x for x in rows if x["replayed_from"] is not None]
     assert len(new) == n_new
-    assert len(replayed) == math.floor(fraction * n_new)
+    assert len(replayed) == math.floor(fraction * 12)  # of the older file's 12 pairs, whatever n_new
     assert all(x["replayed_from"] == str(old_path) for x in replayed)
     old_ids = set(read_artifact(old_path, "pairs")["pair_id"].to_pylist())
     assert {x["pair_id"] for x in replayed} <= old_ids
@@ -460,8 +461,52 @@ def test_replay_halves_per_older_file_and_is_deterministic(tmp_path):
     kw = dict(params=DEFAULTS, replay=[old1, old2], replay_fraction=0.3)
     r1 = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), **kw)
     r2 = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), **kw)
-    assert r1.replayed == {str(old1): 3, str(old2): 1}  # floor(10 * 0.3), floor(10 * 0.15)
+    assert r1.replayed == {str(old1): 3, str(old2): 1}  # floor(12 * 0.3), floor(12 * 0.15) of each file's 12
     assert r1.table.to_pylist() == r2.table.to_pylist()
+
+
+def _iteration(tmp_path, name, n_prompts, replay=()):
+    """An iteration's pairs file: one new pair per prompt, plus replay of earlier files (newest first)."""
+    s_all, j_all = [], []
+    for k in range(n_prompts):
+        s, j = group(f"{name}-p{k}", [(f"{name}-a{k}", "x1", 6.0), (f"{name}-b{k}", "x2", 1.0)])
+        s_all += s
+        j_all += j
+    r = build_pairs(to_table(s_all, "samples"), to_table(j_all, "judgments"), params=DEFAULTS, replay=list(replay),
+                    replay_fraction=0.3)
+    return write_artifact(r.table, tmp_path / f"{name}.parquet", "pairs", None), r
+
+
+def test_replay_over_three_iterations_counts_rows_per_source(tmp_path):
+    it1, _ = _iteration(tmp_path, "it1", 40)
+    it2, r2 = _iteration(tmp_path, "it2", 40, replay=[it1])
+    assert r2.replayed == {str(it1): 12}  # 30 % of it1's 40 pairs
+    it3, r3 = _iteration(tmp_path, "it3", 10, replay=[it2, it1])
+    rows = r3.table.to_pylist()
+    by_source = {}
+    for x in rows:
+        by_source[x["replayed_from"]] = by_source.get(x["replayed_from"], 0) + 1
+    # the fraction is of each earlier iteration's OWN new pairs (40 each), not of it3's 10 new pairs:
+    # t-1 30 % -> 12, t-2 15 % -> 6; never a row that it2 had itself replayed from it1
+    assert by_source == {None: 10, str(it2): 12, str(it1): 6}
+    assert all(x["pair_id"] in set(read_artifact(it2, "pairs").filter(
+        pc.is_null(read_artifact(it2, "pairs")["replayed_from"]))["pair_id"].to_pylist())
+        for x in rows if x["replayed_from"] == str(it2))
+    assert all(x["prompt_id"].startswith("it2-") for x in rows if x["replayed_from"] == str(it2))
+    assert all(x["prompt_id"].startswith("it1-") for x in rows if x["replayed_from"] == str(it1))
+    ids = [x["pair_id"] for x in rows]
+    assert len(ids) == len(set(ids))
+
+
+def test_replay_never_duplicates_a_pair_held_by_two_files(tmp_path):
+    it1, _ = _iteration(tmp_path, "it1", 40)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    same = write_artifact(read_artifact(it1, "pairs"), copy / "it1.parquet", "pairs", None)
+    _, r = _iteration(tmp_path, "it3", 40, replay=[same, it1])
+    ids = r.table["pair_id"].to_pylist()
+    assert len(ids) == len(set(ids))
+    assert sum(r.replayed.values()) >= 12
 
 
 def test_replay_file_must_be_pairs(tmp_path):
