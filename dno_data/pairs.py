@@ -15,9 +15,10 @@ import pyarrow.compute as pc
 
 from .artifacts import read_artifact, to_table
 from .errors import DnoError
-from .sql import connect, load_sql, query_arrow, read_user_sql
+from .sql import connect, load_sql, query_arrow, read_user_sql, used_params
 
 RULES = ("paper", "paper-best", "best-worst")
+TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
 
 # Named parameters of the built-in rules ($name in the .sql files), with the paper's values.
 DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
@@ -49,6 +50,7 @@ class PairsResult:
     failed_judgments: int
     unjudged_samples: int
     repetitive_samples: int
+    truncated_samples: int = 0
     by_type: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
     replayed: Counter = field(default_factory=Counter)
@@ -62,10 +64,13 @@ def build_pairs(
     params: dict | None = None,
     sql_file: Path | None = None,
     max_repetition: float = 0.5,
+    truncated: str = "negative",
     replay: list[Path] = (),
     replay_fraction: float = 0.3,
     seed: int = 0,
 ) -> PairsResult:
+    if truncated not in TRUNCATED:
+        raise DnoError(f"--truncated {truncated!r}: choose one of {', '.join(TRUNCATED)}")
     params = {**DEFAULT_PARAMS, **(params or {})}
     con = connect()
     rep = pa.table({
@@ -80,7 +85,8 @@ def build_pairs(
     if not known & judged_ids:
         raise DnoError("the judgments and samples share no sample_id: pass the samples file that was judged")
 
-    con.execute(f"CREATE TEMP TABLE candidates AS {load_sql('candidates')}")
+    candidates_sql = load_sql("candidates")
+    con.execute(f"CREATE TEMP TABLE candidates AS {candidates_sql}", used_params(candidates_sql, {"truncated": truncated}))
 
     if sql_file is not None:
         rule_sql, rule_name = read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
@@ -115,7 +121,8 @@ def build_pairs(
     if without:
         dropped["dropped_by_rule"] += without
     failed = int(pc.sum(pc.not_equal(judgments["status"], "ok")).as_py() or 0)
-    result = PairsResult(table, stats[0], stats[1], failed, stats[2], stats[3], dropped=dropped)
+    n_truncated = int(pc.sum(pc.equal(samples["finish_reason"], "length")).as_py() or 0)
+    result = PairsResult(table, stats[0], stats[1], failed, stats[2], stats[3], n_truncated, dropped=dropped)
 
     if replay:
         result.table, result.replayed = _replay(con, result.table, replay, replay_fraction, seed)

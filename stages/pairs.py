@@ -39,6 +39,7 @@ class PairsConfig:
     distinct_negatives: bool = True  # not in the paper: identical rejected texts of a positive make one pair
     min_margin: float = 0.0  # best-worst: win-rate gap to keep a pair
     max_repetition: float = 0.5  # repeated word 3-gram fraction above which a sample is an automatic negative
+    truncated: str = "negative"  # a sample cut at the length limit: negative (never chosen) | drop | keep
     replay: tuple[Path, ...] = field(default_factory=tuple)  # earlier pairs files, newest first
     replay_fraction: float = 0.3  # <= 30 % of t-1's own new pairs, 15 % of t-2's, ... (see sql/replay.sql)
     seed: int = 0
@@ -63,7 +64,7 @@ def run(cfg: PairsConfig) -> Path:
     params = {k: getattr(cfg, k) for k in ("min_positive_score", "teacher_margin", "policy_margin",
                                            "prefer_positive", "max_negatives", "distinct_negatives", "min_margin")}
     result = build_pairs(samples, judgments, rule=cfg.rule, params=params, sql_file=cfg.sql,
-                         max_repetition=cfg.max_repetition, replay=list(cfg.replay),
+                         max_repetition=cfg.max_repetition, truncated=cfg.truncated, replay=list(cfg.replay),
                          replay_fraction=cfg.replay_fraction, seed=cfg.seed)
     write_artifact(result.table, cfg.output, "pairs", lineage)
     counts = {
@@ -71,6 +72,7 @@ def run(cfg: PairsConfig) -> Path:
         "failed judgments left out": result.failed_judgments,
         "samples without a valid judgment": result.unjudged_samples,
         "repetitive samples (automatic negatives)": result.repetitive_samples,
+        f"truncated samples (--truncated {cfg.truncated})": result.truncated_samples,
         **{f"pairs {k}": v for k, v in sorted(result.by_type.items())},
         **{f"prompts dropped: {k}": v for k, v in sorted(result.dropped.items())},
         **{f"replayed from {k}": v for k, v in result.replayed.items()},
@@ -95,6 +97,8 @@ def command(
     distinct_negatives: Annotated[bool, typer.Option(help="paper: pair identical rejected texts once (not in the paper).")] = True,
     min_margin: Annotated[float, typer.Option(help="best-worst: least win-rate gap.")] = 0.0,
     max_repetition: Annotated[float, typer.Option(help="Repeated 3-gram fraction that makes an automatic negative.")] = 0.5,
+    truncated: Annotated[str, typer.Option(help="A sample cut at the length limit (finish_reason length): negative "
+                                           "(may be rejected, never chosen) | drop | keep.")] = "negative",
     replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,
     replay_fraction: Annotated[float, typer.Option(help="Share of t-1's own new pairs to replay (halved per older file).")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of the replay selection.")] = 0,
@@ -102,5 +106,5 @@ def command(
 ):
     """Build large-margin chosen/rejected pairs from judgments (DuckDB)."""
     run(PairsConfig(judgments, samples, output, rule, sql, min_positive_score, teacher_margin, policy_margin,
-                    prefer_positive, max_negatives, distinct_negatives, min_margin, max_repetition, tuple(replay or ()),
+                    prefer_positive, max_negatives, distinct_negatives, min_margin, max_repetition, truncated, tuple(replay or ()),
                     replay_fraction, seed, force))

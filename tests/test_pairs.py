@@ -191,6 +191,39 @@ def test_several_prompts_are_independent():
         assert row["prompt_id"] == ("p1" if row["chosen_sample_id"] == "a" else "p2")
 
 
+def _truncated_group(rule_scores=(6.0, 5.0, 1.0)):
+    """cut (finish_reason length) scores 6, a 5, b 1."""
+    s, j = group("p1", [("cut", "an answer cut mid", rule_scores[0]), ("a", "x1", rule_scores[1]),
+                        ("b", "x2", rule_scores[2])])
+    s[0]["finish_reason"] = "length"
+    return s, j
+
+
+def test_truncated_answer_is_never_chosen_by_default():
+    s, j = _truncated_group()
+    r = build(s, j)
+    # the cut 6 is no positive; it is rejected against the finished positive a
+    assert pairs_of(r) == {("a", "cut"), ("a", "b")}
+    by = rows_by_pair(r)
+    assert by[("a", "cut")]["rejected_truncated"] is True and by[("a", "cut")]["chosen_truncated"] is False
+    assert by[("a", "b")]["rejected_truncated"] is False
+    assert r.truncated_samples == 1
+    r = build(s, j, rule="best-worst")
+    assert "cut" not in r.table["chosen_sample_id"].to_pylist()
+
+
+def test_truncated_drop_and_keep():
+    s, j = _truncated_group()
+    r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, truncated="drop")
+    assert pairs_of(r) == {("a", "b")}
+    assert r.truncated_samples == 1
+    r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, truncated="keep")
+    assert pairs_of(r) == {("cut", "a"), ("cut", "b"), ("a", "b")}
+    assert rows_by_pair(r)[("cut", "b")]["chosen_truncated"] is True
+    with pytest.raises(DnoError, match="--truncated"):
+        build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, truncated="nope")
+
+
 # ---------------------------------------------------------------- the rule's parameters
 
 def test_min_positive_score():

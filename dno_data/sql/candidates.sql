@@ -2,6 +2,11 @@
 --   winrate(y) = E_{y' ~ policy, y' != y} P(y > y' | x)
 -- P comes from pairwise judgments when there are any (both orders averaged), else from scores
 -- (higher score wins, equal scores are a tie = 0.5). Only judgments with status 'ok' count.
+-- A sample is truncated when it stopped at the length limit (finish_reason 'length'), not by EOS.
+-- $truncated says what a truncated sample is: 'negative' (never a positive, an automatic negative
+-- like a repetitive one), 'drop' (left out, as if never sampled), 'keep' (an ordinary candidate).
+-- automatic_negative = repetitive, or truncated under 'negative': the rules never choose such a
+-- sample and pair it below every positive.
 -- Views: samples, judgments, repetition(sample_id, repetitive).
 WITH ok AS (
     SELECT * FROM judgments WHERE status = 'ok'
@@ -13,10 +18,12 @@ scores AS (
 ),
 base AS (
     SELECT s.prompt_id, s.sample_id, s.source, sc.score,
-           coalesce(r.repetitive, false) AS repetitive
+           coalesce(r.repetitive, false) AS repetitive,
+           coalesce(s.finish_reason = 'length', false) AS truncated
     FROM samples s
     LEFT JOIN scores sc USING (sample_id)
     LEFT JOIN repetition r USING (sample_id)
+    WHERE $truncated <> 'drop' OR s.finish_reason IS DISTINCT FROM 'length'
 ),
 score_winrate AS (
     SELECT c.sample_id,
@@ -37,7 +44,8 @@ pair_winrate AS (
     JOIN base o ON o.sample_id = q.y AND o.source = 'policy'
     GROUP BY 1
 )
-SELECT b.prompt_id, b.sample_id, b.source, b.score, b.repetitive,
+SELECT b.prompt_id, b.sample_id, b.source, b.score, b.repetitive, b.truncated,
+       (b.repetitive OR (b.truncated AND $truncated = 'negative')) AS automatic_negative,
        coalesce(pw.winrate, sw.winrate) AS winrate,
        (b.score IS NOT NULL OR pw.winrate IS NOT NULL) AS judged
 FROM base b

@@ -5,8 +5,10 @@
 --   sample, and strictly lower (so a margin of 0 never pairs two samples both ways).
 --   A positive may be another positive's negative (a policy 6 against a policy 5).
 --   Example: teacher 6, policy 5/4/3/1 -> teacher > {4, 3, 1} and policy-5 > {4, 3, 1}.
---   A sample with heavily repeated n-grams is never a positive and is a negative of every positive
---   of its prompt, whatever its score. A prompt with no positive gives no pairs.
+--   An automatic negative (a sample with heavily repeated n-grams, or a truncated one under
+--   --truncated negative) is never a positive and is a negative of every positive of its prompt,
+--   whatever its score (the paper makes repetitive samples negatives).
+--   A prompt with no positive gives no pairs.
 -- Not in the paper, both optional:
 --   $distinct_negatives: identical rejected texts of one positive make one pair (K samples often
 --   repeat the same wrong answer; each copy would weigh the same pair again); --no-distinct-negatives
@@ -17,7 +19,7 @@ WITH c AS (
     SELECT * FROM candidates WHERE score IS NOT NULL
 ),
 positive AS (
-    SELECT * FROM c WHERE NOT repetitive AND score >= $min_positive_score
+    SELECT * FROM c WHERE NOT automatic_negative AND score >= $min_positive_score
 ),
 qualified AS (
     SELECT p.prompt_id, p.sample_id AS chosen_sample_id, n.sample_id AS rejected_sample_id, n.score,
@@ -25,7 +27,7 @@ qualified AS (
     FROM positive p
     JOIN c n ON n.prompt_id = p.prompt_id AND n.sample_id <> p.sample_id
     JOIN samples s ON s.sample_id = n.sample_id
-    WHERE n.repetitive
+    WHERE n.automatic_negative
        OR (n.score < p.score
            AND n.score <= p.score - CASE WHEN p.source = 'teacher' THEN $teacher_margin ELSE $policy_margin END)
 ),

@@ -2,7 +2,8 @@
 --   the positive is the best-scored candidate and must score >= $min_positive_score;
 --   every negative scores at least $teacher_margin lower when the positive is the teacher,
 --   $policy_margin lower when the positive is a policy sample (and strictly lower);
---   a sample with heavily repeated n-grams is never a positive and always a negative;
+--   an automatic negative (heavily repeated n-grams; truncated under --truncated negative)
+--   is never a positive and always a negative;
 --   a prompt with no positive gives no pairs.
 -- Ties for the best score go to the source named by $prefer_positive, then to win-rate.
 -- With $distinct_negatives, identical rejected texts of a prompt make one pair (K samples often
@@ -15,12 +16,12 @@ WITH c AS (
 ranked AS (
     SELECT *, row_number() OVER (
         PARTITION BY prompt_id
-        ORDER BY repetitive, score DESC, (source = $prefer_positive) DESC, winrate DESC NULLS LAST, sample_id
+        ORDER BY automatic_negative, score DESC, (source = $prefer_positive) DESC, winrate DESC NULLS LAST, sample_id
     ) AS rank
     FROM c
 ),
 positive AS (
-    SELECT * FROM ranked WHERE rank = 1 AND NOT repetitive AND score >= $min_positive_score
+    SELECT * FROM ranked WHERE rank = 1 AND NOT automatic_negative AND score >= $min_positive_score
 ),
 qualified AS (
     SELECT p.prompt_id, p.sample_id AS chosen_sample_id, n.sample_id AS rejected_sample_id, n.score,
@@ -28,7 +29,7 @@ qualified AS (
     FROM positive p
     JOIN c n ON n.prompt_id = p.prompt_id AND n.sample_id <> p.sample_id
     JOIN samples s ON s.sample_id = n.sample_id
-    WHERE n.repetitive
+    WHERE n.automatic_negative
        OR (n.score < p.score
            AND n.score <= p.score - CASE WHEN p.source = 'teacher' THEN $teacher_margin ELSE $policy_margin END)
 ),
