@@ -281,13 +281,38 @@ def test_score_winrates_by_hand():
     assert row_b["chosen_winrate"] == pytest.approx(3.5 / 4)
     assert row_b["rejected_winrate"] == pytest.approx(1.5 / 3)
     assert row_d["rejected_winrate"] == pytest.approx(0.0)
-    # default target = sigmoid(winrate(chosen) - winrate(rejected))
-    assert row_b["target"] == pytest.approx(1 / (1 + math.exp(-(3.5 / 4 - 0.5))))
+    # default target = sigmoid(winrate(chosen) - winrate(rejected)), both against every OTHER candidate
+    # including the teacher: t 3.5 / 4 as above; b vs a, c, d, t: 0 + 0.5 + 1 + 0 -> 1.5 / 4
+    assert row_b["target"] == pytest.approx(1 / (1 + math.exp(-(3.5 / 4 - 1.5 / 4))))
     # and a policy positive: a vs b, c, d -> 1; policy-vs-policy margin is the score gap
     r = build(s, j)
     by = rows_by_pair(r)
     assert by[("a", "b")]["chosen_winrate"] == pytest.approx(1.0)
     assert by[("a", "b")]["margin"] == pytest.approx(2.0)
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_soft_target_of_teacher_pairs_counts_the_teacher():
+    # teacher 6 beats every policy sample; policy a (4) beats the other policy samples too:
+    # against the policy alone both win-rates are 1 and the target would be 0.5
+    s, j = group("p1", [("a", "x1", 4.0), ("b", "x2", 1.0), ("c", "x3", 1.0)], teacher=("t", 6.0))
+    by = rows_by_pair(build(s, j))
+    assert by[("t", "a")]["target"] == pytest.approx(sigmoid(1.0 - 2 / 3))  # a vs t, b, c: 0 + 1 + 1
+    assert by[("t", "b")]["target"] == pytest.approx(sigmoid(1.0 - 0.5 / 3))  # b vs t, a, c: 0 + 0 + 0.5
+    assert all(r["target"] > 0.5 for r in by.values())
+
+
+def test_soft_target_never_favours_an_automatic_negative():
+    # the repetitive 6 is rejected below a 5 by the rule; its higher score must not pull the target under 0.5
+    s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
+    by = rows_by_pair(build(s, j))
+    assert by[("a", "rep")]["target"] == 1.0  # only the rule's verdict: the hard label
+    assert by[("a", "b")]["target"] == pytest.approx(sigmoid(0.5 - 0.0))  # a vs rep, b: 0 + 1; b: 0
+    s, j = _truncated_group()
+    assert rows_by_pair(build(s, j))[("a", "cut")]["target"] == 1.0
 
 
 def _pairwise(pid, ids, prob):

@@ -1,7 +1,12 @@
 -- Turn a rule's (prompt_id, chosen_sample_id, rejected_sample_id[, target]) rows into pairs rows.
 -- Views: rule_output, candidates, samples. Parameter: $rule (recorded in each row).
--- target = sigmoid(chosen_winrate - rejected_winrate): the soft label of DNO's Algorithm 1,
--- unless the rule gave its own target column.
+-- target: the soft label of DNO's Algorithm 1, sigmoid(r(chosen) - r(rejected)), unless the rule gave
+-- its own target column. r is the field_winrate of candidates.sql: the win-rate against every other
+-- candidate of the prompt, the teacher included (against the policy alone, a teacher > policy pair
+-- whose two sides both beat every other policy sample would get exactly 0.5).
+-- A target never contradicts its pair: when r does not favour the chosen side (an automatic negative
+-- that scored higher, or a user's rule), the rule's verdict is the only evidence and the target is
+-- the hard label 1.0.
 SELECT
     substr(sha256(r.chosen_sample_id || '>' || r.rejected_sample_id), 1, 16) AS pair_id,
     r.prompt_id,
@@ -22,7 +27,9 @@ SELECT
     coalesce(cc.score - rc.score, cc.winrate - rc.winrate) AS margin,
     cs.source || '>' || rs.source AS pair_type,
     $rule AS rule,
-    coalesce(r.target, 1 / (1 + exp(-(coalesce(cc.winrate, 0.5) - coalesce(rc.winrate, 0.5))))) AS target,
+    CASE WHEN r.target IS NOT NULL THEN r.target
+         WHEN cc.field_winrate > rc.field_winrate THEN 1 / (1 + exp(-(cc.field_winrate - rc.field_winrate)))
+         ELSE 1.0 END AS target,
     NULL::VARCHAR AS replayed_from
 FROM rule_output r
 JOIN samples cs ON cs.sample_id = r.chosen_sample_id

@@ -2,6 +2,8 @@
 --   winrate(y) = E_{y' ~ policy, y' != y} P(y > y' | x)
 -- P comes from pairwise judgments when there are any (both orders averaged), else from scores
 -- (higher score wins, equal scores are a tie = 0.5). Only judgments with status 'ok' count.
+-- field_winrate is the same against every OTHER candidate of the prompt, the teacher included (the
+-- DNO-Prct estimate compares all K+1 candidates): the soft target of assemble_pairs.sql uses it.
 -- A sample is truncated when it stopped at the length limit (finish_reason 'length'), not by EOS.
 -- $truncated says what a truncated sample is: 'negative' (never a positive, an automatic negative
 -- like a repetitive one), 'drop' (left out, as if never sampled), 'keep' (an ordinary candidate).
@@ -27,9 +29,11 @@ base AS (
 ),
 score_winrate AS (
     SELECT c.sample_id,
-           avg(CASE WHEN c.score > o.score THEN 1.0 WHEN c.score = o.score THEN 0.5 ELSE 0.0 END) AS winrate
+           avg(CASE WHEN c.score > o.score THEN 1.0 WHEN c.score = o.score THEN 0.5 ELSE 0.0 END)
+               FILTER (WHERE o.source = 'policy') AS winrate,
+           avg(CASE WHEN c.score > o.score THEN 1.0 WHEN c.score = o.score THEN 0.5 ELSE 0.0 END) AS field_winrate
     FROM base c
-    JOIN base o ON o.prompt_id = c.prompt_id AND o.source = 'policy' AND o.sample_id <> c.sample_id
+    JOIN base o ON o.prompt_id = c.prompt_id AND o.sample_id <> c.sample_id
     WHERE c.score IS NOT NULL AND o.score IS NOT NULL
     GROUP BY 1
 ),
@@ -39,14 +43,15 @@ prefs AS (
     SELECT sample_id_b AS x, sample_id_a AS y, 1 - prob_a_wins AS p FROM ok WHERE kind = 'pair'
 ),
 pair_winrate AS (
-    SELECT q.x AS sample_id, avg(q.p) AS winrate
+    SELECT q.x AS sample_id, avg(q.p) FILTER (WHERE o.source = 'policy') AS winrate, avg(q.p) AS field_winrate
     FROM (SELECT x, y, avg(p) AS p FROM prefs GROUP BY x, y) q
-    JOIN base o ON o.sample_id = q.y AND o.source = 'policy'
+    JOIN base o ON o.sample_id = q.y
     GROUP BY 1
 )
 SELECT b.prompt_id, b.sample_id, b.source, b.score, b.repetitive, b.truncated,
        (b.repetitive OR (b.truncated AND $truncated = 'negative')) AS automatic_negative,
        coalesce(pw.winrate, sw.winrate) AS winrate,
+       coalesce(pw.field_winrate, sw.field_winrate) AS field_winrate,
        (b.score IS NOT NULL OR pw.winrate IS NOT NULL) AS judged
 FROM base b
 LEFT JOIN score_winrate sw USING (sample_id)
