@@ -339,6 +339,22 @@ def test_pairwise_winrates_average_both_orders():
     assert row["rule"] == "best-worst"
 
 
+def test_pairwise_order_judged_twice_weighs_once_and_self_comparisons_are_left_out():
+    s, j = _pairwise("p1", ["a", "b", "c"], {
+        ("a", "b", 0): 1.0, ("b", "a", 1): 0.5,  # a over b: (1.0 + 0.5) / 2 = 0.75
+        ("a", "c", 0): 1.0, ("c", "a", 1): 0.0,  # a over c: 1.0
+        ("b", "c", 0): 0.5, ("c", "b", 1): 0.5,  # b over c: 0.5
+    })
+    again = pair_row("a", "b", "p1", 1.0, 0)  # the order a-b judged a second time
+    again["judgment_id"] = "again"
+    self_row = pair_row("a", "a", "p1", 0.0, 0)  # a judged against itself
+    r = build(s, j + [again, self_row], rule="best-worst")
+    assert pairs_of(r) == {("a", "c")}
+    row = r.table.to_pylist()[0]
+    assert row["chosen_winrate"] == pytest.approx((0.75 + 1.0) / 2)  # not (1 + 1 + 0.5) / 3 for b
+    assert row["rejected_winrate"] == pytest.approx((0.0 + 0.5) / 2)
+
+
 def test_best_worst_drops_ties():
     tie_s, tie_j = _pairwise("p1", ["a", "b"], {("a", "b", 0): 0.8, ("b", "a", 1): 0.8})  # position bias only
     gap_s, gap_j = _pairwise("p2", ["c", "d"], {("c", "d", 0): 0.75, ("d", "c", 1): 0.25})

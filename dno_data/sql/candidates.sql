@@ -1,7 +1,10 @@
 -- One row per sample: its mean judge score and its win-rate against the policy's own samples,
 --   winrate(y) = E_{y' ~ policy, y' != y} P(y > y' | x)
--- P comes from pairwise judgments when there are any (both orders averaged), else from scores
+-- P comes from pairwise judgments when there are any, else from scores
 -- (higher score wins, equal scores are a tie = 0.5). Only judgments with status 'ok' count.
+-- Pairwise: the rows of each order shown (a first, b second) are averaged first, then the two
+-- orders weigh the same, P(a > b) = (P_ab + 1 - P_ba) / 2 (or the one order judged); rows comparing
+-- a sample with itself are left out.
 -- field_winrate is the same against every OTHER candidate of the prompt, the teacher included (the
 -- DNO-Prct estimate compares all K+1 candidates): the soft target of assemble_pairs.sql uses it.
 -- A sample is truncated when it stopped at the length limit (finish_reason 'length'), not by EOS.
@@ -37,10 +40,15 @@ score_winrate AS (
     WHERE c.score IS NOT NULL AND o.score IS NOT NULL
     GROUP BY 1
 ),
+shown AS (  -- one value per order shown: an order judged twice weighs once; no self-comparisons
+    SELECT sample_id_a AS a, sample_id_b AS b, avg(prob_a_wins) AS p
+    FROM ok WHERE kind = 'pair' AND prob_a_wins IS NOT NULL AND sample_id_a <> sample_id_b
+    GROUP BY 1, 2
+),
 prefs AS (
-    SELECT sample_id_a AS x, sample_id_b AS y, prob_a_wins AS p FROM ok WHERE kind = 'pair'
+    SELECT a AS x, b AS y, p FROM shown
     UNION ALL
-    SELECT sample_id_b AS x, sample_id_a AS y, 1 - prob_a_wins AS p FROM ok WHERE kind = 'pair'
+    SELECT b AS x, a AS y, 1 - p AS p FROM shown
 ),
 pair_winrate AS (
     SELECT q.x AS sample_id, avg(q.p) FILTER (WHERE o.source = 'policy') AS winrate, avg(q.p) AS field_winrate
