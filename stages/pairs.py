@@ -18,10 +18,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from dno_data.artifacts import make_lineage, read_artifact, write_artifact
+from dno_data.artifacts import make_lineage
 from dno_data.cli_utils import check_output_path, one_line_errors, summary, up_to_date
 from dno_data.errors import DnoError
-from dno_data.pairs import build_pairs
+from dno_data.pairs import DEFAULT_MEMORY_LIMIT, build_pairs, check_inputs
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,16 @@ class PairsConfig:
     replay: tuple[Path, ...] = field(default_factory=tuple)  # earlier pairs files, newest first
     replay_fraction: float = 0.3  # <= 30 % of t-1's own new pairs, 15 % of t-2's, ... (see sql/replay.sql)
     seed: int = 0
+    memory_limit: str = DEFAULT_MEMORY_LIMIT  # DuckDB's memory limit; it spills to a folder beside the output
     force: bool = False
 
 
 def run(cfg: PairsConfig) -> Path:
-    judgments = read_artifact(cfg.judgments, "judgments")
-    samples = read_artifact(cfg.samples, "samples")
+    check_inputs(cfg.samples, cfg.judgments, rule=cfg.rule, sql_file=cfg.sql, truncated=cfg.truncated,
+                 replay=cfg.replay)  # from the files' metadata, before any work
     check_output_path(cfg.output, [cfg.judgments, cfg.samples, *cfg.replay])
     if cfg.prefer_positive not in ("policy", "teacher"):
         raise DnoError("--prefer-positive must be policy or teacher")
-    if len(judgments) == 0:
-        raise DnoError(f"{cfg.judgments}: no judgments; rerun `dno judge`")
     inputs = [cfg.judgments, cfg.samples, *cfg.replay, *([cfg.sql] if cfg.sql else [])]
     for p in inputs:
         if not Path(p).exists():
@@ -63,10 +62,10 @@ def run(cfg: PairsConfig) -> Path:
         return cfg.output
     params = {k: getattr(cfg, k) for k in ("min_positive_score", "teacher_margin", "policy_margin",
                                            "prefer_positive", "max_negatives", "distinct_negatives", "min_margin")}
-    result = build_pairs(samples, judgments, rule=cfg.rule, params=params, sql_file=cfg.sql,
+    result = build_pairs(cfg.samples, cfg.judgments, rule=cfg.rule, params=params, sql_file=cfg.sql,
                          max_repetition=cfg.max_repetition, truncated=cfg.truncated, replay=list(cfg.replay),
-                         replay_fraction=cfg.replay_fraction, seed=cfg.seed)
-    write_artifact(result.table, cfg.output, "pairs", lineage)
+                         replay_fraction=cfg.replay_fraction, seed=cfg.seed, output=cfg.output, lineage=lineage,
+                         memory_limit=cfg.memory_limit)
     counts = {
         "prompts": result.prompts_in, "samples": result.samples_in,
         "failed judgments left out": result.failed_judgments,
@@ -76,9 +75,9 @@ def run(cfg: PairsConfig) -> Path:
         **{f"pairs {k}": v for k, v in sorted(result.by_type.items())},
         **{f"prompts dropped: {k}": v for k, v in sorted(result.dropped.items())},
         **{f"replayed from {k}": v for k, v in result.replayed.items()},
-        "pairs written": len(result.table),
+        "pairs written": result.pairs,
     }
-    summary(f"pairs ({result.table['rule'][0].as_py() if len(result.table) else cfg.rule}) -> {cfg.output}", counts)
+    summary(f"pairs ({f'sql:{cfg.sql.name}' if cfg.sql else cfg.rule}) -> {cfg.output}", counts)
     return cfg.output
 
 
@@ -102,9 +101,11 @@ def command(
     replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,
     replay_fraction: Annotated[float, typer.Option(help="Share of t-1's own new pairs to replay (halved per older file).")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of the replay selection.")] = 0,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit (e.g. 2GB); beyond it, it spills to disk "
+                                              "beside the output.")] = DEFAULT_MEMORY_LIMIT,
     force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
 ):
     """Build large-margin chosen/rejected pairs from judgments (DuckDB)."""
     run(PairsConfig(judgments, samples, output, rule, sql, min_positive_score, teacher_margin, policy_margin,
                     prefer_positive, max_negatives, distinct_negatives, min_margin, max_repetition, truncated, tuple(replay or ()),
-                    replay_fraction, seed, force))
+                    replay_fraction, seed, memory_limit, force))

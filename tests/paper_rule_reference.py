@@ -3,12 +3,22 @@ implementation that tests/test_pairs_reference.py compares the SQL rules with on
 
 paper_pairs       rule_paper.sql       (every positive, Section 5 of the DNO paper)
 paper_best_pairs  rule_paper_best.sql  (only the best-scored positive of a prompt)
+repetition_ratio  repetition.sql       (the n-gram check that makes automatic negatives)
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+
+
+def repetition_ratio(text: str, n: int = 3) -> float:
+    """Fraction of word n-grams that repeat an earlier one (0 = none, near 1 = a loop)."""
+    words = text.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
 
 
 def _by_prompt(samples: list[dict]) -> dict[str, list[dict]]:

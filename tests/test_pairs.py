@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pyarrow.compute as pc
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from conftest import pair_row, sample_row, score_row
 from dno_data.artifacts import read_artifact, to_table, write_artifact
 from dno_data.errors import DnoError
-from dno_data.pairs import build_pairs, repetition_ratio
+from dno_data.pairs import build_pairs, repetition_ratios
 
 DEFAULTS = dict(min_positive_score=5.0, teacher_margin=2.0, policy_margin=1.0, prefer_positive="policy",
                 max_negatives=None, min_margin=0.0)
@@ -49,9 +50,8 @@ def rows_by_pair(result) -> dict:
 # ---------------------------------------------------------------- the paper rule
 
 def test_repetition_ratio():
-    assert repetition_ratio("the cat sat on the mat") == 0.0
-    assert repetition_ratio(REPETITIVE) == pytest.approx(0.75)
-    assert repetition_ratio("") == 0.0
+    assert repetition_ratios(["the cat sat on the mat", REPETITIVE, "", "a b", " \n go on\tgo on go on "]) == \
+        pytest.approx([0.0, 0.75, 0.0, 0.0, 0.5])
 
 
 def test_teacher_positive_needs_margin_two():
@@ -640,3 +640,78 @@ def test_pairwise_judge_stage_then_best_worst_stage(tmp_path, monkeypatch):
     with pytest.raises(DnoError, match="best-worst"):
         pairs_run(PairsConfig(j_path, s_path, tmp_path / "paper.parquet", rule="paper"))
     assert not (tmp_path / "paper.parquet").exists()
+
+
+# ---------------------------------------------------------------- the stage over files: checks first, one DuckDB plan
+
+def _files(tmp_path, samples, judgments):
+    return (write_artifact(samples, tmp_path / "samples.parquet", "samples", None),
+            write_artifact(judgments, tmp_path / "judgments.parquet", "judgments", None))
+
+
+def test_stage_writes_pairs_from_files(tmp_path, capsys):
+    from dno_data.artifacts import read_lineage
+    from stages.pairs import PairsConfig
+    from stages.pairs import run as pairs_run
+
+    s, j = _truncated_group()
+    s2, j2 = group("p2", [("c", "x3", 2.0), ("d", "x4", 1.0)], teacher=("t2", 6.0))
+    s_path, j_path = _files(tmp_path, s + s2, j + j2)
+    out = pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", memory_limit="256MB"))
+    rows = read_artifact(out, "pairs").to_pylist()
+    assert {(r["chosen_sample_id"], r["rejected_sample_id"]) for r in rows} == \
+        {("a", "cut"), ("a", "b"), ("t2", "c"), ("t2", "d")}
+    assert [r["prompt_id"] for r in rows] == sorted(r["prompt_id"] for r in rows)
+    assert read_lineage(out)["stage"] == "pairs"
+    err = capsys.readouterr().err
+    assert re.search(r"truncated samples \(--truncated negative\)\s+1\n", err)
+    assert "pairs written" in err and not list(tmp_path.glob(".pairs.parquet*"))  # no temp file or spill folder left
+    # the same rows as the in-memory path
+    mem = build_pairs(to_table(s + s2, "samples"), to_table(j + j2, "judgments"), params=DEFAULTS)
+    assert mem.table.to_pylist() == rows
+
+
+def test_stage_refuses_before_any_work(tmp_path, monkeypatch):
+    from stages.pairs import PairsConfig
+    from stages.pairs import run as pairs_run
+
+    import dno_data.pairs as pairs_mod
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started before the checks")
+
+    monkeypatch.setattr(pairs_mod, "_build", no_work)
+    s = [sample_row("a", "p1", "x"), sample_row("b", "p1", "y", index=1)]
+    j = [pair_row("a", "b", "p1", 0.9, 0), pair_row("b", "a", "p1", 0.2, 1)]
+    s_path, j_path = _files(tmp_path, s, j)
+    with pytest.raises(DnoError, match="needs score judgments"):
+        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="paper"))
+    with pytest.raises(DnoError, match="--truncated"):
+        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="best-worst", truncated="nope"))
+    with pytest.raises(DnoError, match="samples.parquet.*expected 'pairs'"):
+        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="best-worst", replay=(s_path,)))
+    with pytest.raises(DnoError, match="expected 'judgments'"):
+        pairs_run(PairsConfig(s_path, s_path, tmp_path / "pairs.parquet", rule="best-worst"))
+    assert not (tmp_path / "pairs.parquet").exists()
+
+
+def test_bad_memory_limit_is_one_line(tmp_path):
+    s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 1.0)])
+    s_path, j_path = _files(tmp_path, s, j)
+    with pytest.raises(DnoError, match="--memory-limit"):
+        build_pairs(s_path, j_path, params=DEFAULTS, memory_limit="lots")
+
+
+def test_repetition_check_is_skipped_when_it_cannot_fire(tmp_path, monkeypatch):
+    import dno_data.pairs as pairs_mod
+
+    loaded = []
+    real = pairs_mod.load_sql
+    monkeypatch.setattr(pairs_mod, "load_sql", lambda name: loaded.append(name) or real(name))
+    s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
+    build(s, j)
+    assert "repetition" in loaded
+    loaded.clear()
+    r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=1.0)
+    assert "repetition" not in loaded and "candidates" in loaded
+    assert r.repetitive_samples == 0 and ("rep", "a") in pairs_of(r)

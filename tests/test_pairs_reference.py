@@ -1,10 +1,12 @@
 """rule_paper.sql / rule_paper_best.sql against independent Python implementations, on random data."""
 
+import random
+
 import pytest
 
 from dno_data.artifacts import to_table
-from dno_data.pairs import build_pairs
-from paper_rule_reference import paper_best_pairs, paper_pairs, synthetic_rows
+from dno_data.pairs import build_pairs, repetition_ratios
+from paper_rule_reference import paper_best_pairs, paper_pairs, repetition_ratio, synthetic_rows
 
 PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
           "max_negatives": None, "distinct_negatives": True, "min_margin": 0.0}
@@ -24,3 +26,16 @@ def test_sql_rule_equals_python_rule(seed, rule, reference, variant):
     expected = reference(samples, scores, **params)
     assert got == expected
     assert len(got) > 100  # the random data exercises the rule
+
+
+def test_sql_repetition_ratio_equals_python():
+    rng = random.Random(0)
+    words = ["go", "on", "the", "cat", "a", "b"]
+    seps = [" ", "  ", "\n", "\t", " \n "]
+    texts = []
+    for _ in range(500):
+        vocab = words[:rng.randint(2, len(words))]  # few words: loops; many: mostly distinct 3-grams
+        texts.append("".join(rng.choice(vocab) + rng.choice(seps) for _ in range(rng.randint(0, 30))))
+    got = repetition_ratios(texts)
+    assert got == pytest.approx([repetition_ratio(t) for t in texts])
+    assert sum(x > 0.5 for x in got) > 20  # the data has repetitive texts

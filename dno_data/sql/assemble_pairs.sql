@@ -37,4 +37,4 @@ JOIN samples rs ON rs.sample_id = r.rejected_sample_id
 JOIN candidates cc ON cc.sample_id = r.chosen_sample_id
 JOIN candidates rc ON rc.sample_id = r.rejected_sample_id
 WHERE r.chosen_sample_id IS NOT NULL AND r.rejected_sample_id IS NOT NULL
-ORDER BY r.prompt_id, r.chosen_sample_id, r.rejected_sample_id
+-- (`dno pairs` orders the rows by prompt_id, chosen_sample_id, rejected_sample_id)

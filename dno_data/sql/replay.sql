@@ -7,7 +7,8 @@
 -- among the new pairs, or of a prompt that has new pairs, are not replayed.
 -- Which rows is deterministic: the lowest hash of (pair_id, age, $seed), so each file is ranked by
 -- its own order and a rerun gives the same file.
--- Views: new_pairs, old_pairs (all columns of pairs plus `source_file` and `age` = 0, 1, ...).
+-- Views: new_pairs(pair_id, prompt_id), old_pairs (all columns of pairs plus `source_file` and
+-- `age` = 0, 1, ...). Output: the replayed rows, plus `age` and `k` (the order to write them in).
 WITH own AS (
     SELECT * FROM old_pairs WHERE replayed_from IS NULL
 ),
@@ -24,7 +25,6 @@ ranked AS (
     SELECT *, row_number() OVER (PARTITION BY age ORDER BY hash(pair_id, age, $seed), pair_id) AS k
     FROM eligible WHERE copy = 1
 )
-SELECT r.* EXCLUDE (k, copy, age, source_file, replayed_from), r.source_file AS replayed_from
+SELECT r.* EXCLUDE (copy, source_file, replayed_from), r.source_file AS replayed_from
 FROM ranked r JOIN quota q USING (age)
 WHERE r.k <= q.n_max
-ORDER BY r.age, r.k  -- a stable order: the same inputs give the same file
