@@ -165,6 +165,7 @@ def _view(con, name: str, src: Source) -> None:
 def _connect(memory_limit: str | None, temp_directory: Path | None):
     con = connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         if memory_limit:
             con.execute(f"SET memory_limit = {_literal(memory_limit)}")
         if temp_directory is not None:

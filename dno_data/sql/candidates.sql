@@ -30,15 +30,21 @@ base AS (
     LEFT JOIN repetition r USING (sample_id)
     WHERE $truncated <> 'drop' OR s.finish_reason IS DISTINCT FROM 'length'
 ),
-score_winrate AS (
-    SELECT c.sample_id,
-           avg(CASE WHEN c.score > o.score THEN 1.0 WHEN c.score = o.score THEN 0.5 ELSE 0.0 END)
-               FILTER (WHERE o.source = 'policy') AS winrate,
-           avg(CASE WHEN c.score > o.score THEN 1.0 WHEN c.score = o.score THEN 0.5 ELSE 0.0 END) AS field_winrate
-    FROM base c
-    JOIN base o ON o.prompt_id = c.prompt_id AND o.sample_id <> c.sample_id
-    WHERE c.score IS NOT NULL AND o.score IS NOT NULL
+prompt_scores AS (  -- each prompt's scores: of its policy samples, and of all its candidates
+    SELECT prompt_id, list(score) FILTER (WHERE source = 'policy') AS policy_scores, list(score) AS all_scores
+    FROM base WHERE score IS NOT NULL
     GROUP BY 1
+),
+score_winrate AS (  -- (lower + 0.5 * equal, the sample itself left out) / the others: K short lists, no self-join
+    SELECT b.sample_id,
+           (len(list_filter(p.policy_scores, lambda x: x < b.score))
+            + 0.5 * (len(list_filter(p.policy_scores, lambda x: x = b.score)) - b.self))
+               / nullif(len(p.policy_scores) - b.self, 0) AS winrate,
+           (len(list_filter(p.all_scores, lambda x: x < b.score))
+            + 0.5 * (len(list_filter(p.all_scores, lambda x: x = b.score)) - 1))
+               / nullif(len(p.all_scores) - 1, 0) AS field_winrate
+    FROM (SELECT *, CASE WHEN source = 'policy' THEN 1 ELSE 0 END AS self FROM base WHERE score IS NOT NULL) b
+    JOIN prompt_scores p USING (prompt_id)
 ),
 shown AS (  -- one value per order shown: an order judged twice weighs once; no self-comparisons
     SELECT sample_id_a AS a, sample_id_b AS b, avg(prob_a_wins) AS p

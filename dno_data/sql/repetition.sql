@@ -1,12 +1,18 @@
 -- Repetition check (the paper: a sample with heavily repeated n-grams is an automatic negative).
 -- repetition_ratio = the fraction of a response's word 3-grams that repeat an earlier one:
 --   1 - distinct 3-grams / 3-grams (0 = none, near 1 = a loop; 0 for fewer than 3 words).
--- Words are the runs of non-whitespace characters. Vectorised in DuckDB, computed at pair time
--- (not stored by `dno sample`), so --max-repetition can change without resampling and any samples
--- file works. `dno pairs` skips it entirely when --max-repetition >= 1: the ratio is always < 1.
+-- Words are the runs of characters between spaces, tabs and line breaks (as Python's str.split()
+-- for these; rarer Unicode spaces count as part of a word: plain string functions are ~5x faster
+-- than a regular expression here).
+-- Vectorised in DuckDB and computed at pair time (not stored by `dno sample`), so --max-repetition
+-- works on any samples file and can change without resampling. `dno pairs` skips it entirely when
+-- --max-repetition >= 1 (the ratio is always < 1).
 -- Views: samples. Parameter: $max_repetition.
 WITH w AS (
-    SELECT sample_id, regexp_extract_all(response, '[^[:space:]]+') AS words FROM samples
+    SELECT s.sample_id,
+           list_filter(string_split(replace(replace(replace(s.response, chr(10), ' '), chr(9), ' '), chr(13), ' '), ' '),
+                       lambda x: x <> '') AS words
+    FROM samples s
 ),
 r AS (
     SELECT sample_id,
