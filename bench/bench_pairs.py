@@ -197,6 +197,9 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, default=None, help="keep the files here (default: a temp folder)")
     ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # internal: run one contender in this process
     args = ap.parse_args()
+    if args.one and args.one[0] == "gen":
+        synthetic(Path(args.one[1]), int(args.one[2]), args.one[3] == "pairwise")
+        return
     if args.one:
         name, s, j, out = args.one
         pairwise = name.endswith("-pairwise")
@@ -208,12 +211,15 @@ def main() -> None:
     folder = Path(tmp.name) if tmp else args.folder
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    s_path, j_path = synthetic(folder, args.prompts, args.pairwise)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # in a process of its own: a child's peak RSS (wait4) counts the memory of the parent it forked from
+    timed([sys.executable, __file__, "--one", "gen", str(folder), str(args.prompts),
+           "pairwise" if args.pairwise else "scores"], env)
+    s_path, j_path = folder / "samples.parquet", folder / "judgments.parquet"
     kind = "pairwise (30 rows a prompt)" if args.pairwise else "scores (6 a prompt)"
     print(f"{args.prompts} prompts x {K + 1} candidates, {kind}; inputs written in {time.perf_counter() - t0:.1f} s "
           f"({s_path.stat().st_size / 1e6:.0f} MB samples, {j_path.stat().st_size / 1e6:.0f} MB judgments); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     skip = set(filter(None, args.skip.split(",")))
     results = {}
     cmd = [sys.executable, "-m", "stages.cli", "pairs", str(j_path), str(s_path), "-o",

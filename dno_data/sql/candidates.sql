@@ -13,12 +13,9 @@
 -- automatic_negative = repetitive, or truncated under 'negative': the rules never choose such a
 -- sample and pair it below every positive.
 -- Views: samples, judgments, repetition(sample_id, repetitive).
-WITH ok AS (
-    SELECT * FROM judgments WHERE status = 'ok'
-),
-scores AS (
-    SELECT sample_id_a AS sample_id, avg(score) AS score, count(*) AS n_scores
-    FROM ok WHERE kind = 'score' AND score IS NOT NULL
+WITH scores AS (
+    SELECT sample_id_a AS sample_id, avg(score) AS score
+    FROM judgments WHERE status = 'ok' AND kind = 'score' AND score IS NOT NULL
     GROUP BY 1
 ),
 base AS (
@@ -35,20 +32,10 @@ prompt_scores AS (  -- each prompt's scores: of its policy samples, and of all i
     FROM base WHERE score IS NOT NULL
     GROUP BY 1
 ),
-score_winrate AS (  -- (lower + 0.5 * equal, the sample itself left out) / the others: K short lists, no self-join
-    SELECT b.sample_id,
-           (len(list_filter(p.policy_scores, lambda x: x < b.score))
-            + 0.5 * (len(list_filter(p.policy_scores, lambda x: x = b.score)) - b.self))
-               / nullif(len(p.policy_scores) - b.self, 0) AS winrate,
-           (len(list_filter(p.all_scores, lambda x: x < b.score))
-            + 0.5 * (len(list_filter(p.all_scores, lambda x: x = b.score)) - 1))
-               / nullif(len(p.all_scores) - 1, 0) AS field_winrate
-    FROM (SELECT *, CASE WHEN source = 'policy' THEN 1 ELSE 0 END AS self FROM base WHERE score IS NOT NULL) b
-    JOIN prompt_scores p USING (prompt_id)
-),
 shown AS (  -- one value per order shown: an order judged twice weighs once; no self-comparisons
     SELECT sample_id_a AS a, sample_id_b AS b, avg(prob_a_wins) AS p
-    FROM ok WHERE kind = 'pair' AND prob_a_wins IS NOT NULL AND sample_id_a <> sample_id_b
+    FROM judgments
+    WHERE status = 'ok' AND kind = 'pair' AND prob_a_wins IS NOT NULL AND sample_id_a <> sample_id_b
     GROUP BY 1, 2
 ),
 prefs AS (
@@ -61,12 +48,22 @@ pair_winrate AS (
     FROM (SELECT x, y, avg(p) AS p FROM prefs GROUP BY x, y) q
     JOIN base o ON o.sample_id = q.y
     GROUP BY 1
+),
+scored AS (  -- score win-rates: (lower + 0.5 * equal, the sample itself left out) / the others,
+             -- from the prompt's K + 1 scores in two short lists (no self-join of a prompt)
+    SELECT b.*, p.policy_scores, p.all_scores, CASE WHEN b.source = 'policy' THEN 1 ELSE 0 END AS self
+    FROM base b LEFT JOIN prompt_scores p USING (prompt_id)
 )
 SELECT b.prompt_id, b.sample_id, b.source, b.score, b.repetitive, b.truncated,
        (b.repetitive OR (b.truncated AND $truncated = 'negative')) AS automatic_negative,
-       coalesce(pw.winrate, sw.winrate) AS winrate,
-       coalesce(pw.field_winrate, sw.field_winrate) AS field_winrate,
+       coalesce(pw.winrate, CASE WHEN b.score IS NOT NULL THEN
+           (len(list_filter(b.policy_scores, lambda x: x < b.score))
+            + 0.5 * (len(list_filter(b.policy_scores, lambda x: x = b.score)) - b.self))
+           / nullif(len(b.policy_scores) - b.self, 0) END) AS winrate,
+       coalesce(pw.field_winrate, CASE WHEN b.score IS NOT NULL THEN
+           (len(list_filter(b.all_scores, lambda x: x < b.score))
+            + 0.5 * (len(list_filter(b.all_scores, lambda x: x = b.score)) - 1))
+           / nullif(len(b.all_scores) - 1, 0) END) AS field_winrate,
        (b.score IS NOT NULL OR pw.winrate IS NOT NULL) AS judged
-FROM base b
-LEFT JOIN score_winrate sw USING (sample_id)
+FROM scored b
 LEFT JOIN pair_winrate pw USING (sample_id)
