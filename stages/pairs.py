@@ -7,7 +7,10 @@
 
 Each response's win-rate against the policy's own samples comes from dno_data/sql/candidates.sql;
 the rule is a .sql file returning (prompt_id, chosen_sample_id, rejected_sample_id[, target,
-drop_reason]). Judgments whose status is not ok are left out and counted.
+drop_reason]). Judgments whose status is not ok are left out and counted. A sample that stopped at
+the length limit is never chosen (--truncated negative; or drop / keep). DuckDB reads the files
+directly under --memory-limit and writes the pairs file itself; the inputs are checked from their
+metadata first.
 """
 
 from __future__ import annotations

@@ -38,14 +38,19 @@ shown AS (  -- one value per order shown: an order judged twice weighs once; no 
     WHERE status = 'ok' AND kind = 'pair' AND prob_a_wins IS NOT NULL AND sample_id_a <> sample_id_b
     GROUP BY 1, 2
 ),
+unordered AS (  -- P(lo > hi) for each pair of samples: the mean over the orders judged
+    SELECT least(a, b) AS lo, greatest(a, b) AS hi, avg(CASE WHEN a < b THEN p ELSE 1 - p END) AS p
+    FROM shown
+    GROUP BY 1, 2
+),
 prefs AS (
-    SELECT a AS x, b AS y, p FROM shown
+    SELECT lo AS x, hi AS y, p FROM unordered
     UNION ALL
-    SELECT b AS x, a AS y, 1 - p AS p FROM shown
+    SELECT hi AS x, lo AS y, 1 - p AS p FROM unordered
 ),
 pair_winrate AS (
     SELECT q.x AS sample_id, avg(q.p) FILTER (WHERE o.source = 'policy') AS winrate, avg(q.p) AS field_winrate
-    FROM (SELECT x, y, avg(p) AS p FROM prefs GROUP BY x, y) q
+    FROM prefs q
     JOIN base o ON o.sample_id = q.y
     GROUP BY 1
 ),
