@@ -104,7 +104,7 @@ def command(
     replay: Annotated[Optional[list[Path]], typer.Option(help="Earlier pairs files to replay, newest first (repeatable).")] = None,
     replay_fraction: Annotated[float, typer.Option(help="Share of t-1's own new pairs to replay (halved per older file).")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of the replay selection.")] = 0,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit (e.g. 2GB); beyond it, it spills to disk "
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit (e.g. 4GB); beyond it, it spills to disk "
                                               "beside the output.")] = DEFAULT_MEMORY_LIMIT,
     force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
 ):
