@@ -185,7 +185,7 @@ def repetition_ratios(texts: list[str]) -> list[float]:
     con = connect()
     con.register("samples", pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts}))
     sql = load_sql("repetition")
-    rows = dict(con.execute(f"SELECT sample_id, repetition_ratio FROM ({sql})", {"max_repetition": 1.0}).fetchall())
+    rows = dict(con.execute(f"SELECT sample_id, repetition_ratio FROM ({sql})", {"max_repetition": -1.0}).fetchall())
     return [rows[str(i)] for i in range(len(texts))]
 
 

@@ -2,10 +2,12 @@
 
 import random
 
+import pyarrow as pa
 import pytest
 
 from dno_data.artifacts import to_table
 from dno_data.pairs import build_pairs, repetition_ratios
+from dno_data.sql import connect, load_sql
 from paper_rule_reference import paper_best_pairs, paper_pairs, repetition_ratio, synthetic_rows
 
 PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
@@ -37,5 +39,13 @@ def test_sql_repetition_ratio_equals_python():
         vocab = words[:rng.randint(2, len(words))]  # few words: loops; many: mostly distinct 3-grams
         texts.append("".join(rng.choice(vocab) + rng.choice(seps) for _ in range(rng.randint(0, 30))))
     got = repetition_ratios(texts)
-    assert got == pytest.approx([repetition_ratio(t) for t in texts])
+    expected = [repetition_ratio(t) for t in texts]
+    assert got == pytest.approx(expected)
     assert sum(x > 0.5 for x in got) > 20  # the data has repetitive texts
+    # the flags `dno pairs` uses, where a cheap bound skips the 3-grams of most texts, are exact
+    con = connect()
+    con.register("samples", pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts}))
+    sql = load_sql("repetition")
+    for threshold in (0.0, 0.2, 0.5, 0.8):
+        flags = dict(con.execute(f"SELECT sample_id, repetitive FROM ({sql})", {"max_repetition": threshold}).fetchall())
+        assert [flags[str(i)] for i in range(len(texts))] == [x > threshold for x in expected]

@@ -14,12 +14,21 @@ WITH w AS (
                        lambda x: x <> '') AS words
     FROM samples s
 ),
+counted AS (
+    SELECT sample_id, words, len(words) AS n, CAST(list_unique(words) AS BIGINT) AS d FROM w
+),
 r AS (
+    -- A cheap exact bound first: a word's first occurrence at position j >= 3 starts a new 3-gram
+    -- (the one ending at j), so distinct 3-grams >= distinct words - 2 and the ratio is at most
+    -- 1 - max(distinct words - 2, 1) / 3-grams. Texts whose bound is <= $max_repetition (most
+    -- natural text) skip the 3-grams; repetition_ratio is NULL for them (pass a negative
+    -- $max_repetition to compute it everywhere).
     SELECT sample_id,
-           CASE WHEN len(words) < 3 THEN 0.0
+           CASE WHEN n < 3 THEN 0.0
+                WHEN 1.0 - greatest(d - 2, 1) / (n - 2) <= $max_repetition THEN NULL
                 ELSE 1.0 - list_unique([words[i] || ' ' || words[i + 1] || ' ' || words[i + 2]
-                                         FOR i IN range(1, len(words) - 1)]) / (len(words) - 2)
+                                         FOR i IN range(1, n - 1)]) / (n - 2)
            END AS repetition_ratio
-    FROM w
+    FROM counted
 )
-SELECT sample_id, repetition_ratio, repetition_ratio > $max_repetition AS repetitive FROM r
+SELECT sample_id, repetition_ratio, coalesce(repetition_ratio > $max_repetition, false) AS repetitive FROM r
