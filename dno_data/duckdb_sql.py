@@ -30,8 +30,10 @@ def used_params(sql: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k in names}
 
 
-def connect(read_paths=()):
+def connect(read_paths=(), settings: dict | None = None):
     """A locked-down in-memory DuckDB: it may read exactly `read_paths` (files) and nothing else.
+
+    `settings` (e.g. memory_limit, temp_directory) are applied before the lock.
 
     No other file, folder or URL (external access off: no COPY TO, read_csv, glob, ATTACH of a
     file, INSTALL), no extension autoload, no lookup of Python variables by name; then the
@@ -45,6 +47,8 @@ def connect(read_paths=()):
     paths = [str(Path(p).resolve()) for p in read_paths]
     if paths:
         con.execute("SET allowed_paths = ?", [paths])
+    for name, value in (settings or {}).items():
+        con.execute(f"SET {name} = ?", [value])
     con.execute("SET python_enable_replacements = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

@@ -1,140 +1,321 @@
 """Pairs from judgments, in DuckDB: win-rates, a pair rule, replay of earlier iterations.
 
-The SQL lives in `dno_data/sql/`: candidates.sql (scores and win-rates per sample),
-rule_paper.sql / rule_best_worst.sql (or a user's file), assemble_pairs.sql, replay.sql.
+The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check), candidates.sql (scores and
+win-rates per sample), rule_paper.sql / rule_paper_best.sql / rule_best_worst.sql (or a user's
+file), assemble_pairs.sql, replay.sql.
+
+Inputs are Parquet files (or, in tests, pyarrow tables) that DuckDB reads as views, so each query
+reads only the columns it needs (projection pushdown) and nothing is looped over in Python. With
+`output`, the pairs go from DuckDB straight into the Parquet file (COPY): the whole stage is a
+few DuckDB statements under a memory limit, spilling to a temporary folder when needed.
+Preconditions (schemas, the rule, score judgments for the paper rules) are checked from the
+files' metadata before any work.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from .artifacts import read_artifact, to_table
+import schemas
+
+from .artifacts import to_table
 from .errors import DnoError
-from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql
+from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql, used_params
 
-RULES = ("paper", "best-worst")
+RULES = ("paper", "paper-best", "best-worst")
+TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
+DEFAULT_MEMORY_LIMIT = "1.5GB"  # DuckDB's limit for `dno pairs` (peak RSS stays < 2 GB at 1M prompts x 6); it spills beyond
 
 # Named parameters of the built-in rules ($name in the .sql files), with the paper's values.
 DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
                   "max_negatives": None, "distinct_negatives": True, "min_margin": 0.0}
 
-
-def repetition_ratio(text: str, n: int = 3) -> float:
-    """Fraction of word n-grams that repeat an earlier one (0 = none, near 1 = a loop).
-
-    >>> repetition_ratio("the cat sat on the mat")
-    0.0
-    >>> round(repetition_ratio("go on go on go on go on"), 2)
-    0.67
-    >>> repetition_ratio("42")
-    0.0
-    """
-    words = text.split()
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    if not grams:
-        return 0.0
-    return 1.0 - len(set(grams)) / len(grams)
+Source = Path | str | pa.Table  # a Parquet file, or a table already in memory
 
 
 @dataclass
 class PairsResult:
-    table: pa.Table
+    table: pa.Table | None  # the pairs, or None when they were written straight to `output`
+    pairs: int
     prompts_in: int
     samples_in: int
     failed_judgments: int
     unjudged_samples: int
     repetitive_samples: int
+    truncated_samples: int = 0
     by_type: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
     replayed: Counter = field(default_factory=Counter)
 
 
+# ---------------------------------------------------------------- checks from metadata
+
+def check_artifact_file(path: Path | str, schema_name: str) -> int:
+    """Check a Parquet artifact's name, version and columns from its footer alone; its row count.
+
+    The same checks and messages as artifacts.read_artifact, without reading any data.
+    """
+    path = Path(path)
+    spec = schemas.get(schema_name)
+    if not path.exists():
+        raise DnoError(f"{path}: no such file; make it with `{spec.made_by}`")
+    if path.is_dir():
+        raise DnoError(f"{path}: is a folder, expected a {spec.name} Parquet file (made by `{spec.made_by}`)")
+    try:
+        meta = pq.ParquetFile(path).metadata
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DnoError(f"{path}: not a readable Parquet file ({first}); make it with `{spec.made_by}`") from None
+    kv = schema.metadata or {}
+    found = (kv.get(b"dno.schema") or b"").decode()
+    if found != spec.name:
+        what = f"a '{found}' file" if found else "not a dno artifact (no dno.schema metadata)"
+        raise DnoError(f"{path}: {what}, expected '{spec.name}'; make it with `{spec.made_by}`")
+    version = (kv.get(b"dno.schema_version") or b"").decode()
+    if version != str(spec.version):
+        raise DnoError(f"{path}: {spec.name} schema version {version or '?'}, this dno reads version {spec.version}; "
+                       f"remake it with `{spec.made_by}`")
+    missing = [n for n in spec.schema.names if n not in schema.names]
+    if missing:
+        raise DnoError(f"{path}: missing column(s) {', '.join(missing)}; remake it with `{spec.made_by}`")
+    for f in spec.schema:
+        have = schema.field(f.name).type
+        if not have.equals(f.type):
+            raise DnoError(f"{path}: column '{f.name}' is {have}, expected {f.type}; remake it with `{spec.made_by}`")
+    return meta.num_rows
+
+
+def _may_hold(path: Path, column: str, value: str) -> bool:
+    """Whether a Parquet file may have a row with column == value, from its row-group statistics."""
+    pf = pq.ParquetFile(path)
+    idx = pf.schema_arrow.get_field_index(column)
+    for g in range(pf.metadata.num_row_groups):
+        st = pf.metadata.row_group(g).column(idx).statistics
+        if st is None or not st.has_min_max or st.min <= value <= st.max:
+            return True
+    return False
+
+
+def _has_score_judgments(judgments: Source) -> bool:
+    if isinstance(judgments, pa.Table):
+        return bool(pc.any(pc.equal(judgments["kind"], "score")).as_py())
+    if not _may_hold(Path(judgments), "kind", "score"):
+        return False
+    import duckdb
+
+    q = f"SELECT 1 FROM read_parquet({_literal(judgments)}) WHERE kind = 'score' LIMIT 1"
+    return bool(duckdb.connect().sql(q).fetchall())
+
+
+def _rows(src: Source, schema_name: str) -> int:
+    if isinstance(src, pa.Table):
+        return len(src)
+    return check_artifact_file(src, schema_name)
+
+
+def _rule_sql(rule: str, sql_file) -> tuple[str, str]:
+    if sql_file is not None:
+        return read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
+    if rule in RULES:
+        return load_sql("rule_" + rule.replace("-", "_")), rule
+    raise DnoError(f"--rule {rule!r}: choose one of {', '.join(RULES)}, or pass --sql FILE")
+
+
+def check_inputs(samples: Source, judgments: Source, *, rule: str = "paper", sql_file=None,
+                 truncated: str = "negative", replay=()) -> None:
+    """Everything that can be refused before any work, from the files' metadata."""
+    if truncated not in TRUNCATED:
+        raise DnoError(f"--truncated {truncated!r}: choose one of {', '.join(TRUNCATED)}")
+    n_judgments = _rows(judgments, "judgments")
+    _rows(samples, "samples")
+    for f in replay:
+        check_artifact_file(f, "pairs")
+    _rule_sql(rule, sql_file)
+    if n_judgments == 0:
+        where = judgments if not isinstance(judgments, pa.Table) else "the judgments"
+        raise DnoError(f"{where}: no judgments; rerun `dno judge`")
+    if sql_file is None and rule.startswith("paper") and not _has_score_judgments(judgments):
+        raise DnoError(f"--rule {rule} needs score judgments (these are pairwise); use --rule best-worst")
+
+
+# ---------------------------------------------------------------- DuckDB
+
+def _literal(value) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _view(con, name: str, src: Source) -> None:
+    if isinstance(src, pa.Table):
+        con.register(name, src)
+    else:
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_literal(src)})")
+
+
+def _tmp_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.{os.getpid()}.tmp")
+
+
+def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[Path]):
+    """A locked-down connection (duckdb_sql.connect) that may touch only `paths`: the inputs, the
+    output and its temporary file; a user's --sql rule runs in it."""
+    settings = {"enable_progress_bar": False}
+    if memory_limit:
+        settings["memory_limit"] = str(memory_limit)
+    if temp_directory is not None:
+        settings["temp_directory"] = str(temp_directory)
+    try:
+        return connect(read_paths=paths, settings=settings)
+    except Exception as e:  # duckdb.InvalidInputException and kin: a bad --memory-limit
+        first = (str(e).strip().splitlines() or ["?"])[0]
+        raise DnoError(f"--memory-limit {memory_limit!r}: {first}") from None
+
+
+def repetition_ratios(texts: list[str]) -> list[float]:
+    """repetition.sql on a list of texts: the fraction of word 3-grams that repeat an earlier one.
+
+    >>> repetition_ratios(["the cat sat on the mat", "go on go on go on go on", "42"])
+    [0.0, 0.6666666666666667, 0.0]
+    """
+    con = connect()
+    con.register("samples", pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts}))
+    sql = load_sql("repetition")
+    rows = dict(con.execute(f"SELECT sample_id, repetition_ratio FROM ({sql})", {"max_repetition": -1.0}).fetchall())
+    return [rows[str(i)] for i in range(len(texts))]
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or ["?"])[0]
+
+
 def build_pairs(
-    samples: pa.Table,
-    judgments: pa.Table,
+    samples: Source,
+    judgments: Source,
     *,
     rule: str = "paper",
     params: dict | None = None,
     sql_file: Path | None = None,
     max_repetition: float = 0.5,
+    truncated: str = "negative",
     replay: list[Path] = (),
     replay_fraction: float = 0.3,
     seed: int = 0,
+    output: Path | None = None,
+    lineage: dict | None = None,
+    memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+    temp_directory: Path | None = None,
 ) -> PairsResult:
+    """Pairs of `samples` (a samples file or table) from `judgments`, by `rule` or a user's `sql_file`.
+
+    With `output`, the pairs are written there (atomically, with `lineage` in the metadata) and
+    result.table is None; else they come back as result.table.
+    """
+    check_inputs(samples, judgments, rule=rule, sql_file=sql_file, truncated=truncated, replay=replay)
+    rule_sql, rule_name = _rule_sql(rule, sql_file)
     params = {**DEFAULT_PARAMS, **(params or {})}
-    con = connect()
-    rep = pa.table({
-        "sample_id": samples["sample_id"],
-        "repetitive": pa.array([repetition_ratio(t) > max_repetition for t in samples["response"].to_pylist()]),
-    })
-    con.register("samples", samples)
-    con.register("judgments", judgments)
-    con.register("repetition", rep)
-    known = set(samples["sample_id"].to_pylist())
-    judged_ids = set(judgments["sample_id_a"].to_pylist()) | set(x for x in judgments["sample_id_b"].to_pylist() if x)
-    if not known & judged_ids:
+    spill = Path(temp_directory) if temp_directory else None
+    made_spill = False
+    if spill is None and output is not None:
+        spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-", dir=Path(output).parent))
+        made_spill = True
+    paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]
+    if output is not None:
+        paths += [Path(output), _tmp_path(Path(output))]
+    con = _connect(memory_limit, spill, paths)
+    try:
+        return _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated,
+                      list(replay), replay_fraction, seed, output, lineage)
+    finally:
+        con.close()
+        if made_spill:
+            shutil.rmtree(spill, ignore_errors=True)
+
+
+def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated, replay,
+           replay_fraction, seed, output, lineage) -> PairsResult:
+    _view(con, "samples", samples)
+    _view(con, "judgments", judgments)
+    if max_repetition < 1.0:  # the ratio is always < 1: at 1 or more the check can never fire
+        rep = load_sql("repetition")
+        con.execute(f"CREATE TEMP TABLE repetition AS SELECT sample_id, repetitive FROM ({rep}) WHERE repetitive",
+                    {"max_repetition": max_repetition})
+    else:
+        con.execute("CREATE TEMP TABLE repetition (sample_id VARCHAR, repetitive BOOLEAN)")
+
+    cand = load_sql("candidates")
+    con.execute(f"CREATE TEMP TABLE candidates AS {cand}", used_params(cand, {"truncated": truncated}))
+    prompts_in, samples_in, unjudged, n_repetitive, n_judged = con.sql(
+        """SELECT count(DISTINCT prompt_id), count(*), count(*) FILTER (WHERE NOT judged),
+                  count(*) FILTER (WHERE repetitive), count(*) FILTER (WHERE judged) FROM candidates""").fetchall()[0]
+    failed, n_truncated = con.sql(
+        """SELECT (SELECT count(*) FROM judgments WHERE status <> 'ok'),
+                  (SELECT count(*) FROM samples WHERE finish_reason = 'length')""").fetchall()[0]
+    if n_judged == 0 and not con.sql(
+            """SELECT EXISTS (SELECT 1 FROM judgments j JOIN samples s ON s.sample_id = j.sample_id_a)""").fetchall()[0][0]:
         raise DnoError("the judgments and samples share no sample_id: pass the samples file that was judged")
 
-    con.execute(f"CREATE TEMP TABLE candidates AS {load_sql('candidates')}")
-
-    if sql_file is not None:
-        rule_sql, rule_name = read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
-    elif rule in RULES:
-        rule_sql, rule_name = load_sql("rule_" + rule.replace("-", "_")), rule
-        if rule == "paper" and len(judgments) and not pc.any(pc.equal(judgments["kind"], "score")).as_py():
-            raise DnoError("--rule paper needs score judgments (these are pairwise); use --rule best-worst")
-    else:
-        raise DnoError(f"--rule {rule!r}: choose one of {', '.join(RULES)}, or pass --sql FILE")
-    try:
-        out = query_arrow(con, rule_sql, params)
-    except Exception as e:  # duckdb errors in a user's file are bad input, not a crash
-        first = (str(e).strip().splitlines() or ["?"])[0]
-        raise DnoError(f"{sql_file or rule_name}: the rule query failed: {first}") from None
-    out = _check_rule_output(out, sql_file or rule_name, con)
-    con.register("rule_output", out)
-    assemble = load_sql("assemble_pairs")
-    table = query_arrow(con, assemble, {"rule": rule_name})
-    table = to_table(table, "pairs")
-
-    stats = con.sql(
-        """SELECT count(DISTINCT prompt_id), count(*), count(*) FILTER (WHERE NOT judged),
-                  count(*) FILTER (WHERE repetitive) FROM candidates"""
-    ).fetchall()[0]
-    dropped = Counter(
-        dict(con.sql("SELECT drop_reason, count(*) FROM rule_output WHERE drop_reason IS NOT NULL GROUP BY 1").fetchall())
-    )
+    _rule_output(con, rule_sql, params, sql_file or rule_name, user=sql_file is not None)
+    dropped = Counter(dict(con.sql(
+        "SELECT drop_reason, count(*) FROM rule_output WHERE drop_reason IS NOT NULL GROUP BY 1").fetchall()))
     without = con.sql(
         """SELECT count(DISTINCT prompt_id) FROM candidates WHERE prompt_id NOT IN
            (SELECT prompt_id FROM rule_output WHERE chosen_sample_id IS NOT NULL OR drop_reason IS NOT NULL)"""
     ).fetchall()[0][0]
     if without:
         dropped["dropped_by_rule"] += without
-    failed = int(pc.sum(pc.not_equal(judgments["status"], "ok")).as_py() or 0)
-    result = PairsResult(table, stats[0], stats[1], failed, stats[2], stats[3], dropped=dropped)
 
-    if replay:
-        result.table, result.replayed = _replay(con, result.table, replay, replay_fraction, seed)
-    result.by_type = Counter(result.table["pair_type"].to_pylist())
+    query = _pairs_query(con, rule_name, replay, replay_fraction, seed)
+    result = PairsResult(None, 0, prompts_in, samples_in, failed, unjudged, n_repetitive, n_truncated, dropped=dropped)
+    if output is None:
+        result.table = to_table(query_arrow(con, query), "pairs")
+        con.register("written", result.table)
+    else:
+        _copy_atomic(con, query, Path(output), lineage)
+        con.execute(f"CREATE VIEW written AS SELECT * FROM read_parquet({_literal(output)})")
+    for pair_type, replayed_from, n in con.sql(
+            "SELECT pair_type, replayed_from, count(*) FROM written GROUP BY ALL").fetchall():
+        result.by_type[pair_type] += n
+        result.pairs += n
+        if replayed_from is not None:
+            result.replayed[replayed_from] += n
     return result
 
 
-def _check_rule_output(out: pa.Table, where, con) -> pa.Table:
+def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
+    """The rule's rows as a temp table rule_output(prompt_id, chosen_sample_id, rejected_sample_id,
+    target, drop_reason); a user's rule is checked to pair two different samples of one prompt."""
+    try:
+        cols = [d[0] for d in con.sql(f"SELECT * FROM ({rule_sql}) LIMIT 0", params=used_params(rule_sql, params)
+                                      or None).description]
+    except Exception as e:  # duckdb errors in a user's file are bad input, not a crash
+        raise DnoError(f"{where}: the rule query failed: {_first_line(e)}") from None
     for col in ("prompt_id", "chosen_sample_id", "rejected_sample_id"):
-        if col not in out.column_names:
+        if col not in cols:
             raise DnoError(f"{where}: the rule must return a column {col} (and may return target, drop_reason)")
-    cols = {"prompt_id": out["prompt_id"], "chosen_sample_id": out["chosen_sample_id"],
-            "rejected_sample_id": out["rejected_sample_id"]}
-    cols["target"] = out["target"].cast(pa.float64()) if "target" in out.column_names else pa.nulls(len(out), pa.float64())
-    cols["drop_reason"] = out["drop_reason"].cast(pa.string()) if "drop_reason" in out.column_names else pa.nulls(len(out), pa.string())
-    out = pa.table(cols)
-    con.register("rule_check", out)
+    target = "CAST(target AS DOUBLE)" if "target" in cols else "NULL::DOUBLE"
+    reason = "CAST(drop_reason AS VARCHAR)" if "drop_reason" in cols else "NULL::VARCHAR"
+    sql = (f"CREATE TEMP TABLE rule_output AS SELECT CAST(prompt_id AS VARCHAR) AS prompt_id, "
+           f"CAST(chosen_sample_id AS VARCHAR) AS chosen_sample_id, "
+           f"CAST(rejected_sample_id AS VARCHAR) AS rejected_sample_id, {target} AS target, {reason} AS drop_reason "
+           f"FROM ({rule_sql})")
+    try:
+        con.execute(sql, used_params(rule_sql, params) or None)
+    except Exception as e:
+        raise DnoError(f"{where}: the rule query failed: {_first_line(e)}") from None
+    if not user:
+        return
     bad = con.sql(
-        """SELECT r.chosen_sample_id, r.rejected_sample_id FROM rule_check r
+        """SELECT r.chosen_sample_id, r.rejected_sample_id FROM rule_output r
            LEFT JOIN candidates c ON c.sample_id = r.chosen_sample_id
            LEFT JOIN candidates d ON d.sample_id = r.rejected_sample_id
            WHERE r.chosen_sample_id IS NOT NULL AND (c.sample_id IS NULL OR d.sample_id IS NULL
@@ -143,19 +324,48 @@ def _check_rule_output(out: pa.Table, where, con) -> pa.Table:
     ).fetchall()
     if bad:
         raise DnoError(f"{where}: pair ({bad[0][0]}, {bad[0][1]}) is not two different samples of one prompt")
-    return out
 
 
-def _replay(con, new: pa.Table, files: list[Path], fraction: float, seed: int):
-    olds = []
-    for age, f in enumerate(files):
-        t = read_artifact(f, "pairs")
-        t = t.append_column("source_file", pa.array([str(f)] * len(t), pa.string()))
-        olds.append(t.append_column("age", pa.array([age] * len(t), pa.int32())))
-    con.register("new_pairs", new)
-    con.register("old_pairs", pa.concat_tables(olds))
-    sql = load_sql("replay")
-    replayed = query_arrow(con, sql, {"fraction": fraction, "seed": seed})
-    replayed = to_table(replayed, "pairs")
-    counts = Counter(replayed["replayed_from"].to_pylist())
-    return pa.concat_tables([new, replayed]), counts
+def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed: int) -> str:
+    """One query giving the pairs rows in the schema's column order: new pairs, then replayed ones."""
+    cols = ", ".join(f'"{n}"' for n in schemas.get("pairs").schema.names)
+    assemble = load_sql("assemble_pairs").replace("$rule", _literal(rule_name))
+    if not replay:  # a stable order: the same inputs give the same file
+        return f"SELECT {cols} FROM ({assemble}) ORDER BY prompt_id, chosen_sample_id, rejected_sample_id"
+    parts = [f"SELECT {cols}, {_literal(f)} AS source_file, {age} AS age FROM read_parquet({_literal(f)})"
+             for age, f in enumerate(replay)]
+    con.execute("CREATE TEMP VIEW old_pairs AS " + " UNION ALL ".join(parts))
+    con.execute("""CREATE TEMP VIEW new_pairs AS
+                   SELECT substr(sha256(chosen_sample_id || '>' || rejected_sample_id), 1, 16) AS pair_id, prompt_id
+                   FROM rule_output WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL""")
+    rep = load_sql("replay").replace("$fraction", repr(float(fraction))).replace("$seed", str(int(seed)))
+    return (f"SELECT {cols} FROM (SELECT {cols}, NULL AS age, NULL AS k FROM ({assemble}) "
+            f"UNION ALL SELECT {cols}, age, k FROM ({rep})) "
+            "ORDER BY age NULLS FIRST, k, prompt_id, chosen_sample_id, rejected_sample_id")
+
+
+def _copy_atomic(con, query: str, output: Path, lineage: dict | None) -> None:
+    """COPY the query to `output` with the pairs schema's metadata: tmp file, fsync, rename."""
+    spec = schemas.get("pairs")
+    meta = {"dno.schema": spec.name, "dno.schema_version": str(spec.version)}
+    if lineage is not None:
+        meta["dno.lineage"] = json.dumps(lineage, sort_keys=True)
+    kv = "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items()) + "}"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(output)
+    try:
+        con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {kv})")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:
+        fd = os.open(output.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 
+import pyarrow.compute as pc
 import pytest
 
 from conftest import pair_row, sample_row, score_row
 from dno_data.artifacts import read_artifact, to_table, write_artifact
 from dno_data.errors import DnoError
-from dno_data.pairs import build_pairs, repetition_ratio
+from dno_data.pairs import build_pairs, repetition_ratios
 
 DEFAULTS = dict(min_positive_score=5.0, teacher_margin=2.0, policy_margin=1.0, prefer_positive="policy",
                 max_negatives=None, min_margin=0.0)
@@ -48,15 +50,14 @@ def rows_by_pair(result) -> dict:
 # ---------------------------------------------------------------- the paper rule
 
 def test_repetition_ratio():
-    assert repetition_ratio("the cat sat on the mat") == 0.0
-    assert repetition_ratio(REPETITIVE) == pytest.approx(0.75)
-    assert repetition_ratio("") == 0.0
+    assert repetition_ratios(["the cat sat on the mat", REPETITIVE, "", "a b", " \n go on\tgo on go on "]) == \
+        pytest.approx([0.0, 0.75, 0.0, 0.0, 0.5])
 
 
 def test_teacher_positive_needs_margin_two():
-    s, j = group("p1", [("a", "x1", 5.0), ("b", "x2", 4.0), ("c", "x3", 4.5), ("d", "x4", 1.0)], teacher=("t", 6.0))
+    s, j = group("p1", [("a", "x1", 4.5), ("b", "x2", 4.0), ("c", "x3", 4.5), ("d", "x4", 1.0)], teacher=("t", 6.0))
     r = build(s, j)
-    assert pairs_of(r) == {("t", "b"), ("t", "d")}  # 5 and 4.5 are within 2 points of 6
+    assert pairs_of(r) == {("t", "b"), ("t", "d")}  # the two 4.5 are within 2 points of 6
     assert set(r.table["pair_type"].to_pylist()) == {"teacher>policy"}
     assert r.table["rule"].to_pylist() == ["paper", "paper"]
     by = rows_by_pair(r)
@@ -70,11 +71,40 @@ def test_teacher_positive_needs_margin_two():
 def test_policy_positive_uses_the_relaxed_margin():
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 5.0), ("c", "x3", 5.5), ("d", "x4", 2.0)], teacher=("t", 4.0))
     r = build(s, j)
-    # negatives <= 6 - 1 = 5: b (5), d (2) and the teacher (4); c (5.5) is within the margin
-    assert pairs_of(r) == {("a", "b"), ("a", "d"), ("a", "t")}
+    # a (6): negatives <= 5: b (5), d (2), the teacher (4); c (5.5) is within the margin.
+    # c (5.5) and b (5) are positives too: c > {d, t} (<= 4.5), b > {d, t} (<= 4)
+    assert pairs_of(r) == {("a", "b"), ("a", "d"), ("a", "t"), ("c", "d"), ("c", "t"), ("b", "d"), ("b", "t")}
     types = {k: v["pair_type"] for k, v in rows_by_pair(r).items()}
-    assert types == {("a", "b"): "policy>policy", ("a", "d"): "policy>policy", ("a", "t"): "policy>teacher"}
-    assert r.by_type == {"policy>policy": 2, "policy>teacher": 1}
+    assert types[("a", "b")] == "policy>policy" and types[("a", "t")] == "policy>teacher"
+    assert r.by_type == {"policy>policy": 4, "policy>teacher": 3}
+
+
+def test_paper_rule_pairs_every_positive():
+    # Section 5 of the paper: every sample scoring >= 5 is a positive; teacher 6, students 5/4/3/1
+    s, j = group("p1", [("s5", "x5", 5.0), ("s4", "x4", 4.0), ("s3", "x3", 3.0), ("s1", "x1", 1.0)],
+                 teacher=("t", 6.0))
+    r = build(s, j)
+    assert pairs_of(r) == {("t", "s4"), ("t", "s3"), ("t", "s1"), ("s5", "s4"), ("s5", "s3"), ("s5", "s1")}
+    assert r.by_type == {"teacher>policy": 3, "policy>policy": 3}
+
+
+def test_paper_rule_positive_below_a_stronger_positive():
+    # two policy positives: the 6 takes the 5 as a negative (1 point below), the 5 keeps its own
+    s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 5.0), ("c", "x3", 3.0)])
+    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c"), ("b", "c")}
+
+
+def test_paper_rule_zero_margin_never_pairs_both_ways():
+    s, j = group("p1", [("a", "x1", 5.0), ("b", "x2", 5.0), ("c", "x3", 2.0)])
+    assert pairs_of(build(s, j, policy_margin=0.0)) == {("a", "c"), ("b", "c")}
+
+
+def test_paper_best_keeps_the_single_best_positive():
+    s, j = group("p1", [("s5", "x5", 5.0), ("s4", "x4", 4.0), ("s3", "x3", 3.0), ("s1", "x1", 1.0)],
+                 teacher=("t", 6.0))
+    r = build(s, j, rule="paper-best")
+    assert pairs_of(r) == {("t", "s4"), ("t", "s3"), ("t", "s1")}
+    assert set(r.table["rule"].to_pylist()) == {"paper-best"}
 
 
 def test_no_positive():
@@ -113,7 +143,7 @@ def test_only_repetitive_candidates_give_no_positive():
 def test_max_repetition_threshold():
     s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
     r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=0.9)
-    assert pairs_of(r) == {("rep", "b"), ("rep", "a")}  # 0.75 <= 0.9: no longer repetitive
+    assert pairs_of(r) == {("rep", "b"), ("rep", "a"), ("a", "b")}  # 0.75 <= 0.9: no longer repetitive
     assert r.repetitive_samples == 0
 
 
@@ -161,6 +191,39 @@ def test_several_prompts_are_independent():
         assert row["prompt_id"] == ("p1" if row["chosen_sample_id"] == "a" else "p2")
 
 
+def _truncated_group(rule_scores=(6.0, 5.0, 1.0)):
+    """cut (finish_reason length) scores 6, a 5, b 1."""
+    s, j = group("p1", [("cut", "an answer cut mid", rule_scores[0]), ("a", "x1", rule_scores[1]),
+                        ("b", "x2", rule_scores[2])])
+    s[0]["finish_reason"] = "length"
+    return s, j
+
+
+def test_truncated_answer_is_never_chosen_by_default():
+    s, j = _truncated_group()
+    r = build(s, j)
+    # the cut 6 is no positive; it is rejected against the finished positive a
+    assert pairs_of(r) == {("a", "cut"), ("a", "b")}
+    by = rows_by_pair(r)
+    assert by[("a", "cut")]["rejected_truncated"] is True and by[("a", "cut")]["chosen_truncated"] is False
+    assert by[("a", "b")]["rejected_truncated"] is False
+    assert r.truncated_samples == 1
+    r = build(s, j, rule="best-worst")
+    assert "cut" not in r.table["chosen_sample_id"].to_pylist()
+
+
+def test_truncated_drop_and_keep():
+    s, j = _truncated_group()
+    r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, truncated="drop")
+    assert pairs_of(r) == {("a", "b")}
+    assert r.truncated_samples == 1
+    r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, truncated="keep")
+    assert pairs_of(r) == {("cut", "a"), ("cut", "b"), ("a", "b")}
+    assert rows_by_pair(r)[("cut", "b")]["chosen_truncated"] is True
+    with pytest.raises(DnoError, match="--truncated"):
+        build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, truncated="nope")
+
+
 # ---------------------------------------------------------------- the rule's parameters
 
 def test_min_positive_score():
@@ -173,7 +236,7 @@ def test_min_positive_score():
 
 
 def test_teacher_margin():
-    s, j = group("p1", [("a", "x1", 5.0), ("b", "x2", 3.0)], teacher=("t", 6.0))
+    s, j = group("p1", [("a", "x1", 4.5), ("b", "x2", 3.0)], teacher=("t", 6.0))
     assert pairs_of(build(s, j)) == {("t", "b")}
     assert pairs_of(build(s, j, teacher_margin=1.0)) == {("t", "a"), ("t", "b")}
     r = build(s, j, teacher_margin=4.0)
@@ -182,17 +245,19 @@ def test_teacher_margin():
 
 def test_policy_margin():
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 5.0), ("c", "x3", 3.0)])
-    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c")}
-    assert pairs_of(build(s, j, policy_margin=2.0)) == {("a", "c")}
-    assert pairs_of(build(s, j, policy_margin=0.5)) == {("a", "b"), ("a", "c")}
+    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c"), ("b", "c")}
+    assert pairs_of(build(s, j, policy_margin=2.0)) == {("a", "c"), ("b", "c")}
+    assert pairs_of(build(s, j, policy_margin=0.5)) == {("a", "b"), ("a", "c"), ("b", "c")}
 
 
-def test_prefer_positive():
+def test_prefer_positive_of_paper_best():
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 4.5), ("c", "x3", 3.0)], teacher=("t", 6.0))
     # tie at 6: policy a is the positive -> negatives <= 5: b, c
-    assert pairs_of(build(s, j, prefer_positive="policy")) == {("a", "b"), ("a", "c")}
+    assert pairs_of(build(s, j, rule="paper-best", prefer_positive="policy")) == {("a", "b"), ("a", "c")}
     # teacher t is the positive -> negatives <= 4: c only
-    assert pairs_of(build(s, j, prefer_positive="teacher")) == {("t", "c")}
+    assert pairs_of(build(s, j, rule="paper-best", prefer_positive="teacher")) == {("t", "c")}
+    # the paper rule pairs both positives
+    assert pairs_of(build(s, j)) == {("a", "b"), ("a", "c"), ("t", "c")}
 
 
 def test_max_negatives_keeps_the_lowest_scores():
@@ -216,13 +281,38 @@ def test_score_winrates_by_hand():
     assert row_b["chosen_winrate"] == pytest.approx(3.5 / 4)
     assert row_b["rejected_winrate"] == pytest.approx(1.5 / 3)
     assert row_d["rejected_winrate"] == pytest.approx(0.0)
-    # default target = sigmoid(winrate(chosen) - winrate(rejected))
-    assert row_b["target"] == pytest.approx(1 / (1 + math.exp(-(3.5 / 4 - 0.5))))
+    # default target = sigmoid(winrate(chosen) - winrate(rejected)), both against every OTHER candidate
+    # including the teacher: t 3.5 / 4 as above; b vs a, c, d, t: 0 + 0.5 + 1 + 0 -> 1.5 / 4
+    assert row_b["target"] == pytest.approx(1 / (1 + math.exp(-(3.5 / 4 - 1.5 / 4))))
     # and a policy positive: a vs b, c, d -> 1; policy-vs-policy margin is the score gap
     r = build(s, j)
     by = rows_by_pair(r)
     assert by[("a", "b")]["chosen_winrate"] == pytest.approx(1.0)
     assert by[("a", "b")]["margin"] == pytest.approx(2.0)
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_soft_target_of_teacher_pairs_counts_the_teacher():
+    # teacher 6 beats every policy sample; policy a (4) beats the other policy samples too:
+    # against the policy alone both win-rates are 1 and the target would be 0.5
+    s, j = group("p1", [("a", "x1", 4.0), ("b", "x2", 1.0), ("c", "x3", 1.0)], teacher=("t", 6.0))
+    by = rows_by_pair(build(s, j))
+    assert by[("t", "a")]["target"] == pytest.approx(sigmoid(1.0 - 2 / 3))  # a vs t, b, c: 0 + 1 + 1
+    assert by[("t", "b")]["target"] == pytest.approx(sigmoid(1.0 - 0.5 / 3))  # b vs t, a, c: 0 + 0 + 0.5
+    assert all(r["target"] > 0.5 for r in by.values())
+
+
+def test_soft_target_never_favours_an_automatic_negative():
+    # the repetitive 6 is rejected below a 5 by the rule; its higher score must not pull the target under 0.5
+    s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
+    by = rows_by_pair(build(s, j))
+    assert by[("a", "rep")]["target"] == 1.0  # only the rule's verdict: the hard label
+    assert by[("a", "b")]["target"] == pytest.approx(sigmoid(0.5 - 0.0))  # a vs rep, b: 0 + 1; b: 0
+    s, j = _truncated_group()
+    assert rows_by_pair(build(s, j))[("a", "cut")]["target"] == 1.0
 
 
 def _pairwise(pid, ids, prob):
@@ -247,6 +337,22 @@ def test_pairwise_winrates_average_both_orders():
     assert row["chosen_score"] is None
     assert row["pair_type"] == "policy>policy"
     assert row["rule"] == "best-worst"
+
+
+def test_pairwise_order_judged_twice_weighs_once_and_self_comparisons_are_left_out():
+    s, j = _pairwise("p1", ["a", "b", "c"], {
+        ("a", "b", 0): 1.0, ("b", "a", 1): 0.5,  # a over b: (1.0 + 0.5) / 2 = 0.75
+        ("a", "c", 0): 1.0, ("c", "a", 1): 0.0,  # a over c: 1.0
+        ("b", "c", 0): 0.5, ("c", "b", 1): 0.5,  # b over c: 0.5
+    })
+    again = pair_row("a", "b", "p1", 1.0, 0)  # the order a-b judged a second time
+    again["judgment_id"] = "again"
+    self_row = pair_row("a", "a", "p1", 0.0, 0)  # a judged against itself
+    r = build(s, j + [again, self_row], rule="best-worst")
+    assert pairs_of(r) == {("a", "c")}
+    row = r.table.to_pylist()[0]
+    assert row["chosen_winrate"] == pytest.approx((0.75 + 1.0) / 2)  # not (1 + 1 + 0.5) / 3 for b
+    assert row["rejected_winrate"] == pytest.approx((0.0 + 0.5) / 2)
 
 
 def test_best_worst_drops_ties():
@@ -407,7 +513,7 @@ def test_replay_adds_at_most_the_fraction(tmp_path, n_new, fraction):
     new = [x for x in rows if x["replayed_from"] is None]
     replayed = [x for x in rows if x["replayed_from"] is not None]
     assert len(new) == n_new
-    assert len(replayed) == math.floor(fraction * n_new)
+    assert len(replayed) == math.floor(fraction * 12)  # of the older file's 12 pairs, whatever n_new
     assert all(x["replayed_from"] == str(old_path) for x in replayed)
     old_ids = set(read_artifact(old_path, "pairs")["pair_id"].to_pylist())
     assert {x["pair_id"] for x in replayed} <= old_ids
@@ -429,8 +535,52 @@ def test_replay_halves_per_older_file_and_is_deterministic(tmp_path):
     kw = dict(params=DEFAULTS, replay=[old1, old2], replay_fraction=0.3)
     r1 = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), **kw)
     r2 = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), **kw)
-    assert r1.replayed == {str(old1): 3, str(old2): 1}  # floor(10 * 0.3), floor(10 * 0.15)
+    assert r1.replayed == {str(old1): 3, str(old2): 1}  # floor(12 * 0.3), floor(12 * 0.15) of each file's 12
     assert r1.table.to_pylist() == r2.table.to_pylist()
+
+
+def _iteration(tmp_path, name, n_prompts, replay=()):
+    """An iteration's pairs file: one new pair per prompt, plus replay of earlier files (newest first)."""
+    s_all, j_all = [], []
+    for k in range(n_prompts):
+        s, j = group(f"{name}-p{k}", [(f"{name}-a{k}", "x1", 6.0), (f"{name}-b{k}", "x2", 1.0)])
+        s_all += s
+        j_all += j
+    r = build_pairs(to_table(s_all, "samples"), to_table(j_all, "judgments"), params=DEFAULTS, replay=list(replay),
+                    replay_fraction=0.3)
+    return write_artifact(r.table, tmp_path / f"{name}.parquet", "pairs", None), r
+
+
+def test_replay_over_three_iterations_counts_rows_per_source(tmp_path):
+    it1, _ = _iteration(tmp_path, "it1", 40)
+    it2, r2 = _iteration(tmp_path, "it2", 40, replay=[it1])
+    assert r2.replayed == {str(it1): 12}  # 30 % of it1's 40 pairs
+    it3, r3 = _iteration(tmp_path, "it3", 10, replay=[it2, it1])
+    rows = r3.table.to_pylist()
+    by_source = {}
+    for x in rows:
+        by_source[x["replayed_from"]] = by_source.get(x["replayed_from"], 0) + 1
+    # the fraction is of each earlier iteration's OWN new pairs (40 each), not of it3's 10 new pairs:
+    # t-1 30 % -> 12, t-2 15 % -> 6; never a row that it2 had itself replayed from it1
+    assert by_source == {None: 10, str(it2): 12, str(it1): 6}
+    assert all(x["pair_id"] in set(read_artifact(it2, "pairs").filter(
+        pc.is_null(read_artifact(it2, "pairs")["replayed_from"]))["pair_id"].to_pylist())
+        for x in rows if x["replayed_from"] == str(it2))
+    assert all(x["prompt_id"].startswith("it2-") for x in rows if x["replayed_from"] == str(it2))
+    assert all(x["prompt_id"].startswith("it1-") for x in rows if x["replayed_from"] == str(it1))
+    ids = [x["pair_id"] for x in rows]
+    assert len(ids) == len(set(ids))
+
+
+def test_replay_never_duplicates_a_pair_held_by_two_files(tmp_path):
+    it1, _ = _iteration(tmp_path, "it1", 40)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    same = write_artifact(read_artifact(it1, "pairs"), copy / "it1.parquet", "pairs", None)
+    _, r = _iteration(tmp_path, "it3", 40, replay=[same, it1])
+    ids = r.table["pair_id"].to_pylist()
+    assert len(ids) == len(set(ids))
+    assert sum(r.replayed.values()) >= 12
 
 
 def test_replay_file_must_be_pairs(tmp_path):
@@ -490,3 +640,78 @@ def test_pairwise_judge_stage_then_best_worst_stage(tmp_path, monkeypatch):
     with pytest.raises(DnoError, match="best-worst"):
         pairs_run(PairsConfig(j_path, s_path, tmp_path / "paper.parquet", rule="paper"))
     assert not (tmp_path / "paper.parquet").exists()
+
+
+# ---------------------------------------------------------------- the stage over files: checks first, one DuckDB plan
+
+def _files(tmp_path, samples, judgments):
+    return (write_artifact(samples, tmp_path / "samples.parquet", "samples", None),
+            write_artifact(judgments, tmp_path / "judgments.parquet", "judgments", None))
+
+
+def test_stage_writes_pairs_from_files(tmp_path, capsys):
+    from dno_data.artifacts import read_lineage
+    from stages.pairs import PairsConfig
+    from stages.pairs import run as pairs_run
+
+    s, j = _truncated_group()
+    s2, j2 = group("p2", [("c", "x3", 2.0), ("d", "x4", 1.0)], teacher=("t2", 6.0))
+    s_path, j_path = _files(tmp_path, s + s2, j + j2)
+    out = pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", memory_limit="256MB"))
+    rows = read_artifact(out, "pairs").to_pylist()
+    assert {(r["chosen_sample_id"], r["rejected_sample_id"]) for r in rows} == \
+        {("a", "cut"), ("a", "b"), ("t2", "c"), ("t2", "d")}
+    assert [r["prompt_id"] for r in rows] == sorted(r["prompt_id"] for r in rows)
+    assert read_lineage(out)["stage"] == "pairs"
+    err = capsys.readouterr().err
+    assert re.search(r"truncated samples \(--truncated negative\)\s+1\n", err)
+    assert "pairs written" in err and not list(tmp_path.glob(".pairs.parquet*"))  # no temp file or spill folder left
+    # the same rows as the in-memory path
+    mem = build_pairs(to_table(s + s2, "samples"), to_table(j + j2, "judgments"), params=DEFAULTS)
+    assert mem.table.to_pylist() == rows
+
+
+def test_stage_refuses_before_any_work(tmp_path, monkeypatch):
+    from stages.pairs import PairsConfig
+    from stages.pairs import run as pairs_run
+
+    import dno_data.pairs as pairs_mod
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started before the checks")
+
+    monkeypatch.setattr(pairs_mod, "_build", no_work)
+    s = [sample_row("a", "p1", "x"), sample_row("b", "p1", "y", index=1)]
+    j = [pair_row("a", "b", "p1", 0.9, 0), pair_row("b", "a", "p1", 0.2, 1)]
+    s_path, j_path = _files(tmp_path, s, j)
+    with pytest.raises(DnoError, match="needs score judgments"):
+        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="paper"))
+    with pytest.raises(DnoError, match="--truncated"):
+        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="best-worst", truncated="nope"))
+    with pytest.raises(DnoError, match="samples.parquet.*expected 'pairs'"):
+        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="best-worst", replay=(s_path,)))
+    with pytest.raises(DnoError, match="expected 'judgments'"):
+        pairs_run(PairsConfig(s_path, s_path, tmp_path / "pairs.parquet", rule="best-worst"))
+    assert not (tmp_path / "pairs.parquet").exists()
+
+
+def test_bad_memory_limit_is_one_line(tmp_path):
+    s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 1.0)])
+    s_path, j_path = _files(tmp_path, s, j)
+    with pytest.raises(DnoError, match="--memory-limit"):
+        build_pairs(s_path, j_path, params=DEFAULTS, memory_limit="lots")
+
+
+def test_repetition_check_is_skipped_when_it_cannot_fire(tmp_path, monkeypatch):
+    import dno_data.pairs as pairs_mod
+
+    loaded = []
+    real = pairs_mod.load_sql
+    monkeypatch.setattr(pairs_mod, "load_sql", lambda name: loaded.append(name) or real(name))
+    s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
+    build(s, j)
+    assert "repetition" in loaded
+    loaded.clear()
+    r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=1.0)
+    assert "repetition" not in loaded and "candidates" in loaded
+    assert r.repetitive_samples == 0 and ("rep", "a") in pairs_of(r)

@@ -1,34 +1,51 @@
-"""rule_paper.sql against an independent Python implementation of the same rule, on random data."""
+"""rule_paper.sql / rule_paper_best.sql against independent Python implementations, on random data."""
 
 import random
-import sys
-from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from paper_rule_python import paper_pairs  # noqa: E402
-
-from bench_pairs import synthetic  # noqa: E402
-
-from dno_data.pairs import build_pairs  # noqa: E402
+from dno_data.artifacts import to_table
+from dno_data.pairs import build_pairs, repetition_ratios
+from dno_data.duckdb_sql import connect, load_sql
+from paper_rule_reference import paper_best_pairs, paper_pairs, repetition_ratio, synthetic_rows
 
 PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
           "max_negatives": None, "distinct_negatives": True, "min_margin": 0.0}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rule,reference", [("paper", paper_pairs), ("paper-best", paper_best_pairs)])
 @pytest.mark.parametrize("variant", [{}, {"prefer_positive": "teacher"}, {"max_negatives": 1},
                                      {"teacher_margin": 3.0, "policy_margin": 2.0, "min_positive_score": 6.0},
-                                     {"distinct_negatives": False}])
-def test_sql_rule_equals_python_rule(seed, variant):
-    samples, judgments = synthetic(300, k=4, seed=seed)
+                                     {"distinct_negatives": False}, {"policy_margin": 0.0}])
+def test_sql_rule_equals_python_rule(seed, rule, reference, variant):
+    samples, judgments = synthetic_rows(300, k=4, seed=seed)
     params = {**PARAMS, **variant}
-    got = build_pairs(samples, judgments, rule="paper", params=params).table
+    got = build_pairs(to_table(samples, "samples"), to_table(judgments, "judgments"), rule=rule, params=params).table
     got = set(zip(got["chosen_sample_id"].to_pylist(), got["rejected_sample_id"].to_pylist()))
-    rows = samples.select(["sample_id", "prompt_id", "source", "response"]).to_pylist()
-    scores = dict(zip(judgments["sample_id_a"].to_pylist(), judgments["score"].to_pylist()))
-    expected = paper_pairs(rows, scores, **{k: v for k, v in params.items() if k != "min_margin"})
+    scores = {j["sample_id_a"]: j["score"] for j in judgments}
+    expected = reference(samples, scores, **params)
     assert got == expected
     assert len(got) > 100  # the random data exercises the rule
+
+
+def test_sql_repetition_ratio_equals_python():
+    rng = random.Random(0)
+    words = ["go", "on", "the", "cat", "a", "b"]
+    seps = [" ", "  ", "\n", "\t", " \n "]
+    texts = []
+    for _ in range(500):
+        vocab = words[:rng.randint(2, len(words))]  # few words: loops; many: mostly distinct 3-grams
+        texts.append("".join(rng.choice(vocab) + rng.choice(seps) for _ in range(rng.randint(0, 30))))
+    got = repetition_ratios(texts)
+    expected = [repetition_ratio(t) for t in texts]
+    assert got == pytest.approx(expected)
+    assert sum(x > 0.5 for x in got) > 20  # the data has repetitive texts
+    # the flags `dno pairs` uses, where a cheap bound skips the 3-grams of most texts, are exact
+    con = connect()
+    con.register("samples", pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts}))
+    sql = load_sql("repetition")
+    for threshold in (0.0, 0.2, 0.5, 0.8):
+        flags = dict(con.execute(f"SELECT sample_id, repetitive FROM ({sql})", {"max_repetition": threshold}).fetchall())
+        assert [flags[str(i)] for i in range(len(texts))] == [x > threshold for x in expected]

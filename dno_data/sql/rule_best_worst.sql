@@ -1,31 +1,27 @@
 -- Best against worst by win-rate: one pair per prompt, kept when
 --   winrate(best) - winrate(worst) >= $min_margin and > 0 (ties are dropped).
--- Repetitive samples are never the best. Works with score and pairwise judgments alike.
+-- Automatic negatives (repetitive; truncated under --truncated negative) are never the best. Works with score and pairwise judgments alike.
 -- Output: prompt_id, chosen_sample_id, rejected_sample_id, drop_reason (NULL for a pair).
 WITH c AS (
     SELECT * FROM candidates WHERE winrate IS NOT NULL
 ),
-best AS (
-    SELECT * FROM (
-        SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY repetitive, winrate DESC, score DESC NULLS LAST, sample_id) AS r
-        FROM c) WHERE r = 1
-),
-worst AS (
-    SELECT * FROM (
-        SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY repetitive DESC, winrate, score NULLS FIRST, sample_id DESC) AS r
-        FROM c) WHERE r = 1
-),
-judged AS (
-    SELECT b.prompt_id, b.sample_id AS chosen_sample_id, w.sample_id AS rejected_sample_id,
-           b.winrate - w.winrate AS gap, b.repetitive AS best_repetitive, w.repetitive AS worst_repetitive
-    FROM best b JOIN worst w USING (prompt_id)
+judged AS (  -- one pass per prompt: best and worst by ordering keys (no window, no self-join)
+    SELECT prompt_id,
+           -- best: not an automatic negative, highest win-rate, then highest score, then sample_id
+           arg_min({id: sample_id, w: winrate, auto: automatic_negative},
+                   {auto: automatic_negative, w: -winrate, no_score: score IS NULL, s: -score, id: sample_id}) AS b,
+           -- worst: an automatic negative first, lowest win-rate, then lowest score (none first), last sample_id
+           arg_max({id: sample_id, w: winrate, auto: automatic_negative},
+                   {auto: automatic_negative, w: -winrate, no_score: score IS NULL, s: -score, id: sample_id}) AS w
+    FROM c
+    GROUP BY prompt_id
 ),
 verdict AS (
-    SELECT *,
-           CASE WHEN chosen_sample_id = rejected_sample_id OR best_repetitive THEN 'no_positive'
-                WHEN worst_repetitive AND NOT best_repetitive THEN NULL
-                WHEN gap <= 0 THEN 'tie'
-                WHEN gap < $min_margin THEN 'below_min_margin'
+    SELECT prompt_id, b.id AS chosen_sample_id, w.id AS rejected_sample_id,
+           CASE WHEN b.id = w.id OR b.auto THEN 'no_positive'
+                WHEN w.auto AND NOT b.auto THEN NULL
+                WHEN b.w - w.w <= 0 THEN 'tie'
+                WHEN b.w - w.w < $min_margin THEN 'below_min_margin'
            END AS drop_reason
     FROM judged
 )

@@ -1,38 +1,38 @@
--- DNO-Prct pair rule (Rosset et al. 2024, section 5):
---   the positive is the best-scored candidate and must score >= $min_positive_score;
---   every negative scores at least $teacher_margin lower when the positive is the teacher,
---   $policy_margin lower when the positive is a policy sample;
---   a sample with heavily repeated n-grams is never a positive and always a negative;
---   a prompt with no positive gives no pairs.
--- Ties for the best score go to the source named by $prefer_positive, then to win-rate.
--- With $distinct_negatives, identical rejected texts of a prompt make one pair (K samples often
--- repeat the same wrong answer; each would otherwise weigh the same pair again).
--- At most $max_negatives negatives per prompt (NULL: all), lowest scores first.
+-- `--rule paper`: the DNO-Prct pair rule of Section 5 of Rosset et al. 2024 (arXiv 2404.03715).
+--   Every candidate (policy sample or teacher) scoring >= $min_positive_score is a positive.
+--   Each positive is paired with every other candidate of its prompt that scores at least
+--   $teacher_margin lower when the positive is the teacher, $policy_margin lower when it is a policy
+--   sample, and strictly lower (so a margin of 0 never pairs two samples both ways).
+--   A positive may be another positive's negative (a policy 6 against a policy 5).
+--   Example: teacher 6, policy 5/4/3/1 -> teacher > {4, 3, 1} and policy-5 > {4, 3, 1}.
+--   An automatic negative (a sample with heavily repeated n-grams, or a truncated one under
+--   --truncated negative) is never a positive and is a negative of every positive of its prompt,
+--   whatever its score (the paper makes repetitive samples negatives).
+--   A prompt with no positive gives no pairs.
+-- Not in the paper, both optional:
+--   $distinct_negatives: identical rejected texts of one positive make one pair (K samples often
+--   repeat the same wrong answer; each copy would weigh the same pair again); --no-distinct-negatives
+--   gives the paper's rule exactly.
+--   $max_negatives: at most that many negatives per positive (NULL: all), lowest scores first.
 -- Output: prompt_id, chosen_sample_id, rejected_sample_id, drop_reason (NULL for a pair).
 WITH c AS (
     SELECT * FROM candidates WHERE score IS NOT NULL
 ),
-ranked AS (
-    SELECT *, row_number() OVER (
-        PARTITION BY prompt_id
-        ORDER BY repetitive, score DESC, (source = $prefer_positive) DESC, winrate DESC NULLS LAST, sample_id
-    ) AS rank
-    FROM c
-),
 positive AS (
-    SELECT * FROM ranked WHERE rank = 1 AND NOT repetitive AND score >= $min_positive_score
+    SELECT * FROM c WHERE NOT automatic_negative AND score >= $min_positive_score
 ),
 qualified AS (
     SELECT p.prompt_id, p.sample_id AS chosen_sample_id, n.sample_id AS rejected_sample_id, n.score,
-           row_number() OVER (PARTITION BY p.prompt_id, s.response ORDER BY n.score, n.sample_id) AS copy
+           row_number() OVER (PARTITION BY p.sample_id, s.response ORDER BY n.score, n.sample_id) AS copy
     FROM positive p
     JOIN c n ON n.prompt_id = p.prompt_id AND n.sample_id <> p.sample_id
     JOIN samples s ON s.sample_id = n.sample_id
-    WHERE n.repetitive
-       OR n.score <= p.score - CASE WHEN p.source = 'teacher' THEN $teacher_margin ELSE $policy_margin END
+    WHERE n.automatic_negative
+       OR (n.score < p.score
+           AND n.score <= p.score - CASE WHEN p.source = 'teacher' THEN $teacher_margin ELSE $policy_margin END)
 ),
 negatives AS (
-    SELECT *, row_number() OVER (PARTITION BY prompt_id ORDER BY score, rejected_sample_id) AS k
+    SELECT *, row_number() OVER (PARTITION BY chosen_sample_id ORDER BY score, rejected_sample_id) AS k
     FROM qualified
     WHERE NOT $distinct_negatives OR copy = 1
 ),
