@@ -5,7 +5,7 @@ import pyarrow as pa
 from .common import MESSAGES
 
 NAME = "pairs"
-VERSION = 1
+VERSION = 2
 MADE_BY = "dno pairs JUDGMENTS SAMPLES -o pairs.parquet"
 
 PAIR_TYPES = ("teacher>policy", "policy>teacher", "policy>policy")
@@ -22,6 +22,8 @@ SCHEMA = pa.schema(
         pa.field("rejected", pa.string(), nullable=False),
         pa.field("chosen_source", pa.string(), nullable=False),  # policy | teacher
         pa.field("rejected_source", pa.string(), nullable=False),
+        pa.field("chosen_truncated", pa.bool_(), nullable=False),  # stopped at the length limit, not by EOS
+        pa.field("rejected_truncated", pa.bool_(), nullable=False),
         pa.field("chosen_score", pa.float64()),  # mean judge score (null for pairwise judges)
         pa.field("rejected_score", pa.float64()),
         pa.field("chosen_winrate", pa.float64()),  # E_{y'~policy} P(chosen > y')

@@ -5,8 +5,9 @@
     accelerate launch --multi_gpu --num_processes 8 -m stages.cli train pairs.parquet --model DIR -o ckpt  # GPUs
     torchrun --nproc_per_node 2 -m stages.cli train pairs.parquet --model DIR -o ckpt          # CPU, 2 processes
 
-The reference is the input model (the policy that sampled the pairs): its log-probs are
-computed once in a no-grad pass before training. Loss only on response tokens.
+The reference is the input model (the policy that sampled the pairs) unless --reference
+names another: its log-probs are computed once in a no-grad pass before training. Loss only
+on response tokens; the loss is chosen by name (--loss, dno_data.losses.LOSSES).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class TrainConfig:
     model: Path  # pi_t: the policy that sampled the pairs; also the reference
     output: Path  # checkpoint folder for pi_{t+1}
     beta: float = 0.1  # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
-    loss: str = "hard"  # hard: -log sigmoid(beta h) (DNO-Prct); soft: Algorithm 1's sigmoid(r+ - r-) target
-    learning_rate: float = 5e-7  # the paper's 7B runs; small models take larger rates
+    loss: str = "hard"  # a name in dno_data.losses.LOSSES: hard (DNO-Prct), soft (Algorithm 1), dpo, ipo, sppo
+    learning_rate: float = 5e-7  # small models take larger rates
     batch_size: int = 4  # pairs per micro-batch (per process)
     grad_accum: int = 1  # micro-batches per optimizer step
     epochs: float = 1.0  # at most one epoch on the new pairs
@@ -47,20 +48,27 @@ class TrainConfig:
     threads: int | None = None
     force: bool = False
     fresh: bool = False
+    reference: Path | None = None  # the reference model; None = the input model (pi_t)
+    keep_dropout: bool = False  # keep dropout on in the policy (off by default, as in TRL)
+    group_by_length: bool = False  # batches of similar lengths (less padding; another data order)
 
 
 def run(cfg: TrainConfig) -> Path:
-    if cfg.loss not in ("hard", "soft"):
-        raise DnoError("--loss must be hard or soft")
+    from dno_data.losses import LOSSES
+
+    if cfg.loss not in LOSSES:
+        raise DnoError(f"--loss must be one of {', '.join(LOSSES)}")
     if not 0 < cfg.epochs <= 1:
         raise DnoError("--epochs must be in (0, 1]: DNO trains at most one epoch on the new pairs")
     if cfg.dtype not in ("float32", "bfloat16"):
         raise DnoError("--dtype must be float32 or bfloat16")
     pairs = read_artifact(cfg.pairs, "pairs")
     check_model_dir(cfg.model)
+    if cfg.reference is not None:
+        check_model_dir(cfg.reference, flag="--reference")
     if cfg.output.resolve() == cfg.model.resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
-    lineage = make_lineage("train", [cfg.pairs, cfg.model], cfg)
+    lineage = make_lineage("train", [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     opts = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
@@ -76,7 +84,7 @@ def command(
     model: Annotated[Path, typer.Option(help="HF folder of the policy that sampled (the reference).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint folder to write.")],
     beta: Annotated[float, typer.Option(help="Strength of the tie to the reference.")] = 0.1,
-    loss: Annotated[str, typer.Option(help="hard (DNO-Prct) | soft (Algorithm 1 target).")] = "hard",
+    loss: Annotated[str, typer.Option(help="hard (DNO-Prct) | soft (Algorithm 1 target) | dpo | ipo | sppo.")] = "hard",
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 5e-7,
     batch_size: Annotated[int, typer.Option(help="Pairs per micro-batch per process.")] = 4,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
@@ -93,7 +101,11 @@ def command(
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
     force: Annotated[bool, typer.Option(help="Redo even when the output is up to date.")] = False,
     fresh: Annotated[bool, typer.Option(help="Discard an unfinished run with other settings.")] = False,
+    reference: Annotated[Optional[Path], typer.Option(
+        help="Reference model folder (default: --model, the policy that sampled); e.g. a fixed pi_1 for offline DPO.")] = None,
+    keep_dropout: Annotated[bool, typer.Option(help="Keep dropout on in the policy (off by default).")] = False,
+    group_by_length: Annotated[bool, typer.Option(help="Batch pairs of similar length (less padding).")] = False,
 ):
     """Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t)."""
     run(TrainConfig(pairs, model, output, beta, loss, learning_rate, batch_size, grad_accum, epochs, max_steps,
-                    warmup_ratio, lr_scheduler, weight_decay, max_grad_norm, max_length, seed, save_every, dtype, threads, force, fresh))
+                    warmup_ratio, lr_scheduler, weight_decay, max_grad_norm, max_length, seed, save_every, dtype, threads, force, fresh, reference, keep_dropout, group_by_length))

@@ -150,7 +150,8 @@ def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", cho
     return {
         "pair_id": f"{chosen_id}>{rejected_id}", "prompt_id": pid, "messages": MSGS, "prompt_text": prompt_text,
         "chosen_sample_id": chosen_id, "rejected_sample_id": rejected_id, "chosen": chosen, "rejected": rejected,
-        "chosen_source": "teacher", "rejected_source": "policy", "chosen_score": 6.0, "rejected_score": 1.0,
+        "chosen_source": "teacher", "rejected_source": "policy", "chosen_truncated": False,
+        "rejected_truncated": False, "chosen_score": 6.0, "rejected_score": 1.0,
         "chosen_winrate": 1.0, "rejected_winrate": 0.0, "margin": 5.0, "pair_type": "teacher>policy",
         "rule": "paper", "target": 1.0, "replayed_from": None,
     }

@@ -13,6 +13,8 @@ SELECT
     rs.response AS rejected,
     cs.source AS chosen_source,
     rs.source AS rejected_source,
+    coalesce(cs.finish_reason = 'length', false) AS chosen_truncated,
+    coalesce(rs.finish_reason = 'length', false) AS rejected_truncated,
     cc.score AS chosen_score,
     rc.score AS rejected_score,
     cc.winrate AS chosen_winrate,

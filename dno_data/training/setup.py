@@ -1,0 +1,82 @@
+"""Part 1 of a training run: the accelerator, the model and tokenizer, the encoded pairs, the plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..artifacts import claim_work_dir
+from ..errors import DnoError
+from ..models import check_model_dir, load_causal_lm, load_tokenizer
+from .data import build_examples, count_steps, training_order
+from .options import TrainOptions
+
+
+@dataclass
+class Setup:
+    accelerator: Any
+    tokenizer: Any
+    model: Any
+    examples: list[dict]  # the pairs that training uses, in training order; ex["index"] = position
+    pairs_in: int
+    dropped_too_long: int
+    total_steps: int
+    partial: Path  # <output>.partial/: reference log-probs and resumable state
+
+
+def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
+          fresh: bool = False) -> Setup:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    check_model_dir(model_dir)
+    if opts.reference is not None:
+        check_model_dir(opts.reference, flag="--reference")
+    if len(pairs) == 0:
+        raise DnoError("the pairs file has no rows: nothing to train on (loosen the rule of `dno pairs`)")
+    accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not torch.cuda.is_available())
+    set_seed(opts.seed)
+    partial = output.with_name(output.name + ".partial")
+    if accelerator.is_main_process:
+        claim_work_dir(partial, lineage, fresh)
+    accelerator.wait_for_everyone()
+
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    model = load_causal_lm(model_dir, opts.dtype)
+    if not opts.keep_dropout:
+        disable_dropout(model)
+    examples, too_long = build_examples(pairs, tokenizer, opts.max_length)
+    if not examples:
+        raise DnoError(f"every pair is longer than --max-length {opts.max_length}; raise it")
+    total_steps, used = count_steps(len(examples), opts.batch_size, opts.grad_accum, accelerator.num_processes,
+                                    opts.epochs, opts.max_steps)
+    group = opts.batch_size * opts.grad_accum * accelerator.num_processes
+    order = training_order(examples, opts.seed, opts.group_by_length, group)[:used]
+    examples = [examples[k] for k in order]
+    for i, ex in enumerate(examples):
+        ex["index"] = i
+    return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial)
+
+
+def disable_dropout(model) -> None:
+    """Dropout off everywhere in the model (as TRL does by default for DPO).
+
+    With dropout on, the policy's log-probs are noisy while the reference pass (no grad, eval
+    mode) is not, so even policy = reference gives losses other than ln 2. Both the
+    `nn.Dropout` modules and the dropout rates that attention modules read at forward time
+    (e.g. Llama's `attention_dropout`) are set to 0; the saved config keeps its values.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if isinstance(value, float) and not isinstance(value, bool) and name.endswith(("dropout", "dropout_p")):
+                setattr(module, name, 0.0)
