@@ -51,6 +51,11 @@ class TrainConfig:
     reference: Path | None = None  # the reference model; None = the input model (pi_t)
     keep_dropout: bool = False  # keep dropout on in the policy (off by default, as in TRL)
     group_by_length: bool = False  # batches of similar lengths (less padding; another data order)
+    lora_r: int = 0  # LoRA adapters of this rank (peft), merged into the checkpoint; 0: full training
+    lora_alpha: float = 16.0
+    lora_target_modules: str = "all-linear"  # comma-separated module names, or "all-linear"
+    mixed_precision: str = "no"  # no | bf16 | fp16: autocast; the weights stay in --dtype
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -62,6 +67,10 @@ def run(cfg: TrainConfig) -> Path:
         raise DnoError("--epochs must be in (0, 1]: DNO trains at most one epoch on the new pairs")
     if cfg.dtype not in ("float32", "bfloat16"):
         raise DnoError("--dtype must be float32 or bfloat16")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise DnoError("--mixed-precision must be no, bf16 or fp16")
+    if cfg.lora_r < 0:
+        raise DnoError("--lora-r must be 0 (off) or a positive rank")
     pairs = read_artifact(cfg.pairs, "pairs")
     check_model_dir(cfg.model)
     if cfg.reference is not None:
@@ -105,7 +114,14 @@ def command(
         help="Reference model folder (default: --model, the policy that sampled); e.g. a fixed pi_1 for offline DPO.")] = None,
     keep_dropout: Annotated[bool, typer.Option(help="Keep dropout on in the policy (off by default).")] = False,
     group_by_length: Annotated[bool, typer.Option(help="Batch pairs of similar length (less padding).")] = False,
+    lora_r: Annotated[int, typer.Option(help="Train LoRA adapters of this rank (peft), merged on save; 0: off.")] = 0,
+    lora_alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / r).")] = 16.0,
+    lora_target_modules: Annotated[str, typer.Option(
+        help="Modules that get adapters: comma-separated names (q_proj,v_proj) or all-linear.")] = "all-linear",
+    mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16 autocast (weights stay in --dtype).")] = "no",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in backward (less memory).")] = False,
 ):
     """Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t)."""
     run(TrainConfig(pairs, model, output, beta, loss, learning_rate, batch_size, grad_accum, epochs, max_steps,
-                    warmup_ratio, lr_scheduler, weight_decay, max_grad_norm, max_length, seed, save_every, dtype, threads, force, fresh, reference, keep_dropout, group_by_length))
+                    warmup_ratio, lr_scheduler, weight_decay, max_grad_norm, max_length, seed, save_every, dtype, threads, force, fresh, reference, keep_dropout, group_by_length,
+                    lora_r, lora_alpha, lora_target_modules, mixed_precision, gradient_checkpointing))

@@ -257,3 +257,65 @@ def test_two_processes_match_one_process(tmp_path, tiny_model):
     a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+# ---------------------------------------------------------------- LoRA, mixed precision, checkpointing
+
+def test_lora_trains_adapters_and_saves_a_merged_model(tmp_path, tiny_model, pairs_file):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from stages.train import run
+
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "lora", lora_r=4, lora_alpha=8.0,
+                  lora_target_modules="q_proj,v_proj", learning_rate=1e-2))
+    ckpt = tmp_path / "lora"
+    h = history(ckpt)
+    assert h[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # reference = the adapter-free base
+    assert not (ckpt / "adapter_config.json").exists()  # merged: a plain HF folder
+    AutoModelForCausalLM.from_pretrained(ckpt)
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(ckpt / "model.safetensors")
+    assert set(before) == set(after)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(("q_proj" in k or "v_proj" in k) for k in changed)  # only the adapted weights moved
+    assert manifest(ckpt)["options"]["lora_r"] == 4
+
+
+def test_lora_with_unknown_target_modules_is_an_error(tmp_path, tiny_model, pairs_file):
+    from dno_data.errors import DnoError
+    from stages.train import run
+
+    with pytest.raises(DnoError, match="lora-target-modules"):
+        run(train_cfg(pairs_file, tiny_model, tmp_path / "x", lora_r=4, lora_target_modules="no_such_module"))
+
+
+def test_bf16_mixed_precision_trains(tmp_path, tiny_model, pairs_file):
+    import json as _json
+
+    from stages.train import run
+
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "bf16", mixed_precision="bf16", max_steps=3))
+    h = history(tmp_path / "bf16")
+    assert len(h) == 3 and all(math.isfinite(x["loss"]) for x in h)
+    assert h[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)  # the reference pass autocasts the same way
+    assert _json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "float32"  # weights stay fp32
+
+
+def test_gradient_checkpointing_gives_the_same_weights(tmp_path, tiny_model, pairs_file, monkeypatch):
+    import torch
+    import transformers.modeling_utils as modeling_utils
+    from safetensors.torch import load_file
+
+    from stages.train import run
+
+    real, calls = modeling_utils.checkpoint, []
+    monkeypatch.setattr(modeling_utils, "checkpoint", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "plain", max_steps=3))
+    assert not calls
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=3, gradient_checkpointing=True))
+    assert len(calls) == 3  # one layer, three training forwards (the no-grad reference pass keeps none)
+    a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "ckpt" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text()).get("use_cache", True) is True

@@ -29,3 +29,8 @@ class TrainOptions:
     reference: Path | None = None  # the reference model; None = the input model (pi_t)
     keep_dropout: bool = False  # dropout stays on in the policy (off by default, as in TRL)
     group_by_length: bool = False  # batches of similar lengths (less padding), order still seeded
+    lora_r: int = 0  # rank of LoRA adapters (peft); 0 = train every weight
+    lora_alpha: float = 16.0
+    lora_target_modules: str = "all-linear"  # comma-separated module names, or peft's "all-linear"
+    mixed_precision: str = "no"  # no | bf16 | fp16 (autocast under accelerate; weights stay in --dtype)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)

@@ -10,6 +10,7 @@ The values are kept in `<output>.partial/ref_logps.parquet`, so a resumed run sk
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -68,11 +69,13 @@ def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, float]]:
     pad_id = s.tokenizer.pad_token_id
     batches = [s.examples[i:i + opts.batch_size] for i in range(0, len(s.examples), opts.batch_size)]
     mine = []
-    with torch.no_grad():
+    # with LoRA adapters the reference is the adapter-free base model (no second copy)
+    base = model.disable_adapter() if opts.lora_r and model is s.model else contextlib.nullcontext()
+    with torch.no_grad(), base, acc.autocast():
         for batch in batches[acc.process_index::acc.num_processes]:
             b = {k: v.to(acc.device) for k, v in collate(batch, pad_id).items()}
             c, r = batch_logps(model, b)
-            mine += list(zip(b["index"].tolist(), c.tolist(), r.tolist()))
+            mine += list(zip(b["index"].tolist(), c.float().tolist(), r.float().tolist()))
     if model is not s.model:
         del model
     else:

@@ -30,7 +30,12 @@ def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path, m
     """Write the checkpoint on the main process and remove the unfinished-work folder."""
     if s.accelerator.is_main_process:
         with building_folder(output) as tmp:
-            result.model.save_pretrained(tmp, safe_serialization=True)
+            model = result.model
+            if opts.lora_r:  # merge the adapters: the checkpoint is a plain model like any other
+                model = model.merge_and_unload()
+            if opts.gradient_checkpointing:
+                model.config.use_cache = True  # turned off for training only
+            model.save_pretrained(tmp, safe_serialization=True)
             s.tokenizer.save_pretrained(tmp)
             shutil.copy(ref_path, tmp / "ref_logps.parquet")
             with open(tmp / "train_log.jsonl", "w") as f:

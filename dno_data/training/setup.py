@@ -40,7 +40,18 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
         check_model_dir(opts.reference, flag="--reference")
     if len(pairs) == 0:
         raise DnoError("the pairs file has no rows: nothing to train on (loosen the rule of `dno pairs`)")
-    accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not torch.cuda.is_available())
+    if opts.mixed_precision not in ("no", "bf16", "fp16"):
+        raise DnoError("--mixed-precision must be no, bf16 or fp16")
+    from accelerate.state import AcceleratorState
+
+    # A process may train more than once (tests, notebooks): each run states its own precision.
+    # The distributed state (process group) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    try:
+        accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not torch.cuda.is_available(),
+                                  mixed_precision=opts.mixed_precision)
+    except ValueError as e:
+        raise DnoError(f"--mixed-precision {opts.mixed_precision}: {str(e).splitlines()[0]}") from None
     set_seed(opts.seed)
     partial = output.with_name(output.name + ".partial")
     if accelerator.is_main_process:
@@ -51,6 +62,14 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
     model = load_causal_lm(model_dir, opts.dtype)
     if not opts.keep_dropout:
         disable_dropout(model)
+    if opts.gradient_checkpointing:
+        model.config.use_cache = False
+        if hasattr(model, "activation_checkpointing_enable"):  # the name in transformers >= 5.24
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if opts.lora_r:
+        model = add_lora(model, opts)
     examples, too_long = build_examples(pairs, tokenizer, opts.max_length)
     if not examples:
         raise DnoError(f"every pair is longer than --max-length {opts.max_length}; raise it")
@@ -80,3 +99,23 @@ def disable_dropout(model) -> None:
         for name, value in list(vars(module).items()):
             if isinstance(value, float) and not isinstance(value, bool) and name.endswith(("dropout", "dropout_p")):
                 setattr(module, name, 0.0)
+
+
+def add_lora(model, opts: TrainOptions):
+    """Wrap the model with trainable LoRA adapters (peft); the base weights stay frozen.
+
+    The adapter-free model is the base: with `model.disable_adapter()` it serves as the
+    reference without a second copy in memory. The checkpoint merges the adapters in.
+    """
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise DnoError("--lora-r needs the peft package; pip install peft") from None
+    targets = opts.lora_target_modules
+    target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    config = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=0.0, target_modules=target_modules,
+                        task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise DnoError(f"--lora-target-modules {targets}: {str(e).splitlines()[0]}") from None
