@@ -4,16 +4,24 @@ The learning-rate schedule counts optimizer steps: it is stepped once per step o
 process, never once per process and step (a scheduler passed to `accelerator.prepare` steps
 num_processes times per call, which ended the schedule after 1/N of the run on N processes).
 Logged figures are means over all processes of the step's micro-batches.
+
+A resumable state is one unit: the accelerate state (model, optimizer, scheduler, RNGs) and
+`progress.json` (step, history) are written to a hidden folder, fsynced, and renamed to
+`state-NNNNNN` in one step; older states are removed after. A crash at any moment leaves the
+last whole state in charge, and a rerun resumes from it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 
 from .. import losses
 from ..artifacts import write_json_atomic
+from ..errors import DnoError
 from .data import batch_logps, collate
 from .options import TrainOptions
 from .setup import Setup
@@ -45,11 +53,9 @@ def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
     acc.register_for_checkpointing(scheduler)
 
     step, history = 0, []
-    state, progress = s.partial / "state", s.partial / "progress.json"
-    if progress.exists() and state.exists():
-        acc.load_state(str(state))
-        saved = json.loads(progress.read_text())
-        step, history = saved["step"], saved["history"]
+    latest = latest_state(s.partial)
+    if latest is not None:
+        step, history = load_state(acc, latest)
         log(f"resuming training at step {step}/{s.total_steps}")
     run_loader = acc.skip_first_batches(loader, step * opts.grad_accum) if step else loader
 
@@ -79,8 +85,49 @@ def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
             history.append({"step": step, "lr": scheduler.get_last_lr()[0], **dict(zip(FIGURES, means))})
             sums, n = torch.zeros_like(sums), 0
             if opts.save_every and step % opts.save_every == 0 and step < s.total_steps:
-                acc.save_state(str(state))
-                if acc.is_main_process:
-                    write_json_atomic({"step": step, "history": history}, progress)
+                save_state(acc, s.partial, step, history)
     acc.wait_for_everyone()
     return FitResult(acc.unwrap_model(model), step, history, time.time() - t0)
+
+
+# ---------------------------------------------------------------- resumable states
+
+def latest_state(partial) -> "os.PathLike | None":
+    states = sorted(partial.glob("state-[0-9]*"))
+    return states[-1] if states else None
+
+
+def save_state(acc, partial, step: int, history: list[dict]) -> None:
+    tmp = partial / f".state-{step:06d}.tmp"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        write_json_atomic({"step": step, "history": history}, tmp / "progress.json")
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        final = partial / f"state-{step:06d}"
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in partial.glob("state-[0-9]*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def load_state(acc, folder) -> tuple[int, list[dict]]:
+    try:
+        saved = json.loads((folder / "progress.json").read_text())
+        acc.load_state(str(folder))
+    except Exception as e:  # a damaged file of any kind: torch, safetensors, pickle, json
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DnoError(f"{folder}: the saved training state cannot be read ({first}); "
+                       "rerun with --fresh to discard the unfinished work") from None
+    return saved["step"], saved["history"]
