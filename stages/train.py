@@ -28,7 +28,7 @@ from dno_data.training import TrainOptions, train
 @dataclass(frozen=True)
 class TrainConfig:
     pairs: Path
-    model: Path  # pi_t: the policy that sampled the pairs; also the reference
+    model: Path  # pi_t: the policy that sampled the pairs; also the reference unless `reference` is set
     output: Path  # checkpoint folder for pi_{t+1}
     beta: float = 0.1  # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
     loss: str = "hard"  # a name in dno_data.losses.LOSSES: hard (DNO-Prct), soft (Algorithm 1), dpo, ipo, sppo

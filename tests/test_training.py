@@ -172,6 +172,14 @@ def test_truncated_side_gets_no_eos_in_training(tmp_path, tiny_model, tiny_token
                                                               add_special_tokens=False)["input_ids"])
 
 
+def test_truncated_responses_are_counted_in_the_manifest(tmp_path, tiny_model):
+    from stages.train import run
+
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=4, rejected_truncated=True)
+    run(train_cfg(pairs, tiny_model, tmp_path / "ckpt"))
+    assert manifest(tmp_path / "ckpt")["metrics"]["truncated_responses"] == 4
+
+
 # ---------------------------------------------------------------- length-grouped batches
 
 def test_group_by_length_cuts_padding_and_keeps_every_pair(tiny_tokenizer):

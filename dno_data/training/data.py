@@ -37,6 +37,7 @@ def build_examples(pairs: pa.Table, tokenizer, max_length: int) -> tuple[list[di
         ex = {"pair_id": row["pair_id"], "target": float(row["target"]),
               "chosen_winrate": _float_or_nan(row.get("chosen_winrate")),
               "rejected_winrate": _float_or_nan(row.get("rejected_winrate"))}
+        ex["truncated_sides"] = sum(bool(row.get(f"{side}_truncated")) for side in ("chosen", "rejected"))
         for side in ("chosen", "rejected"):
             ids, mask = encode_pair(tokenizer, prompt, row[side], bool(row.get(f"{side}_truncated")))
             if sum(1 for m in mask if m == 0) >= max_length:

@@ -18,6 +18,7 @@ def metrics_of(s: Setup, result: FitResult) -> dict:
     h = result.history
     return {
         "pairs": s.pairs_in, "pairs_used": len(s.examples), "dropped_too_long": s.dropped_too_long,
+        "truncated_responses": sum(ex.get("truncated_sides", 0) for ex in s.examples),  # trained without EOS
         "steps": result.steps, "train_seconds": round(result.seconds, 2),
         "final_loss": h[-1]["loss"] if h else None,
         "mean_loss": sum(x["loss"] for x in h) / len(h) if h else None,
