@@ -154,6 +154,31 @@ def test_every_loss_trains(tmp_path, tiny_model, loss):
     assert sum(x["margin"] for x in h[4:]) > 0  # every variant moves the chosen side up relative to the rejected
 
 
+def test_scoring_only_response_positions_changes_nothing(tiny_model, tiny_tokenizer):
+    """batch_logps with logits_to_keep (vocabulary projection from the first response token on)
+    gives the log-probs of the full forward."""
+    import torch
+
+    from dno_data.models import load_causal_lm
+    from dno_data.training import build_examples, collate
+    from dno_data.training.data import batch_logps, takes_logits_to_keep
+    from dno_data.artifacts import to_table
+
+    rows = [pairs_row("p1", "a", "b", "22", "3", prompt_text="11+11="),
+            pairs_row("p2", "c", "d", "4", "555", prompt_text="2+2="),
+            pairs_row("p3", "e", "f", "1234", "5", prompt_text="1000+234=")]
+    examples, _ = build_examples(to_table(rows, "pairs"), tiny_tokenizer, max_length=32)
+    for i, ex in enumerate(examples):
+        ex["index"] = i
+    batch = collate(examples, tiny_tokenizer.pad_token_id)
+    model = load_causal_lm(tiny_model, "float32").eval()
+    assert takes_logits_to_keep(model)
+    with torch.no_grad():
+        full, cut = batch_logps(model, batch), batch_logps(model, batch, keep_logits=True)
+    for a, b in zip(full, cut):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 # ---------------------------------------------------------------- truncated responses
 
 def test_truncated_side_gets_no_eos_in_training(tmp_path, tiny_model, tiny_tokenizer):

@@ -116,11 +116,28 @@ def collate(batch: list[dict], pad_id: int) -> dict:
     return out
 
 
-def batch_logps(model, batch: dict):
-    """Sequence log-probs of the chosen and of the rejected rows, from one forward pass."""
+def batch_logps(model, batch: dict, keep_logits: bool = False):
+    """Sequence log-probs of the chosen and of the rejected rows, from one forward pass.
+
+    keep_logits: the model takes transformers' `logits_to_keep`; then the vocabulary
+    projection runs only from the position before the earliest response token on (the
+    prompt positions predict nothing that is scored), which saves time and memory.
+    """
     from ..losses import sequence_logps
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logps = sequence_logps(logits, batch["input_ids"], batch["loss_mask"])
-    n = batch["input_ids"].shape[0] // 2
+    ids, mask = batch["input_ids"], batch["loss_mask"]
+    start = 0
+    if keep_logits:
+        first = mask.float().argmax(dim=1)  # each row's first response position
+        start = max(0, int(first.min().item()) - 1)
+    kwargs = {"logits_to_keep": ids.shape[1] - start} if start else {}
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kwargs).logits
+    logps = sequence_logps(logits, ids[:, start:], mask[:, start:])
+    n = ids.shape[0] // 2
     return logps[:n], logps[n:]
+
+
+def takes_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(type(model).forward).parameters

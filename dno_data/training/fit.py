@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import losses
 from ..artifacts import write_json_atomic
@@ -66,7 +67,7 @@ def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
         if step >= s.total_steps:
             break
         with acc.accumulate(model):
-            c, r = batch_logps(model, batch)
+            c, r = batch_logps(model, batch, s.keep_logits)
             labels = losses.Labels(batch["target"], batch["chosen_winrate"], batch["rejected_winrate"])
             loss, rewards = losses.dno_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], opts.beta,
                                             loss=opts.loss, labels=labels)
@@ -92,12 +93,12 @@ def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
 
 # ---------------------------------------------------------------- resumable states
 
-def latest_state(partial) -> "os.PathLike | None":
+def latest_state(partial: Path) -> Path | None:
     states = sorted(partial.glob("state-[0-9]*"))
     return states[-1] if states else None
 
 
-def save_state(acc, partial, step: int, history: list[dict]) -> None:
+def save_state(acc, partial: Path, step: int, history: list[dict]) -> None:
     tmp = partial / f".state-{step:06d}.tmp"
     if acc.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,7 +123,7 @@ def save_state(acc, partial, step: int, history: list[dict]) -> None:
     acc.wait_for_everyone()
 
 
-def load_state(acc, folder) -> tuple[int, list[dict]]:
+def load_state(acc, folder: Path) -> tuple[int, list[dict]]:
     try:
         saved = json.loads((folder / "progress.json").read_text())
         acc.load_state(str(folder))

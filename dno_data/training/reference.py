@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DnoError
 from ..models import load_causal_lm, load_tokenizer
-from .data import batch_logps, collate
+from .data import batch_logps, collate, takes_logits_to_keep
 from .options import TrainOptions
 from .setup import Setup
 
@@ -73,12 +73,13 @@ def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, float]]:
     pad_id = s.tokenizer.pad_token_id
     batches = [s.examples[i:i + opts.batch_size] for i in range(0, len(s.examples), opts.batch_size)]
     mine = []
+    keep = s.keep_logits if model is s.model else takes_logits_to_keep(model)
     # with LoRA adapters the reference is the adapter-free base model (no second copy)
     base = model.disable_adapter() if opts.lora_r and model is s.model else contextlib.nullcontext()
     with torch.no_grad(), base, acc.autocast():
         for batch in batches[acc.process_index::acc.num_processes]:
             b = {k: v.to(acc.device) for k, v in collate(batch, pad_id).items()}
-            c, r = batch_logps(model, b)
+            c, r = batch_logps(model, b, keep)
             mine += list(zip(b["index"].tolist(), c.float().tolist(), r.float().tolist()))
     if model is not s.model:
         del model

@@ -12,7 +12,7 @@ import pyarrow as pa
 from ..artifacts import claim_work_dir
 from ..errors import DnoError
 from ..models import check_model_dir, load_causal_lm, load_tokenizer
-from .data import build_examples, count_steps, training_order
+from .data import build_examples, count_steps, takes_logits_to_keep, training_order
 from .options import TrainOptions
 
 
@@ -26,6 +26,7 @@ class Setup:
     dropped_too_long: int
     total_steps: int
     partial: Path  # <output>.partial/: reference log-probs and resumable state
+    keep_logits: bool = False  # the model takes `logits_to_keep` (see data.batch_logps)
 
 
 def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
@@ -63,6 +64,7 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
 
     tokenizer = load_tokenizer(model_dir, padding_side="right")
     model = load_causal_lm(model_dir, opts.dtype)
+    keep_logits = takes_logits_to_keep(model)
     if not opts.keep_dropout:
         disable_dropout(model)
     if opts.gradient_checkpointing:
@@ -83,7 +85,7 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
     examples = [examples[k] for k in order]
     for i, ex in enumerate(examples):
         ex["index"] = i
-    return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial)
+    return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial, keep_logits)
 
 
 def disable_dropout(model) -> None:
