@@ -117,11 +117,12 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: tor
 
     logits[:, i] predicts input_ids[:, i + 1], so the mask is read from position 1 on.
     log p(token) = logit(token) - logsumexp(logits): the label's logit is gathered and the
-    normaliser subtracted, with no full log-softmax over the vocabulary.
+    normaliser subtracted, one row at a time, with no full log-softmax (or float32 copy) of
+    the batch's logits over the vocabulary.
     """
     labels = input_ids[:, 1:]
     mask = loss_mask[:, 1:]
     shifted = logits[:, :-1]
     token_logit = torch.gather(shifted, 2, labels.unsqueeze(-1)).squeeze(-1).float()
-    token_logp = token_logit - torch.logsumexp(shifted.float(), dim=-1)
+    token_logp = token_logit - torch.stack([torch.logsumexp(row.float(), dim=-1) for row in shifted])
     return torch.where(mask.bool(), token_logp, torch.zeros_like(token_logp)).sum(-1)

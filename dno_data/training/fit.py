@@ -46,7 +46,9 @@ def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
     acc, model = s.accelerator, s.model
     pad_id = s.tokenizer.pad_token_id
     loader = DataLoader(s.examples, batch_size=opts.batch_size, collate_fn=lambda b: collate(b, pad_id))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.learning_rate, weight_decay=opts.weight_decay)
+    # the fused kernel (one pass over all parameters; also what transformers' Trainer uses by default)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.learning_rate, weight_decay=opts.weight_decay,
+                                  fused=model.device.type in ("cpu", "cuda"))
     scheduler = get_scheduler(opts.lr_scheduler, optimizer,
                               num_warmup_steps=int(opts.warmup_ratio * s.total_steps),
                               num_training_steps=s.total_steps)
