@@ -32,7 +32,6 @@ class Setup:
 def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
           fresh: bool = False) -> Setup:
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     if opts.threads:
@@ -42,18 +41,7 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
         check_model_dir(opts.reference, flag="--reference")
     if len(pairs) == 0:
         raise DnoError("the pairs file has no rows: nothing to train on (loosen the rule of `dno pairs`)")
-    if opts.mixed_precision not in ("no", "bf16", "fp16"):
-        raise DnoError("--mixed-precision must be no, bf16 or fp16")
-    from accelerate.state import AcceleratorState
-
-    # A process may train more than once (tests, notebooks): each run states its own precision.
-    # The distributed state (process group) is kept.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    try:
-        accelerator = Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not torch.cuda.is_available(),
-                                  mixed_precision=opts.mixed_precision)
-    except ValueError as e:
-        raise DnoError(f"--mixed-precision {opts.mixed_precision}: {str(e).splitlines()[0]}") from None
+    accelerator = make_accelerator(opts)
     set_seed(opts.seed)
     partial = output.with_name(output.name + ".partial")
     if accelerator.is_main_process:
@@ -63,6 +51,40 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
     accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(model_dir, padding_side="right")
+    model, keep_logits = load_policy(model_dir, opts)
+    examples, too_long = build_examples(pairs, tokenizer, opts.max_length)
+    if not examples:
+        raise DnoError(f"every pair is longer than --max-length {opts.max_length}; raise it")
+    total_steps, used = count_steps(len(examples), opts.batch_size, opts.grad_accum, accelerator.num_processes,
+                                    opts.epochs, opts.max_steps)
+    group = opts.batch_size * opts.grad_accum * accelerator.num_processes
+    order = training_order(examples, opts.seed, opts.group_by_length, group)[:used]
+    examples = [examples[k] for k in order]
+    for i, ex in enumerate(examples):
+        ex["index"] = i
+    return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial, keep_logits)
+
+
+def make_accelerator(opts: TrainOptions):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if opts.mixed_precision not in ("no", "bf16", "fp16"):
+        raise DnoError("--mixed-precision must be no, bf16 or fp16")
+    # A process may train more than once (tests, notebooks): each run states its own precision.
+    # The distributed state (process group) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    try:
+        return Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not torch.cuda.is_available(),
+                           mixed_precision=opts.mixed_precision)
+    except ValueError as e:
+        raise DnoError(f"--mixed-precision {opts.mixed_precision}: {str(e).splitlines()[0]}") from None
+
+
+def load_policy(model_dir: Path, opts: TrainOptions):
+    """The model to train, dropout off unless kept, with checkpointing and LoRA as asked; and
+    whether it takes `logits_to_keep`."""
     model = load_causal_lm(model_dir, opts.dtype)
     keep_logits = takes_logits_to_keep(model)
     if not opts.keep_dropout:
@@ -75,17 +97,7 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if opts.lora_r:
         model = add_lora(model, opts)
-    examples, too_long = build_examples(pairs, tokenizer, opts.max_length)
-    if not examples:
-        raise DnoError(f"every pair is longer than --max-length {opts.max_length}; raise it")
-    total_steps, used = count_steps(len(examples), opts.batch_size, opts.grad_accum, accelerator.num_processes,
-                                    opts.epochs, opts.max_steps)
-    group = opts.batch_size * opts.grad_accum * accelerator.num_processes
-    order = training_order(examples, opts.seed, opts.group_by_length, group)[:used]
-    examples = [examples[k] for k in order]
-    for i, ex in enumerate(examples):
-        ex["index"] = i
-    return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial, keep_logits)
+    return model, keep_logits
 
 
 def disable_dropout(model) -> None:
