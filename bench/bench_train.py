@@ -3,12 +3,13 @@
     python bench/bench_train.py                                   # the tiny test model (built here)
     python bench/bench_train.py --model models/smollm2-135m-instruct --pairs 32 --max-length 256
 
-Both sides train with the sigmoid loss (beta 0.1), AdamW, fp32, no autocast, dropout off, one
-process, `--threads` CPU threads, and TRL precomputes the reference log-probs
-(`precompute_ref_log_probs=True`) as dno does. Each side runs in a fresh process (so peak RSS
+Both sides train with the sigmoid loss (beta 0.1), fused AdamW, fp32, no autocast, dropout
+off, one process, `--threads` CPU threads, gradient checkpointing on both or off on both
+(`--gradient-checkpointing`; TRL's DPOConfig turns it on by default, so it is set explicitly),
+and TRL precomputes the reference log-probs (`precompute_ref_log_probs=True`) as dno does. Each side runs in a fresh process (so peak RSS
 is its own), `--repeats` times alternating; the best time counts (other jobs may share the
-machine). Timed: reference pass + training loop (model loading and saving excluded); also the
-whole process's wall time. Prints one JSON line per run and a final JSON line with pairs/s,
+machine). Timed: reference pass + training loop (imports, model loading and saving excluded);
+also the whole process's wall time. Prints one JSON line per run and a final JSON line with pairs/s,
 peak RSS and the dno / TRL ratios. TRL: `pip install trl peft` (TRL 1.16 measured).
 """
 
@@ -93,7 +94,9 @@ def run_dno(args, work: Path) -> dict:
     opts = TrainOptions(beta=0.1, loss="hard", learning_rate=args.lr, batch_size=args.batch_size,
                         max_steps=args.steps, warmup_ratio=0.0, lr_scheduler="linear", max_grad_norm=1.0,
                         max_length=args.max_length, save_every=0, threads=args.threads,
-                        group_by_length=args.group_by_length)
+                        group_by_length=args.group_by_length, gradient_checkpointing=args.gradient_checkpointing)
+    import transformers.optimization  # noqa: F401  imports are not timed (TRL's happen before its timer too)
+
     out = work / f"dno-{os.getpid()}"
     s = setup(pairs, args.model, out, opts, {"bench": os.getpid()}, fresh=True)
     t0 = time.perf_counter()
@@ -123,7 +126,8 @@ def run_trl(args, work: Path) -> dict:
                     lr_scheduler_type="linear", max_grad_norm=1.0, max_length=args.max_length,
                     precompute_ref_log_probs=True, precompute_ref_batch_size=args.batch_size,
                     report_to="none", save_strategy="no", logging_steps=1, use_cpu=True, bf16=False, fp16=False,
-                    dataloader_num_workers=0, seed=0, disable_tqdm=True)
+                    dataloader_num_workers=0, seed=0, disable_tqdm=True,
+                    gradient_checkpointing=args.gradient_checkpointing)
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
     t0 = time.perf_counter()
     out = trainer.train()
@@ -155,6 +159,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--group-by-length", action="store_true", help="dno side: length-grouped batches")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="both sides (default: off on both)")
     p.add_argument("--side", choices=("dno", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -179,8 +184,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--side", side, "--work", str(work), "--model", args.model,
                    "--pairs", str(args.pairs), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
                    "--max-length", str(args.max_length), "--lr", str(args.lr), "--threads", str(args.threads)]
-            if args.group_by_length:
-                cmd.append("--group-by-length")
+            cmd += ["--group-by-length"] * args.group_by_length
+            cmd += ["--gradient-checkpointing"] * args.gradient_checkpointing
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             wall = time.perf_counter() - t0
@@ -195,6 +200,7 @@ def main() -> None:
     summary = {
         "model": "tiny" if tiny else args.model, "pairs": args.pairs, "batch_size": args.batch_size,
         "steps": args.steps, "max_length": args.max_length, "threads": args.threads,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "dno_pairs_per_s": round(d["pairs"] / d["seconds"], 2), "trl_pairs_per_s": round(t["pairs"] / t["seconds"], 2),
         "speed_ratio": round((d["pairs"] / d["seconds"]) / (t["pairs"] / t["seconds"]), 3),
         "wall_ratio_trl_over_dno": round(t["wall_seconds"] / d["wall_seconds"], 3),

@@ -112,17 +112,24 @@ def reward_accuracy(margin: torch.Tensor) -> torch.Tensor:
     return (margin > 0).float().mean() + 0.5 * (margin == 0).float().mean()
 
 
+ROW_BY_ROW_BYTES = 64 * 2**20  # above this size of float32 logits, logsumexp runs row by row
+
+
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Sum of log p(token) over the positions where loss_mask is 1 (the response tokens).
 
     logits[:, i] predicts input_ids[:, i + 1], so the mask is read from position 1 on.
     log p(token) = logit(token) - logsumexp(logits): the label's logit is gathered and the
-    normaliser subtracted, one row at a time, with no full log-softmax (or float32 copy) of
-    the batch's logits over the vocabulary.
+    normaliser subtracted, with no full log-softmax over the vocabulary; large logits are
+    normalised one row at a time, so no batch-wide float32 temporary is made.
     """
     labels = input_ids[:, 1:]
     mask = loss_mask[:, 1:]
     shifted = logits[:, :-1]
     token_logit = torch.gather(shifted, 2, labels.unsqueeze(-1)).squeeze(-1).float()
-    token_logp = token_logit - torch.stack([torch.logsumexp(row.float(), dim=-1) for row in shifted])
+    if shifted.numel() * 4 <= ROW_BY_ROW_BYTES:
+        lse = torch.logsumexp(shifted.float(), dim=-1)
+    else:  # large logits: one row at a time keeps the float32 temporaries small
+        lse = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in shifted])
+    token_logp = token_logit - lse
     return torch.where(mask.bool(), token_logp, torch.zeros_like(token_logp)).sum(-1)

@@ -201,3 +201,15 @@ def test_sequence_logps_of_a_certain_sequence_is_zero():
     assert sequence_logps(logits, ids, torch.tensor([[0, 1, 1]])).item() == pytest.approx(0.0, abs=1e-4)
     # an all-zero mask sums nothing
     assert sequence_logps(torch.randn(1, 3, 3), ids, torch.zeros(1, 3, dtype=torch.long)).item() == 0.0
+
+
+def test_sequence_logps_row_by_row_equals_batched(monkeypatch):
+    import dno_data.losses as losses
+
+    torch.manual_seed(2)
+    logits = torch.randn(3, 6, 11)
+    ids = torch.randint(0, 11, (3, 6))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0]])
+    batched = sequence_logps(logits, ids, mask)
+    monkeypatch.setattr(losses, "ROW_BY_ROW_BYTES", 0)
+    assert torch.allclose(sequence_logps(logits, ids, mask), batched, atol=1e-6)

@@ -97,13 +97,9 @@ def collate(batch: list[dict], pad_id: int) -> dict:
     seqs = [ex["chosen_ids"] for ex in batch] + [ex["rejected_ids"] for ex in batch]
     masks = [ex["chosen_mask"] for ex in batch] + [ex["rejected_mask"] for ex in batch]
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    loss_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (s, m) in enumerate(zip(seqs, masks)):
-        ids[i, : len(s)] = torch.tensor(s)
-        attn[i, : len(s)] = 1
-        loss_mask[i, : len(m)] = torch.tensor(m)
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
+    loss_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], dtype=torch.long)
     out = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask,
            "index": torch.tensor([ex["index"] for ex in batch]),
            "target": torch.tensor([ex["target"] for ex in batch], dtype=torch.float32),
