@@ -128,11 +128,26 @@ def run_trl(args, work: Path) -> dict:
                     report_to="none", save_strategy="no", logging_steps=1, use_cpu=True, bf16=False, fp16=False,
                     dataloader_num_workers=0, seed=0, disable_tqdm=True,
                     gradient_checkpointing=args.gradient_checkpointing)
+    # TRL precomputes the reference log-probs while the trainer is built: time that pass on its own
+    ref_seconds = []
+    real_precompute = DPOTrainer._precompute_ref_logps
+
+    def timed_precompute(self, *a, **kw):
+        t = time.perf_counter()
+        try:
+            return real_precompute(self, *a, **kw)
+        finally:
+            ref_seconds.append(time.perf_counter() - t)
+
+    DPOTrainer._precompute_ref_logps = timed_precompute
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
+    if not ref_seconds:
+        raise SystemExit("TRL did not precompute the reference log-probs while building the trainer")
     t0 = time.perf_counter()
     out = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"seconds": time.perf_counter() - t0, "steps": out.global_step,
+    return {"ref_seconds": sum(ref_seconds), "seconds": sum(ref_seconds) + time.perf_counter() - t0,
+            "steps": out.global_step,
             "pairs": out.global_step * args.batch_size, "final_loss": losses[-1] if losses else None}
 
 
