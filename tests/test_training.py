@@ -267,7 +267,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # ~75 s on 2 cores: three torchrun processes load torch
+@pytest.mark.slow  # 30 s alone on 2 cores, 75 s on a busy machine: three torchrun processes load torch
 def test_two_processes_match_one_process(tmp_path, tiny_model):
     """Same pairs, same global batch (1 x 4 vs 2 x 2): the same LR curve and the same weights.
 
