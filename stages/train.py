@@ -5,8 +5,9 @@
     accelerate launch --multi_gpu --num_processes 8 -m stages.cli train pairs.parquet --model DIR -o ckpt  # GPUs
     torchrun --nproc_per_node 2 -m stages.cli train pairs.parquet --model DIR -o ckpt          # CPU, 2 processes
 
-The reference is the input model (the policy that sampled the pairs): its log-probs are
-computed once in a no-grad pass before training. Loss only on response tokens.
+The reference is the input model (the policy that sampled the pairs) unless --reference
+names another: its log-probs are computed once in a no-grad pass before training. Loss only
+on response tokens; the loss is chosen by name (--loss, dno_data.losses.LOSSES).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from dno_data.artifacts import check_output, make_lineage, read_artifact, release_output
 from dno_data.errors import DnoError
+from dno_data.losses import LOSSES
 from dno_data.models import check_model_dir
 from dno_data.training import TrainOptions, train
 
@@ -30,14 +32,14 @@ TRAIN_DTYPES = ("float32", "bfloat16")
 @dataclass(frozen=True)
 class TrainConfig:
     pairs: Path = opt("pairs.parquet (from `dno pairs`).", argument=True)
-    model: Path = opt("HF folder of the policy that sampled (the reference).")  # pi_t: also the reference
+    model: Path = opt("HF folder of the policy that sampled (pi_t; also the reference unless --reference).")
     output: Path = opt("Checkpoint folder to write (pi_{t+1}).", flags=("-o", "--output"), changes_output=False,
                        check=output_folder)
     # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
     beta: float = opt("Strength of the tie to the reference (> 0).", 0.1, check=above(0))
-    # hard: -log sigmoid(beta h) (DNO-Prct); soft: Algorithm 1's sigmoid(r+ - r-) target
-    loss: str = opt("hard (DNO-Prct) | soft (Algorithm 1 target).", "hard", check=one_of("hard", "soft"))
-    learning_rate: float = opt("AdamW learning rate.", 5e-7, check=above(0))  # the paper's 7B runs; small models take larger rates
+    loss: str = opt(f"Loss by name: {' | '.join(LOSSES)} (hard: DNO-Prct; soft: Algorithm 1's target; dpo: "
+                    "hard against a fixed --reference).", "hard", check=one_of(*LOSSES))
+    learning_rate: float = opt("AdamW learning rate (small models take larger rates).", 5e-7, check=above(0))
     batch_size: int = opt("Pairs per micro-batch per process.", 4, check=at_least(1))
     grad_accum: int = opt("Micro-batches per optimizer step.", 1, check=at_least(1))
     epochs: float = opt("Fraction of an epoch, in (0, 1].", 1.0, check=in_range(0, 1, lo_open=True))
@@ -53,21 +55,29 @@ class TrainConfig:
     threads: int | None = THREADS.field(None)
     force: bool = FORCE.field(False)
     fresh: bool = FRESH.field(False)
+    reference: Path | None = opt("Reference model folder (default: --model, the policy that sampled); e.g. a fixed "
+                                 "pi_1 for offline DPO.", None)
+    keep_dropout: bool = opt("Keep dropout on in the policy (off by default, as in TRL).", False)
+    group_by_length: bool = opt("Batch pairs of similar length (less padding; another data order).", False)
+    lora_r: int = opt("Train LoRA adapters of this rank (peft), merged on save; 0: full training.", 0,
+                      check=at_least(0))
+    lora_alpha: float = opt("LoRA alpha (scale = alpha / r).", 16.0, check=above(0))
+    lora_target_modules: str = opt("Modules that get adapters: comma-separated names (q_proj,v_proj) or all-linear.",
+                                   "all-linear")
+    mixed_precision: str = opt("no | bf16 | fp16 autocast (the weights stay in --dtype).", "no",
+                               check=one_of("no", "bf16", "fp16"))
+    gradient_checkpointing: bool = opt("Recompute activations in the backward pass (less memory).", False)
 
 
 def run(cfg: TrainConfig) -> Path:
-    if cfg.loss not in ("hard", "soft"):
-        raise DnoError("--loss must be hard or soft")
-    if not 0 < cfg.epochs <= 1:
-        raise DnoError("--epochs must be in (0, 1]: DNO trains at most one epoch on the new pairs")
-    if cfg.dtype not in ("float32", "bfloat16"):
-        raise DnoError("--dtype must be float32 or bfloat16")
     pairs = read_artifact(cfg.pairs, "pairs")
     check_model_dir(cfg.model)
+    if cfg.reference is not None:
+        check_model_dir(cfg.reference, flag="--reference")
     if cfg.output.resolve() == cfg.model.resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
-    check_output(cfg.output, [cfg.pairs, cfg.model], folder_of="train")
-    lineage = make_lineage("train", [cfg.pairs, cfg.model], cfg)
+    check_output(cfg.output, [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), folder_of="train")
+    lineage = make_lineage("train", [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     opts = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dno_data.losses import dno_loss, sequence_logps
+from dno_data.losses import LOSSES, Labels, dno_loss, reward_accuracy, sequence_logps
 
 
 def t(*xs):
@@ -95,6 +95,67 @@ def test_gradient_sign():
     assert better.item() < loss.item()
 
 
+# ---------------------------------------------------------------- the table of losses
+
+def test_worked_example_ipo():
+    # a = 1, b = -1, h = 2; 1 / (2 beta) = 5: (2 - 5)^2 = 9
+    loss, rewards = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="ipo")
+    assert loss.item() == pytest.approx(9.0, rel=1e-12)
+    assert rewards["chosen_reward"].tolist() == pytest.approx([0.1])
+
+
+def test_ipo_is_zero_at_its_target_margin():
+    # h = 1 / (2 beta) = 2.5 with beta = 0.2: a = 1.5, b = -1
+    loss, _ = dno_loss(t(-8.5), t(-11.0), t(-10.0), t(-10.0), beta=0.2, loss="ipo")
+    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_worked_example_sppo():
+    # a = 1, b = -1; w+ = 0.75 -> target 0.25 / 0.1 = 2.5; w- = 0.25 -> -2.5
+    labels = Labels(chosen_winrate=t(0.75), rejected_winrate=t(0.25))
+    loss, _ = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="sppo", labels=labels)
+    assert loss.item() == pytest.approx((1 - 2.5) ** 2 + (-1 + 2.5) ** 2, rel=1e-12)
+    assert loss.item() == pytest.approx(4.5, rel=1e-12)
+
+
+def test_sppo_without_winrates_is_the_hard_variant():
+    # unknown (NaN) win-rates count as 1 for the chosen and 0 for the rejected: (a - 5)^2 + (b + 5)^2
+    labels = Labels(chosen_winrate=t(float("nan"), 0.5), rejected_winrate=t(float("nan"), 0.5))
+    pc, pr, rc, rr = t(-10.0, -3.0), t(-14.0, -3.0), t(-11.0, -4.0), t(-13.0, -2.0)
+    loss, _ = dno_loss(pc, pr, rc, rr, beta=0.1, loss="sppo", labels=labels)
+    first = (1 - 5) ** 2 + (-1 + 5) ** 2  # 32
+    second = (1 - 0) ** 2 + (-1 - 0) ** 2  # win-rate 1/2 on both sides: target log-ratio 0
+    assert loss.item() == pytest.approx((first + second) / 2, rel=1e-12)
+    plain, _ = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="sppo")
+    assert plain.item() == pytest.approx(32.0, rel=1e-12)
+
+
+def test_dpo_is_the_sigmoid_loss():
+    loss, _ = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="dpo")
+    assert loss.item() == pytest.approx(softplus(-0.2), rel=1e-12)
+
+
+def test_every_loss_has_its_minimum_direction():
+    """Raising log pi(y+) (from policy = reference) lowers every loss."""
+    for name in LOSSES:
+        x = torch.tensor([-5.0], dtype=torch.float64, requires_grad=True)
+        labels = Labels(target=t(0.9), chosen_winrate=t(0.8), rejected_winrate=t(0.2))
+        loss, _ = dno_loss(x, t(-6.0), t(-5.0), t(-6.0), beta=0.1, loss=name, labels=labels)
+        loss.backward()
+        assert x.grad.item() < 0, name
+
+
+def test_unknown_loss_name():
+    with pytest.raises(ValueError, match="unknown loss"):
+        dno_loss(t(-1.0), t(-2.0), t(-1.0), t(-2.0), beta=0.1, loss="nope")
+
+
+def test_reward_accuracy_counts_ties_as_half():
+    assert reward_accuracy(t(0.0, 0.0)).item() == 0.5
+    assert reward_accuracy(t(1.0, -1.0, 0.0, 2.0)).item() == pytest.approx((2 + 0.5) / 4)
+    assert reward_accuracy(t(-1.0)).item() == 0.0
+
+
 # ---------------------------------------------------------------- sequence_logps
 
 def test_sequence_logps_by_hand():
@@ -140,3 +201,15 @@ def test_sequence_logps_of_a_certain_sequence_is_zero():
     assert sequence_logps(logits, ids, torch.tensor([[0, 1, 1]])).item() == pytest.approx(0.0, abs=1e-4)
     # an all-zero mask sums nothing
     assert sequence_logps(torch.randn(1, 3, 3), ids, torch.zeros(1, 3, dtype=torch.long)).item() == 0.0
+
+
+def test_sequence_logps_row_by_row_equals_batched(monkeypatch):
+    import dno_data.losses as losses
+
+    torch.manual_seed(2)
+    logits = torch.randn(3, 6, 11)
+    ids = torch.randint(0, 11, (3, 6))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0]])
+    batched = sequence_logps(logits, ids, mask)
+    monkeypatch.setattr(losses, "ROW_BY_ROW_BYTES", 0)
+    assert torch.allclose(sequence_logps(logits, ids, mask), batched, atol=1e-6)

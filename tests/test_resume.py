@@ -211,8 +211,9 @@ def test_training_resumes_at_the_saved_step(tmp_path, tiny_model, pairs_file, mo
         run(_train_cfg(pairs_file, tiny_model, tmp_path / "b"))
     partial = tmp_path / "b.partial"
     assert not (tmp_path / "b").exists()
-    assert json.loads((partial / "progress.json").read_text())["step"] == 2
-    assert (partial / "ref_logps.parquet").exists() and (partial / "state").is_dir()
+    assert sorted(p.name for p in partial.glob("state-*")) == ["state-000002"]  # older states are removed
+    assert json.loads((partial / "state-000002" / "progress.json").read_text())["step"] == 2
+    assert (partial / "ref_logps.parquet").exists()
 
     monkeypatch.setattr(losses, "dno_loss", real)
     capsys.readouterr()
@@ -252,6 +253,71 @@ def test_training_state_of_other_settings_needs_fresh(tmp_path, tiny_model, pair
     run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", beta=0.05, fresh=True))
     manifest = json.loads((tmp_path / "c" / "dno-manifest.json").read_text())
     assert manifest["options"]["beta"] == 0.05 and manifest["metrics"]["steps"] == 6
+
+
+def test_a_crash_while_saving_state_resumes_from_the_last_whole_state(tmp_path, tiny_model, pairs_file,
+                                                                        monkeypatch):
+    """A state and its progress are one unit: a save cut short leaves the previous state in charge."""
+    import torch
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from stages.train import run
+
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "a"))
+    real = Accelerator.save_state
+    saves = []
+
+    def die_in_third_save(self, output_dir=None, **kw):
+        saves.append(output_dir)
+        if len(saves) == 3:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+            raise Crash("killed while saving the state of step 3")
+        return real(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", die_in_third_save)
+    with pytest.raises(Crash):
+        run(_train_cfg(pairs_file, tiny_model, tmp_path / "b"))
+    monkeypatch.setattr(Accelerator, "save_state", real)
+    partial = tmp_path / "b.partial"
+    assert sorted(p.name for p in partial.glob("state-*")) == ["state-000002"]
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "b"))
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert len((tmp_path / "b" / "train_log.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize("damage", ["ref_logps", "state"])
+def test_damaged_unfinished_work_is_an_error_that_fresh_recovers(tmp_path, tiny_model, pairs_file, monkeypatch,
+                                                                  damage):
+    import dno_data.losses as losses
+    from stages.train import run
+
+    real, calls = losses.dno_loss, []
+
+    def crash_on_third(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Crash()
+        return real(*a, **kw)
+
+    monkeypatch.setattr(losses, "dno_loss", crash_on_third)
+    with pytest.raises(Crash):
+        run(_train_cfg(pairs_file, tiny_model, tmp_path / "c"))
+    monkeypatch.setattr(losses, "dno_loss", real)
+    partial = tmp_path / "c.partial"
+    if damage == "ref_logps":
+        target = partial / "ref_logps.parquet"
+    else:
+        target = next(p for p in (partial / "state-000002").iterdir() if p.name.startswith("optimizer"))
+    target.write_bytes(target.read_bytes()[:20])
+    with pytest.raises(DnoError, match="--fresh"):
+        run(_train_cfg(pairs_file, tiny_model, tmp_path / "c"))
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", fresh=True))
+    assert json.loads((tmp_path / "c" / "dno-manifest.json").read_text())["metrics"]["steps"] == 6
+    assert not partial.exists()
 
 
 # ---------------------------------------------------------------- sampling: a real kill (openai backend)

@@ -1,0 +1,42 @@
+"""DNO training: the contrastive loss against a reference, under accelerate, in four parts.
+
+    setup      (setup.py)      accelerator, model and tokenizer, encoded pairs, the seeded plan
+    reference  (reference.py)  the reference log-probs, once, in a no-grad pass
+    fit        (fit.py)        at most one epoch of the loss named by --loss (dno_data.losses)
+    save       (save.py)       the HF folder + dno-manifest.json, swapped in whole
+
+The reference is the input model (the policy that sampled the pairs) unless another is
+given. Runs as one CPU process, on many GPUs/nodes via `accelerate launch -m stages.cli
+train ...`, or as several CPU processes via `torchrun --nproc_per_node N -m stages.cli train ...`.
+
+Crash safety: progress lives in `<output>.partial/` (reference log-probs, accelerator state
+every --save-every steps); a rerun with the same inputs resumes there. The final folder
+appears by rename only when complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from .data import build_examples, collate, encode_pair
+from .options import MANIFEST, TrainOptions
+
+__all__ = ["MANIFEST", "TrainOptions", "build_examples", "collate", "encode_pair", "train"]
+
+
+def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
+          fresh: bool = False, log=print) -> dict | None:
+    """Train and write the checkpoint; the metrics on the main process, None on the others."""
+    from .fit import fit
+    from .reference import reference_logps
+    from .save import metrics_of, save_checkpoint
+    from .setup import setup
+
+    s = setup(pairs, model_dir, output, opts, lineage, fresh)
+    ref_path = reference_logps(s, opts, log)
+    result = fit(s, opts, log)
+    metrics = metrics_of(s, result)
+    save_checkpoint(s, result, output, ref_path, model_dir, opts, lineage, metrics)
+    return metrics if s.accelerator.is_main_process else None

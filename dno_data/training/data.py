@@ -1,0 +1,139 @@
+"""From a pairs table to padded batches: tokenization, the seeded order, collation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pyarrow as pa
+
+from ..models import render_prompt
+
+
+def encode_pair(tokenizer, prompt_text: str, response: str, truncated: bool = False) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + response (+ EOS) and a mask that is 1 exactly on response tokens.
+
+    Prompt and response are tokenized separately and concatenated, so the boundary is exact
+    by construction (tokenizing the joined text can merge tokens across it). A response that
+    stopped at the length limit (`truncated`) gets no EOS: the model did not end it there,
+    so training must not teach it to stop there.
+    """
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if not truncated:
+        response_ids = response_ids + [tokenizer.eos_token_id]
+    return prompt_ids + response_ids, [0] * len(prompt_ids) + [1] * len(response_ids)
+
+
+def _float_or_nan(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def build_examples(pairs: pa.Table, tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Encoded examples, and how many pairs were dropped because the prompt alone is too long."""
+    examples, too_long = [], 0
+    for row in pairs.to_pylist():
+        prompt = row["prompt_text"] or render_prompt(tokenizer, row["messages"])
+        ex = {"pair_id": row["pair_id"], "target": float(row["target"]),
+              "chosen_winrate": _float_or_nan(row.get("chosen_winrate")),
+              "rejected_winrate": _float_or_nan(row.get("rejected_winrate"))}
+        ex["truncated_sides"] = sum(bool(row.get(f"{side}_truncated")) for side in ("chosen", "rejected"))
+        for side in ("chosen", "rejected"):
+            ids, mask = encode_pair(tokenizer, prompt, row[side], bool(row.get(f"{side}_truncated")))
+            if sum(1 for m in mask if m == 0) >= max_length:
+                break
+            ex[f"{side}_ids"], ex[f"{side}_mask"] = ids[:max_length], mask[:max_length]
+        else:
+            examples.append(ex)
+            continue
+        too_long += 1
+    return examples, too_long
+
+
+def example_length(ex: dict) -> int:
+    return max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))
+
+
+def training_order(examples: list[dict], seed: int, group_by_length: bool = False, group: int = 1) -> list[int]:
+    """A seeded permutation of the examples' positions.
+
+    With `group_by_length`, the permutation is cut into mega-batches of 50 groups of `group`
+    examples (a group = one optimizer step's pairs over all processes), each sorted by length,
+    longest first, so a batch holds similar lengths (less padding) while the order stays random
+    at the scale of mega-batches (the scheme of transformers' LengthGroupedSampler).
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(examples), generator=g).tolist()
+    if not group_by_length:
+        return order
+    size = 50 * max(1, group)
+    megas = [sorted(order[i:i + size], key=lambda k: -example_length(examples[k])) for i in range(0, len(order), size)]
+    # keep the mega-batch's groups in a seeded order, not longest-first across the whole run
+    rng = random.Random(seed)
+    out = []
+    for mega in megas:
+        groups = [mega[i:i + group] for i in range(0, len(mega), group)]
+        rng.shuffle(groups)
+        out += [k for grp in groups for k in grp]
+    return out
+
+
+def count_steps(n_examples: int, batch_size: int, grad_accum: int, num_processes: int, epochs: float,
+                max_steps: int | None) -> tuple[int, int]:
+    """Optimizer steps of the run, and how many examples (in training order) those steps use."""
+    per_step = batch_size * grad_accum * num_processes
+    total = max(1, math.floor(math.ceil(n_examples / per_step) * epochs))
+    if max_steps:
+        total = min(total, max_steps)
+    return total, min(n_examples, total * per_step)
+
+
+def collate(batch: list[dict], pad_id: int) -> dict:
+    """Chosen rows then rejected rows in one right-padded batch (one forward pass for both)."""
+    import torch
+
+    seqs = [ex["chosen_ids"] for ex in batch] + [ex["rejected_ids"] for ex in batch]
+    masks = [ex["chosen_mask"] for ex in batch] + [ex["rejected_mask"] for ex in batch]
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
+    loss_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask,
+           "index": torch.tensor([ex["index"] for ex in batch]),
+           "target": torch.tensor([ex["target"] for ex in batch], dtype=torch.float32),
+           "chosen_winrate": torch.tensor([ex.get("chosen_winrate", math.nan) for ex in batch], dtype=torch.float32),
+           "rejected_winrate": torch.tensor([ex.get("rejected_winrate", math.nan) for ex in batch],
+                                            dtype=torch.float32)}
+    if "ref_chosen" in batch[0]:
+        out["ref_chosen"] = torch.tensor([ex["ref_chosen"] for ex in batch], dtype=torch.float32)
+        out["ref_rejected"] = torch.tensor([ex["ref_rejected"] for ex in batch], dtype=torch.float32)
+    return out
+
+
+def batch_logps(model, batch: dict, keep_logits: bool = False):
+    """Sequence log-probs of the chosen and of the rejected rows, from one forward pass.
+
+    keep_logits: the model takes transformers' `logits_to_keep`; then the vocabulary
+    projection runs only from the position before the earliest response token on (the
+    prompt positions predict nothing that is scored), which saves time and memory.
+    """
+    from ..losses import sequence_logps
+
+    ids, mask = batch["input_ids"], batch["loss_mask"]
+    start = 0
+    if keep_logits:
+        first = mask.float().argmax(dim=1)  # each row's first response position
+        start = max(0, int(first.min().item()) - 1)
+    kwargs = {"logits_to_keep": ids.shape[1] - start} if start else {}
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kwargs).logits
+    logps = sequence_logps(logits, ids[:, start:], mask[:, start:])
+    n = ids.shape[0] // 2
+    return logps[:n], logps[n:]
+
+
+def takes_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(type(model).forward).parameters

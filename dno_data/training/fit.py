@@ -1,0 +1,136 @@
+"""Part 3: at most one epoch of the contrastive loss, resumable from `<output>.partial/state`.
+
+The learning-rate schedule counts optimizer steps: it is stepped once per step on every
+process, never once per process and step (a scheduler passed to `accelerator.prepare` steps
+num_processes times per call, which ended the schedule after 1/N of the run on N processes).
+Logged figures are means over all processes of the step's micro-batches.
+
+A resumable state is one unit: the accelerate state (model, optimizer, scheduler, RNGs) and
+`progress.json` (step, history) are written to a hidden folder, fsynced, and renamed to
+`state-NNNNNN` in one step; older states are removed after. A crash at any moment leaves the
+last whole state in charge, and a rerun resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import losses
+from ..artifacts import write_json_atomic
+from ..errors import DnoError
+from .data import batch_logps, collate
+from .options import TrainOptions
+from .setup import Setup
+
+FIGURES = ("loss", "reward_accuracy", "margin")
+
+
+@dataclass
+class FitResult:
+    model: object  # the trained model, unwrapped
+    steps: int
+    history: list[dict]
+    seconds: float
+
+
+def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import get_scheduler
+
+    acc, model = s.accelerator, s.model
+    pad_id = s.tokenizer.pad_token_id
+    loader = DataLoader(s.examples, batch_size=opts.batch_size, collate_fn=lambda b: collate(b, pad_id))
+    # the fused kernel (one pass over all parameters; also what transformers' Trainer uses by default)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.learning_rate, weight_decay=opts.weight_decay,
+                                  fused=model.device.type in ("cpu", "cuda"))
+    scheduler = get_scheduler(opts.lr_scheduler, optimizer,
+                              num_warmup_steps=int(opts.warmup_ratio * s.total_steps),
+                              num_training_steps=s.total_steps)
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    acc.register_for_checkpointing(scheduler)
+
+    step, history = 0, []
+    latest = latest_state(s.partial)
+    if latest is not None:
+        step, history = load_state(acc, latest)
+        log(f"resuming training at step {step}/{s.total_steps}")
+    run_loader = acc.skip_first_batches(loader, step * opts.grad_accum) if step else loader
+
+    model.train()
+    t0 = time.time()
+    sums, n = torch.zeros(len(FIGURES), device=acc.device), 0
+    for batch in run_loader:
+        if step >= s.total_steps:
+            break
+        with acc.accumulate(model):
+            c, r = batch_logps(model, batch, s.keep_logits)
+            labels = losses.Labels(batch["target"], batch["chosen_winrate"], batch["rejected_winrate"])
+            loss, rewards = losses.dno_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], opts.beta,
+                                            loss=opts.loss, labels=labels)
+            acc.backward(loss)
+            if opts.max_grad_norm and acc.sync_gradients:
+                acc.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        margin = rewards["chosen_reward"] - rewards["rejected_reward"]
+        sums += torch.stack([loss.detach().float(), losses.reward_accuracy(margin), margin.mean().float()])
+        n += 1
+        if acc.sync_gradients:
+            scheduler.step()
+            step += 1
+            means = acc.reduce(sums / n, reduction="mean").tolist()
+            history.append({"step": step, "lr": scheduler.get_last_lr()[0], **dict(zip(FIGURES, means))})
+            sums, n = torch.zeros_like(sums), 0
+            if opts.save_every and step % opts.save_every == 0 and step < s.total_steps:
+                save_state(acc, s.partial, step, history)
+    acc.wait_for_everyone()
+    return FitResult(acc.unwrap_model(model), step, history, time.time() - t0)
+
+
+# ---------------------------------------------------------------- resumable states
+
+def latest_state(partial: Path) -> Path | None:
+    states = sorted(partial.glob("state-[0-9]*"))
+    return states[-1] if states else None
+
+
+def save_state(acc, partial: Path, step: int, history: list[dict]) -> None:
+    tmp = partial / f".state-{step:06d}.tmp"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        write_json_atomic({"step": step, "history": history}, tmp / "progress.json")
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        final = partial / f"state-{step:06d}"
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in partial.glob("state-[0-9]*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def load_state(acc, folder: Path) -> tuple[int, list[dict]]:
+    try:
+        saved = json.loads((folder / "progress.json").read_text())
+        acc.load_state(str(folder))
+    except Exception as e:  # a damaged file of any kind: torch, safetensors, pickle, json
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DnoError(f"{folder}: the saved training state cannot be read ({first}); "
+                       "rerun with --fresh to discard the unfinished work") from None
+    return saved["step"], saved["history"]

@@ -1,0 +1,95 @@
+"""Part 2: the reference log-probs, once, in a no-grad pass (no second model stays in memory).
+
+The reference is the input model (pi_t, the policy that sampled the pairs) unless
+`--reference DIR` names another (e.g. a fixed pi_1 for offline DPO); that one is loaded for
+this pass only and freed before training. Only the pairs that training will use are scored,
+in the training order and batch size, so with policy = reference the first loss is ln 2 up
+to float rounding. Each process scores its share of the batches; the results are gathered.
+The values are kept in `<output>.partial/ref_logps.parquet`, so a resumed run skips this pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import DnoError
+from ..models import load_causal_lm, load_tokenizer
+from .data import batch_logps, collate, takes_logits_to_keep
+from .options import TrainOptions
+from .setup import Setup
+
+REF_FILE = "ref_logps.parquet"
+
+
+def reference_logps(s: Setup, opts: TrainOptions, log=print) -> Path:
+    """Attach ref_chosen / ref_rejected to every example; return the file that holds them."""
+    path = s.partial / REF_FILE
+    if path.exists():
+        try:
+            ref = pq.read_table(path).to_pydict()
+        except (pa.ArrowException, OSError) as e:
+            raise DnoError(f"{path}: the saved reference log-probs cannot be read ({str(e).splitlines()[0][:200]}); "
+                           "rerun with --fresh to discard the unfinished work") from None
+        got = dict(zip(ref["pair_id"], zip(ref["ref_chosen"], ref["ref_rejected"])))
+        if all(ex["pair_id"] in got for ex in s.examples):
+            for ex in s.examples:
+                ex["ref_chosen"], ex["ref_rejected"] = got[ex["pair_id"]]
+            log(f"reference log-probs: resumed from {path}")
+            return path
+    t0 = time.time()
+    values = _score(s, opts)
+    for ex in s.examples:
+        ex["ref_chosen"], ex["ref_rejected"] = values[ex["index"]]
+    if s.accelerator.is_main_process:
+        table = pa.table({"pair_id": [ex["pair_id"] for ex in s.examples],
+                          "ref_chosen": [ex["ref_chosen"] for ex in s.examples],
+                          "ref_rejected": [ex["ref_rejected"] for ex in s.examples]})
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    s.accelerator.wait_for_everyone()
+    log(f"reference log-probs: {len(s.examples)} pairs in {time.time() - t0:.1f}s")
+    return path
+
+
+def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, float]]:
+    import torch
+    from accelerate.utils import gather_object
+
+    acc = s.accelerator
+    if opts.reference is None:
+        model = s.model
+    else:
+        _check_same_vocabulary(s.tokenizer, opts.reference)
+        model = load_causal_lm(opts.reference, opts.dtype)
+    was_training = model.training
+    model.eval()
+    model.to(acc.device)
+    pad_id = s.tokenizer.pad_token_id
+    batches = [s.examples[i:i + opts.batch_size] for i in range(0, len(s.examples), opts.batch_size)]
+    mine = []
+    keep = s.keep_logits if model is s.model else takes_logits_to_keep(model)
+    # with LoRA adapters the reference is the adapter-free base model (no second copy)
+    base = model.disable_adapter() if opts.lora_r and model is s.model else contextlib.nullcontext()
+    with torch.no_grad(), base, acc.autocast():
+        for batch in batches[acc.process_index::acc.num_processes]:
+            b = {k: v.to(acc.device) for k, v in collate(batch, pad_id).items()}
+            c, r = batch_logps(model, b, keep)
+            mine += list(zip(b["index"].tolist(), c.float().tolist(), r.float().tolist()))
+    if model is not s.model:
+        del model
+    else:
+        model.train(was_training)
+    return {i: (c, r) for i, c, r in gather_object(mine)}
+
+
+def _check_same_vocabulary(tokenizer, reference: Path) -> None:
+    other = load_tokenizer(reference, padding_side="right")
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise DnoError(f"{reference}: the reference model has another tokenizer than --model; "
+                       "log-probs over different token ids cannot be compared")

@@ -1,0 +1,48 @@
+"""Part 4: the checkpoint, an HF folder plus `dno-manifest.json`, swapped in whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from ..artifacts import write_json_atomic
+from ..folder_swap import building_folder
+from .fit import FitResult
+from .options import MANIFEST, TrainOptions
+from .setup import Setup
+
+
+def metrics_of(s: Setup, result: FitResult) -> dict:
+    h = result.history
+    return {
+        "pairs": s.pairs_in, "pairs_used": len(s.examples), "dropped_too_long": s.dropped_too_long,
+        "truncated_responses": sum(ex.get("truncated_sides", 0) for ex in s.examples),  # trained without EOS
+        "steps": result.steps, "train_seconds": round(result.seconds, 2),
+        "final_loss": h[-1]["loss"] if h else None,
+        "mean_loss": sum(x["loss"] for x in h) / len(h) if h else None,
+        "final_reward_accuracy": h[-1]["reward_accuracy"] if h else None,
+    }
+
+
+def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path, model_dir: Path,
+                    opts: TrainOptions, lineage: dict, metrics: dict) -> None:
+    """Write the checkpoint on the main process and remove the unfinished-work folder."""
+    if s.accelerator.is_main_process:
+        with building_folder(output) as tmp:
+            model = result.model
+            if opts.lora_r:  # merge the adapters: the checkpoint is a plain model like any other
+                model = model.merge_and_unload()
+            if opts.gradient_checkpointing:
+                model.config.use_cache = True  # turned off for training only
+            model.save_pretrained(tmp, safe_serialization=True)
+            s.tokenizer.save_pretrained(tmp)
+            shutil.copy(ref_path, tmp / "ref_logps.parquet")
+            with open(tmp / "train_log.jsonl", "w") as f:
+                f.writelines(json.dumps(h) + "\n" for h in result.history)
+            options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
+            write_json_atomic({"lineage": lineage, "reference_model": str(opts.reference or model_dir),
+                               "metrics": metrics, "options": options}, tmp / MANIFEST)
+        shutil.rmtree(s.partial, ignore_errors=True)
+    s.accelerator.wait_for_everyone()
