@@ -2,40 +2,61 @@
 
 Where each module is tested (tests/test_help.py checks that every module is in this map):
 
-  dno_data/artifacts.py        test_artifacts.py, test_resume.py (parts), test_bad_input.py (checked reads)
-  dno_data/errors.py           test_help.py (hints name only declared extras), test_bad_input.py
-  dno_data/ids.py              test_artifacts.py, test_prompts.py
-  dno_data/callables.py        test_judges.py (python: judges), test_resume.py (python: teachers)
-  dno_data/prompts_import.py   test_prompts.py
-  dno_data/models.py           test_template_check.py, test_tokenization.py
-  dno_data/generation.py       test_resume.py, test_sample_openai.py, test_template_check.py, test_slow_vllm_sample.py
-  dno_data/sampling.py         test_resume.py, test_template_check.py
-  dno_data/sharding.py         test_sharding.py
-  dno_data/teachers.py         test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher)
-  dno_data/gguf_import.py      test_bad_input.py, test_slow_vllm.py
-  dno_data/judges.py           test_judges.py, test_ifeval.py (oracle:constraints)
-  dno_data/judging.py          test_judges.py, test_api_judges.py, test_resume.py
-  dno_data/api.py              test_api_judges.py, test_judge_cache.py, test_options.py (API settings pass-through)
-  dno_data/api_judges.py       test_api_judges.py, test_slow_vllm.py
-  dno_data/judge_cache.py      test_judge_cache.py
-  dno_data/judge_parsing.py    test_api_judges.py (and its doctests)
-  dno_data/reward_judge.py     test_reward_judge.py
-  dno_data/costs.py            test_api_judges.py (dry run, costs)
-  dno_data/fake_openai.py      test_fake_openai.py
-  dno_data/pairs.py            test_pairs.py, test_pairs_reference.py
-  dno_data/duckdb_sql.py       test_pairs.py, test_cli.py (dno sql)
-  dno_data/losses.py           test_losses.py
-  dno_data/training.py         test_resume.py, test_tokenization.py
-  dno_data/evaluation.py       test_cli.py, test_api_judges.py, test_ifeval.py
-  dno_data/run_layout.py       test_cli.py
-  dno_data/run_views.py        test_cli.py
-  dno_data/loop.py             test_cli.py (dno iterate, the justfile)
-  dno_data/demo_task.py        fixtures here (tiny_model), test_judges.py (oracle:addition)
-  dno_data/ifeval_task.py      test_ifeval.py
-  stages/options.py            test_options.py, test_bad_input.py (the bad-value table)
-  stages/common.py             test_bad_input.py (one-line errors)
-  stages/cli.py, stages/*.py   test_help.py, test_cli.py (end to end), test_bad_input.py
-  schemas/*.py                 test_artifacts.py
+  dno_data/artifacts.py            test_artifacts.py, test_content_hash.py, test_outputs.py, test_resume.py (parts),
+                                   test_bad_input.py (checked reads)
+  dno_data/output_lock.py          test_concurrency.py (two commands on one output)
+  dno_data/folder_swap.py          test_training.py (checkpoints appear whole), test_bad_input.py (GGUF import)
+  dno_data/errors.py               test_help.py (hints name only declared extras), test_bad_input.py
+  dno_data/ids.py                  test_artifacts.py, test_prompts.py
+  dno_data/callables.py            test_judges.py (python: judges), test_resume.py (python: teachers)
+  dno_data/prompts_import.py       test_prompts.py
+  dno_data/models.py               test_template_check.py, test_tokenization.py, test_generation.py
+  dno_data/generation/__init__.py  test_generation.py (the registry, stop ids)
+  dno_data/generation/base.py      test_generation.py, test_resume.py (per-prompt seeds)
+  dno_data/generation/hf.py        test_generation.py, test_resume.py, test_template_check.py
+  dno_data/generation/vllm.py      test_generation.py, test_slow_vllm_sample.py
+  dno_data/generation/openai.py    test_sample_openai.py
+  dno_data/sampling.py             test_resume.py, test_template_check.py
+  dno_data/sharding.py             test_sharding.py
+  dno_data/teachers.py             test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher)
+  dno_data/gguf_import.py          test_bad_input.py, test_slow_vllm.py
+  dno_data/judges/__init__.py      test_judges.py (specs -> judges)
+  dno_data/judges/base.py          test_judges.py, test_judge_run.py
+  dno_data/judges/python_fn.py     test_judges.py, test_resume.py
+  dno_data/judges/oracles.py       test_judges.py (oracle:addition), test_constraints_task.py (oracle:constraints)
+  dno_data/judges/openai_chat.py   test_openai_chat.py, test_slow_vllm.py
+  dno_data/judges/reward_model.py  test_reward_model.py
+  dno_data/judges/parsing.py       test_openai_chat.py (and its doctests)
+  dno_data/judges/run.py           test_judge_run.py, test_judges.py, test_resume.py
+  dno_data/openai_api/__init__.py  test_openai_runner.py
+  dno_data/openai_api/runner.py    test_openai_runner.py, test_options.py (API settings pass-through)
+  dno_data/openai_api/call_cache.py  test_call_cache.py
+  dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent)
+  dno_data/pairs.py                test_pairs.py, test_pairs_reference.py, test_sql_lockdown.py (--sql rules)
+  dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)
+  dno_data/losses.py               test_losses.py
+  dno_data/training/__init__.py    test_training.py, test_tokenization.py
+  dno_data/training/options.py     test_training.py
+  dno_data/training/data.py        test_tokenization.py, test_training.py (truncated responses, length groups)
+  dno_data/training/setup.py       test_training.py (dropout off, LoRA, mixed precision)
+  dno_data/training/reference.py   test_training.py, test_resume.py
+  dno_data/training/fit.py         test_training.py (ln 2 first loss, the schedule on N processes), test_resume.py
+  dno_data/training/save.py        test_training.py, test_resume.py
+  dno_data/evaluation.py           test_cli.py, test_eval_any_judge.py, test_constraints_task.py
+  dno_data/run_layout.py           test_cli.py
+  dno_data/run_views.py            test_cli.py, test_sql_lockdown.py
+  dno_data/queries.py              test_queries.py
+  dno_data/stats.py                test_stats.py
+  dno_data/report.py               test_report.py
+  dno_data/loop.py                 test_cli.py (dno iterate, the justfile)
+  dno_data/tasks/__init__.py       test_constraints_task.py
+  dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition)
+  dno_data/tasks/constraints.py    test_constraints_task.py
+  stages/options.py                test_options.py, test_bad_input.py (the bad-value table)
+  stages/common.py                 test_bad_input.py (one-line errors)
+  stages/cli.py, stages/*.py       test_help.py, test_cli.py (end to end), test_bad_input.py
+  schemas/*.py                     test_artifacts.py
+  tests/support/fake_openai.py     test_fake_openai.py
 """
 
 from __future__ import annotations

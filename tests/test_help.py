@@ -86,7 +86,7 @@ def _layout_sections() -> dict[str, list[str]]:
             current = line.split()[0].rstrip("/")
             continue
         names_column = re.split(r"\s{2,}", line.strip())[0]
-        sections.setdefault(current, []).extend(re.findall(r"[\w.-]+\.(?:py|json)\b|\b[a-z]+/", names_column))
+        sections.setdefault(current, []).extend(re.findall(r"[\w.-]+\.(?:py|json)\b|\b[a-z_]+/", names_column))
     return sections
 
 
@@ -105,9 +105,10 @@ def test_conftest_maps_every_library_module_to_existing_tests():
     import conftest
 
     doc = conftest.__doc__
-    for p in sorted((ROOT / "dno_data").glob("*.py")):
-        if p.name != "__init__.py":
-            assert f"dno_data/{p.name}" in doc, f"tests/conftest.py's map lacks dno_data/{p.name}"
+    for p in sorted((ROOT / "dno_data").rglob("*.py")):
+        name = p.relative_to(ROOT).as_posix()
+        if p.name != "__init__.py" or p.parent != ROOT / "dno_data":
+            assert name in doc, f"tests/conftest.py's map lacks {name}"
     for test_file in set(re.findall(r"test_\w+\.py", doc)):
         assert (ROOT / "tests" / test_file).exists(), test_file
 
