@@ -21,13 +21,14 @@ from typing import Optional
 
 from dno_data.artifacts import make_lineage
 from dno_data.errors import DnoError
-from dno_data.pairs import DEFAULT_MEMORY_LIMIT, RULES, TRUNCATED, build_pairs, check_inputs
+from dno_data.pairs import DEFAULT_MEMORY_LIMIT, DEFAULT_PARAMS, RULES, TRUNCATED, build_pairs, check_inputs
 
 from .common import check_output_path, summary, up_to_date
 from .options import FORCE, OUTPUT_FILE, as_tuple, at_least, build_command, finite, in_range, one_of, opt
 
 
 PAPER = "The paper's rule (--rule paper)"
+P = DEFAULT_PARAMS  # the rules' defaults: declared once, in dno_data.pairs
 
 
 @dataclass(frozen=True)
@@ -38,18 +39,18 @@ class PairsConfig:
     rule: str = opt("paper (every positive, DNO section 5) | paper-best (only the best positive) | best-worst.",
                     "paper", check=one_of(*RULES))
     sql: Path | None = opt("Your own rule: a .sql file over the `candidates` view (overrides --rule).", None)
-    min_positive_score: float = opt("Lowest score of a positive (the paper: 5 or 6).", 5.0, check=finite, panel=PAPER)
-    teacher_margin: float = opt("Score gap of a negative below a teacher positive (the paper: 2).", 2.0,
+    min_positive_score: float = opt("Lowest score of a positive (the paper: 5 or 6).", P["min_positive_score"], check=finite, panel=PAPER)
+    teacher_margin: float = opt("Score gap of a negative below a teacher positive (the paper: 2).", P["teacher_margin"],
                                 check=at_least(0), panel=PAPER)
-    policy_margin: float = opt("Score gap of a negative below a policy positive (the paper: 1).", 1.0,
+    policy_margin: float = opt("Score gap of a negative below a policy positive (the paper: 1).", P["policy_margin"],
                                check=at_least(0), panel=PAPER)
-    prefer_positive: str = opt("paper-best: policy|teacher wins a tie for the best score.", "policy",
+    prefer_positive: str = opt("paper-best: policy|teacher wins a tie for the best score.", P["prefer_positive"],
                                check=one_of("policy", "teacher"), panel=PAPER)
-    max_negatives: int | None = opt("Most negatives per positive (default: all that qualify).", None,
+    max_negatives: int | None = opt("Most negatives per positive (default: all that qualify).", P["max_negatives"],
                                     check=at_least(1), panel=PAPER)
-    distinct_negatives: bool = opt("Identical rejected texts of a positive make one pair (not in the paper).", True,
+    distinct_negatives: bool = opt("Identical rejected texts of a positive make one pair (not in the paper).", P["distinct_negatives"],
                                    panel=PAPER)
-    min_margin: float = opt("best-worst: least win-rate gap to keep a pair.", 0.0, check=in_range(0, 1))
+    min_margin: float = opt("best-worst: least win-rate gap to keep a pair.", P["min_margin"], check=in_range(0, 1))
     max_repetition: float = opt("Repeated word 3-gram fraction above which a sample is an automatic negative.", 0.5,
                                 check=in_range(0, 1))
     truncated: str = opt("A sample cut at the length limit (finish_reason length): negative (may be rejected, never "
