@@ -47,7 +47,10 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/run_views.py            test_cli.py, test_sql_lockdown.py
   dno_data/queries.py              test_queries.py
   dno_data/stats.py                test_stats.py
-  dno_data/report.py               test_report.py
+  dno_data/report/__init__.py      test_report.py
+  dno_data/report/data.py          test_report.py (numbers, best iterate, costs)
+  dno_data/report/plots.py         test_report.py (the PNGs)
+  dno_data/report/page.py          test_report.py (the page, dno report)
   dno_data/loop.py                 test_cli.py (dno iterate, the justfile)
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition)
