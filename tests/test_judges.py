@@ -281,3 +281,15 @@ def test_python_judges_may_ask_whether_a_response_was_truncated(judge_module):
     pair = _valid(make_judge("python:trunc_judge:cmp", mode="pairwise").judge(group))
     assert [(r["sample_id_a"], r["prob_a_wins"]) for r in pair] == [("s0", 0.0), ("s1", 1.0)]
     assert [r["score"] for r in make_judge("python:trunc_judge:plain").judge(group)] == [3.0, 3.0]
+
+
+def test_the_demo_task_trains_and_saves_an_initial_policy(tmp_path):
+    """The demo's supervised start (tasks.addition.train_initial_policy) runs end to end and saves a
+    folder that loads: a few steps of a tiny model, no accuracy target."""
+    from dno_data.models import check_model_dir
+    from dno_data.tasks import addition
+
+    model, tok = addition.train_initial_policy(tmp_path / "policy-0", steps=3, hidden=16, layers=1, heads=2,
+                                               n_train=64, batch_size=8, stop_at_accuracy=None)
+    assert check_model_dir(tmp_path / "policy-0")
+    assert tok.eos_token_id is not None

@@ -167,8 +167,8 @@ def encode_sft(tokenizer, problems: list[dict]):
     Right padding keeps position ids = 0..n for real tokens, the same positions
     ``generate`` uses for a left-padded prompt, so log-probs match what was sampled.
     """
-    from .models import render_prompt
-    from .training import encode_pair
+    from ..models import render_prompt
+    from ..training import encode_pair
 
     rows, masks = zip(*(encode_pair(tokenizer, render_prompt(tokenizer, [{"role": "user", "content": p["prompt"]}]),
                                     p["reference"]) for p in problems))
