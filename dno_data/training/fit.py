@@ -36,6 +36,7 @@ class FitResult:
     steps: int
     history: list[dict]
     seconds: float
+    state_dict: dict | None = None  # gathered from every process when the weights are sharded (FSDP, ZeRO-3)
 
 
 def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
@@ -90,7 +91,11 @@ def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
             if opts.save_every and step % opts.save_every == 0 and step < s.total_steps:
                 save_state(acc, s.partial, step, history)
     acc.wait_for_everyone()
-    return FitResult(acc.unwrap_model(model), step, history, time.time() - t0)
+    # Sharded weights (FSDP, DeepSpeed ZeRO-3) are gathered by every process together; DDP and a
+    # single process save the unwrapped model's own weights.
+    sharded = acc.distributed_type.name in ("FSDP", "DEEPSPEED") and not opts.lora_r
+    state_dict = acc.get_state_dict(model) if sharded else None
+    return FitResult(acc.unwrap_model(model), step, history, time.time() - t0, state_dict)
 
 
 # ---------------------------------------------------------------- resumable states

@@ -36,7 +36,7 @@ def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path, m
                 model = model.merge_and_unload()
             if opts.gradient_checkpointing:
                 model.config.use_cache = True  # turned off for training only
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=result.state_dict)
             s.tokenizer.save_pretrained(tmp)
             shutil.copy(ref_path, tmp / "ref_logps.parquet")
             with open(tmp / "train_log.jsonl", "w") as f:
