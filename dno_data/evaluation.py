@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from .artifacts import Parts
+from .parts import Parts
 from .generation import SamplingParams
 from .ids import stable_hash
 from .judges import Candidate, Group, Judge

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from .artifacts import Parts
+from .parts import Parts
 from .errors import DnoError
 from .generation import Generator, SamplingParams, prompt_seed
 from .ids import stable_hash

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .artifacts import outcome_config, read_artifact, read_lineage
+from .artifacts import read_artifact
+
+from .lineage import outcome_config, read_lineage
 from .errors import DnoError
 from .ids import file_sha256, stable_hash
 

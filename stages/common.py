@@ -9,7 +9,9 @@ from pathlib import Path
 
 import typer
 
-from dno_data.artifacts import check_output, is_up_to_date
+from dno_data.artifacts import check_output
+
+from dno_data.lineage import is_up_to_date
 from dno_data.errors import DnoError
 
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import Parts, make_lineage, read_artifact
+from dno_data.artifacts import read_artifact
+
+from dno_data.lineage import make_lineage
+
+from dno_data.parts import Parts
 from dno_data.generation import SamplingParams, make_generator
 from dno_data.evaluation import eval_summary, evaluate_rows
 from dno_data.judges import make_judge

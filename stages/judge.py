@@ -24,7 +24,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import Parts, make_lineage, read_artifact
+from dno_data.artifacts import read_artifact
+
+from dno_data.lineage import make_lineage
+
+from dno_data.parts import Parts
 from dno_data.errors import DnoError
 from dno_data.judges import make_judge
 from dno_data.judges.base import RequestJudge

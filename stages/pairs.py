@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from dno_data.artifacts import make_lineage
+from dno_data.lineage import make_lineage
 from dno_data.errors import DnoError
 from dno_data.pairs import DEFAULT_MEMORY_LIMIT, DEFAULT_PARAMS, RULES, TRUNCATED, build_pairs, check_inputs
 

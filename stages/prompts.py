@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import check_output, make_lineage, write_artifact
+from dno_data.artifacts import check_output, write_artifact
+
+from dno_data.lineage import make_lineage
 from dno_data.errors import DnoError
 from dno_data.prompts_import import import_prompts
 

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from dno_data.artifacts import Parts, make_lineage, read_artifact
+from dno_data.artifacts import read_artifact
+
+from dno_data.lineage import make_lineage
+
+from dno_data.parts import Parts
 from dno_data.errors import DnoError
 from dno_data.generation import BACKENDS, SamplingParams, check_backend, make_generator
 from dno_data.generation.openai import OpenAIOptions

@@ -15,7 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import check_output, make_lineage, read_artifact, release_output
+from dno_data.artifacts import check_output, read_artifact
+
+from dno_data.lineage import make_lineage
+
+from dno_data.parts import release_output
 from dno_data.errors import DnoError
 from dno_data.losses import LOSSES
 from dno_data.models import check_model_dir

@@ -2,8 +2,9 @@
 
 Where each module is tested (tests/test_help.py checks that every module is in this map):
 
-  dno_data/artifacts.py            test_artifacts.py, test_content_hash.py, test_outputs.py, test_resume.py (parts),
-                                   test_bad_input.py (checked reads)
+  dno_data/artifacts.py            test_artifacts.py, test_outputs.py, test_bad_input.py (checked reads)
+  dno_data/lineage.py              test_artifacts.py, test_content_hash.py, test_sharding.py (up to date)
+  dno_data/parts.py                test_artifacts.py, test_resume.py (parts), test_concurrency.py (work folders)
   dno_data/output_lock.py          test_concurrency.py (two commands on one output)
   dno_data/folder_swap.py          test_training.py (checkpoints appear whole), test_bad_input.py (GGUF import)
   dno_data/errors.py               test_help.py (hints name only declared extras), test_bad_input.py
@@ -161,7 +162,7 @@ def cli(tmp_path):
 # ---------------------------------------------------------------- artifacts built directly
 
 def lineage(stage: str = "test", inputs=(), config=None) -> dict:
-    from dno_data.artifacts import make_lineage
+    from dno_data.lineage import make_lineage
 
     return make_lineage(stage, list(inputs), config or {})
 

@@ -12,16 +12,9 @@ import pytest
 
 import schemas
 from conftest import EXAMPLE_ROWS, drop_column, lineage, rewrite_metadata, write_example
-from dno_data.artifacts import (
-    CHANGES_OUTPUT,
-    Parts,
-    is_up_to_date,
-    lineage_fingerprint,
-    read_artifact,
-    read_lineage,
-    redact,
-    write_artifact,
-)
+from dno_data.artifacts import read_artifact, write_artifact
+from dno_data.lineage import CHANGES_OUTPUT, is_up_to_date, lineage_fingerprint, read_lineage, redact
+from dno_data.parts import Parts
 from dno_data.errors import DnoError
 from dno_data.ids import file_sha256
 

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import problem_rows, run_cli, write_jsonl
-from dno_data.artifacts import describe_inputs, read_artifact, read_lineage
+from dno_data.artifacts import read_artifact
+from dno_data.lineage import describe_inputs, read_lineage
 from dno_data.ids import file_sha256
 
 

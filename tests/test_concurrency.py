@@ -121,7 +121,7 @@ def test_two_trainings_started_together_never_leave_a_broken_checkpoint(tmp_path
         if code:
             _refused(subprocess.CompletedProcess(args, code, "", err), out)
     assert 0 in [r[0] for r in results]
-    from dno_data.artifacts import read_lineage
+    from dno_data.lineage import read_lineage
 
     assert read_lineage(out)["stage"] == "train" and (out / "model.safetensors").exists()
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".checkpoint*"))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from conftest import EXAMPLE_ROWS, lineage, problem_rows, write_jsonl
-from dno_data.artifacts import describe_inputs, make_lineage, write_artifact
+from dno_data.artifacts import write_artifact
+from dno_data.lineage import describe_inputs, make_lineage
 
 
 def _write(path: Path, rows, lin):
@@ -16,18 +17,18 @@ def _write(path: Path, rows, lin):
 
 
 def test_same_rows_and_settings_written_twice_describe_the_same(tmp_path, monkeypatch):
-    import dno_data.artifacts as artifacts
+    import dno_data.lineage as lineage_mod
 
     rows = EXAMPLE_ROWS["samples"]()
     a = _write(tmp_path / "a.parquet", rows, make_lineage("sample", [], {"k": 2}))
-    real = artifacts._dt.datetime
+    real = lineage_mod._dt.datetime
 
     class Later(real):
         @classmethod
         def now(cls, tz=None):
-            return real.now(tz) + artifacts._dt.timedelta(days=3)
+            return real.now(tz) + lineage_mod._dt.timedelta(days=3)
 
-    monkeypatch.setattr(artifacts._dt, "datetime", Later)
+    monkeypatch.setattr(lineage_mod._dt, "datetime", Later)
     b = _write(tmp_path / "b.parquet", rows, make_lineage("sample", [], {"k": 2}))
     assert pq.read_schema(a).metadata[b"dno.lineage"] != pq.read_schema(b).metadata[b"dno.lineage"]
     assert describe_inputs([a])[0]["sha256"] != describe_inputs([b])[0]["sha256"]  # the bytes differ

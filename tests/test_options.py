@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FAKE_SERVER_SAFETY
-from dno_data.artifacts import read_artifact, read_lineage
+from dno_data.artifacts import read_artifact
+from dno_data.lineage import read_lineage
 from support.fake_openai import FakeOpenAIServer
 from stages import eval as eval_stage
 from stages import judge as judge_stage

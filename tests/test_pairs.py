@@ -650,7 +650,7 @@ def _files(tmp_path, samples, judgments):
 
 
 def test_stage_writes_pairs_from_files(tmp_path, capsys):
-    from dno_data.artifacts import read_lineage
+    from dno_data.lineage import read_lineage
     from stages.pairs import PairsConfig
     from stages.pairs import run as pairs_run
 

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from conftest import FAKE_SERVER_SAFETY, problem_rows, write_jsonl
-from dno_data.artifacts import read_artifact, read_lineage
+from dno_data.artifacts import read_artifact
+from dno_data.lineage import read_lineage
 from dno_data.errors import DnoError
 from support.fake_openai import FakeOpenAIServer
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import problem_rows, write_jsonl
-from dno_data.artifacts import is_up_to_date, read_artifact, read_lineage
+from dno_data.artifacts import read_artifact
+from dno_data.lineage import is_up_to_date, read_lineage
 from dno_data.errors import DnoError
 from dno_data.sharding import parse_shard, shard_of
 
@@ -94,7 +95,7 @@ def test_merge_equals_the_unsharded_run(tmp_path, prompts12, tiny_model, sharded
     assert lin["config"]["shard"] is None and len(lin["merged_from"]) == 3
     assert sorted(m["shard"] for m in lin["merged_from"]) == ["0/3", "1/3", "2/3"]
     # The merged file is what the unsharded command would make: it counts as up to date.
-    from dno_data.artifacts import make_lineage
+    from dno_data.lineage import make_lineage
 
     assert is_up_to_date(merged, make_lineage("sample", [prompts12, tiny_model], _cfg(prompts12, merged, tiny_model)))
 

@@ -55,7 +55,7 @@ def test_vllm_backend_through_the_cli(tmp_path, prompts, smollm2_dir):  # noqa: 
     assert all(r["prompt_text"].endswith("<|im_start|>assistant\n") for r in rows)
     france = [r["response"] for r in policy if "France" in r["messages"][0]["content"]]
     assert len(set(france)) > 1  # K different samples of one request
-    from dno_data.artifacts import read_lineage
+    from dno_data.lineage import read_lineage
 
     cfg = read_lineage(out)["config"]
     assert cfg["backend"] == "vllm" and cfg["engine_args"] == ["seed=0"]

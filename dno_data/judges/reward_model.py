@@ -40,7 +40,7 @@ class RewardModelJudge(SyncJudge):
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
-        from ..artifacts import describe_inputs
+        from ..lineage import describe_inputs
 
         self.judge_id = stable_hash("judge", "reward", describe_inputs([path])[0]["sha256"], max_length)
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from ..artifacts import Parts
+from ..parts import Parts
 from .base import Candidate, Group, Judge, RequestJudge, SyncJudge
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..artifacts import claim_work_dir
+from ..parts import claim_work_dir
 from ..errors import DnoError
 from ..models import check_model_dir, load_causal_lm, load_tokenizer
 from .data import build_examples, count_steps, takes_logits_to_keep, training_order
