@@ -231,6 +231,8 @@ BAD_VALUES = [
     ("judge-base-url", _noop, JUDGE, ["--base-url", "not a url"], ["--base-url", "http://127.0.0.1:9/v1"],
      ["--base-url", "not a url"]),
     ("judge-concurrency-0", _noop, JUDGE, ["--concurrency", "0"], ["--concurrency", "2"], ["--concurrency"]),
+    ("judge-max-failure-rate-above-1", _noop, JUDGE, ["--max-failure-rate", "1.5"], ["--max-failure-rate", "0.2"],
+     ["--max-failure-rate"]),
     ("judge-mode", _noop, JUDGE, ["--mode", "vibes"], [], ["--mode"]),
     ("judge-unwritable-output", _blocker, JUDGE[:2] + JUDGE[4:], ["-o", "afile/out.parquet"], ["-o", "out.parquet"],
      ["afile"]),
