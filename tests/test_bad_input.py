@@ -203,6 +203,14 @@ def _folder(ws):
     (ws / "out.parquet").mkdir()
 
 
+def _rule_files(bad_select: str):
+    def setup(ws):
+        good = "SELECT DISTINCT prompt_id, 's1' AS chosen_sample_id, 's2' AS rejected_sample_id, 0.9 AS target FROM candidates"
+        (ws / "good.sql").write_text(good)
+        (ws / "bad.sql").write_text(bad_select)
+    return setup
+
+
 P, S, J, PAIRS = "prompts.parquet", "samples.parquet", "judgments.parquet", "pairs.parquet"
 SAMPLE = ["sample", P, "-o", "out.parquet", "--model", M, "--split", "all", "-k", "1", "--max-new-tokens", "2"]
 JUDGE = ["judge", S, "-o", "out.parquet", "--judge", "oracle:addition"]
@@ -242,6 +250,12 @@ BAD_VALUES = [
      ["--max-negatives"]),
     ("pairs-replay-fraction-negative", _noop, PAIRS_CMD, ["--replay-fraction", "-1"], ["--replay-fraction", "0.3"],
      ["--replay-fraction"]),
+    ("pairs-sql-target-7.5", _rule_files("SELECT DISTINCT prompt_id, 's1' AS chosen_sample_id, 's2' AS "
+                                         "rejected_sample_id, 7.5 AS target FROM candidates"),
+     PAIRS_CMD, ["--sql", "bad.sql"], ["--sql", "good.sql"], ["bad.sql", "target", "7.5"]),
+    ("pairs-sql-duplicate-pairs", _rule_files("SELECT prompt_id, 's1' AS chosen_sample_id, 's2' AS rejected_sample_id "
+                                              "FROM candidates"),
+     PAIRS_CMD, ["--sql", "bad.sql"], ["--sql", "good.sql"], ["bad.sql", "s1", "s2", "twice"]),
     ("pairs-rule", _noop, PAIRS_CMD, ["--rule", "best"], ["--rule", "paper"], ["--rule"]),
     ("pairs-output-is-a-folder", _folder, PAIRS_CMD[:3], ["-o", "out.parquet"], ["-o", "out2.parquet"], ["folder"]),
     ("train-batch-size-0", _noop, TRAIN[:-4] + ["--max-length", "16"], ["--batch-size", "0"], ["--batch-size", "1"],
