@@ -211,6 +211,21 @@ def _rule_files(bad_select: str):
     return setup
 
 
+def _corrupt_weights(ws):
+    shutil.copytree(ws / M, ws / "corrupt")
+    (ws / "corrupt" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+
+
+def _pickle_weights(ws):
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(ws / M, ws / "pickled")
+    weights = load_file(ws / "pickled" / "model.safetensors")
+    (ws / "pickled" / "model.safetensors").unlink()
+    torch.save(weights, ws / "pickled" / "pytorch_model.bin")
+
+
 P, S, J, PAIRS = "prompts.parquet", "samples.parquet", "judgments.parquet", "pairs.parquet"
 SAMPLE = ["sample", P, "-o", "out.parquet", "--model", M, "--split", "all", "-k", "1", "--max-new-tokens", "2"]
 JUDGE = ["judge", S, "-o", "out.parquet", "--judge", "oracle:addition"]
@@ -233,6 +248,12 @@ BAD_VALUES = [
      ["out.parquet", "folder"]),
     ("sample-unwritable-output", _blocker, SAMPLE[:2] + SAMPLE[4:], ["-o", "afile/out.parquet"],
      ["-o", "out.parquet"], ["afile"]),
+    ("sample-corrupt-safetensors", _corrupt_weights, SAMPLE[:4] + SAMPLE[6:], ["--model", "corrupt"], ["--model", M],
+     ["corrupt", "model.safetensors"]),
+    ("sample-pickle-weights", _pickle_weights, SAMPLE[:4] + SAMPLE[6:], ["--model", "pickled"], ["--model", M],
+     ["pickled", "pytorch_model.bin", "safetensors"]),
+    ("train-corrupt-safetensors", _corrupt_weights, TRAIN[:2] + TRAIN[4:], ["--model", "corrupt"], ["--model", M],
+     ["corrupt", "model.safetensors"]),
     ("judge-rpm-negative", _noop, JUDGE, ["--rpm", "-5"], ["--rpm", "5"], ["--rpm"]),
     ("judge-max-retries-negative", _noop, JUDGE, ["--max-retries", "-1"], ["--max-retries", "1"], ["--max-retries"]),
     ("judge-timeout-negative", _noop, JUDGE, ["--timeout", "-1"], ["--timeout", "5"], ["--timeout"]),
