@@ -226,6 +226,15 @@ def _pickle_weights(ws):
     torch.save(weights, ws / "pickled" / "pytorch_model.bin")
 
 
+def _raising_teacher(ws):
+    import sys
+
+    (ws / "teachers_h9.py").write_text("def bad(messages):\n    raise RuntimeError('teacher down')\n\n"
+                                       "def good(messages):\n    return '46'\n")
+    sys.path.insert(0, str(ws))
+    sys.modules.pop("teachers_h9", None)
+
+
 P, S, J, PAIRS = "prompts.parquet", "samples.parquet", "judgments.parquet", "pairs.parquet"
 SAMPLE = ["sample", P, "-o", "out.parquet", "--model", M, "--split", "all", "-k", "1", "--max-new-tokens", "2"]
 JUDGE = ["judge", S, "-o", "out.parquet", "--judge", "oracle:addition"]
@@ -254,6 +263,8 @@ BAD_VALUES = [
      ["pickled", "pytorch_model.bin", "safetensors"]),
     ("train-corrupt-safetensors", _corrupt_weights, TRAIN[:2] + TRAIN[4:], ["--model", "corrupt"], ["--model", M],
      ["corrupt", "model.safetensors"]),
+    ("sample-teacher-raises", _raising_teacher, SAMPLE, ["--teacher", "python:teachers_h9:bad"],
+     ["--teacher", "python:teachers_h9:good"], ["python:teachers_h9:bad", "teacher down", "prompt"]),
     ("judge-rpm-negative", _noop, JUDGE, ["--rpm", "-5"], ["--rpm", "5"], ["--rpm"]),
     ("judge-max-retries-negative", _noop, JUDGE, ["--max-retries", "-1"], ["--max-retries", "1"], ["--max-retries"]),
     ("judge-timeout-negative", _noop, JUDGE, ["--timeout", "-1"], ["--timeout", "5"], ["--timeout"]),
