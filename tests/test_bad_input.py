@@ -359,4 +359,4 @@ def test_bad_value_is_refused_before_work_starts(ws_src, monkeypatch, case_id, s
 
 def test_bad_value_table_size():
     # the figure the docs quote: every case above is one bad input, refused cleanly
-    assert len(BAD_VALUES) >= 40
+    assert len(BAD_VALUES) >= 49
