@@ -23,7 +23,28 @@ def check_model_dir(path: Path | str, flag: str = "--model") -> Path:
         raise DnoError(f"{path}: model folder without weights ({' / '.join(WEIGHT_FILES[::2])}); {fix}")
     if not any((path / t).exists() for t in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise DnoError(f"{path}: model folder without a tokenizer; save one with tokenizer.save_pretrained({str(path)!r})")
+    _check_weights(path)
     return path
+
+
+def _check_weights(path: Path) -> None:
+    """Safetensors weights whose headers read; pickle weights (pytorch_model.bin) are refused:
+    unpickling runs code from the file."""
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        pickled = next(w for w in WEIGHT_FILES[2:] if (path / w).exists())
+        raise DnoError(f"{path}: {pickled} holds pickle weights, which dno does not load; convert them to safetensors "
+                       f"(load the model and save_pretrained(..., safe_serialization=True))")
+    from safetensors import safe_open
+
+    for shard in shards:
+        try:
+            with safe_open(str(shard), "pt") as f:
+                f.keys()
+        except Exception as e:  # SafetensorError, OSError: a corrupt or truncated file
+            first = (str(e).strip().splitlines() or ["?"])[0]
+            raise DnoError(f"{path}: {shard.name} is not a readable safetensors file ({first[:200]}); "
+                           f"remake the folder (save_pretrained or `dno train`)") from None
 
 
 def _quiet_transformers() -> None:
@@ -53,7 +74,7 @@ def load_causal_lm(path: Path | str, dtype: str = "auto"):
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: e.g. safetensors data cut short
         first = (str(e).strip().splitlines() or ["?"])[0]
         raise DnoError(f"{path}: cannot load the model ({first}); check the folder or remake it with `dno train`") from None
 

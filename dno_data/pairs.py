@@ -324,6 +324,17 @@ def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
     ).fetchall()
     if bad:
         raise DnoError(f"{where}: pair ({bad[0][0]}, {bad[0][1]}) is not two different samples of one prompt")
+    twice = con.sql(
+        """SELECT chosen_sample_id, rejected_sample_id, count(*) FROM rule_output WHERE chosen_sample_id IS NOT NULL
+           GROUP BY ALL HAVING count(*) > 1 LIMIT 1""").fetchall()
+    if twice:  # one pair id for both rows: the file would hold one of them, or train on it twice
+        raise DnoError(f"{where}: pair ({twice[0][0]}, {twice[0][1]}) comes {twice[0][2]} times (twice or more); "
+                       f"a rule returns each pair once")
+    off = con.sql("""SELECT chosen_sample_id, rejected_sample_id, target FROM rule_output
+                     WHERE target IS NOT NULL AND (isnan(target) OR target < 0 OR target > 1) LIMIT 1""").fetchall()
+    if off:
+        raise DnoError(f"{where}: pair ({off[0][0]}, {off[0][1]}) has target {off[0][2]:g}; a target is the "
+                       f"probability that chosen beats rejected, in [0, 1]")
 
 
 def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed: int) -> str:

@@ -33,7 +33,28 @@ def read_source(path: Path) -> pl.DataFrame:
         raise DnoError(f"{path}: cannot read it as {fmt} ({first[:200]})") from None
     if df.height == 0:
         raise DnoError(f"{path}: no prompts in the file")
+    if fmt in ("jsonl", "json"):
+        _check_json_messages(path, fmt)
     return df
+
+
+def _check_json_messages(path: Path, fmt: str) -> None:
+    """Message content as the file has it: polars gives a column one type, so a number or a list
+    beside text would reach to_messages as text ("5")."""
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if fmt == "jsonl" else json.loads(text)
+    for i, row in enumerate(rows if isinstance(rows, list) else []):
+        for col, value in (row.items() if isinstance(row, dict) else ()):
+            if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+                for j, m in enumerate(value):
+                    if not isinstance(m["content"], str):
+                        raise DnoError(f"{path} row {i + 1}, column {col!r}: message {j + 1} has content "
+                                       f"{m['content']!r}; expected text")
+
+
+ROLES = ("system", "user", "assistant")
 
 
 def to_messages(value, system: str | None, where: str) -> list[dict]:
@@ -41,6 +62,11 @@ def to_messages(value, system: str | None, where: str) -> list[dict]:
     if isinstance(value, str):
         msgs = [{"role": "user", "content": value}]
     elif isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        for j, m in enumerate(value):  # refused, not coerced to text ("None", "5") or dropped by a chat template
+            if m["role"] not in ROLES:
+                raise DnoError(f"{where}: message {j + 1} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+            if not isinstance(m["content"], str):
+                raise DnoError(f"{where}: message {j + 1} has content {m['content']!r}; expected text")
         msgs = [{"role": m["role"], "content": m["content"]} for m in value]
     else:
         raise DnoError(f"{where}: expected a string or a list of {{role, content}} messages")

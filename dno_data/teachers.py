@@ -2,7 +2,8 @@
 
 Specs:
   reference                the prompt's `reference` column
-  python:module:function   fn(messages) -> str (also given reference=... if it accepts it)
+  python:module:function   fn(messages) -> str (also given reference=... if it accepts it); a
+                           function that raises stops the stage with one line naming it and the prompt
   openai:MODEL             an OpenAI-compatible chat model (the paper: GPT-4-Turbo), one request per
                            prompt through dno_data.openai_api.runner (async, bounded, retried;
                            cached when a cache is given); `TeacherApi` holds the server and decoding settings
@@ -75,7 +76,14 @@ class Teacher:
             if reference is None:
                 raise DnoError("--teacher reference: a prompt has no reference answer; import prompts with --reference-column")
             return reference
-        out = self._fn(messages, reference=reference) if self._pass_reference else self._fn(messages)
+        try:
+            out = self._fn(messages, reference=reference) if self._pass_reference else self._fn(messages)
+        except (Exception, SystemExit) as e:  # a teacher's answer is a sample, which has no status: stop, naming it
+            from .ids import prompt_id
+
+            first = (f"{type(e).__name__}: {e}".strip().splitlines() or ["?"])[0]
+            raise DnoError(f"--teacher {self.spec}: raised {first[:200]} for prompt {prompt_id(messages)}; "
+                           f"fix the function and rerun") from None
         if not isinstance(out, str):
             raise DnoError(f"--teacher {self.spec}: returned {type(out).__name__}, expected str")
         return out

@@ -15,7 +15,11 @@ rows with a status. API answers are cached by server and request content (SQLite
 runs and processes) as they arrive: a rerun after a crash, or another run asking the same, pays
 again only for the calls that were in flight at the kill (at most --concurrency). Rerunning the
 same command asks again the calls that failed (rows with status error); paid answers are never
-asked again.
+asked again, unless --retry-failed: it asks again every row that is not ok, unparseable and
+refused answers too, past the cache (the new answers replace the cached ones).
+
+When more than --max-failure-rate (default 0.1) of the rows are not ok, the file is written and
+the command exits 1 with the counts by status, so `dno iterate` / `just iterate` stop there.
 """
 
 from __future__ import annotations
@@ -32,12 +36,12 @@ from dno_data.parts import Parts
 from dno_data.errors import DnoError
 from dno_data.judges import make_judge
 from dno_data.judges.base import RequestJudge
-from dno_data.judges.run import failed_calls, groups_of, judge_groups
+from dno_data.judges.run import RetryingCache, failed_calls, groups_of, judge_groups, not_ok_rows
 
 from .common import check_output_path, say, summary, up_to_date
 from .options import (API_KEY_ENV, BASE_URL, BOTH_ORDERS, CACHE, CONCURRENCY, FORCE, FRESH, JUDGE, JUDGE_MAX_TOKENS,
                       JUDGE_TEMPERATURE, LOGPROBS, MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SYSTEM_PROMPT,
-                      TEMPLATE, TIMEOUT, TPM, at_least, build_command, opt)
+                      TEMPLATE, TIMEOUT, TPM, at_least, build_command, in_range, opt)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,12 @@ class JudgeConfig:
     dry_run: bool = opt("Print calls, tokens and cost; call nothing.", False, changes_output=False)
     # reward judges
     batch_size: int = opt("Reward model: candidates per forward pass.", 16, check=at_least(1))
+    max_failure_rate: float = opt("Exit 1 (after writing the file) when more than this share of the judgments are not ok "
+                                  "(error, unparseable, refused...); rerun to ask the failed calls again.", 0.1,
+                                  changes_output=False, check=in_range(0.0, 1.0))
+    retry_failed: bool = opt("Ask again the calls of every row that is not ok, unparseable and refused answers too, "
+                             "past their cached answers (which the new ones replace); a python, oracle or reward "
+                             "judge judges those prompts again.", False, changes_output=False)
     force: bool = FORCE.field(False)
     fresh: bool = FRESH.field(False)
 
@@ -99,9 +109,14 @@ def run(cfg: JudgeConfig) -> Path:
     if cfg.dry_run:
         _dry_run(cfg, judge, groups)
         return cfg.output
-    if not failed_calls(cfg.output) and up_to_date(cfg.output, lineage, cfg.force):  # failed calls: ask again
+    before, retry_keys = not_ok_rows(cfg.output) if cfg.retry_failed else (None, set())
+    retry = cfg.retry_failed and sum(n for s, n in before.items() if s != "ok") > 0
+    if not retry and not failed_calls(cfg.output) and up_to_date(cfg.output, lineage, cfg.force):  # failed calls: ask again
+        _check_failure_rate(cfg, not_ok_rows(cfg.output)[0])
         return cfg.output
     runner = _runner(cfg) if isinstance(judge, RequestJudge) else None
+    if retry_keys and runner is not None and runner.cache is not None:
+        runner.cache = RetryingCache(runner.cache, retry_keys)
     parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.fresh)
     counts = judge_groups(groups, judge, parts, cfg.prompts_per_part, runner)
     table = parts.finish(lineage)
@@ -111,7 +126,19 @@ def run(cfg: JudgeConfig) -> Path:
     if runner is not None:
         report.update(_api_report(cfg, judge, runner, table))
     summary(f"judgments -> {cfg.output}", report)
+    _check_failure_rate(cfg, status)
     return cfg.output
+
+
+def _check_failure_rate(cfg: JudgeConfig, status: Counter) -> None:
+    """Too many failed judgments stop the loop (`dno iterate` stops on a failing stage): the file
+    is written, the counts are on the error line."""
+    total, failed = sum(status.values()), sum(n for s, n in status.items() if s != "ok")
+    if total and failed / total > cfg.max_failure_rate:
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
+        raise DnoError(f"{cfg.output}: {failed} of {total} judgments ({failed / total:.0%}) failed, more than "
+                       f"--max-failure-rate {cfg.max_failure_rate:g} ({counts}); rerun the same command to ask "
+                       f"the failed calls again (--retry-failed also re-asks unparseable and refused answers)")
 
 
 def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:

@@ -13,16 +13,16 @@ Writes finished batches to `<output>.parts/`; after a crash, the same command re
 
 from __future__ import annotations
 
+import shutil
+
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from dno_data.artifacts import read_artifact
-
 from dno_data.lineage import make_lineage
-
-from dno_data.parts import Parts
+from dno_data.parts import Parts, release_output
 from dno_data.errors import DnoError
 from dno_data.generation import BACKENDS, SamplingParams, check_backend, make_generator
 from dno_data.generation.openai import OpenAIOptions
@@ -156,6 +156,11 @@ def run(cfg: SampleConfig) -> Path:
     try:
         counts = sample_rows(rows, parts, generator=generator, params=params, generator_name=str(cfg.model),
                              generator_id=generator_id, seed=cfg.seed, batch_size=cfg.batch_size, teacher=teacher)
+    except DnoError:
+        if parts.count_done() == 0:  # nothing to resume: leave nothing that would refuse the corrected command
+            shutil.rmtree(parts.dir, ignore_errors=True)
+            release_output(cfg.output)
+        raise
     finally:
         if generator is not None:
             generator.close()

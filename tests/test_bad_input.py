@@ -203,6 +203,38 @@ def _folder(ws):
     (ws / "out.parquet").mkdir()
 
 
+def _rule_files(bad_select: str):
+    def setup(ws):
+        good = "SELECT DISTINCT prompt_id, 's1' AS chosen_sample_id, 's2' AS rejected_sample_id, 0.9 AS target FROM candidates"
+        (ws / "good.sql").write_text(good)
+        (ws / "bad.sql").write_text(bad_select)
+    return setup
+
+
+def _corrupt_weights(ws):
+    shutil.copytree(ws / M, ws / "corrupt")
+    (ws / "corrupt" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+
+
+def _pickle_weights(ws):
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(ws / M, ws / "pickled")
+    weights = load_file(ws / "pickled" / "model.safetensors")
+    (ws / "pickled" / "model.safetensors").unlink()
+    torch.save(weights, ws / "pickled" / "pytorch_model.bin")
+
+
+def _raising_teacher(ws):
+    import sys
+
+    (ws / "teachers_h9.py").write_text("def bad(messages):\n    raise RuntimeError('teacher down')\n\n"
+                                       "def good(messages):\n    return '46'\n")
+    sys.path.insert(0, str(ws))
+    sys.modules.pop("teachers_h9", None)
+
+
 P, S, J, PAIRS = "prompts.parquet", "samples.parquet", "judgments.parquet", "pairs.parquet"
 SAMPLE = ["sample", P, "-o", "out.parquet", "--model", M, "--split", "all", "-k", "1", "--max-new-tokens", "2"]
 JUDGE = ["judge", S, "-o", "out.parquet", "--judge", "oracle:addition"]
@@ -225,12 +257,22 @@ BAD_VALUES = [
      ["out.parquet", "folder"]),
     ("sample-unwritable-output", _blocker, SAMPLE[:2] + SAMPLE[4:], ["-o", "afile/out.parquet"],
      ["-o", "out.parquet"], ["afile"]),
+    ("sample-corrupt-safetensors", _corrupt_weights, SAMPLE[:4] + SAMPLE[6:], ["--model", "corrupt"], ["--model", M],
+     ["corrupt", "model.safetensors"]),
+    ("sample-pickle-weights", _pickle_weights, SAMPLE[:4] + SAMPLE[6:], ["--model", "pickled"], ["--model", M],
+     ["pickled", "pytorch_model.bin", "safetensors"]),
+    ("train-corrupt-safetensors", _corrupt_weights, TRAIN[:2] + TRAIN[4:], ["--model", "corrupt"], ["--model", M],
+     ["corrupt", "model.safetensors"]),
+    ("sample-teacher-raises", _raising_teacher, SAMPLE, ["--teacher", "python:teachers_h9:bad"],
+     ["--teacher", "python:teachers_h9:good"], ["python:teachers_h9:bad", "teacher down", "prompt"]),
     ("judge-rpm-negative", _noop, JUDGE, ["--rpm", "-5"], ["--rpm", "5"], ["--rpm"]),
     ("judge-max-retries-negative", _noop, JUDGE, ["--max-retries", "-1"], ["--max-retries", "1"], ["--max-retries"]),
     ("judge-timeout-negative", _noop, JUDGE, ["--timeout", "-1"], ["--timeout", "5"], ["--timeout"]),
     ("judge-base-url", _noop, JUDGE, ["--base-url", "not a url"], ["--base-url", "http://127.0.0.1:9/v1"],
      ["--base-url", "not a url"]),
     ("judge-concurrency-0", _noop, JUDGE, ["--concurrency", "0"], ["--concurrency", "2"], ["--concurrency"]),
+    ("judge-max-failure-rate-above-1", _noop, JUDGE, ["--max-failure-rate", "1.5"], ["--max-failure-rate", "0.2"],
+     ["--max-failure-rate"]),
     ("judge-mode", _noop, JUDGE, ["--mode", "vibes"], [], ["--mode"]),
     ("judge-unwritable-output", _blocker, JUDGE[:2] + JUDGE[4:], ["-o", "afile/out.parquet"], ["-o", "out.parquet"],
      ["afile"]),
@@ -240,6 +282,12 @@ BAD_VALUES = [
      ["--max-negatives"]),
     ("pairs-replay-fraction-negative", _noop, PAIRS_CMD, ["--replay-fraction", "-1"], ["--replay-fraction", "0.3"],
      ["--replay-fraction"]),
+    ("pairs-sql-target-7.5", _rule_files("SELECT DISTINCT prompt_id, 's1' AS chosen_sample_id, 's2' AS "
+                                         "rejected_sample_id, 7.5 AS target FROM candidates"),
+     PAIRS_CMD, ["--sql", "bad.sql"], ["--sql", "good.sql"], ["bad.sql", "target", "7.5"]),
+    ("pairs-sql-duplicate-pairs", _rule_files("SELECT prompt_id, 's1' AS chosen_sample_id, 's2' AS rejected_sample_id "
+                                              "FROM candidates"),
+     PAIRS_CMD, ["--sql", "bad.sql"], ["--sql", "good.sql"], ["bad.sql", "s1", "s2", "twice"]),
     ("pairs-rule", _noop, PAIRS_CMD, ["--rule", "best"], ["--rule", "paper"], ["--rule"]),
     ("pairs-output-is-a-folder", _folder, PAIRS_CMD[:3], ["-o", "out.parquet"], ["-o", "out2.parquet"], ["folder"]),
     ("train-batch-size-0", _noop, TRAIN[:-4] + ["--max-length", "16"], ["--batch-size", "0"], ["--batch-size", "1"],
@@ -311,4 +359,4 @@ def test_bad_value_is_refused_before_work_starts(ws_src, monkeypatch, case_id, s
 
 def test_bad_value_table_size():
     # the figure the docs quote: every case above is one bad input, refused cleanly
-    assert len(BAD_VALUES) >= 40
+    assert len(BAD_VALUES) >= 49

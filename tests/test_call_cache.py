@@ -337,7 +337,7 @@ def test_an_empty_answer_is_a_failure_and_a_rerun_asks_failed_calls_again(tmp_pa
 
     samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
     cfg = JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", cache=tmp_path / "cache.sqlite", timeout=5,
-                      max_retries=0, concurrency=1)
+                      max_retries=0, concurrency=1, max_failure_rate=1.0)
     with FakeOpenAIServer(script=["ok", "empty"], **FAKE_SERVER_SAFETY) as srv:
         run(JudgeConfig(**{**cfg.__dict__, "base_url": srv.base_url}))
         first = read_artifact(cfg.output, "judgments").to_pylist()

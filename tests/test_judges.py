@@ -150,6 +150,9 @@ BAD_POINTWISE = {
     "inf": ("return float('inf')", "unparseable", None),
     "text": ("return 'great answer'", "unparseable", None),
     "dict_without_score": ("return {'raw_output': 'hmm'}", "unparseable", None),
+    "text_number": ("return '5'", "unparseable", "'5'"),  # a string is not a score, even one that reads as a number
+    "bool": ("return True", "unparseable", "True"),
+    "system_exit": ("raise SystemExit(3)", "error", "SystemExit"),  # a row, not the process exiting 3
 }
 
 
@@ -177,6 +180,9 @@ BAD_PAIRWISE = {
     "nan": ("return math.nan", "unparseable"),
     "above_one": ("return 1.5", "error"),
     "below_zero": ("return -0.1", "error"),
+    "text_number": ("return '0.5'", "unparseable"),
+    "bool": ("return True", "unparseable"),
+    "system_exit": ("raise SystemExit(3)", "error"),
 }
 
 
@@ -293,3 +299,58 @@ def test_the_demo_task_trains_and_saves_an_initial_policy(tmp_path):
                                                n_train=64, batch_size=8, stop_at_accuracy=None)
     assert check_model_dir(tmp_path / "policy-0")
     assert tok.eos_token_id is not None
+
+
+# ---------------------------------------------------------------- dno judge --max-failure-rate
+
+def _samples_file(path, responses):
+    from conftest import sample_row, write_example
+
+    return write_example(path, "samples", [sample_row(f"s{i}", f"p{i}", r, reference="46")
+                                           for i, r in enumerate(responses)])
+
+
+def test_judge_stops_when_too_many_rows_failed(tmp_path, judge_module):
+    import pyarrow.parquet as pq
+
+    from stages.judge import JudgeConfig, run
+
+    judge_module("half", """
+        def score(messages, response):
+            if response == "boom":
+                raise RuntimeError("judge down")
+            return 6.0 if response == "46" else 1.0
+        """)
+    samples = _samples_file(tmp_path / "samples.parquet", ["46", "boom", "1", "boom"])
+    out = tmp_path / "j.parquet"
+    with pytest.raises(DnoError, match=r"2 of 4 judgments \(50%\) failed, .*--max-failure-rate 0.1.*error 2.*ok 2"):
+        run(JudgeConfig(samples, out, "python:half:score"))
+    # the file is still written, so a rerun re-asks only the failed rows
+    assert sorted(pq.read_table(out)["status"].to_pylist()) == ["error", "error", "ok", "ok"]
+    assert run(JudgeConfig(samples, tmp_path / "j2.parquet", "python:half:score", max_failure_rate=0.5)).exists()
+
+
+def test_retry_failed_reasks_unparseable_and_refused_answers(tmp_path):
+    pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
+    from conftest import FAKE_SERVER_SAFETY, standard_groups, write_judge_samples
+    from dno_data.artifacts import read_artifact
+    from stages.judge import JudgeConfig, run
+    from support.fake_openai import FakeOpenAIServer
+
+    samples = write_judge_samples(tmp_path / "samples.parquet", standard_groups(3))
+    with FakeOpenAIServer(script=["garbage", "truncate"], **FAKE_SERVER_SAFETY) as srv:
+        def cfg(**kw):
+            return JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", base_url=srv.base_url, concurrency=1,
+                               cache=tmp_path / "cache.sqlite", timeout=5.0, max_retries=0, **kw)
+
+        def statuses():
+            return sorted(set(read_artifact(tmp_path / "j.parquet", "judgments")["status"].to_pylist()))
+
+        run(cfg(max_failure_rate=1.0))
+        assert statuses() == ["ok", "refused", "unparseable"] and srv.stats.chat_requests == 3
+        run(cfg(max_failure_rate=1.0))  # paid answers are not asked again by a plain rerun
+        assert srv.stats.chat_requests == 3
+        run(cfg(retry_failed=True))  # the refused and the unparseable calls are asked again, past the cache
+        assert statuses() == ["ok"] and srv.stats.chat_requests == 5
+        run(cfg(force=True))  # the cache now holds the new answers
+        assert statuses() == ["ok"] and srv.stats.chat_requests == 5

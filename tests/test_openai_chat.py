@@ -39,6 +39,7 @@ def judge_cfg(tmp_path: Path, samples: Path, srv, out: str = "judgments.parquet"
     kw.setdefault("cache", tmp_path / "cache.sqlite")
     kw.setdefault("timeout", 5.0)
     kw.setdefault("max_retries", 1)
+    kw.setdefault("max_failure_rate", 1.0)  # these tests inject failures to look at the rows
     return JudgeConfig(samples=samples, output=tmp_path / out, judge="openai:m", base_url=srv.base_url, **kw)
 
 

@@ -248,3 +248,21 @@ def test_rerun_is_up_to_date(tmp_path, capsys):
     run(PromptsConfig(src=src, output=out, partitions=2))
     assert "up to date" not in capsys.readouterr().err
     assert {r["partition"] for r in read_artifact(out, "prompts").to_pylist()} == {1, 2}
+
+
+@pytest.mark.parametrize("message,words", [
+    ({"role": "user", "content": None}, ["row 2", "content", "None"]),
+    ({"role": "user", "content": 5}, ["row 2", "content", "5"]),
+    ({"role": "user", "content": ["a", "b"]}, ["row 2", "content"]),
+    ({"role": "wizard", "content": "1+2"}, ["row 2", "role", "wizard"]),
+])
+def test_a_bad_message_is_refused_with_its_row(tmp_path, message, words):
+    # not coerced to text ("None", "5") nor dropped by the chat template: refused, naming the row
+    src = tmp_path / "m.jsonl"
+    good = {"messages": [{"role": "user", "content": "1+1"}]}
+    src.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [message]}) + "\n")
+    with pytest.raises(DnoError) as e:
+        _import(src, out=tmp_path / "out.parquet")
+    for w in words:
+        assert w in str(e.value)
+    assert not (tmp_path / "out.parquet").exists()

@@ -56,6 +56,18 @@ def as_number(value) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def as_score(value) -> float | None:
+    """A finite int or float returned by a function, or None: a string ("5") or a bool (True) is
+    not a score, whatever it would convert to.
+
+    >>> as_score(4), as_score("4"), as_score(True), as_score(float("inf"))
+    (4.0, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return as_number(value)
+
+
 def parse_rubric(text: str | None, ids: list[str]) -> dict[str, tuple[float | None, str | None]] | None:
     """{id: (score, justification)} for the ids found; None when no score at all can be read."""
     if not text:

@@ -4,6 +4,9 @@
             (and `correct`, `raw_output`)
   pairwise  fn(messages, a, b[, reference][, truncated]) -> P(a > b), or a dict with `prob_a_wins`
 
+The value must be an int or a float: a string ("5") or a bool is an unparseable row. An
+exception, or SystemExit, is an error row naming it.
+
 A function that accepts `truncated` is told whether the response stopped at the length limit
 (pairwise: a tuple for a and b).
 
@@ -19,7 +22,7 @@ from ..callables import accepts, code_hash, load_callable
 from ..errors import DnoError
 from ..ids import stable_hash
 from .base import Group, SyncJudge, failure
-from .parsing import as_number
+from .parsing import as_score
 
 
 class PointwiseJudge(SyncJudge):
@@ -41,11 +44,11 @@ class PointwiseJudge(SyncJudge):
                 if self._trunc:
                     kw["truncated"] = c.truncated
                 out = self.fn(group.messages, c.response, **kw)
-            except Exception as e:  # a user's judge failing is data, not a crash
+            except (Exception, SystemExit) as e:  # a user's judge failing (even by sys.exit) is data, not a crash
                 rows.append(self.make_row(group, c.sample_id, None, position, **failure(e)))
                 continue
             values = out if isinstance(out, dict) else {"score": out}
-            score = as_number(values.get("score"))
+            score = as_score(values.get("score"))
             raw = values.get("raw_output")
             if score is None:
                 rows.append(self.make_row(group, c.sample_id, None, position, status="unparseable",
@@ -82,11 +85,11 @@ class PairwiseJudge(SyncJudge):
                     if self._trunc:
                         kw["truncated"] = (a.truncated, b.truncated)
                     out = self.fn(group.messages, a.response, b.response, **kw)
-                except Exception as e:
+                except (Exception, SystemExit) as e:
                     rows.append(self.make_row(group, a.sample_id, b.sample_id, position, **failure(e)))
                     continue
                 values = out if isinstance(out, dict) else {"prob_a_wins": out}
-                p = as_number(values.get("prob_a_wins"))
+                p = as_score(values.get("prob_a_wins"))
                 raw = values.get("raw_output")
                 if p is None:
                     rows.append(self.make_row(group, a.sample_id, b.sample_id, position, status="unparseable",

@@ -54,6 +54,46 @@ def failed_calls(output: Path) -> int:
                for s, k in zip(table["status"].to_pylist(), table["call_key"].to_pylist()))
 
 
+def not_ok_rows(output: Path) -> tuple[Counter, set[str]]:
+    """Of an existing judgments file: the count of rows by status, and the call keys of the rows
+    that are not ok (error, unparseable, refused); empty when there is no readable file."""
+    try:
+        table = pq.read_table(output, columns=["status", "call_key"])
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return Counter(), set()
+    status = table["status"].to_pylist()
+    return Counter(status), {k for s, k in zip(status, table["call_key"].to_pylist()) if s != "ok" and k is not None}
+
+
+class RetryingCache:
+    """The call cache of a runner that asks `keys` again: their cached answers (unparseable or
+    refused ones) are not read, and each new answer replaces the old one. Every other key
+    goes to the cache unchanged."""
+
+    def __init__(self, scoped, keys: set[str]):
+        self.scoped, self.keys = scoped, set(keys)
+
+    def get_many(self, keys):
+        return self.scoped.get_many([k for k in keys if k not in self.keys])
+
+    def claim(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        retry = [k for k in keys if k in self.keys]
+        mine, theirs = self.scoped.claim([k for k in keys if k not in self.keys])
+        return retry + mine, theirs
+
+    def put(self, key: str, model: str, call) -> None:
+        if key in self.keys:
+            from ..openai_api.call_cache import scoped_key
+
+            # the cache's connection autocommits; the new answer is stored next
+            self.scoped.cache.db.execute("DELETE FROM calls WHERE key = ?", (scoped_key(self.scoped.endpoint, key),))
+            self.keys.discard(key)
+        self.scoped.put(key, model, call)
+
+    def release(self, keys) -> None:
+        self.scoped.release([k for k in keys if k not in self.keys])
+
+
 def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_part: int, runner=None) -> Counter:
     """Judge the groups not yet in `parts`, writing one part per `prompts_per_part` prompts.
     A RequestJudge needs `runner` (a dno_data.openai_api.runner.CallRunner); it is closed after."""
