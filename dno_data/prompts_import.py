@@ -89,8 +89,13 @@ def import_prompts(
     partitions: int = 1,
     eval_size: int = 0,
     seed: int = 0,
+    max_prompt_chars: int | None = None,
 ) -> tuple[list[dict], Counter]:
-    """Rows of the prompts schema and counts (read, duplicates, eval, per partition)."""
+    """Rows of the prompts schema and counts (read, duplicates, too long, eval, per partition).
+
+    A prompt whose messages hold more than `max_prompt_chars` characters is dropped and counted:
+    no later stage has to tokenize or allocate for it.
+    """
     df = read_source(src)
     cols = df.columns
     if messages_column is None and text_column is None:
@@ -126,6 +131,9 @@ def import_prompts(
     for i, (value, ref, split) in enumerate(zip(df[col].to_list(), refs, given)):
         counts["read"] += 1
         msgs = to_messages(value, system, f"{src} row {i + 1}, column {col!r}")
+        if max_prompt_chars is not None and sum(len(m["content"]) for m in msgs) > max_prompt_chars:
+            counts["dropped_longer_than_max_prompt_chars"] += 1
+            continue
         pid = prompt_id(msgs)
         if pid in seen:
             counts["dropped_duplicate"] += 1

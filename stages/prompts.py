@@ -32,6 +32,8 @@ class PromptsConfig:
     partitions: int = opt("Disjoint partitions of the train prompts, one per iteration.", 1, check=at_least(1))
     eval_size: int = opt("Prompts held out as the eval split.", 0, check=at_least(0))
     seed: int = opt("Seed of the partition / split assignment.", 0)
+    max_prompt_chars: int = opt("Prompts longer than this (characters, all messages) are dropped and counted.",
+                                100_000, check=at_least(1))
     force: bool = FORCE.field(False)
 
 
@@ -45,7 +47,7 @@ def run(cfg: PromptsConfig) -> Path:
     rows, counts = import_prompts(
         cfg.src, text_column=cfg.text_column, messages_column=cfg.messages_column,
         reference_column=cfg.reference_column, split_column=cfg.split_column, system=cfg.system, partitions=cfg.partitions,
-        eval_size=cfg.eval_size, seed=cfg.seed,
+        eval_size=cfg.eval_size, seed=cfg.seed, max_prompt_chars=cfg.max_prompt_chars,
     )
     write_artifact(rows, cfg.output, "prompts", lineage)
     summary(f"prompts -> {cfg.output}", {**counts, "written": len(rows)})

@@ -266,3 +266,16 @@ def test_a_bad_message_is_refused_with_its_row(tmp_path, message, words):
     for w in words:
         assert w in str(e.value)
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_huge_prompt_is_dropped_and_counted_before_any_stage_sees_it(tmp_path, cli):
+    """A 1M-character prompt would make sampling try to allocate for a million tokens: `dno prompts`
+    drops prompts over --max-prompt-chars (default 100,000) and says how many."""
+    src = tmp_path / "src.jsonl"
+    src.write_text(json.dumps({"prompt": "1+1"}) + "\n" + json.dumps({"prompt": "x" * 1_000_000}) + "\n")
+    r = cli("prompts", src, "-o", tmp_path / "p.parquet")
+    assert r.returncode == 0, r.stderr
+    assert "dropped_longer_than_max_prompt_chars  1" in r.stderr
+    assert read_artifact(tmp_path / "p.parquet", "prompts").num_rows == 1
+    r = cli("prompts", src, "-o", tmp_path / "p2.parquet", "--max-prompt-chars", "2000000")
+    assert read_artifact(tmp_path / "p2.parquet", "prompts").num_rows == 2
