@@ -1,7 +1,7 @@
 """Pairs from judgments, in DuckDB: win-rates, a pair rule, replay of earlier iterations.
 
 The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check), candidates.sql (scores and
-win-rates per sample), rule_paper.sql / rule_paper_best.sql / rule_best_worst.sql (or a user's
+win-rates per sample), rule_paper.sql (also --rule paper-best) / rule_best_worst.sql (or a user's
 file), assemble_pairs.sql, replay.sql.
 
 Inputs are Parquet files (or, in tests, pyarrow tables) that DuckDB reads as views, so each query
@@ -127,8 +127,8 @@ def _rows(src: Source, schema_name: str) -> int:
 def _rule_sql(rule: str, sql_file) -> tuple[str, str]:
     if sql_file is not None:
         return read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
-    if rule in RULES:
-        return load_sql("rule_" + rule.replace("-", "_")), rule
+    if rule in RULES:  # paper-best is rule_paper.sql with $best_only
+        return load_sql("rule_" + rule.removesuffix("-best").replace("-", "_")), rule
     raise DnoError(f"--rule {rule!r}: choose one of {', '.join(RULES)}, or pass --sql FILE")
 
 
@@ -222,7 +222,7 @@ def build_pairs(
     """
     check_inputs(samples, judgments, rule=rule, sql_file=sql_file, truncated=truncated, replay=replay)
     rule_sql, rule_name = _rule_sql(rule, sql_file)
-    params = {**DEFAULT_PARAMS, **(params or {})}
+    params = {**DEFAULT_PARAMS, **(params or {}), "best_only": rule == "paper-best" and sql_file is None}
     spill = Path(temp_directory) if temp_directory else None
     made_spill = False
     if spill is None and output is not None:

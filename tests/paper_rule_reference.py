@@ -2,7 +2,7 @@
 implementation that tests/test_pairs_reference.py compares the SQL rules with on random data.
 
 paper_pairs       rule_paper.sql       (every positive, Section 5 of the DNO paper)
-paper_best_pairs  rule_paper_best.sql  (only the best-scored positive of a prompt)
+paper_best_pairs  rule_paper.sql, $best_only  (--rule paper-best: only the best-scored positive of a prompt)
 repetition_ratio  repetition.sql       (the n-gram check that makes automatic negatives)
 """
 

@@ -1,4 +1,4 @@
-"""rule_paper.sql / rule_paper_best.sql against independent Python implementations, on random data."""
+"""rule_paper.sql (--rule paper and paper-best) against independent Python implementations, on random data."""
 
 import random
 

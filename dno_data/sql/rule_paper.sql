@@ -14,12 +14,21 @@
 --   repeat the same wrong answer; each copy would weigh the same pair again); --no-distinct-negatives
 --   gives the paper's rule exactly.
 --   $max_negatives: at most that many negatives per positive (NULL: all), lowest scores first.
+-- `--rule paper-best` ($best_only): a narrower variant with ONE positive a prompt, the best-scored
+--   candidate (ties go to the source named by $prefer_positive, then to win-rate); the rest as above.
 -- Output: prompt_id, chosen_sample_id, rejected_sample_id, drop_reason (NULL for a pair).
 WITH c AS (
     SELECT * FROM candidates WHERE score IS NOT NULL
 ),
+ranked AS (
+    SELECT *, row_number() OVER (
+        PARTITION BY prompt_id
+        ORDER BY automatic_negative, score DESC, (source = $prefer_positive) DESC, winrate DESC NULLS LAST, sample_id
+    ) AS rank
+    FROM c
+),
 positive AS (
-    SELECT * FROM c WHERE NOT automatic_negative AND score >= $min_positive_score
+    SELECT * FROM ranked WHERE (NOT $best_only OR rank = 1) AND NOT automatic_negative AND score >= $min_positive_score
 ),
 qualified AS (
     SELECT p.prompt_id, p.sample_id AS chosen_sample_id, n.sample_id AS rejected_sample_id, n.score,
