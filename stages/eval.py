@@ -20,7 +20,7 @@ from dno_data.generation import SamplingParams, make_generator
 from dno_data.evaluation import eval_summary, evaluate_rows
 from dno_data.judges import make_judge
 from dno_data.models import check_model_dir
-from dno_data.openai_api.runner import ApiSettings, make_runner
+from dno_data.openai_api.runner import make_runner
 from dno_data.sampling import select_prompts
 from dno_data.openai_api.call_cache import default_cache_path
 from dno_data.teachers import Teacher, TeacherApi
@@ -29,7 +29,7 @@ from .common import check_output_path, summary, up_to_date
 from .options import (API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, FRESH, JUDGE, MAX_NEW_TOKENS,
                       MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SEED, SYSTEM_PROMPT, TEACHER_MAX_TOKENS,
                       TEACHER_SPECS, TEACHER_TEMPERATURE, TEMPERATURE, TEMPLATE, THREADS, TIMEOUT, TOP_P, TPM, at_least,
-                      build_command, none_if, one_of, opt)
+                      api_settings, build_command, none_if, one_of, opt)
 
 
 @dataclass(frozen=True)
@@ -69,18 +69,12 @@ class EvalConfig:
     fresh: bool = FRESH.field(False)
 
 
-def _api(cfg: EvalConfig) -> ApiSettings:
-    """The one server and call policy of this command's openai: judge and teacher."""
-    return ApiSettings(base_url=cfg.base_url, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency, rpm=cfg.rpm,
-                       tpm=cfg.tpm, timeout=cfg.timeout, max_retries=cfg.max_retries)
-
-
 def run(cfg: EvalConfig) -> Path:
     prompts = read_artifact(cfg.prompts, "prompts")
     check_output_path(cfg.output, [cfg.prompts])
     check_model_dir(cfg.model)
     judge = make_judge(cfg.judge, cfg.mode, template=cfg.template, system=cfg.system_prompt)
-    settings = _api(cfg)
+    settings = api_settings(cfg)  # the one server and call policy of this command's openai: judge and teacher
     cache = None if cfg.no_cache else (cfg.cache or default_cache_path())
     teacher = None
     if cfg.teacher:

@@ -39,7 +39,7 @@ from dno_data.judges.base import RequestJudge
 from dno_data.judges.run import RetryingCache, failed_calls, groups_of, judge_groups, not_ok_rows
 
 from .common import check_output_path, say, summary, up_to_date
-from .options import (API_KEY_ENV, BASE_URL, BOTH_ORDERS, CACHE, CONCURRENCY, FORCE, FRESH, JUDGE, JUDGE_MAX_TOKENS,
+from .options import (API_KEY_ENV, BASE_URL, BOTH_ORDERS, api_settings, CACHE, CONCURRENCY, FORCE, FRESH, JUDGE, JUDGE_MAX_TOKENS,
                       JUDGE_TEMPERATURE, LOGPROBS, MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SYSTEM_PROMPT,
                       TEMPLATE, TIMEOUT, TPM, at_least, build_command, in_range, opt)
 
@@ -89,11 +89,9 @@ def _judge(cfg: JudgeConfig):
 
 
 def _runner(cfg: JudgeConfig):
-    from dno_data.openai_api.runner import ApiSettings, make_runner
+    from dno_data.openai_api.runner import make_runner
 
-    settings = ApiSettings(base_url=cfg.base_url, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
-                           rpm=cfg.rpm, tpm=cfg.tpm, timeout=cfg.timeout, max_retries=cfg.max_retries)
-    return make_runner(settings, cfg.cache, cfg.no_cache)
+    return make_runner(api_settings(cfg), cfg.cache, cfg.no_cache)
 
 
 def run(cfg: JudgeConfig) -> Path:

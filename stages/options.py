@@ -219,6 +219,16 @@ NO_CACHE = Option("Do not read or write the call cache.", changes_output=False, 
 API_OPTIONS = {"base_url": BASE_URL, "api_key_env": API_KEY_ENV, "concurrency": CONCURRENCY, "rpm": RPM, "tpm": TPM,
                "timeout": TIMEOUT, "max_retries": MAX_RETRIES, "cache": CACHE, "no_cache": NO_CACHE}
 
+
+def api_settings(cfg, base_url: Any = UNSET):
+    """The ApiSettings of a config declaring API_OPTIONS (checked on construction); `base_url`
+    overrides the config's, e.g. for a teacher on another server."""
+    from dno_data.openai_api.runner import ApiSettings
+
+    return ApiSettings(base_url=cfg.base_url if base_url is UNSET else base_url, api_key_env=cfg.api_key_env,
+                       concurrency=cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm, timeout=cfg.timeout,
+                       max_retries=cfg.max_retries)
+
 # Loading a local model.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE = Option(f"Model dtype: {'|'.join(DTYPES)}.", check=one_of(*DTYPES), panel=MODEL_LOADING)

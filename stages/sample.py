@@ -29,13 +29,12 @@ from dno_data.generation.openai import OpenAIOptions
 from dno_data.generation.vllm import VLLMOptions, parse_engine_args
 from dno_data.ids import stable_hash
 from dno_data.models import check_model_dir
-from dno_data.openai_api.runner import ApiSettings
 from dno_data.sampling import sample_rows, select_prompts
 from dno_data.sharding import in_shard, parse_shard
 from dno_data.teachers import Teacher, TeacherApi
 
 from .common import check_output_path, summary, up_to_date
-from .options import (API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, FRESH, MAX_NEW_TOKENS, MAX_RETRIES,
+from .options import (API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, FRESH, MAX_NEW_TOKENS, MAX_RETRIES, api_settings,
                       NO_CACHE, OUTPUT_FILE, RPM, SAMPLING, SEED, TEACHER_MAX_TOKENS, TEACHER_SPECS,
                       TEACHER_TEMPERATURE, TEMPERATURE, THREADS, TIMEOUT, TOP_P, TPM, as_tuple, at_least, build_command,
                       in_range, none_if, one_of, opt)
@@ -97,11 +96,6 @@ class SampleConfig:
                                        to_config=as_tuple, panel=VLLM)
 
 
-def _api(cfg: SampleConfig, base_url: str | None) -> ApiSettings:
-    return ApiSettings(base_url=base_url, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency, rpm=cfg.rpm,
-                       tpm=cfg.tpm, timeout=cfg.timeout, max_retries=cfg.max_retries)
-
-
 
 def run(cfg: SampleConfig) -> Path:
     if cfg.model is None and cfg.teacher is None:
@@ -125,9 +119,9 @@ def run(cfg: SampleConfig) -> Path:
             policy_files = Path(cfg.tokenizer)
         else:
             policy_files = check_model_dir(cfg.model)
-    policy_api = _api(cfg, cfg.base_url)  # settings are checked before any work folder exists
+    policy_api = api_settings(cfg)  # settings are checked before any work folder exists
     cache = None if cfg.no_cache else cfg.cache
-    teacher_api = TeacherApi(settings=_api(cfg, cfg.teacher_base_url), temperature=cfg.teacher_temperature,
+    teacher_api = TeacherApi(settings=api_settings(cfg, cfg.teacher_base_url), temperature=cfg.teacher_temperature,
                              max_tokens=cfg.teacher_max_tokens, cache=cache)
     teacher = Teacher(cfg.teacher, teacher_api) if cfg.teacher else None
     inputs = [cfg.prompts] + ([policy_files] if policy_files else [])
