@@ -145,19 +145,16 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 KEYS = {"prompts": ("prompt_id",), "samples": ("sample_id",), "judgments": ("judgment_id",),
         "pairs": ("pair_id",), "eval": ("prompt_id",)}
 
-def read_artifact(path: Path | str, schema_name: str) -> pa.Table:
-    """Read an artifact and check its name, version and columns; DnoError on any mismatch."""
-    path = Path(path)
-    spec = schemas.get(schema_name)
+def _open_check(path: Path, spec) -> None:
     if not path.exists():
         raise DnoError(f"{path}: no such file; make it with `{spec.made_by}`")
     if path.is_dir():
         raise DnoError(f"{path}: is a folder, expected a {spec.name} Parquet file (made by `{spec.made_by}`)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as e:
-        raise DnoError(f"{path}: not a readable Parquet file ({first_line(e)}); make it with `{spec.made_by}`") from None
-    meta = table.schema.metadata or {}
+
+
+def _check_schema(path: Path, spec, schema: pa.Schema) -> None:
+    """The file's dno.schema name, version, columns and their types are the artifact's."""
+    meta = schema.metadata or {}
     found = (meta.get(b"dno.schema") or b"").decode()
     if found != spec.name:
         what = f"a '{found}' file" if found else "not a dno artifact (no dno.schema metadata)"
@@ -168,18 +165,45 @@ def read_artifact(path: Path | str, schema_name: str) -> pa.Table:
             f"{path}: {spec.name} schema version {version or '?'}, this dno reads version {spec.version}; "
             f"remake it with `{spec.made_by}`"
         )
-    missing = [n for n in spec.schema.names if n not in table.column_names]
+    missing = [n for n in spec.schema.names if n not in schema.names]
     if missing:
         raise DnoError(f"{path}: missing column(s) {', '.join(missing)}; remake it with `{spec.made_by}`")
     for field in spec.schema:
-        have = table.schema.field(field.name).type
+        have = schema.field(field.name).type
         if not have.equals(field.type):
             raise DnoError(
                 f"{path}: column '{field.name}' is {have}, expected {field.type}; remake it with `{spec.made_by}`"
             )
-    table = table.select(spec.schema.names).replace_schema_metadata(meta)
+
+
+def read_artifact(path: Path | str, schema_name: str) -> pa.Table:
+    """Read an artifact and check its name, version and columns; DnoError on any mismatch."""
+    path = Path(path)
+    spec = schemas.get(schema_name)
+    _open_check(path, spec)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DnoError(f"{path}: not a readable Parquet file ({first_line(e)}); make it with `{spec.made_by}`") from None
+    _check_schema(path, spec, table.schema)
+    table = table.select(spec.schema.names).replace_schema_metadata(table.schema.metadata or {})
     _check_rows(table, path, spec)
     return table
+
+
+def check_artifact_file(path: Path | str, schema_name: str) -> int:
+    """read_artifact's file and schema checks from the Parquet footer alone, without reading any data
+    (no row checks); the file's row count."""
+    path = Path(path)
+    spec = schemas.get(schema_name)
+    _open_check(path, spec)
+    try:
+        meta = pq.ParquetFile(path).metadata
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DnoError(f"{path}: not a readable Parquet file ({first_line(e)}); make it with `{spec.made_by}`") from None
+    _check_schema(path, spec, schema)
+    return meta.num_rows
 
 
 def _check_rows(table: pa.Table, path: Path, spec) -> None:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 import schemas
 
-from .artifacts import to_table
+from .artifacts import check_artifact_file, to_table
 from .errors import DnoError
 from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql, used_params
 
@@ -59,42 +59,6 @@ class PairsResult:
 
 
 # ---------------------------------------------------------------- checks from metadata
-
-def check_artifact_file(path: Path | str, schema_name: str) -> int:
-    """Check a Parquet artifact's name, version and columns from its footer alone; its row count.
-
-    The same checks and messages as artifacts.read_artifact, without reading any data.
-    """
-    path = Path(path)
-    spec = schemas.get(schema_name)
-    if not path.exists():
-        raise DnoError(f"{path}: no such file; make it with `{spec.made_by}`")
-    if path.is_dir():
-        raise DnoError(f"{path}: is a folder, expected a {spec.name} Parquet file (made by `{spec.made_by}`)")
-    try:
-        meta = pq.ParquetFile(path).metadata
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DnoError(f"{path}: not a readable Parquet file ({first}); make it with `{spec.made_by}`") from None
-    kv = schema.metadata or {}
-    found = (kv.get(b"dno.schema") or b"").decode()
-    if found != spec.name:
-        what = f"a '{found}' file" if found else "not a dno artifact (no dno.schema metadata)"
-        raise DnoError(f"{path}: {what}, expected '{spec.name}'; make it with `{spec.made_by}`")
-    version = (kv.get(b"dno.schema_version") or b"").decode()
-    if version != str(spec.version):
-        raise DnoError(f"{path}: {spec.name} schema version {version or '?'}, this dno reads version {spec.version}; "
-                       f"remake it with `{spec.made_by}`")
-    missing = [n for n in spec.schema.names if n not in schema.names]
-    if missing:
-        raise DnoError(f"{path}: missing column(s) {', '.join(missing)}; remake it with `{spec.made_by}`")
-    for f in spec.schema:
-        have = schema.field(f.name).type
-        if not have.equals(f.type):
-            raise DnoError(f"{path}: column '{f.name}' is {have}, expected {f.type}; remake it with `{spec.made_by}`")
-    return meta.num_rows
-
 
 def _may_hold(path: Path, column: str, value: str) -> bool:
     """Whether a Parquet file may have a row with column == value, from its row-group statistics."""
