@@ -68,3 +68,13 @@ def test_eval_without_a_teacher_judges_the_policy_alone(tmp_path, tiny_model):
     assert len(rows) == 3
     assert all(r["status"] == "ok" and r["win"] is None and r["teacher_response"] is None for r in rows)
     assert all(r["policy_score"] in (1.0, 6.0) and r["correct"] in (True, False) for r in rows)
+
+
+def test_constraints_teacher_meets_every_constraint():
+    """The task's teacher (python:dno_data.tasks.constraints:teacher) scores 6 on every prompt kind."""
+    from dno_data.tasks.constraints import teacher
+
+    for n_constraints in (1, 2, 3):
+        for p in make_prompts(40, seed=5, constraints=n_constraints):
+            answer = teacher([{"role": "user", "content": p["prompt"]}], p["reference"])
+            assert constraint_score(answer, p["reference"]) == (6.0, True), (p, answer)

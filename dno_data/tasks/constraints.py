@@ -6,7 +6,9 @@ Each prompt asks for a short text about a topic under constraints (one by defaul
   include X     the word X appears
 The reference column holds the constraints as JSON; `oracle:constraints` scores a response
 1 + 5 * (fraction of constraints met): 6 when all are met (a positive for the paper rule),
-1 when none. `just smollm2` runs the DNO loop on it.
+1 when none. `just smollm2` runs the DNO loop on it. `python:dno_data.tasks.constraints:teacher`
+is a teacher for it: one short templated sentence that meets every constraint, in a plain style
+the policy does not share (the role GPT-4-Turbo's answers play for the paper's 7B student).
 
 >>> spec = {"lowercase": True, "max_words": 12, "include": "river"}
 >>> constraint_score("the river runs to the sea.", json.dumps(spec))
@@ -80,6 +82,36 @@ def oracle(messages, response: str, reference: str | None = None) -> dict:
         raise ValueError("oracle:constraints needs the constraints (JSON) in the reference column")
     score, ok = constraint_score(response, reference)
     return {"score": score, "correct": ok}
+
+
+TEACHER_TEMPLATES = [
+    "{topic} rests {word} and still under the open sky.",
+    "we walked past {topic}, and everything felt {word} and calm.",
+    "{topic} looks {word} today, quiet and simple.",
+    "at dusk {topic} turns {word}, and the day slows down.",
+]
+
+
+def teacher(messages, reference: str | None = None) -> str:
+    """A teacher answer that meets every constraint of the prompt (JSON in the reference).
+
+    >>> spec = json.dumps({"lowercase": True, "max_words": 12, "include": "stone"})
+    >>> msg = [{"role": "user", "content": "Write one or two sentences about a cat. Use only lowercase letters."}]
+    >>> answer = teacher(msg, spec); answer
+    'at dusk a cat turns stone, and the day slows down.'
+    >>> constraint_score(answer, spec)
+    (6.0, True)
+    """
+    if reference is None:
+        raise ValueError("the constraints teacher needs the constraints (JSON) in the reference column")
+    spec = json.loads(reference)
+    prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    found = re.search(r"sentences about (.+?)\.", prompt)
+    topic = found.group(1) if found else "the day"
+    key = sum(prompt.encode())  # a fixed choice per prompt, the same in every process
+    word = spec.get("include") or WORDS[key % len(WORDS)]
+    text = TEACHER_TEMPLATES[key % len(TEACHER_TEMPLATES)].format(topic=topic, word=word)
+    return text if spec.get("lowercase") else text[0].upper() + text[1:]
 
 
 def main(argv: list[str] | None = None) -> None:
