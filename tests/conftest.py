@@ -54,7 +54,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/report/page.py          test_report.py (the page, dno report)
   dno_data/loop.py                 test_cli.py (dno iterate, the justfile)
   dno_data/tasks/__init__.py       test_constraints_task.py
-  dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition)
+  dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
   dno_data/tasks/constraints.py    test_constraints_task.py
   stages/options.py                test_options.py, test_bad_input.py (the bad-value table)
   stages/common.py                 test_bad_input.py (one-line errors)
