@@ -2,7 +2,8 @@
 
 The lineage stored in an artifact's `dno.lineage` metadata (or a checkpoint's manifest) says
 which stage made it, from which inputs (path + sha256), with which resolved config (secrets
-removed), by which package version, when. Its fingerprint decides whether an output is up to date.
+removed), by which package version, on which machine and packages (torch's threads and
+deterministic flag among them: dno_data.reproducibility), when. Its fingerprint decides whether an output is up to date.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .errors import DnoError
 from .ids import file_sha256, stable_hash
+from .reproducibility import environment
 
 # A whole key, or its last _/-/. separated segment(s): "api_key", "hf_token", "openai_api_key", but not
 # "max_new_tokens" or "tokenizer".
@@ -154,6 +156,7 @@ def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any, **extra:
         "config": {**redact(config), **redact(extra)},
         "operational": operational_keys(config),
         "package_version": __version__,
+        "environment": environment(),  # not in the fingerprint: work done on another machine stays up to date
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from dno_data.errors import DnoError
 from dno_data.loop import LoopSettings, eval_command, iteration_commands, run_dno
+from dno_data.reproducibility import DEFAULT_THREADS, configure_torch
 from dno_data.run_layout import RunLayout
 
 from .common import say
-from .options import TEMPERATURE, TOP_P, above, at_least, build_command, in_range, opt
+from .options import TEMPERATURE, THREADS, TOP_P, above, at_least, build_command, in_range, opt
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class DemoConfig:
     learning_rate: float = opt("train --learning-rate.", 6e-4, check=above(0))
     batch_size: int = opt("Pairs per training step.", 32, check=at_least(1))
     seed: int = opt("Seed of data, initial policy and sampling.", 0)
+    threads: int = THREADS.field(DEFAULT_THREADS)
     plot: bool = opt("Write report.png.", True)
 
 
@@ -73,24 +75,28 @@ def run(cfg: DemoConfig) -> Path:
 
     # 2. the initial policy pi_1 (trained once; kept while the settings are the same).
     policy = run_dir / "policy-0"
-    stamp = {"digits": cfg.digits, "sft_accuracy": cfg.sft_accuracy, "seed": cfg.seed}
+    # the held-out split by sorted operands ("canonical") changed the initial policy's data
+    stamp = {"digits": cfg.digits, "sft_accuracy": cfg.sft_accuracy, "seed": cfg.seed, "threads": cfg.threads,
+             "split": "canonical"}
     marker = policy / "demo-sft.json"
     if not (marker.exists() and json.loads(marker.read_text()) == stamp):
         say(f"training the initial policy (until {cfg.sft_accuracy:.0%} validation accuracy) -> {policy}")
+        configure_torch(cfg.threads)
         model, _ = demo_task.train_initial_policy(policy, seed=cfg.seed, digits=cfg.digits,
                                                   stop_at_accuracy=cfg.sft_accuracy)
         say(f"  {model.sft_steps} supervised steps")
         marker.write_text(json.dumps(stamp))
 
     # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
+    threads = ("--threads", str(cfg.threads))
     settings = LoopSettings(
         run=run_dir, model=policy, judge="oracle:addition", iterations=cfg.iterations, teacher="reference",
         sample_args=("-k", str(cfg.k), "--temperature", str(cfg.temperature), "--top-p", str(cfg.top_p),
-                     "--max-new-tokens", str(cfg.digits + 2), "--batch-size", "512", "--seed", str(cfg.seed)),
+                     "--max-new-tokens", str(cfg.digits + 2), "--batch-size", "512", "--seed", str(cfg.seed)) + threads,
         train_args=("--beta", str(cfg.beta), "--learning-rate", str(cfg.learning_rate), "--batch-size",
                     str(cfg.batch_size), "--warmup-ratio", "0.1", "--lr-scheduler", "linear", "--max-grad-norm", "1.0",
-                    "--max-length", "32", "--save-every", "0", "--seed", str(cfg.seed)),
-        eval_args=("--max-new-tokens", str(cfg.digits + 2), "--batch-size", "500"),
+                    "--max-length", "32", "--save-every", "0", "--seed", str(cfg.seed)) + threads,
+        eval_args=("--max-new-tokens", str(cfg.digits + 2), "--batch-size", "500") + threads,
     )
     run_dno(eval_command(settings, 0))
     for t in range(1, cfg.iterations + 1):

@@ -20,6 +20,7 @@ from dno_data.generation import SamplingParams, make_generator
 from dno_data.evaluation import eval_summary, evaluate_rows
 from dno_data.judges import make_judge
 from dno_data.models import check_model_dir
+from dno_data.reproducibility import DEFAULT_THREADS, configure_torch
 from dno_data.openai_api.runner import make_runner
 from dno_data.sampling import select_prompts
 from dno_data.openai_api.call_cache import default_cache_path
@@ -50,7 +51,7 @@ class EvalConfig:
     batch_size: int = opt("Prompts per batch and per resumable part.", 32, check=at_least(1))
     backend: str = opt("Generation backend: hf.", "hf", check=one_of("hf"))
     dtype: str = DTYPE.field("auto")
-    threads: int | None = THREADS.field(None)
+    threads: int = THREADS.field(DEFAULT_THREADS)
     # openai judges and teacher: the server and how it is called
     base_url: str | None = BASE_URL.field(None)
     api_key_env: str = API_KEY_ENV.field("OPENAI_API_KEY")
@@ -80,6 +81,8 @@ def run(cfg: EvalConfig) -> Path:
     if cfg.teacher:
         teacher = Teacher(cfg.teacher, TeacherApi(settings=settings, temperature=cfg.teacher_temperature,
                                                   max_tokens=cfg.teacher_max_tokens, cache=cache))
+    if cfg.backend == "hf":
+        configure_torch(cfg.threads)  # before the lineage, which records it
     lineage = make_lineage("eval", [cfg.prompts, cfg.model], cfg, judge_id=judge.judge_id)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output

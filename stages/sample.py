@@ -29,6 +29,7 @@ from dno_data.generation.openai import OpenAIOptions
 from dno_data.generation.vllm import VLLMOptions, parse_engine_args
 from dno_data.ids import stable_hash
 from dno_data.models import check_model_dir
+from dno_data.reproducibility import DEFAULT_THREADS, configure_torch
 from dno_data.sampling import sample_rows, select_prompts
 from dno_data.sharding import in_shard, parse_shard
 from dno_data.teachers import Teacher, TeacherApi
@@ -62,7 +63,7 @@ class SampleConfig:
                             cli_type=str, to_config=none_if("all"))
     teacher: str | None = opt(f"Add one teacher response per prompt: {TEACHER_SPECS}.", None)
     dtype: str = DTYPE.field("auto")
-    threads: int | None = THREADS.field(None)
+    threads: int = THREADS.field(DEFAULT_THREADS)
     force: bool = FORCE.field(False)
     fresh: bool = FRESH.field(False)
     shard: str | None = opt("i/n (0 <= i < n): only the prompts whose prompt_id hashes to i mod n; merge the n "
@@ -125,6 +126,8 @@ def run(cfg: SampleConfig) -> Path:
                              max_tokens=cfg.teacher_max_tokens, cache=cache)
     teacher = Teacher(cfg.teacher, teacher_api) if cfg.teacher else None
     inputs = [cfg.prompts] + ([policy_files] if policy_files else [])
+    if cfg.model is not None and cfg.backend == "hf":
+        configure_torch(cfg.threads)  # before the lineage, which records it
     lineage = make_lineage("sample", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output

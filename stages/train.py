@@ -23,6 +23,7 @@ from dno_data.parts import release_output
 from dno_data.errors import DnoError
 from dno_data.losses import LOSSES
 from dno_data.models import check_model_dir
+from dno_data.reproducibility import configure_torch
 from dno_data.training import TrainOptions, train
 
 
@@ -58,7 +59,7 @@ class TrainConfig:
     seed: int = opt("Seed of the data order.", D.seed)
     save_every: int = opt("Steps between resumable states in <output>.partial/ (0: never).", D.save_every, check=at_least(0))
     dtype: str = DTYPE.field(D.dtype, help=f"Training dtype: {'|'.join(TRAIN_DTYPES)}.", check=one_of(*TRAIN_DTYPES))
-    threads: int | None = THREADS.field(D.threads)
+    threads: int = THREADS.field(D.threads)
     force: bool = FORCE.field(False)
     fresh: bool = FRESH.field(False)
     reference: Path | None = opt("Reference model folder (default: --model, the policy that sampled); e.g. a fixed "
@@ -83,6 +84,7 @@ def run(cfg: TrainConfig) -> Path:
     if cfg.output.resolve() == cfg.model.resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
     check_output(cfg.output, [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), folder_of="train")
+    configure_torch(cfg.threads)  # before the lineage, which records it
     lineage = make_lineage("train", [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output

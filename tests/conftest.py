@@ -3,7 +3,9 @@
 Where each module is tested (tests/test_help.py checks that every module is in this map):
 
   dno_data/artifacts.py            test_artifacts.py, test_outputs.py, test_bad_input.py (checked reads)
-  dno_data/lineage.py              test_artifacts.py, test_content_hash.py, test_sharding.py (up to date)
+  dno_data/lineage.py              test_artifacts.py, test_content_hash.py, test_sharding.py (up to date),
+                                   test_reproducibility.py (the environment)
+  dno_data/reproducibility.py      test_reproducibility.py (threads, identical reruns)
   dno_data/parts.py                test_artifacts.py, test_resume.py (parts), test_concurrency.py (work folders)
   dno_data/output_lock.py          test_concurrency.py (two commands on one output)
   dno_data/folder_swap.py          test_training.py (checkpoints appear whole), test_bad_input.py (GGUF import)
@@ -38,7 +40,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/losses.py               test_losses.py
   dno_data/training/__init__.py    test_training.py, test_tokenization.py
   dno_data/training/options.py     test_training.py
-  dno_data/training/data.py        test_tokenization.py, test_training.py (truncated responses, length groups)
+  dno_data/training/data.py        test_tokenization.py, test_training.py (truncated responses, length groups),
+                                   test_reproducibility.py (order independent of the rows)
   dno_data/training/setup.py       test_training.py (dropout off, LoRA, mixed precision)
   dno_data/training/reference.py   test_training.py, test_resume.py
   dno_data/training/fit.py         test_training.py (ln 2 first loss, the schedule on N processes), test_resume.py
@@ -54,7 +57,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/report/page.py          test_report.py (the page, dno report)
   dno_data/loop.py                 test_cli.py (dno iterate, the justfile)
   dno_data/tasks/__init__.py       test_constraints_task.py
-  dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition)
+  dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
   dno_data/tasks/constraints.py    test_constraints_task.py
   stages/options.py                test_options.py, test_bad_input.py (the bad-value table)
   stages/common.py                 test_bad_input.py (one-line errors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..models import check_model_dir, load_causal_lm, load_tokenizer
+from ..reproducibility import configure_torch
 from .base import Completion, SamplingParams, batch_seeds, sample_seed, stop_token_ids
 
 
@@ -44,8 +45,7 @@ class HFGenerator:
     def __init__(self, model_dir: Path | str, dtype: str = "auto", threads: int | None = None):
         import torch
 
-        if threads:
-            torch.set_num_threads(threads)
+        configure_torch(threads)
         self.model_dir = check_model_dir(model_dir)
         self.tokenizer = load_tokenizer(self.model_dir, padding_side="left")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

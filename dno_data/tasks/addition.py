@@ -4,7 +4,9 @@ Everything here is built from scratch and offline (no model hub):
 
 * ``build_tokenizer()``   a character-level ``PreTrainedTokenizerFast`` with a chat template
                           whose generation prompt is ``"="``, so ``"347+589"`` -> ``"347+589="``.
-* ``make_problems()``     deterministic addition problems with a fixed train / held-out split.
+* ``make_problems()``     deterministic addition problems with a fixed train / held-out split
+                          decided by the canonical form ``min(a,b)+max(a,b)``, so ``a+b`` and
+                          its twin ``b+a`` always fall in the same split.
 * ``build_model()``       a tiny seeded ``LlamaForCausalLM``.
 * ``train_initial_policy()`` a deliberately *short* SFT so the starting policy is weak
                           (greedy held-out accuracy ~15-40 %) but its samples are sometimes
@@ -70,23 +72,35 @@ def build_tokenizer():
 
 
 # --------------------------------------------------------------------------- problems
+def canonical(a: int, b: int) -> str:
+    """The problem up to the order of its operands: ``canonical(85, 47) == canonical(47, 85) == "47+85"``."""
+    return f"{min(a, b)}+{max(a, b)}"
+
+
 def is_heldout(a: int, b: int) -> bool:
-    """Fixed 10 % of all (a, b) pairs form the held-out split, independent of any seed."""
-    return zlib.crc32(f"{a}+{b}".encode()) % 10 == 0
+    """Fixed ~10 % of all (a, b) pairs form the held-out split, independent of any seed.
+
+    Decided by the canonical form, so a problem and its reversed twin (``b+a``, the same sum)
+    are always in the same split: a held-out score never rewards recalling a trained twin.
+    """
+    return zlib.crc32(canonical(a, b).encode()) % 10 == 0
 
 
 def make_problems(n: int, seed: int, digits: int = 2, split: str = "train") -> list[dict]:
     """``n`` distinct problems ``{"prompt": "347+589", "reference": "936"}`` from ``split``.
 
     Deterministic in (n, seed, digits, split). ``split`` is "train" or "heldout"; the two
-    splits are disjoint by construction (see ``is_heldout``), so a held-out set never leaks
-    into training whatever seeds are used. Different train subsets (e.g. one per DNO
+    splits are disjoint by construction, also up to the order of the operands (see
+    ``is_heldout``), so a held-out set never leaks into training whatever seeds are used. Different train subsets (e.g. one per DNO
     iteration) are obtained by drawing one list and slicing it.
     """
     assert split in ("train", "heldout")
     lo, hi = 10 ** (digits - 1), 10**digits - 1
-    # about 90 % (train) / 10 % (held-out) of the (hi - lo + 1)^2 problems exist in a split
-    capacity = (hi - lo + 1) ** 2 * (0.9 if split == "train" else 0.1)
+    # about 90 % (train) / 10 % (held-out) of the (hi - lo + 1)^2 problems exist in a split (counted when few)
+    if digits <= 2:
+        capacity = sum(is_heldout(a, b) == (split == "heldout") for a in range(lo, hi + 1) for b in range(lo, hi + 1))
+    else:
+        capacity = (hi - lo + 1) ** 2 * (0.9 if split == "train" else 0.1)
     if n > 0.8 * capacity:  # rejection sampling would crawl (or never end) near capacity
         raise ValueError(f"{n} problems requested but the {digits}-digit {split} split has ~{capacity:.0f}")
     rng = random.Random(f"{seed}-{digits}-{split}")

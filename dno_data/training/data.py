@@ -54,8 +54,27 @@ def example_length(ex: dict) -> int:
     return max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))
 
 
+def content_key(ex: dict) -> tuple:
+    """What an example trains on (token ids, masks, target, win-rates), for a canonical order.
+
+    Two examples with the same key train the same way, so an order of keys is an order of
+    training data, whatever ids (sample ids name the policy's folder) the rows carry.
+    """
+    def num(name: str) -> float:
+        x = float(ex.get(name, math.nan))
+        return -math.inf if math.isnan(x) else x  # NaN never compares: a missing value sorts first
+
+    return (ex["chosen_ids"], ex["rejected_ids"], ex.get("chosen_mask", []), ex.get("rejected_mask", []),
+            num("target"), num("chosen_winrate"), num("rejected_winrate"), ex.get("truncated_sides", 0))
+
+
 def training_order(examples: list[dict], seed: int, group_by_length: bool = False, group: int = 1) -> list[int]:
-    """A seeded permutation of the examples' positions.
+    """A seeded permutation of the examples' positions, independent of the order of the rows.
+
+    The permutation is applied to the examples sorted by content (content_key), not to the rows
+    as the pairs file holds them: the file's order follows sample ids, which hash the policy's
+    folder (its manifest, its write time), so two runs of one seed wrote the same pairs in
+    different orders and trained on different sequences of batches.
 
     With `group_by_length`, the permutation is cut into mega-batches of 50 groups of `group`
     examples (a group = one optimizer step's pairs over all processes), each sorted by length,
@@ -64,8 +83,9 @@ def training_order(examples: list[dict], seed: int, group_by_length: bool = Fals
     """
     import torch
 
+    canonical = sorted(range(len(examples)), key=lambda k: content_key(examples[k]))
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(examples), generator=g).tolist()
+    order = [canonical[i] for i in torch.randperm(len(examples), generator=g).tolist()]
     if not group_by_length:
         return order
     size = 50 * max(1, group)

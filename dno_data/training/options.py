@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..reproducibility import DEFAULT_THREADS
+
 MANIFEST = "dno-manifest.json"  # beside the HF files of a checkpoint
 
 
@@ -25,7 +27,7 @@ class TrainOptions:
     seed: int = 0
     save_every: int = 50
     dtype: str = "float32"
-    threads: int | None = None
+    threads: int = DEFAULT_THREADS  # torch CPU threads (dno_data.reproducibility)
     reference: Path | None = None  # the reference model; None = the input model (pi_t)
     keep_dropout: bool = False  # dropout stays on in the policy (off by default, as in TRL)
     group_by_length: bool = False  # batches of similar lengths (less padding), order still seeded

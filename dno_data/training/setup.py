@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..parts import claim_work_dir
+from ..reproducibility import configure_torch
 from ..errors import DnoError
 from ..models import check_model_dir, load_causal_lm, load_tokenizer
 from .data import build_examples, count_steps, takes_logits_to_keep, training_order
@@ -31,11 +32,9 @@ class Setup:
 
 def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
           fresh: bool = False) -> Setup:
-    import torch
     from accelerate.utils import set_seed
 
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    configure_torch(opts.threads)
     check_model_dir(model_dir)
     if opts.reference is not None:
         check_model_dir(opts.reference, flag="--reference")

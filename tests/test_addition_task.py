@@ -1,0 +1,38 @@
+"""The demo task's held-out split: no eval problem has its reversed twin among the training problems."""
+
+from __future__ import annotations
+
+import pytest
+
+from dno_data.tasks import addition
+
+
+def _canon(problems: list[dict]) -> set[tuple[int, int]]:
+    """Each problem with its operands sorted: "85+47" and "47+85" are one problem."""
+    return {tuple(sorted(map(int, p["prompt"].split("+")))) for p in problems}
+
+
+def test_a_problem_and_its_twin_share_a_split():
+    lo, hi = 10, 99
+    assert addition.canonical(85, 47) == addition.canonical(47, 85) == "47+85"
+    assert all(addition.is_heldout(a, b) == addition.is_heldout(b, a) for a in range(lo, hi + 1) for b in range(a, hi + 1))
+    held = sum(addition.is_heldout(a, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1))
+    assert 0.07 < held / (hi - lo + 1) ** 2 < 0.13  # still about a tenth of the problems
+
+
+@pytest.mark.parametrize("digits,n_train,n_eval", [(1, 40, 4), (2, 5700, 500), (3, 20000, 2000)])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_no_eval_prompt_has_a_twin_in_training(seed, digits, n_train, n_eval):
+    """What `dno demo` draws: the DNO partitions (seed), the initial policy's SFT data (10_000 + seed)
+    and the held-out prompts; no held-out problem, in either operand order, is among the first two."""
+    train = addition.make_problems(n_train, seed=seed, digits=digits)
+    sft = addition.make_problems(n_train, seed=10_000 + seed, digits=digits)
+    held_out = addition.make_problems(n_eval, seed=seed, digits=digits, split="heldout")
+    assert len(_canon(held_out)) > 0
+    assert not _canon(held_out) & (_canon(train) | _canon(sft))
+
+
+def test_too_many_problems_for_a_split_is_an_error():
+    held = sum(addition.is_heldout(a, b) for a in range(1, 10) for b in range(1, 10))
+    with pytest.raises(ValueError, match="1-digit heldout split"):
+        addition.make_problems(held, seed=0, digits=1, split="heldout")
