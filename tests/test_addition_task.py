@@ -36,3 +36,19 @@ def test_too_many_problems_for_a_split_is_an_error():
     held = sum(addition.is_heldout(a, b) for a in range(1, 10) for b in range(1, 10))
     with pytest.raises(ValueError, match="1-digit heldout split"):
         addition.make_problems(held, seed=0, digits=1, split="heldout")
+
+
+def test_careless_teacher_is_wrong_only_by_a_forgotten_carry():
+    """python:dno_data.tasks.addition:careless_teacher: right on ~4 in 5 problems, and its wrong
+    answers are the true sum minus the units carry (a plausible mistake, not noise)."""
+    from dno_data.tasks.addition import careless_teacher, make_problems
+
+    problems = make_problems(2000, seed=0, digits=2)
+    wrong = 0
+    for p in problems:
+        answer = int(careless_teacher([{"role": "user", "content": p["prompt"]}]))
+        a, b = (int(x) for x in p["prompt"].split("+"))
+        if answer != a + b:
+            wrong += 1
+            assert answer == a + b - 10 and (a % 10) + (b % 10) >= 10
+    assert 0.15 < wrong / len(problems) < 0.30

@@ -123,6 +123,23 @@ def teacher(messages: list[dict]) -> str:
     return str(int(a) + int(b))
 
 
+def careless_teacher(messages: list[dict]) -> str:
+    """A teacher that is not always right: on about half of the problems whose units carry (a fixed
+    half, by a hash of the problem) it forgets that carry, as people do ("47+85" -> "122"), so about
+    one answer in five is wrong. The judge (oracle:addition) still checks the true sum: the role of a
+    strong teacher whose answers a judge does not always prefer (the paper's policy > teacher pairs).
+
+    >>> careless_teacher([{"role": "user", "content": "47+85"}]), careless_teacher([{"role": "user", "content": "12+34"}])
+    ('122', '46')
+    """
+    content = [m for m in messages if m["role"] == "user"][-1]["content"]
+    a, b = (int(x) for x in re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*=?\s*", content).groups())
+    carries = (a % 10) + (b % 10) >= 10
+    if carries and zlib.crc32(f"careless {a}+{b}".encode()) % 2 == 0:
+        return str(a + b - 10)
+    return str(a + b)
+
+
 def score(response: str, reference: str) -> float:
     """Judge score on the 1..6 scale.
 
