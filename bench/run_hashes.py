@@ -28,7 +28,7 @@ CONTENT = {
     "pairs.parquet": ("prompt_id", "chosen", "rejected", "chosen_source", "rejected_source", "chosen_score",
                       "rejected_score", "pair_type", "target"),
     "eval.parquet": ("prompt_id", "response", "teacher_response", "policy_score", "teacher_score", "win", "correct"),
-    "ref_logps.parquet": None,  # every column
+    "ref_logps.parquet": ("ref_chosen", "ref_rejected"),  # keyed by pair_id, which hashes sample ids
 }
 
 
@@ -62,7 +62,8 @@ def artifacts(run: Path) -> dict[str, str | None]:
         ckpt = it / "checkpoint"
         if ckpt.exists():
             if (ckpt / "ref_logps.parquet").exists():
-                out[f"{it.name} reference log-probs"] = table_hash(ckpt / "ref_logps.parquet", None)
+                out[f"{it.name} reference log-probs"] = table_hash(ckpt / "ref_logps.parquet",
+                                                                   CONTENT["ref_logps.parquet"])
             out[f"{it.name} checkpoint weights"] = weights_hash(ckpt)
         if (it / "eval.parquet").exists():
             out[f"{it.name} eval"] = table_hash(it / "eval.parquet", CONTENT["eval.parquet"])

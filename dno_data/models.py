@@ -6,6 +6,10 @@ from pathlib import Path
 
 from .errors import DnoError
 
+# What `dno train` writes beside a checkpoint's model files: records of how it was made (the
+# manifest holds paths and a write time), not part of what the model generates.
+TRAINING_RECORDS = ("dno-manifest.json", "ref_logps.parquet", "train_log.jsonl")
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -116,3 +120,17 @@ def check_template_prefix(tokenizer, prompt_text: str, responses: list[str], pro
                 "the chat template's generation prompt merges with the response: fix the template "
                 "(e.g. no trailing space after the assistant header) in that folder's tokenizer_config.json / chat_template.jinja"
             )
+
+
+def model_sha256(path: Path | str) -> str:
+    """The identity of a model folder: its files (weights, config, tokenizer) but dno's training records.
+
+    Sample ids hash it, so two runs that trained the same weights give the same sample ids, and
+    every choice made by id downstream (a pair rule's tie-break between identical answers) is the same.
+    """
+    from .ids import file_sha256, stable_hash
+
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
+                   and not (f.parent == path and f.name in TRAINING_RECORDS))
+    return stable_hash("model", [(str(f.relative_to(path)), file_sha256(f)) for f in files], length=64)

@@ -232,8 +232,8 @@ def api_settings(cfg, base_url: Any = UNSET):
 # Loading a local model.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE = Option(f"Model dtype: {'|'.join(DTYPES)}.", check=one_of(*DTYPES), panel=MODEL_LOADING)
-THREADS = Option("torch CPU threads (float sums depend on it: runs agree with runs of the same count).", changes_output=False, check=at_least(1),
-                 panel=MODEL_LOADING)
+THREADS = Option("torch CPU threads (float sums depend on it: runs agree with runs of the same count).",
+                 changes_output=False, check=at_least(1), panel=MODEL_LOADING)
 MODEL_OPTIONS = {"dtype": DTYPE, "threads": THREADS}
 
 # Sampling from the policy.

@@ -28,7 +28,7 @@ from dno_data.generation import BACKENDS, SamplingParams, check_backend, make_ge
 from dno_data.generation.openai import OpenAIOptions
 from dno_data.generation.vllm import VLLMOptions, parse_engine_args
 from dno_data.ids import stable_hash
-from dno_data.models import check_model_dir
+from dno_data.models import check_model_dir, model_sha256
 from dno_data.reproducibility import DEFAULT_THREADS, configure_torch
 from dno_data.sampling import sample_rows, select_prompts
 from dno_data.sharding import in_shard, parse_shard
@@ -135,7 +135,7 @@ def run(cfg: SampleConfig) -> Path:
     params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     generator, generator_id = None, ""
     if cfg.model is not None:
-        policy_hash = lineage["inputs"][1]["sha256"]
+        policy_hash = model_sha256(policy_files)  # not the manifest: the same weights give the same ids
         name = [str(cfg.model)] if cfg.backend == "openai" else []
         generator_id = stable_hash("generator", cfg.backend, *name, policy_hash, params.__dict__)
     if teacher is not None:

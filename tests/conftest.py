@@ -13,7 +13,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/ids.py                  test_artifacts.py, test_prompts.py
   dno_data/callables.py            test_judges.py (python: judges), test_resume.py (python: teachers)
   dno_data/prompts_import.py       test_prompts.py
-  dno_data/models.py               test_template_check.py, test_tokenization.py, test_generation.py
+  dno_data/models.py               test_template_check.py, test_tokenization.py, test_generation.py,
+                                   test_reproducibility.py (model identity)
   dno_data/generation/__init__.py  test_generation.py (the registry, stop ids)
   dno_data/generation/base.py      test_generation.py, test_resume.py (per-prompt seeds)
   dno_data/generation/hf.py        test_generation.py, test_resume.py, test_template_check.py

@@ -41,24 +41,32 @@ def test_every_torch_stage_records_its_threads(tmp_path, tiny_model):
 
 
 def test_two_runs_of_one_seed_give_identical_samples_and_weights(tmp_path, tiny_model):
-    """The second run's policy folder holds another manifest (a checkpoint's, written at another
-    time), as iteration 2's policy does in two demo runs: its sample ids and so the pairs file's
-    row order differ, and training must not depend on that order."""
+    """The second run's policy folder holds another manifest (a checkpoint's, written elsewhere at
+    another time), as iteration 2's policy does in two demo runs. Sample ids hash the model, not
+    its manifest, so they are the same, and so is every choice a pair rule makes by id (which of
+    two identical wrong answers, one truncated and one not, is the negative)."""
     runs = [_pipeline(tmp_path / name, tiny_model, stamp=name) for name in ("first", "second")]
     samples = [pq.read_table(r / "samples.parquet").to_pylist() for r in runs]
-    assert {s["sample_id"] for s in samples[0]} != {s["sample_id"] for s in samples[1]}
-
-    def content(rows):
-        return sorted((s["prompt_id"], s["source"], s["sample_index"], s["response"]) for s in rows)
-
-    assert content(samples[0]) == content(samples[1])
+    policy = {str(runs[1] / "policy"): str(runs[0] / "policy")}  # the folder's name is all that differs
+    assert samples[0] == [{**s, "generator": policy.get(s["generator"], s["generator"])} for s in samples[1]]
     pairs = [pq.read_table(r / "pairs.parquet").to_pylist() for r in runs]
-    assert [(p["chosen"], p["rejected"]) for p in pairs[0]] != [(p["chosen"], p["rejected"]) for p in pairs[1]]
-    assert len(pairs[0]) >= 16
+    assert pairs[0] == pairs[1] and len(pairs[0]) >= 16
     weights = [(r / "checkpoint" / "model.safetensors").read_bytes() for r in runs]
     assert weights[0] == weights[1]
     start = (tiny_model / "model.safetensors").read_bytes()
     assert weights[0] != start  # it trained
+
+
+def test_model_identity_leaves_out_training_records(tmp_path, tiny_model):
+    from dno_data.models import model_sha256
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    (copy / "dno-manifest.json").write_text('{"lineage": {"created_at": "now"}}')
+    (copy / "train_log.jsonl").write_text('{"step": 1}\n')
+    assert model_sha256(copy) == model_sha256(tiny_model)
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("}", ', "x": 1}', 1))
+    assert model_sha256(copy) != model_sha256(tiny_model)
 
 
 def test_training_order_does_not_depend_on_the_row_order():
