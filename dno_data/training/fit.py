@@ -1,4 +1,5 @@
-"""Part 3: at most one epoch of the contrastive loss, resumable from `<output>.partial/state`.
+"""Part 3: the optimizer loop over an objective (the contrastive loss by default; `dno sft` passes the NLL), at most
+one epoch of pairs or --max-steps, resumable from `<output>.partial/state`.
 
 The learning-rate schedule counts optimizer steps: it is stepped once per step on every
 process, never once per process and step (a scheduler passed to `accelerator.prepare` steps
