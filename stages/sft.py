@@ -21,6 +21,7 @@ from dno_data.errors import DnoError
 from dno_data.lineage import make_lineage
 from dno_data.models import check_model_dir
 from dno_data.parts import release_output
+from dno_data.reproducibility import configure_torch
 from dno_data.training.sft import SOURCES, select_examples, sft
 
 from .common import summary, up_to_date

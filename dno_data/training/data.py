@@ -95,6 +95,8 @@ def content_key(ex: dict) -> tuple:
         x = float(ex.get(name, math.nan))
         return -math.inf if math.isnan(x) else x  # NaN never compares: a missing value sorts first
 
+    if "ids" in ex:  # a supervised example (build_sft_examples): one sequence
+        return (ex["ids"], ex["mask"], ex.get("truncated_sides", 0))
     return (ex["chosen_ids"], ex["rejected_ids"], ex.get("chosen_mask", []), ex.get("rejected_mask", []),
             num("target"), num("chosen_winrate"), num("rejected_winrate"), ex.get("truncated_sides", 0))
 
