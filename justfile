@@ -26,6 +26,10 @@ install:
 demo:
     dno demo
 
+# the paper's comparison on the demo task: dno vs offline DPO vs SFT vs RFT, matched budgets (`dno demo --compare`)
+compare out="runs/compare":
+    dno demo --compare -o '{{out}}'
+
 # the test suite (slow vLLM / SmolLM2 integrations: `pytest -m slow`)
 test:
     pytest -q

@@ -2,7 +2,7 @@
 
 The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check), candidates.sql (scores and
 win-rates per sample), rule_paper.sql (also --rule paper-best) / rule_best_worst.sql (or a user's
-file), assemble_pairs.sql, replay.sql.
+file), assemble_pairs.sql, max_pairs.sql (a seeded subset), replay.sql.
 
 Inputs are Parquet files (or, in tests, pyarrow tables) that DuckDB reads as views, so each query
 reads only the columns it needs (projection pushdown) and nothing is looped over in Python. With
@@ -56,6 +56,7 @@ class PairsResult:
     by_type: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
     replayed: Counter = field(default_factory=Counter)
+    capped: int = 0  # new pairs left out by max_pairs
 
 
 # ---------------------------------------------------------------- checks from metadata
@@ -178,11 +179,13 @@ def build_pairs(
     lineage: dict | None = None,
     memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     temp_directory: Path | None = None,
+    max_pairs: int | None = None,
 ) -> PairsResult:
     """Pairs of `samples` (a samples file or table) from `judgments`, by `rule` or a user's `sql_file`.
 
     With `output`, the pairs are written there (atomically, with `lineage` in the metadata) and
-    result.table is None; else they come back as result.table.
+    result.table is None; else they come back as result.table. `max_pairs` keeps at most that many
+    new pairs, a seeded random subset (max_pairs.sql), e.g. to match another method's pair budget.
     """
     check_inputs(samples, judgments, rule=rule, sql_file=sql_file, truncated=truncated, replay=replay)
     rule_sql, rule_name = _rule_sql(rule, sql_file)
@@ -198,7 +201,7 @@ def build_pairs(
     con = _connect(memory_limit, spill, paths)
     try:
         return _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated,
-                      list(replay), replay_fraction, seed, output, lineage)
+                      list(replay), replay_fraction, seed, output, lineage, max_pairs)
     finally:
         con.close()
         if made_spill:
@@ -206,7 +209,7 @@ def build_pairs(
 
 
 def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated, replay,
-           replay_fraction, seed, output, lineage) -> PairsResult:
+           replay_fraction, seed, output, lineage, max_pairs=None) -> PairsResult:
     _view(con, "samples", samples)
     _view(con, "judgments", judgments)
     if max_repetition < 1.0:  # the ratio is always < 1: at 1 or more the check can never fire
@@ -238,8 +241,12 @@ def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_r
     if without:
         dropped["dropped_by_rule"] += without
 
-    query = _pairs_query(con, rule_name, replay, replay_fraction, seed)
+    query = _pairs_query(con, rule_name, replay, replay_fraction, seed, max_pairs)
     result = PairsResult(None, 0, prompts_in, samples_in, failed, unjudged, n_repetitive, n_truncated, dropped=dropped)
+    if max_pairs is not None:
+        new = con.sql("SELECT count(DISTINCT (chosen_sample_id, rejected_sample_id)) FROM rule_output "
+                      "WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL").fetchall()[0][0]
+        result.capped = max(0, new - max_pairs)
     if output is None:
         result.table = to_table(query_arrow(con, query), "pairs")
         con.register("written", result.table)
@@ -301,10 +308,14 @@ def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
                        f"probability that chosen beats rejected, in [0, 1]")
 
 
-def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed: int) -> str:
+def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed: int,
+                 max_pairs: int | None = None) -> str:
     """One query giving the pairs rows in the schema's column order: new pairs, then replayed ones."""
     cols = ", ".join(f'"{n}"' for n in schemas.get("pairs").schema.names)
     assemble = load_sql("assemble_pairs").replace("$rule", _literal(rule_name))
+    if max_pairs is not None:
+        assemble = (load_sql("max_pairs").replace("$assembled", f"({assemble})")
+                    .replace("$max_pairs", str(int(max_pairs))).replace("$seed", str(int(seed))))
     if not replay:  # a stable order: the same inputs give the same file
         return f"SELECT {cols} FROM ({assemble}) ORDER BY prompt_id, chosen_sample_id, rejected_sample_id"
     parts = [f"SELECT {cols}, {_literal(f)} AS source_file, {age} AS age FROM read_parquet({_literal(f)})"

@@ -7,6 +7,9 @@
   RUN/iter-NN/pairs.parquet        pairs
   RUN/iter-NN/checkpoint/          train   (pi_{t+1})
   RUN/iter-NN/eval.parquet         eval    (iter-00/eval.parquet: the initial policy)
+  RUN/METHOD/iter-NN/...           the same, per method of `dno compare` (dno, offline-dpo, sft, rft);
+                                   RUN/prompts.parquet and RUN/iter-00/eval.parquet stay shared
+  RUN/compare.parquet (.csv .md .png)  `dno compare`'s table and plot
 
 Shell recipes ask for a path rather than spelling it:
 
@@ -30,6 +33,7 @@ ITERATION_PATTERN = r"iter-([0-9]+)/[^/]*$"  # the iteration number in a file pa
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
+    method: str | None = None  # `dno compare`: the method's iterations live in RUN/METHOD/iter-NN
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
@@ -39,7 +43,11 @@ class RunLayout:
         return self.root / "prompts.parquet"
 
     def iteration(self, t: int) -> Path:
-        return self.root / f"iter-{t:02d}"
+        return (self.root / self.method if self.method else self.root) / f"iter-{t:02d}"
+
+    @property
+    def compare_table(self) -> Path:
+        return self.root / "compare.parquet"
 
     def samples(self, t: int) -> Path:
         return self.iteration(t) / ITERATION_ARTIFACTS["samples"]

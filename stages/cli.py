@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, iterate, judge, merge, model, pairs, prompts, report, sample, sql, train
+from . import compare, demo, iterate, judge, merge, model, pairs, prompts, report, sample, sft, sql, train
 from . import eval as eval_
 
 app = typer.Typer(
@@ -25,8 +25,10 @@ app.command("merge")(merge.command)
 app.command("judge")(judge.command)
 app.command("pairs")(pairs.command)
 app.command("train")(train.command)
+app.command("sft")(sft.command)
 app.command("eval")(eval_.command)
 app.command("iterate")(iterate.command)
+app.command("compare")(compare.command)
 app.command("sql")(sql.command)
 app.command("report")(report.command)
 app.command("demo")(demo.command)

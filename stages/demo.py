@@ -1,6 +1,7 @@
 """`dno demo`: the whole DNO loop on a toy task that runs on a laptop CPU in a few minutes.
 
     dno demo                       # writes runs/demo/, prints a table per iteration, plots report.png
+    dno demo --compare -o runs/compare   # the paper's comparison on this task (`just compare`, dno_data/compare.py)
 
 The task is 2-digit addition ("47+85" -> "132"). The initial policy is a tiny
 character-level Llama (132 k parameters) that the demo trains itself: supervised training
@@ -48,6 +49,8 @@ class DemoConfig:
     seed: int = opt("Seed of data, initial policy and sampling.", 0)
     threads: int = THREADS.field(DEFAULT_THREADS)
     plot: bool = opt("Write report.png.", True)
+    compare: bool = opt("Run the paper's comparison instead (`dno compare`: dno, offline-dpo, sft, rft with matched "
+                        "budgets) into the output folder; `just compare`.", False)
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -98,6 +101,8 @@ def run(cfg: DemoConfig) -> Path:
                     "--max-length", "32", "--save-every", "0", "--seed", str(cfg.seed)) + threads,
         eval_args=("--max-new-tokens", str(cfg.digits + 2), "--batch-size", "500") + threads,
     )
+    if cfg.compare:
+        return _compare(settings, t_start)
     run_dno(eval_command(settings, 0))
     for t in range(1, cfg.iterations + 1):
         say(f"\n=== iteration {t} ===")
@@ -114,6 +119,19 @@ def run(cfg: DemoConfig) -> Path:
     (run_dir / "report.json").write_text(json.dumps({"config": asdict(cfg) | {"output": str(cfg.output)},
                                                      "seconds": round(elapsed, 1), "iterations": rows}, indent=2))
     return run_dir
+
+
+def _compare(settings: LoopSettings, t_start: float) -> Path:
+    from dataclasses import replace
+
+    from dno_data.compare import CompareSettings, markdown, run_comparison, sft_args_from_train, table_rows
+
+    c = CompareSettings(replace(settings, sft_args=sft_args_from_train(settings.train_args)))
+    out = run_comparison(c, say=say)
+    say("\nthe paper's comparison on the demo task (held-out accuracy, bootstrap 95 % intervals)\n"
+        + markdown(table_rows(c)))
+    say(f"comparison finished in {time.time() - t_start:.0f}s; table {out} (.csv, .md), plot {out.with_suffix('.png')}")
+    return out
 
 
 def _report(open_run, load_sql, query_polars, run_dir: Path, final: bool = False) -> list[dict]:

@@ -21,16 +21,7 @@ from dno_data.loop import LoopSettings, iteration_commands, eval_command, run_it
 from dno_data.run_layout import RunLayout
 
 from .common import say
-from .options import TEACHER_SPECS, at_least, build_command, judge_specs, opt
-
-
-def _args(flag: str):
-    def parse(v: str) -> tuple[str, ...]:
-        try:
-            return tuple(shlex.split(v or ""))
-        except ValueError as e:
-            raise DnoError(f"{flag} {v!r}: {e}") from None
-    return parse
+from .options import TEACHER_SPECS, at_least, build_command, judge_specs, opt, shell_args
 
 
 EXTRA = "Extra options per stage (one shell-quoted string each)"
@@ -49,15 +40,15 @@ class IterateConfig:
     evaluate: bool = opt("Evaluate each iteration's checkpoint.", True)
     replay: bool = opt("Replay the pairs of t-1 and t-2 (dno pairs --replay).", False)
     sample_args: tuple[str, ...] = opt("dno sample options, e.g. \"-k 5 --temperature 0.7\".", (), cli_type=str,
-                                       cli_default="", to_config=_args("--sample-args"), panel=EXTRA)
+                                       cli_default="", to_config=shell_args("--sample-args"), panel=EXTRA)
     judge_args: tuple[str, ...] = opt("dno judge options.", (), cli_type=str, cli_default="",
-                                      to_config=_args("--judge-args"), panel=EXTRA)
+                                      to_config=shell_args("--judge-args"), panel=EXTRA)
     pairs_args: tuple[str, ...] = opt("dno pairs options.", (), cli_type=str, cli_default="",
-                                      to_config=_args("--pairs-args"), panel=EXTRA)
+                                      to_config=shell_args("--pairs-args"), panel=EXTRA)
     train_args: tuple[str, ...] = opt("dno train options.", (), cli_type=str, cli_default="",
-                                      to_config=_args("--train-args"), panel=EXTRA)
+                                      to_config=shell_args("--train-args"), panel=EXTRA)
     eval_args: tuple[str, ...] = opt("dno eval options.", (), cli_type=str, cli_default="",
-                                     to_config=_args("--eval-args"), panel=EXTRA)
+                                     to_config=shell_args("--eval-args"), panel=EXTRA)
     dry_run: bool = opt("Print the commands; run nothing.", False)
 
 

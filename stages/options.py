@@ -192,6 +192,18 @@ def as_tuple(v) -> tuple:
     return tuple(v or ())
 
 
+def shell_args(flag: str) -> Callable[[str], tuple[str, ...]]:
+    """A shell-quoted string of options passed through to a stage (--train-args "--beta 0.1")."""
+    import shlex
+
+    def parse(v: str) -> tuple[str, ...]:
+        try:
+            return tuple(shlex.split(v or ""))
+        except ValueError as e:
+            raise DnoError(f"{flag} {v!r}: {e}") from None
+    return parse
+
+
 # ---------------------------------------------------------------- shared declarations
 
 API = "OpenAI-compatible API (openai: specs)"

@@ -59,7 +59,9 @@ class PairsConfig:
                                    cli_type=Optional[list[Path]], cli_default=None, to_config=as_tuple)
     replay_fraction: float = opt("Share of t-1's own new pairs to replay (halved per older file).", 0.3,
                                  check=in_range(0, 1))
-    seed: int = opt("Seed of the replay selection.", 0)
+    seed: int = opt("Seed of the replay selection and of the --max-pairs subset.", 0)
+    max_pairs: int | None = opt("Keep at most this many new pairs, a seeded random subset (e.g. another method's "
+                                "pair count, to match budgets).", None, check=at_least(1))
     memory_limit: str = opt("DuckDB memory limit (e.g. 4GB); beyond it, it spills to disk beside the output.",
                             DEFAULT_MEMORY_LIMIT, changes_output=False)
     force: bool = FORCE.field(False)
@@ -83,7 +85,7 @@ def run(cfg: PairsConfig) -> Path:
     result = build_pairs(cfg.samples, cfg.judgments, rule=cfg.rule, params=params, sql_file=cfg.sql,
                          max_repetition=cfg.max_repetition, truncated=cfg.truncated, replay=list(cfg.replay),
                          replay_fraction=cfg.replay_fraction, seed=cfg.seed, output=cfg.output, lineage=lineage,
-                         memory_limit=cfg.memory_limit)
+                         memory_limit=cfg.memory_limit, max_pairs=cfg.max_pairs)
     counts = {
         "prompts": result.prompts_in, "samples": result.samples_in,
         "failed judgments left out": result.failed_judgments,
@@ -92,6 +94,7 @@ def run(cfg: PairsConfig) -> Path:
         f"truncated samples (--truncated {cfg.truncated})": result.truncated_samples,
         **{f"pairs {k}": v for k, v in sorted(result.by_type.items())},
         **{f"prompts dropped: {k}": v for k, v in sorted(result.dropped.items())},
+        **({"new pairs left out by --max-pairs": result.capped} if cfg.max_pairs is not None else {}),
         **{f"replayed from {k}": v for k, v in result.replayed.items()},
         "pairs written": result.pairs,
     }

@@ -24,16 +24,14 @@ from dno_data.errors import DnoError
 from dno_data.losses import LOSSES
 from dno_data.models import check_model_dir
 from dno_data.reproducibility import configure_torch
-from dno_data.training import TrainOptions, train
-
+from dno_data.training import train
 
 from .common import summary, up_to_date
-from .options import (DTYPE, FORCE, FRESH, THREADS, above, at_least, build_command, in_range, lr_scheduler_name,
-                      one_of, opt, output_folder)
-
-
-D = TrainOptions  # the library's defaults: declared once, in dno_data.training.options
-TRAIN_DTYPES = ("float32", "bfloat16")
+from .options import FORCE, FRESH, THREADS, above, build_command, one_of, opt, output_folder
+from .training_options import (BATCH_SIZE, EPOCHS, GRAD_ACCUM, GRADIENT_CHECKPOINTING, GROUP_BY_LENGTH, KEEP_DROPOUT,
+                               LEARNING_RATE, LORA_ALPHA, LORA_R, LORA_TARGET_MODULES, LR_SCHEDULER, MAX_GRAD_NORM,
+                               MAX_LENGTH, MAX_STEPS, MIXED_PRECISION, SAVE_EVERY, SEED, WARMUP_RATIO, WEIGHT_DECAY, D,
+                               train_dtype_field, train_options)
 
 
 @dataclass(frozen=True)
@@ -46,34 +44,31 @@ class TrainConfig:
     beta: float = opt("Strength of the tie to the reference (> 0).", D.beta, check=above(0))
     loss: str = opt(f"Loss by name: {' | '.join(LOSSES)} (hard: DNO-Prct; soft: Algorithm 1's target; dpo: "
                     "hard against a fixed --reference).", D.loss, check=one_of(*LOSSES))
-    learning_rate: float = opt("AdamW learning rate (small models take larger rates).", D.learning_rate, check=above(0))
-    batch_size: int = opt("Pairs per micro-batch per process.", D.batch_size, check=at_least(1))
-    grad_accum: int = opt("Micro-batches per optimizer step.", D.grad_accum, check=at_least(1))
-    epochs: float = opt("Fraction of an epoch, in (0, 1].", D.epochs, check=in_range(0, 1, lo_open=True))
-    max_steps: int | None = opt("Stop after this many optimizer steps.", D.max_steps, check=at_least(1))
-    warmup_ratio: float = opt("Warm-up share of the steps.", D.warmup_ratio, check=in_range(0, 1))
-    lr_scheduler: str = opt("transformers scheduler: linear, cosine, constant...", D.lr_scheduler, check=lr_scheduler_name)
-    weight_decay: float = opt("AdamW weight decay.", D.weight_decay, check=at_least(0))
-    max_grad_norm: float | None = opt("Clip gradients to this norm (0: off).", D.max_grad_norm, cli_type=float, check=at_least(0))
-    max_length: int = opt("Most tokens of prompt + response; longer responses are cut.", D.max_length, check=at_least(1))
-    seed: int = opt("Seed of the data order.", D.seed)
-    save_every: int = opt("Steps between resumable states in <output>.partial/ (0: never).", D.save_every, check=at_least(0))
-    dtype: str = DTYPE.field(D.dtype, help=f"Training dtype: {'|'.join(TRAIN_DTYPES)}.", check=one_of(*TRAIN_DTYPES))
+    learning_rate: float = LEARNING_RATE.field(D.learning_rate)
+    batch_size: int = BATCH_SIZE.field(D.batch_size)
+    grad_accum: int = GRAD_ACCUM.field(D.grad_accum)
+    epochs: float = EPOCHS.field(D.epochs)
+    max_steps: int | None = MAX_STEPS.field(D.max_steps)
+    warmup_ratio: float = WARMUP_RATIO.field(D.warmup_ratio)
+    lr_scheduler: str = LR_SCHEDULER.field(D.lr_scheduler)
+    weight_decay: float = WEIGHT_DECAY.field(D.weight_decay)
+    max_grad_norm: float | None = MAX_GRAD_NORM.field(D.max_grad_norm)
+    max_length: int = MAX_LENGTH.field(D.max_length)
+    seed: int = SEED.field(D.seed)
+    save_every: int = SAVE_EVERY.field(D.save_every)
+    dtype: str = train_dtype_field()
     threads: int = THREADS.field(D.threads)
     force: bool = FORCE.field(False)
     fresh: bool = FRESH.field(False)
     reference: Path | None = opt("Reference model folder (default: --model, the policy that sampled); e.g. a fixed "
                                  "pi_1 for offline DPO.", D.reference)
-    keep_dropout: bool = opt("Keep dropout on in the policy (off by default, as in TRL).", D.keep_dropout)
-    group_by_length: bool = opt("Batch pairs of similar length (less padding; another data order).", D.group_by_length)
-    lora_r: int = opt("Train LoRA adapters of this rank (peft), merged on save; 0: full training.", D.lora_r,
-                      check=at_least(0))
-    lora_alpha: float = opt("LoRA alpha (scale = alpha / r).", D.lora_alpha, check=above(0))
-    lora_target_modules: str = opt("Modules that get adapters: comma-separated names (q_proj,v_proj) or all-linear.",
-                                   D.lora_target_modules)
-    mixed_precision: str = opt("no | bf16 | fp16 autocast (the weights stay in --dtype).", D.mixed_precision,
-                               check=one_of("no", "bf16", "fp16"))
-    gradient_checkpointing: bool = opt("Recompute activations in the backward pass (less memory).", D.gradient_checkpointing)
+    keep_dropout: bool = KEEP_DROPOUT.field(D.keep_dropout)
+    group_by_length: bool = GROUP_BY_LENGTH.field(D.group_by_length)
+    lora_r: int = LORA_R.field(D.lora_r)
+    lora_alpha: float = LORA_ALPHA.field(D.lora_alpha)
+    lora_target_modules: str = LORA_TARGET_MODULES.field(D.lora_target_modules)
+    mixed_precision: str = MIXED_PRECISION.field(D.mixed_precision)
+    gradient_checkpointing: bool = GRADIENT_CHECKPOINTING.field(D.gradient_checkpointing)
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -88,7 +83,7 @@ def run(cfg: TrainConfig) -> Path:
     lineage = make_lineage("train", [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
-    opts = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
+    opts = train_options(cfg)
     metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.fresh)
     release_output(cfg.output)
     if metrics is not None:  # the main process reports

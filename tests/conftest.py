@@ -36,7 +36,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/openai_api/runner.py    test_openai_runner.py, test_options.py (API settings pass-through)
   dno_data/openai_api/call_cache.py  test_call_cache.py
   dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent)
-  dno_data/pairs.py                test_pairs.py, test_pairs_reference.py, test_sql_lockdown.py (--sql rules)
+  dno_data/pairs.py                test_pairs.py (also --max-pairs), test_pairs_reference.py, test_sql_lockdown.py (--sql rules)
   dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)
   dno_data/losses.py               test_losses.py
   dno_data/training/__init__.py    test_training.py, test_tokenization.py
@@ -46,7 +46,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/training/setup.py       test_training.py (dropout off, LoRA, mixed precision)
   dno_data/training/reference.py   test_training.py, test_resume.py
   dno_data/training/fit.py         test_training.py (ln 2 first loss, the schedule on N processes), test_resume.py
-  dno_data/training/save.py        test_training.py, test_resume.py
+  dno_data/training/save.py        test_training.py, test_resume.py, test_sft.py (no reference)
+  dno_data/training/sft.py         test_sft.py (the NLL masks the prompt, the sources, cycling), test_compare.py
   dno_data/evaluation.py           test_cli.py, test_eval_any_judge.py, test_constraints_task.py
   dno_data/run_layout.py           test_cli.py
   dno_data/run_views.py            test_cli.py, test_sql_lockdown.py
@@ -56,11 +57,13 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/report/data.py          test_report.py (numbers, best iterate, costs)
   dno_data/report/plots.py         test_report.py (the PNGs)
   dno_data/report/page.py          test_report.py (the page, dno report)
-  dno_data/loop.py                 test_cli.py (dno iterate, the justfile)
+  dno_data/loop.py                 test_cli.py (dno iterate, the justfile), test_compare.py (offline-dpo, sft)
+  dno_data/compare.py              test_compare.py (every method, budgets, intervals, the plot)
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
   dno_data/tasks/constraints.py    test_constraints_task.py
   stages/options.py                test_options.py, test_bad_input.py (the bad-value table)
+  stages/training_options.py       test_training.py, test_sft.py (train and sft share them)
   stages/common.py                 test_bad_input.py (one-line errors)
   stages/cli.py, stages/*.py       test_help.py, test_cli.py (end to end), test_bad_input.py
   schemas/*.py                     test_artifacts.py

@@ -715,3 +715,19 @@ def test_repetition_check_is_skipped_when_it_cannot_fire(tmp_path, monkeypatch):
     r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=1.0)
     assert "repetition" not in loaded and "candidates" in loaded
     assert r.repetitive_samples == 0 and ("rep", "a") in pairs_of(r)
+
+
+# ---------------------------------------------------------------- --max-pairs (matched budgets)
+
+def test_max_pairs_keeps_a_seeded_subset_of_the_new_pairs():
+    s, j = group("p1", [("s5", "x5", 5.0), ("s4", "x4", 4.0), ("s3", "x3", 3.0), ("s1", "x1", 1.0)],
+                 teacher=("t", 6.0))
+    full = pairs_of(build(s, j))
+    assert len(full) == 6
+    capped = [build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_pairs=4, seed=seed)
+              for seed in (0, 0, 1, 2, 3)]
+    assert all(len(pairs_of(r)) == 4 and pairs_of(r) <= full and r.capped == 2 for r in capped)
+    assert pairs_of(capped[0]) == pairs_of(capped[1])  # the same seed, the same subset
+    assert len({frozenset(pairs_of(r)) for r in capped}) > 1  # another seed, another subset
+    big = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_pairs=100)
+    assert pairs_of(big) == full and big.capped == 0

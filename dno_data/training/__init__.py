@@ -5,6 +5,8 @@
     fit        (fit.py)        at most one epoch of the loss named by --loss (dno_data.losses)
     save       (save.py)       the HF folder + dno-manifest.json, swapped in whole
 
+`dno sft` (sft.py) runs the same setup, fit and save with a token-NLL objective and no reference.
+
 The reference is the input model (the policy that sampled the pairs) unless another is
 given. Runs as one CPU process, on many GPUs/nodes via `accelerate launch -m stages.cli
 train ...`, or as several CPU processes via `torchrun --nproc_per_node N -m stages.cli train ...`.

@@ -50,7 +50,38 @@ def build_examples(pairs: pa.Table, tokenizer, max_length: int) -> tuple[list[di
     return examples, too_long
 
 
+def build_sft_examples(rows: pa.Table, tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """Encoded single sequences (prompt + response, loss on the response only) from rows with
+    example_id, messages, prompt_text, response, truncated; and how many were dropped because the
+    prompt alone is too long. A truncated response gets no EOS (see encode_pair)."""
+    examples, too_long = [], 0
+    for row in rows.to_pylist():
+        prompt = row["prompt_text"] or render_prompt(tokenizer, row["messages"])
+        ids, mask = encode_pair(tokenizer, prompt, row["response"], bool(row.get("truncated")))
+        if sum(1 for m in mask if m == 0) >= max_length:
+            too_long += 1
+            continue
+        examples.append({"example_id": row["example_id"], "ids": ids[:max_length], "mask": mask[:max_length],
+                         "truncated_sides": int(bool(row.get("truncated")))})
+    return examples, too_long
+
+
+def collate_sft(batch: list[dict], pad_id: int) -> dict:
+    """Single sequences in one right-padded batch; loss_mask is 1 on response tokens only."""
+    import torch
+
+    width = max(len(ex["ids"]) for ex in batch)
+    pad = [width - len(ex["ids"]) for ex in batch]
+    return {"input_ids": torch.tensor([ex["ids"] + [pad_id] * k for ex, k in zip(batch, pad)], dtype=torch.long),
+            "attention_mask": torch.tensor([[1] * len(ex["ids"]) + [0] * k for ex, k in zip(batch, pad)],
+                                           dtype=torch.long),
+            "loss_mask": torch.tensor([ex["mask"] + [0] * k for ex, k in zip(batch, pad)], dtype=torch.long),
+            "index": torch.tensor([ex["index"] for ex in batch])}
+
+
 def example_length(ex: dict) -> int:
+    if "ids" in ex:  # a single sequence (supervised fine-tuning)
+        return len(ex["ids"])
     return max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))
 
 
@@ -64,6 +95,8 @@ def content_key(ex: dict) -> tuple:
         x = float(ex.get(name, math.nan))
         return -math.inf if math.isnan(x) else x  # NaN never compares: a missing value sorts first
 
+    if "ids" in ex:  # a supervised example (build_sft_examples): one sequence
+        return (ex["ids"], ex["mask"], ex.get("truncated_sides", 0))
     return (ex["chosen_ids"], ex["rejected_ids"], ex.get("chosen_mask", []), ex.get("rejected_mask", []),
             num("target"), num("chosen_winrate"), num("rejected_winrate"), ex.get("truncated_sides", 0))
 
@@ -133,7 +166,14 @@ def collate(batch: list[dict], pad_id: int) -> dict:
 
 
 def batch_logps(model, batch: dict, keep_logits: bool = False):
-    """Sequence log-probs of the chosen and of the rejected rows, from one forward pass.
+    """Sequence log-probs of the chosen and of the rejected rows, from one forward pass."""
+    logps = row_logps(model, batch, keep_logits)
+    n = logps.shape[0] // 2
+    return logps[:n], logps[n:]
+
+
+def row_logps(model, batch: dict, keep_logits: bool = False):
+    """Each row's log-prob of its response tokens (where loss_mask is 1), from one forward pass.
 
     keep_logits: the model takes transformers' `logits_to_keep`; then the vocabulary
     projection runs only from the position before the earliest response token on (the
@@ -148,9 +188,7 @@ def batch_logps(model, batch: dict, keep_logits: bool = False):
         start = max(0, int(first.min().item()) - 1)
     kwargs = {"logits_to_keep": ids.shape[1] - start} if start else {}
     logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **kwargs).logits
-    logps = sequence_logps(logits, ids[:, start:], mask[:, start:])
-    n = ids.shape[0] // 2
-    return logps[:n], logps[n:]
+    return sequence_logps(logits, ids[:, start:], mask[:, start:])
 
 
 def takes_logits_to_keep(model) -> bool:

@@ -1,4 +1,5 @@
-"""Part 3: at most one epoch of the contrastive loss, resumable from `<output>.partial/state`.
+"""Part 3: the optimizer loop over an objective (the contrastive loss by default; `dno sft` passes the NLL), at most
+one epoch of pairs or --max-steps, resumable from `<output>.partial/state`.
 
 The learning-rate schedule counts optimizer steps: it is stepped once per step on every
 process, never once per process and step (a scheduler passed to `accelerator.prepare` steps
@@ -17,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,28 @@ from .data import batch_logps, collate
 from .options import TrainOptions
 from .setup import Setup
 
-FIGURES = ("loss", "reward_accuracy", "margin")
+@dataclass(frozen=True)
+class Objective:
+    """What one micro-batch contributes: `step(model, batch, setup, opts) -> (loss, figures)`, the
+    figures a tensor of len(names) values logged per optimizer step ("loss" first)."""
+    names: tuple[str, ...]
+    collate: Callable[[list[dict], int], dict]
+    step: Callable
+
+
+def _contrastive_step(model, batch, s, opts):
+    import torch
+
+    c, r = batch_logps(model, batch, s.keep_logits)
+    labels = losses.Labels(batch["target"], batch["chosen_winrate"], batch["rejected_winrate"])
+    loss, rewards = losses.dno_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], opts.beta,
+                                    loss=opts.loss, labels=labels)
+    margin = rewards["chosen_reward"] - rewards["rejected_reward"]
+    return loss, torch.stack([loss.detach().float(), losses.reward_accuracy(margin), margin.mean().float()])
+
+
+CONTRASTIVE = Objective(("loss", "reward_accuracy", "margin"), collate, _contrastive_step)
+FIGURES = CONTRASTIVE.names
 
 
 @dataclass
@@ -39,14 +62,14 @@ class FitResult:
     state_dict: dict | None = None  # gathered from every process when the weights are sharded (FSDP, ZeRO-3)
 
 
-def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
+def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective = CONTRASTIVE) -> FitResult:
     import torch
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
 
     acc, model = s.accelerator, s.model
     pad_id = s.tokenizer.pad_token_id
-    loader = DataLoader(s.examples, batch_size=opts.batch_size, collate_fn=lambda b: collate(b, pad_id))
+    loader = DataLoader(s.examples, batch_size=opts.batch_size, collate_fn=lambda b: objective.collate(b, pad_id))
     # the fused kernel (one pass over all parameters; also what transformers' Trainer uses by default)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.learning_rate, weight_decay=opts.weight_decay,
                                   fused=model.device.type in ("cpu", "cuda"))
@@ -65,28 +88,24 @@ def fit(s: Setup, opts: TrainOptions, log=print) -> FitResult:
 
     model.train()
     t0 = time.time()
-    sums, n = torch.zeros(len(FIGURES), device=acc.device), 0
+    sums, n = torch.zeros(len(objective.names), device=acc.device), 0
     for batch in run_loader:
         if step >= s.total_steps:
             break
         with acc.accumulate(model):
-            c, r = batch_logps(model, batch, s.keep_logits)
-            labels = losses.Labels(batch["target"], batch["chosen_winrate"], batch["rejected_winrate"])
-            loss, rewards = losses.dno_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], opts.beta,
-                                            loss=opts.loss, labels=labels)
+            loss, figures = objective.step(model, batch, s, opts)
             acc.backward(loss)
             if opts.max_grad_norm and acc.sync_gradients:
                 acc.clip_grad_norm_(model.parameters(), opts.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
-        margin = rewards["chosen_reward"] - rewards["rejected_reward"]
-        sums += torch.stack([loss.detach().float(), losses.reward_accuracy(margin), margin.mean().float()])
+        sums += figures
         n += 1
         if acc.sync_gradients:
             scheduler.step()
             step += 1
             means = acc.reduce(sums / n, reduction="mean").tolist()
-            history.append({"step": step, "lr": scheduler.get_last_lr()[0], **dict(zip(FIGURES, means))})
+            history.append({"step": step, "lr": scheduler.get_last_lr()[0], **dict(zip(objective.names, means))})
             sums, n = torch.zeros_like(sums), 0
             if opts.save_every and step % opts.save_every == 0 and step < s.total_steps:
                 save_state(acc, s.partial, step, history)

@@ -26,9 +26,12 @@ def metrics_of(s: Setup, result: FitResult) -> dict:
     }
 
 
-def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path, model_dir: Path,
-                    opts: TrainOptions, lineage: dict, metrics: dict) -> None:
-    """Write the checkpoint on the main process and remove the unfinished-work folder."""
+def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path | None, model_dir: Path,
+                    opts: TrainOptions, lineage: dict, metrics: dict, objective: str = "contrastive") -> None:
+    """Write the checkpoint on the main process and remove the unfinished-work folder.
+
+    ref_path: the reference log-probs of a contrastive run (None: an objective without a
+    reference, e.g. supervised fine-tuning; the manifest's reference_model is then null)."""
     if s.accelerator.is_main_process:
         with building_folder(output) as tmp:
             model = result.model
@@ -38,11 +41,13 @@ def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path, m
                 model.config.use_cache = True  # turned off for training only
             model.save_pretrained(tmp, safe_serialization=True, state_dict=result.state_dict)
             s.tokenizer.save_pretrained(tmp)
-            shutil.copy(ref_path, tmp / "ref_logps.parquet")
+            if ref_path is not None:
+                shutil.copy(ref_path, tmp / "ref_logps.parquet")
             with open(tmp / "train_log.jsonl", "w") as f:
                 f.writelines(json.dumps(h) + "\n" for h in result.history)
             options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
-            write_json_atomic({"lineage": lineage, "reference_model": str(opts.reference or model_dir),
+            reference = None if ref_path is None else str(opts.reference or model_dir)
+            write_json_atomic({"lineage": lineage, "objective": objective, "reference_model": reference,
                                "metrics": metrics, "options": options}, tmp / MANIFEST)
         shutil.rmtree(s.partial, ignore_errors=True)
     s.accelerator.wait_for_everyone()

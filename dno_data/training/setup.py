@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,12 @@ class Setup:
 
 
 def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
-          fresh: bool = False) -> Setup:
+          fresh: bool = False, *, encode=build_examples, cycle: bool = False) -> Setup:
+    """`encode(table, tokenizer, max_length) -> (examples, dropped)` turns the rows into examples
+    (pairs by default; supervised fine-tuning passes data.build_sft_examples). With `cycle`, the
+    run is --max-steps long (else --epochs, which may exceed 1) and passes over the examples again,
+    each pass in a new seeded order, instead of stopping after one epoch."""
+    import torch
     from accelerate.utils import set_seed
 
     configure_torch(opts.threads)
@@ -51,14 +57,23 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
 
     tokenizer = load_tokenizer(model_dir, padding_side="right")
     model, keep_logits = load_policy(model_dir, opts)
-    examples, too_long = build_examples(pairs, tokenizer, opts.max_length)
+    examples, too_long = encode(pairs, tokenizer, opts.max_length)
     if not examples:
-        raise DnoError(f"every pair is longer than --max-length {opts.max_length}; raise it")
-    total_steps, used = count_steps(len(examples), opts.batch_size, opts.grad_accum, accelerator.num_processes,
-                                    opts.epochs, opts.max_steps)
+        raise DnoError(f"every {'pair' if encode is build_examples else 'example'}'s prompt is longer than --max-length "
+                       f"{opts.max_length}; raise it")
     group = opts.batch_size * opts.grad_accum * accelerator.num_processes
-    order = training_order(examples, opts.seed, opts.group_by_length, group)[:used]
-    examples = [examples[k] for k in order]
+    if cycle:
+        total_steps = opts.max_steps or max(1, math.ceil(len(examples) / group * opts.epochs))
+        order, used, p = [], total_steps * group, 0
+        while len(order) < used:  # one seeded order per pass over the examples
+            order += training_order(examples, opts.seed + p, opts.group_by_length, group)
+            p += 1
+        examples = [dict(examples[k]) for k in order[:used]]
+    else:
+        total_steps, used = count_steps(len(examples), opts.batch_size, opts.grad_accum, accelerator.num_processes,
+                                        opts.epochs, opts.max_steps)
+        order = training_order(examples, opts.seed, opts.group_by_length, group)[:used]
+        examples = [examples[k] for k in order]
     for i, ex in enumerate(examples):
         ex["index"] = i
     return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial, keep_logits)

@@ -1,0 +1,174 @@
+"""`dno compare` end to end on the tiny model (one iteration, every method): the table's methods,
+intervals and matched budgets, the plot; offline DPO's wiring (pi_1 samples, reference pi_1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import problem_rows, sample_row, write_jsonl
+from dno_data.artifacts import write_artifact
+
+SAMPLE = "-k 3 --max-new-tokens 5 --batch-size 16 --temperature 1.0"
+TRAIN = "--beta 0.5 --batch-size 2 --learning-rate 1e-3 --max-length 32 --save-every 0 --warmup-ratio 0"
+
+
+@pytest.fixture(scope="module")
+def pi1(tmp_path_factory, tiny_model) -> Path:
+    """The tiny model fine-tuned a little on right answers (`dno sft`), so that it ends some answers with EOS
+    (rejection sampling never picks a sample cut at the length limit)."""
+    from stages.sft import SftConfig, run
+
+    root = tmp_path_factory.mktemp("pi1")
+    rows = []
+    for i, r in enumerate(problem_rows(16)):
+        row = sample_row(f"t{i}", f"p{i}", r["reference"], source="teacher",
+                         messages=[{"role": "user", "content": r["prompt"]}])
+        row["prompt_text"] = None  # rendered with the model's own template, as sampling does
+        rows.append(row)
+    data = write_artifact(rows, root / "teacher.parquet", "samples", None)
+    out = root / "pi1"
+    run(SftConfig(data=data, model=tiny_model, output=out, source="teacher", batch_size=8, max_steps=60,
+                  learning_rate=1e-2, warmup_ratio=0.0, max_length=32, save_every=0, threads=1))
+    return out
+
+
+def in_process(args: list[str]) -> None:
+    """Run one `dno` command in this process (the loop's subprocesses cost seconds of imports each)."""
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, f"dno {' '.join(map(str, args))}: {result.output}"
+    OUTPUT.append(result.output)
+
+
+OUTPUT: list[str] = []
+
+
+def settings(run: Path, model: Path):
+    import shlex
+
+    from dno_data.compare import CompareSettings, sft_args_from_train
+    from dno_data.loop import LoopSettings
+
+    loop = LoopSettings(run=run, model=model, judge="oracle:addition", iterations=1,
+                        sample_args=tuple(shlex.split(SAMPLE)), train_args=tuple(shlex.split(TRAIN)),
+                        eval_args=("--max-new-tokens", "5"), sft_args=sft_args_from_train(tuple(shlex.split(TRAIN))))
+    return CompareSettings(loop, resamples=200)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, pi1):
+    from dno_data.compare import run_comparison
+
+    root = tmp_path_factory.mktemp("compare")
+    run = root / "run"
+    src = write_jsonl(root / "problems.jsonl", problem_rows(16))
+    in_process(["prompts", src, "-o", run / "prompts.parquet", "--reference-column", "reference",
+                "--partitions", "1", "--eval-size", "6"])
+    OUTPUT.clear()
+    run_comparison(settings(run, pi1), run=in_process)
+    return run, "".join(OUTPUT)
+
+
+def test_table_has_every_method_with_intervals(compared):
+    run, _ = compared
+    rows = pq.read_table(run / "compare.parquet").to_pylist()
+    assert {(r["method"], r["iteration"]) for r in rows} == {(m, t) for m in ("dno", "offline-dpo", "sft", "rft")
+                                                             for t in (0, 1)}
+    for r in rows:
+        for m in ("accuracy", "winrate", "score"):
+            assert r[m] is not None and r[f"{m}_low"] <= r[m] <= r[f"{m}_high"], (r["method"], m)
+        assert r["eval_prompts"] == 6
+    initial = {r["method"]: r for r in rows if r["iteration"] == 0}
+    assert len({(r["accuracy"], r["score"]) for r in initial.values()}) == 1  # pi_1 evaluated once, shared
+    md = (run / "compare.md").read_text()
+    assert (run / "compare.csv").exists() and "| rft | 1 |" in md and "[95 % CI]" in md
+
+
+def test_budgets_are_matched(compared):
+    run, _ = compared
+    at1 = {r["method"]: r for r in pq.read_table(run / "compare.parquet").to_pylist() if r["iteration"] == 1}
+    dno = at1["dno"]
+    assert dno["pairs"] > 0 and dno["steps"] > 0 and dno["dno_pairs"] == dno["pairs"]
+    # at iteration 1 both sample pi_1 on partition 1: the same pairs, and offline DPO's cap is DNO's count
+    assert at1["offline-dpo"]["pairs"] == dno["pairs"] and at1["offline-dpo"]["steps"] == dno["steps"]
+    from dno_data.lineage import read_lineage
+    cfg = read_lineage(run / "offline-dpo" / "iter-01" / "pairs.parquet")["config"]
+    assert cfg["max_pairs"] == dno["pairs"]
+    for m in ("sft", "rft"):
+        assert at1[m]["steps"] == dno["steps"] and at1[m]["examples"] > 0
+    assert all(r["prompts"] == dno["prompts"] == r["prompts_seen"] for r in at1.values())  # the same partition
+
+
+def test_offline_dpo_samples_from_pi1_with_reference_pi1(compared, pi1):
+    run, _ = compared
+    off = run / "offline-dpo" / "iter-01"
+    gens = set(pq.read_table(off / "samples.parquet", columns=["generator"]).column(0).to_pylist())
+    assert str(pi1) in gens
+    manifest = json.loads((off / "checkpoint" / "dno-manifest.json").read_text())
+    assert Path(manifest["reference_model"]) == pi1
+    sft = json.loads((run / "sft" / "iter-01" / "checkpoint" / "dno-manifest.json").read_text())
+    assert sft["objective"] == "sft" and sft["lineage"]["stage"] == "sft"
+
+
+def test_plot_is_a_png(compared):
+    run, _ = compared
+    assert (run / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_is_up_to_date(compared, pi1, capsys):
+    from dno_data.compare import run_comparison
+
+    run, _ = compared
+    before = (run / "dno" / "iter-01" / "checkpoint" / "dno-manifest.json").stat().st_mtime_ns
+    OUTPUT.clear()
+    run_comparison(settings(run, pi1), run=in_process)
+    assert (run / "dno" / "iter-01" / "checkpoint" / "dno-manifest.json").stat().st_mtime_ns == before
+    # every stage of every method skipped itself: eval 0, dno 5, offline-dpo 5, sft 2, rft 2
+    assert "".join(OUTPUT).count("up to date") + capsys.readouterr().err.count("up to date") >= 15
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_dry_run_and_offline_wiring(tmp_path):
+    from dno_data.compare import CompareSettings, iteration_plan
+    from dno_data.loop import LoopSettings
+
+    res = _cli("compare", "--run", tmp_path / "r", "--model", tmp_path / "m", "--judge", "oracle:addition",
+               "--iterations", "2", "--train-args", "--beta 2 --learning-rate 1e-3", "--dry-run")
+    assert res.exit_code == 0, res.output
+    lines = [x for x in res.output.splitlines() if x.startswith("dno ")]
+    offline_samples = [x for x in lines if x.startswith("dno sample") and "offline-dpo" in x]
+    assert len(offline_samples) == 2 and all(f"--model {tmp_path / 'm'} " in x for x in offline_samples)
+    offline_train = [x for x in lines if x.startswith("dno train") and "offline-dpo" in x]
+    assert f"--model {tmp_path / 'r' / 'offline-dpo' / 'iter-01' / 'checkpoint'}" in offline_train[1]
+    assert all(f"--reference {tmp_path / 'm'}" in x for x in offline_train)
+    assert all("--max-pairs DNO_PAIRS" in x for x in lines if x.startswith("dno pairs") and "offline-dpo" in x)
+    sft = [x for x in lines if x.startswith("dno sft")]
+    assert len(sft) == 4 and all("--max-steps DNO_STEPS" in x and "--beta" not in x for x in sft)
+    assert all("--learning-rate 1e-3" in x for x in sft)
+    s = CompareSettings(LoopSettings(run=tmp_path / "r", model=tmp_path / "m", judge="oracle:addition"),
+                        methods=("dno", "rft"))
+    cmds = iteration_plan(s, 1, None)
+    assert [c[0] for c in cmds] == ["sample", "judge", "sft", "eval"]  # rft alone: pi_1's samples and judgments
+
+
+@pytest.mark.parametrize("methods, message", [("sft,offline-dpo", "must include dno"),
+                                             ("dno,ppo", "choose among dno, offline-dpo, sft, rft")])
+def test_bad_methods_are_one_line(tmp_path, methods, message):
+    res = _cli("compare", "--run", tmp_path, "--model", tmp_path, "--judge", "oracle:addition",
+               "--methods", methods, "--dry-run")
+    assert res.exit_code == 1 and res.output.strip().count("\n") == 0 and message in res.output
+    assert res.output.startswith("error:")
