@@ -47,6 +47,9 @@ class DemoConfig:
     learning_rate: float = opt("train --learning-rate.", 6e-4, check=above(0))
     batch_size: int = opt("Pairs per training step.", 32, check=at_least(1))
     seed: int = opt("Seed of data, initial policy and sampling.", 0)
+    teacher: str = opt("Teacher answers: reference (the exact sum) or python:dno_data.tasks.addition:careless_teacher "
+                       "(forgets the units carry on about 1 problem in 5; the judge still checks the true sum).",
+                       "reference")
     threads: int = THREADS.field(DEFAULT_THREADS)
     plot: bool = opt("Write report.png.", True)
     compare: bool = opt("Run the paper's comparison instead (`dno compare`: dno, offline-dpo, sft, rft with matched "
@@ -91,16 +94,7 @@ def run(cfg: DemoConfig) -> Path:
         marker.write_text(json.dumps(stamp))
 
     # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
-    threads = ("--threads", str(cfg.threads))
-    settings = LoopSettings(
-        run=run_dir, model=policy, judge="oracle:addition", iterations=cfg.iterations, teacher="reference",
-        sample_args=("-k", str(cfg.k), "--temperature", str(cfg.temperature), "--top-p", str(cfg.top_p),
-                     "--max-new-tokens", str(cfg.digits + 2), "--batch-size", "512", "--seed", str(cfg.seed)) + threads,
-        train_args=("--beta", str(cfg.beta), "--learning-rate", str(cfg.learning_rate), "--batch-size",
-                    str(cfg.batch_size), "--warmup-ratio", "0.1", "--lr-scheduler", "linear", "--max-grad-norm", "1.0",
-                    "--max-length", "32", "--save-every", "0", "--seed", str(cfg.seed)) + threads,
-        eval_args=("--max-new-tokens", str(cfg.digits + 2), "--batch-size", "500") + threads,
-    )
+    settings = loop_settings(cfg, policy)
     if cfg.compare:
         return _compare(settings, t_start)
     run_dno(eval_command(settings, 0))
@@ -132,6 +126,20 @@ def _compare(settings: LoopSettings, t_start: float) -> Path:
         + markdown(table_rows(c)))
     say(f"comparison finished in {time.time() - t_start:.0f}s; table {out} (.csv, .md), plot {out.with_suffix('.png')}")
     return out
+
+
+def loop_settings(cfg: DemoConfig, policy: Path) -> LoopSettings:
+    """The demo's iteration as `dno iterate` settings (policy = the initial policy pi_1)."""
+    threads = ("--threads", str(cfg.threads))
+    return LoopSettings(
+        run=cfg.output, model=policy, judge="oracle:addition", iterations=cfg.iterations, teacher=cfg.teacher,
+        sample_args=("-k", str(cfg.k), "--temperature", str(cfg.temperature), "--top-p", str(cfg.top_p),
+                     "--max-new-tokens", str(cfg.digits + 2), "--batch-size", "512", "--seed", str(cfg.seed)) + threads,
+        train_args=("--beta", str(cfg.beta), "--learning-rate", str(cfg.learning_rate), "--batch-size",
+                    str(cfg.batch_size), "--warmup-ratio", "0.1", "--lr-scheduler", "linear", "--max-grad-norm", "1.0",
+                    "--max-length", "32", "--save-every", "0", "--seed", str(cfg.seed)) + threads,
+        eval_args=("--max-new-tokens", str(cfg.digits + 2), "--batch-size", "500") + threads,
+    )
 
 
 def _report(open_run, load_sql, query_polars, run_dir: Path, final: bool = False) -> list[dict]:
