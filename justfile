@@ -84,3 +84,19 @@ smollm2 run="runs/smollm2" iterations="2":
         --train-args "--beta 0.1 --learning-rate 5e-6 --batch-size 4 --max-length 256 --save-every 10" \
         --eval-args "--max-new-tokens 40 --batch-size 16"
     just run={{run}} report
+
+# the paper's comparison on SmolLM2 (dno vs offline DPO vs SFT vs RFT; the task's templated teacher); not yet timed
+compare-smollm2 run="runs/smollm2-compare" iterations="2" threads="2":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    model=models/smollm2-135m-instruct
+    [ -f "$model/config.json" ] || dno model import-gguf --smollm2 -o "$model"
+    mkdir -p {{run}}
+    python -m dno_data.tasks.constraints --train $((48 * {{iterations}})) --eval 48 -o {{run}}/source.jsonl
+    dno prompts {{run}}/source.jsonl -o {{run}}/prompts.parquet --text-column prompt --reference-column reference \
+        --split-column split --partitions {{iterations}}
+    dno compare --run {{run}} --model "$model" --judge oracle:constraints \
+        --teacher python:dno_data.tasks.constraints:teacher --iterations {{iterations}} \
+        --sample-args "-k 4 --temperature 0.7 --top-p 0.95 --max-new-tokens 40 --batch-size 16 --threads {{threads}}" \
+        --train-args "--beta 0.1 --learning-rate 5e-6 --batch-size 4 --max-length 256 --save-every 10 --threads {{threads}}" \
+        --eval-args "--max-new-tokens 40 --batch-size 16 --threads {{threads}}"
