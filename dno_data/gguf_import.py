@@ -74,9 +74,9 @@ def import_gguf(gguf_path: Path | str, out_dir: Path | str, dtype: str = "float3
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .models import _quiet_transformers
+    from .models import quiet_libraries
 
-    _quiet_transformers()
+    quiet_libraries()
     folder, name = str(gguf_path.parent.resolve()), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -51,18 +51,24 @@ def _check_weights(path: Path) -> None:
                            f"remake the folder (save_pretrained or `dno train`)") from None
 
 
-def _quiet_transformers() -> None:
-    """Progress bars of weight loading are noise in stage output; errors still show."""
+def quiet_libraries() -> None:
+    """Progress bars of weight loading and saving ("Writing model shards") and library warnings
+    (accelerate's "Removed shared tensor" on tied weights) are noise in stage output; errors still show."""
+    import logging as std_logging
+
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    std_logging.getLogger("accelerate").setLevel(std_logging.ERROR)
+
+
 
 
 def load_tokenizer(path: Path | str, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
-    _quiet_transformers()
+    quiet_libraries()
     tok = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side)
     if tok.pad_token is None:
         # Padding is only ever masked out; reusing EOS is the usual choice.
@@ -74,7 +80,7 @@ def load_causal_lm(path: Path | str, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
+    quiet_libraries()
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)

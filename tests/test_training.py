@@ -352,3 +352,45 @@ def test_gradient_checkpointing_gives_the_same_weights(tmp_path, tiny_model, pai
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text()).get("use_cache", True) is True
+
+
+def test_training_and_reference_pass_show_one_progress_bar_each(tmp_path, tiny_model, pairs_file, monkeypatch):
+    """A bar per long phase (steps with ETA, reference batches); tqdm itself hides them off a terminal."""
+    import dno_data.training.fit as fit_mod
+    import dno_data.training.reference as ref_mod
+    from stages.train import run
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, iterable=None, total=None, initial=0, desc="", **kw):
+            self.iterable, self.desc, self.n, self.total = iterable, desc, initial, total
+            bars.append(self)
+
+        def __iter__(self):
+            for x in self.iterable:
+                self.n += 1
+                yield x
+
+        def update(self, k=1):
+            self.n += k
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(fit_mod, "tqdm", Recorder)
+    monkeypatch.setattr(ref_mod, "tqdm", Recorder)
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=2))
+    by_desc = {b.desc: b for b in bars}
+    assert by_desc["train"].n == by_desc["train"].total == 2
+    assert by_desc["reference"].n == 2  # the 4 pairs the 2 steps use, 2 per batch
+
+
+def test_stage_output_has_no_library_bars_or_warnings(tmp_path, tiny_model, pairs_file, cli):
+    r = cli("train", pairs_file, "--model", tiny_model, "-o", tmp_path / "ckpt", "--max-steps", "2", "--save-every", "1")
+    assert r.returncode == 0, r.stderr
+    for noise in ("Writing model shards", "Removed shared tensor", "Loading weights"):
+        assert noise not in r.stdout + r.stderr

@@ -286,6 +286,9 @@ def train_initial_policy(out_dir, *, steps: int = 1500, seed: int = 0, digits: i
     model.sft_steps = step + 1  # informative only (not saved)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ..models import quiet_libraries
+
+    quiet_libraries()  # no "Writing model shards" bar in the demo's output
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return model, tok

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .. import losses
 from ..artifacts import write_json_atomic
 from ..errors import DnoError
@@ -89,6 +91,9 @@ def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective = CONTRAST
     model.train()
     t0 = time.time()
     sums, n = torch.zeros(len(objective.names), device=acc.device), 0
+    # one bar (the main process's) with steps, rate and ETA; off when stderr is not a terminal
+    bar = tqdm(total=s.total_steps, initial=step, desc="train", unit="step",
+               disable=None if acc.is_main_process else True)
     for batch in run_loader:
         if step >= s.total_steps:
             break
@@ -107,8 +112,11 @@ def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective = CONTRAST
             means = acc.reduce(sums / n, reduction="mean").tolist()
             history.append({"step": step, "lr": scheduler.get_last_lr()[0], **dict(zip(objective.names, means))})
             sums, n = torch.zeros_like(sums), 0
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1][objective.names[0]]:.4f}", refresh=False)
             if opts.save_every and step % opts.save_every == 0 and step < s.total_steps:
                 save_state(acc, s.partial, step, history)
+    bar.close()
     acc.wait_for_everyone()
     # Sharded weights (FSDP, DeepSpeed ZeRO-3) are gathered by every process together; DDP and a
     # single process save the unwrapped model's own weights.

@@ -17,6 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tqdm.auto import tqdm
+
 from ..errors import DnoError
 from ..models import load_causal_lm, load_tokenizer
 from .data import batch_logps, collate, takes_logits_to_keep
@@ -77,7 +79,8 @@ def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, float]]:
     # with LoRA adapters the reference is the adapter-free base model (no second copy)
     base = model.disable_adapter() if opts.lora_r and model is s.model else contextlib.nullcontext()
     with torch.no_grad(), base, acc.autocast():
-        for batch in batches[acc.process_index::acc.num_processes]:
+        mine_batches = batches[acc.process_index::acc.num_processes]
+        for batch in tqdm(mine_batches, desc="reference", unit="batch", disable=None if acc.is_main_process else True):
             b = {k: v.to(acc.device) for k, v in collate(batch, pad_id).items()}
             c, r = batch_logps(model, b, keep)
             mine += list(zip(b["index"].tolist(), c.float().tolist(), r.float().tolist()))
