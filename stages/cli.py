@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, iterate, judge, merge, model, pairs, prompts, report, sample, sql, train
+from . import demo, export, iterate, judge, merge, model, pairs, prompts, report, sample, sql, train
 from . import eval as eval_
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command("pairs")(pairs.command)
 app.command("train")(train.command)
 app.command("eval")(eval_.command)
 app.command("iterate")(iterate.command)
+app.command("export")(export.command)
 app.command("sql")(sql.command)
 app.command("report")(report.command)
 app.command("demo")(demo.command)

@@ -54,3 +54,69 @@ def test_trl_dpo_trainer_trains_on_pairs_parquet_with_its_real_prompt(tmp_path, 
         assert tok.decode(seen[i]["rejected_ids"]).startswith(row["rejected_text"])
     out = trainer.train()
     assert out.global_step == 1 and math.isfinite(out.training_loss)
+
+
+# ---------------------------------------------------------------- dno export
+
+def _pairs(tmp_path) -> Path:
+    from conftest import pairs_row, write_example
+
+    rows = [pairs_row("p1", "a", "b", "46", "47", prompt_text="12+34="),
+            pairs_row("p2", "c", "d", "76", "75", prompt_text=None)]
+    rows[0]["prompt"] = [{"role": "user", "content": "12+34"}]
+    rows[1]["prompt"] = [{"role": "user", "content": "55+21"}]
+    return write_example(tmp_path / "pairs.parquet", "pairs", rows)
+
+
+def test_export_trl_conversational_is_what_trl_data_utilities_read(tmp_path, cli, tiny_model, tiny_tokenizer):
+    from datasets import Dataset
+    from trl.data_utils import is_conversational, maybe_apply_chat_template, maybe_extract_prompt
+
+    _ok(cli("export", _pairs(tmp_path), "--format", "trl", "-o", "dpo.parquet"))
+    data = Dataset.from_parquet(str(tmp_path / "dpo.parquet"))
+    assert set(data.column_names) == {"prompt", "chosen", "rejected", "pair_id"}
+    ex = data[0]
+    assert is_conversational(ex)
+    for key in ("prompt", "chosen", "rejected"):
+        assert is_conversational({key: ex[key]})
+    assert maybe_extract_prompt(ex) is ex  # the prompt is explicit: TRL does not guess it
+    out = maybe_apply_chat_template({k: ex[k] for k in ("prompt", "chosen", "rejected")}, tiny_tokenizer)
+    assert out["prompt"] == "12+34=" and out["chosen"].startswith("46") and out["rejected"].startswith("47")
+
+
+def test_export_jsonl_strings_and_a_tokenizer(tmp_path, cli, tiny_model):
+    import json
+
+    from trl.data_utils import is_conversational
+
+    _ok(cli("export", _pairs(tmp_path), "--string", "-o", "dpo.jsonl"))
+    rows = [json.loads(line) for line in (tmp_path / "dpo.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("12+34=", "46", "47"), ("user: 55+21\nassistant:", "76", "75")]  # no prompt_text: plain text
+    assert not is_conversational(rows[0])
+    _ok(cli("export", "pairs.parquet", "--string", "--tokenizer", tiny_model, "-o", "dpo.jsonl", "--force"))
+    rows = [json.loads(line) for line in (tmp_path / "dpo.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["12+34=", "55+21="]  # the tokenizer's chat template
+
+
+def test_export_hf_dataset_folder(tmp_path, cli):
+    from datasets import load_from_disk
+    from trl.data_utils import is_conversational
+
+    _ok(cli("export", _pairs(tmp_path), "--format", "hf-dataset", "-o", "ds"))
+    data = load_from_disk(str(tmp_path / "ds"))
+    assert len(data) == 2 and is_conversational(data[1])
+    assert data[1]["prompt"] == [{"role": "user", "content": "55+21"}]
+    again = cli("export", "pairs.parquet", "--format", "hf-dataset", "-o", "ds")
+    assert again.returncode == 1 and "--force" in again.stderr
+    _ok(cli("export", "pairs.parquet", "--format", "hf-dataset", "-o", "ds", "--force"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    refused = cli("export", "pairs.parquet", "--format", "hf-dataset", "-o", "mine", "--force")
+    assert refused.returncode == 1 and "not a datasets folder" in refused.stderr
+    assert (tmp_path / "mine" / "notes.txt").exists()
+
+
+def test_export_refuses_an_unknown_file_kind(tmp_path, cli):
+    r = cli("export", _pairs(tmp_path), "-o", "dpo.csv")
+    assert r.returncode == 1 and "dpo.csv" in r.stderr and ".jsonl" in r.stderr and "Traceback" not in r.stderr
