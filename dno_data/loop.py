@@ -35,6 +35,11 @@ class LoopSettings:
     pairs_args: tuple[str, ...] = ()
     train_args: tuple[str, ...] = ()
     eval_args: tuple[str, ...] = ()
+    config: Path | None = None  # run config file (--config run.toml), passed to every stage
+
+
+def _config_args(s: LoopSettings) -> list[str]:
+    return ["--config", str(s.config)] if s.config is not None else []
 
 
 def policy_for(s: LoopSettings, t: int) -> Path:
@@ -47,7 +52,7 @@ def eval_command(s: LoopSettings, t: int) -> list[str]:
     run = RunLayout(s.run)
     model = s.model if t == 0 else run.checkpoint(t)
     cmd = ["eval", str(run.prompts), "--model", str(model), "--judge", s.judge, "-o", str(run.eval(t))]
-    return cmd + ["--teacher", s.teacher or "none"] + list(s.eval_args)
+    return cmd + ["--teacher", s.teacher or "none"] + _config_args(s) + list(s.eval_args)
 
 
 def iteration_commands(s: LoopSettings, t: int) -> list[list[str]]:
@@ -55,15 +60,15 @@ def iteration_commands(s: LoopSettings, t: int) -> list[list[str]]:
     samples, judgments, pairs = run.samples(t), run.judgments(t), run.pairs(t)
     policy = str(policy_for(s, t))
     sample = ["sample", str(run.prompts), "-o", str(samples), "--model", policy, "--partition", str(t)] \
-        + (["--teacher", s.teacher] if s.teacher else []) + list(s.sample_args)
-    judge = ["judge", str(samples), "-o", str(judgments), "--judge", s.judge] + list(s.judge_args)
+        + (["--teacher", s.teacher] if s.teacher else []) + _config_args(s) + list(s.sample_args)
+    judge = ["judge", str(samples), "-o", str(judgments), "--judge", s.judge] + _config_args(s) + list(s.judge_args)
     replay = []
     if s.replay:
         for back in (1, 2):
             if t - back >= 1:
                 replay += ["--replay", str(run.pairs(t - back))]
-    pair = ["pairs", str(judgments), str(samples), "-o", str(pairs)] + replay + list(s.pairs_args)
-    train = ["train", str(pairs), "--model", policy, "-o", str(run.checkpoint(t))] + list(s.train_args)
+    pair = ["pairs", str(judgments), str(samples), "-o", str(pairs)] + replay + _config_args(s) + list(s.pairs_args)
+    train = ["train", str(pairs), "--model", policy, "-o", str(run.checkpoint(t))] + _config_args(s) + list(s.train_args)
     cmds = [sample, judge, pair, train]
     return cmds + ([eval_command(s, t)] if s.evaluate else [])
 

@@ -21,7 +21,7 @@ from dno_data.loop import LoopSettings, iteration_commands, eval_command, run_it
 from dno_data.run_layout import RunLayout
 
 from .common import say
-from .options import TEACHER_SPECS, at_least, build_command, judge_specs, opt
+from .options import CONFIG, TEACHER_SPECS, at_least, build_command, judge_specs, opt
 
 
 def _args(flag: str):
@@ -59,13 +59,16 @@ class IterateConfig:
     eval_args: tuple[str, ...] = opt("dno eval options.", (), cli_type=str, cli_default="",
                                      to_config=_args("--eval-args"), panel=EXTRA)
     dry_run: bool = opt("Print the commands; run nothing.", False)
+    config: Path | None = CONFIG.field(None, help="Run config file (TOML): dno iterate's options at the top "
+                                       "level (or in [iterate]), a table per stage (e.g. [train] beta = 0.1), "
+                                       "passed on to every stage; flags override it.")
 
 
 def settings_of(cfg: IterateConfig) -> LoopSettings:
     return LoopSettings(run=cfg.run, model=cfg.model, judge=cfg.judge, iterations=cfg.iterations, teacher=cfg.teacher,
                         evaluate=cfg.evaluate, replay=cfg.replay, sample_args=cfg.sample_args,
                         judge_args=cfg.judge_args, pairs_args=cfg.pairs_args, train_args=cfg.train_args,
-                        eval_args=cfg.eval_args)
+                        eval_args=cfg.eval_args, config=cfg.config)
 
 
 def run(cfg: IterateConfig) -> Path:

@@ -270,6 +270,95 @@ def judge_specs() -> str:
 
 JUDGE = Option(f"The preference oracle: {judge_specs()}.")
 
+# ---------------------------------------------------------------- run config file (--config run.toml)
+
+CONFIG = Option("Run config file (TOML): a table per command with its options, e.g. [train] beta = 0.1, "
+                "and dno iterate's options at the top level; flags given here override it.",
+                flags=("--config",), changes_output=False)
+
+
+def _fail(msg: str):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _command_path(ctx) -> list[str]:
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return names[::-1]
+
+
+def _key(k: str) -> str:
+    return k.replace("-", "_")
+
+
+def _check_table(path: Path, where: str, table: dict, command, commands: tuple[str, ...] = ()) -> None:
+    """Every key of `table` is an option of `command` (a click command) or, for a group, a table of a
+    sub-command; `commands`: the tables allowed beside dno iterate's options at the top level."""
+    subs = getattr(command, "commands", None) or {}
+    params = {p.name for p in command.params if p.name != "config"}
+    for k, v in table.items():
+        if k in subs and isinstance(v, dict):
+            _check_table(path, f"{where}{k}.", v, subs[k])
+        elif _key(k) not in params:
+            if not where and commands:
+                _fail(f"{path}: unknown key {k!r}: not an option of dno iterate nor a command's table "
+                      f"({', '.join(commands)})")
+            known = ", ".join(sorted(subs) if subs else sorted(p.replace("_", "-") for p in params))
+            what = f"[{where[:-1]}] " if where else ""
+            _fail(f"{path}: unknown key {what}{k!r}; dno {where[:-1].replace('.', ' ')} takes: {known}")
+
+
+def read_run_config(path: Path, ctx) -> dict:
+    """This command's options from the run config file, checked against every command's options."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        _fail(f"{path}: no such config file")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        _fail(f"{path}: not a readable TOML file ({e})")
+    commands = getattr(ctx.find_root().command, "commands", None) or {}
+    top = {k: v for k, v in data.items() if not (isinstance(v, dict) and k in commands)}
+    if top and "iterate" in commands:
+        _check_table(path, "", top, commands["iterate"], tuple(commands))
+    for k, v in data.items():
+        if k not in top:
+            _check_table(path, f"{k}.", v, commands[k])
+    names = _command_path(ctx)
+    section = dict(top) if names == ["iterate"] else {}
+    table = data
+    for n in names:
+        table = table.get(n, {}) if isinstance(table, dict) else {}
+    section.update(table if isinstance(table, dict) else {})
+    return {_key(k): v for k, v in section.items()}
+
+
+def _load_config(ctx, param, value):
+    """Eager --config: the file's values become the command's defaults (click's default_map), so
+    flags on the command line override them and the checks and conversions are the flags' own."""
+    if value is None:
+        return value
+    values = read_run_config(Path(value), ctx)
+    by_name = {p.name: p for p in ctx.command.params}
+    for name, v in values.items():
+        p = by_name[name]
+        if isinstance(v, list) and not (p.multiple or p.nargs != 1):  # e.g. sample_args = ["-k", "4"]
+            import shlex
+
+            values[name] = shlex.join(map(str, v))
+        try:
+            p.get_runtime_param().coerce(values[name], param=p, ctx=ctx)  # the flag's own conversion
+        except Exception as e:  # click's BadParameter: the flag's own conversion
+            _fail(f"{value}: {'.'.join(_command_path(ctx))} {name.replace('_', '-')} = {v!r}: "
+                  f"{getattr(e, 'message', None) or e}")
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
 # ---------------------------------------------------------------- Config -> Typer command
 
 def _optional(t):
@@ -286,6 +375,11 @@ def _cli_type(field_type):
     return field_type
 
 
+def _config_info(o: Option):
+    return typer.Option(*(o.flags or ("--config",)), help=o.help, is_eager=True, callback=_load_config,
+                        rich_help_panel=o.panel)
+
+
 def build_command(config_cls, run: Callable, doc: str | None = None) -> Callable:
     """The Typer command of a stage: one parameter per field of `config_cls` (its Option says how),
     every check run on the parsed config, then `run(config)`; a DnoError is one `error:` line."""
@@ -299,6 +393,8 @@ def build_command(config_cls, run: Callable, doc: str | None = None) -> Callable
         default = f.default if o.cli_default is UNSET else o.cli_default
         if o.argument:
             info = typer.Argument(help=o.help, metavar=f.name.upper(), show_default=default is not MISSING)
+        elif f.name == "config":
+            info = _config_info(o)
         else:
             flags = o.flags
             if not flags and typ is bool and default is False:  # an on-switch: --force, not --force/--no-force
@@ -310,12 +406,19 @@ def build_command(config_cls, run: Callable, doc: str | None = None) -> Callable
                                         default=inspect.Parameter.empty if default is MISSING else default))
         fields.append((f.name, o))
 
+    names = [name for name, _ in fields]
+
     def command(**parsed):
         values = {name: (o.to_config(parsed[name]) if o.to_config else parsed[name]) for name, o in fields}
         cfg = config_cls(**values)
         check_config(cfg)
         return run(cfg)
 
+    if "config" not in names:  # every command takes --config run.toml; a Config may declare it to use it
+        o = CONFIG
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[Optional[Path], _config_info(o)]))
+        annotations["config"] = params[-1].annotation
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = annotations
     command.__doc__ = doc or config_cls.__doc__

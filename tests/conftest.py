@@ -57,7 +57,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition)
   dno_data/tasks/constraints.py    test_constraints_task.py
-  stages/options.py                test_options.py, test_bad_input.py (the bad-value table)
+  stages/options.py                test_options.py, test_run_config.py (--config run.toml), test_bad_input.py (the bad-value table)
   stages/common.py                 test_bad_input.py (one-line errors)
   stages/cli.py, stages/*.py       test_help.py, test_cli.py (end to end), test_bad_input.py
   schemas/*.py                     test_artifacts.py
