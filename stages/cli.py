@@ -5,7 +5,11 @@ Run as `dno ...` or `python -m stages.cli ...` (the form `accelerate launch -m` 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from dno_data import __version__
 
 from . import demo, export, iterate, judge, merge, model, pairs, prompts, report, sample, sql, train
 from . import eval as eval_
@@ -18,6 +22,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dno {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print dno's version and exit.")] = False) -> None:
+    pass
+
 
 app.command("prompts")(prompts.command)
 app.command("sample")(sample.command)

@@ -57,6 +57,7 @@ class Option:
     cli_default: Any = UNSET  # the default Typer shows, when it differs from the field's
     to_config: Callable[[Any], Any] | None = None  # parsed value -> the config's value
     panel: str | None = None  # help panel of a shared group
+    aliases: tuple[str, ...] = ()  # old flags still accepted, hidden from --help (one name is shown)
 
     def field(self, default: Any = MISSING, *, factory: Any = MISSING, **changes) -> Any:
         """A dataclass field declared by this option (changes: e.g. help=..., check=...)."""
@@ -199,8 +200,8 @@ MODEL_LOADING = "Model loading"
 SAMPLING = "Sampling"
 
 OUTPUT_FILE = Option("Parquet file to write.", flags=("-o", "--output"), changes_output=False, check=output_file)
-FORCE = Option("Redo even when the output is up to date.", changes_output=False)
-FRESH = Option("Discard unfinished work of a run with other inputs or settings.", changes_output=False)
+FORCE = Option("Redo: even when the output is up to date, discarding unfinished work of other inputs or settings.", changes_output=False,
+               aliases=("--fresh", "--overwrite"))
 
 # The API settings of every command that takes an `openai:` spec.
 BASE_URL = Option("OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
@@ -211,6 +212,7 @@ CONCURRENCY = Option("Requests in flight.", changes_output=False, check=at_least
 RPM = Option("Requests-per-minute limit.", changes_output=False, check=above(0), panel=API)
 TPM = Option("Tokens-per-minute limit.", changes_output=False, check=above(0), panel=API)
 TIMEOUT = Option("Seconds per request attempt.", changes_output=False, check=above(0), panel=API)
+API_TIMEOUT = 120.0  # the default of --timeout, the same for every command
 MAX_RETRIES = Option("Retries on 429/5xx/timeouts (backoff with jitter, Retry-After).", changes_output=False,
                      check=at_least(0), panel=API)
 CACHE = Option("SQLite cache of API calls, keyed by request content (default: sample none; judge and eval "
@@ -245,7 +247,8 @@ SAMPLING_OPTIONS = {"temperature": TEMPERATURE, "top_p": TOP_P, "max_new_tokens"
 
 # The teacher ("gold") answer.
 TEACHER_TEMPERATURE = Option("openai teacher: temperature.", check=at_least(0), panel=API)
-TEACHER_MAX_TOKENS = Option("openai teacher: longest answer in tokens.", check=at_least(1), panel=API)
+TEACHER_MAX_NEW_TOKENS = Option("openai teacher: longest answer in tokens.", check=at_least(1), panel=API,
+                                aliases=("--teacher-max-tokens",))
 
 # The judge's prompt (openai: judges).
 JUDGE_MODES = ("score", "pairwise", "rubric")
@@ -254,7 +257,8 @@ TEMPLATE = Option("openai judges: Jinja template of the judge prompt.", panel=AP
 SYSTEM_PROMPT = Option("openai judges: system message for the judge.", panel=API)
 
 JUDGE_TEMPERATURE = Option("openai judges: the judge's sampling temperature.", check=at_least(0), panel=API)
-JUDGE_MAX_TOKENS = Option("openai judges: longest judge answer in tokens.", check=at_least(1), panel=API)
+JUDGE_MAX_NEW_TOKENS = Option("openai judges: longest judge answer in tokens.", check=at_least(1), panel=API,
+                              aliases=("--max-tokens",))
 LOGPROBS = Option("openai pairwise judges: P from the verdict token's logprobs.", panel=API)
 BOTH_ORDERS = Option("Pairwise: judge (a,b) and (b,a).")
 
@@ -298,7 +302,7 @@ def _check_table(path: Path, where: str, table: dict, command, commands: tuple[s
     """Every key of `table` is an option of `command` (a click command) or, for a group, a table of a
     sub-command; `commands`: the tables allowed beside dno iterate's options at the top level."""
     subs = getattr(command, "commands", None) or {}
-    params = {p.name for p in command.params if p.name != "config"}
+    params = {p.name for p in command.params if p.name != "config" and not p.name.startswith(ALIAS)}
     for k, v in table.items():
         if k in subs and isinstance(v, dict):
             _check_table(path, f"{where}{k}.", v, subs[k])
@@ -375,6 +379,9 @@ def _cli_type(field_type):
     return field_type
 
 
+ALIAS = "alias__"  # the parameter of a field's hidden old flags: alias__<field>
+
+
 def _config_info(o: Option):
     return typer.Option(*(o.flags or ("--config",)), help=o.help, is_eager=True, callback=_load_config,
                         rich_help_panel=o.panel)
@@ -405,10 +412,22 @@ def build_command(config_cls, run: Callable, doc: str | None = None) -> Callable
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
                                         default=inspect.Parameter.empty if default is MISSING else default))
         fields.append((f.name, o))
+        if o.aliases:  # hidden: --help shows one name
+            alias_typ = typ if typ is bool else _optional(typ)
+            alias_info = typer.Option(*o.aliases, hidden=True)
+            params.append(inspect.Parameter(ALIAS + f.name, inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=Annotated[alias_typ, alias_info],
+                                            default=False if typ is bool else None))
+            annotations[ALIAS + f.name] = params[-1].annotation
 
     names = [name for name, _ in fields]
+    defaults = {p.name: p.default for p in params}
 
     def command(**parsed):
+        for name, _ in fields:  # an old flag's value, unless the flag itself was given too
+            old = parsed.pop(ALIAS + name, None)
+            if old not in (None, False) and parsed[name] == defaults[name]:
+                parsed[name] = old
         values = {name: (o.to_config(parsed[name]) if o.to_config else parsed[name]) for name, o in fields}
         cfg = config_cls(**values)
         check_config(cfg)

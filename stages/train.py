@@ -27,7 +27,7 @@ from dno_data.training import TrainOptions, train
 
 
 from .common import summary, up_to_date
-from .options import (DTYPE, FORCE, FRESH, THREADS, above, at_least, build_command, in_range, lr_scheduler_name,
+from .options import (DTYPE, FORCE, THREADS, above, at_least, build_command, in_range, lr_scheduler_name,
                       one_of, opt, output_folder)
 
 
@@ -60,7 +60,6 @@ class TrainConfig:
     dtype: str = DTYPE.field(D.dtype, help=f"Training dtype: {'|'.join(TRAIN_DTYPES)}.", check=one_of(*TRAIN_DTYPES))
     threads: int | None = THREADS.field(D.threads)
     force: bool = FORCE.field(False)
-    fresh: bool = FRESH.field(False)
     reference: Path | None = opt("Reference model folder (default: --model, the policy that sampled); e.g. a fixed "
                                  "pi_1 for offline DPO.", D.reference)
     keep_dropout: bool = opt("Keep dropout on in the policy (off by default, as in TRL).", D.keep_dropout)
@@ -87,7 +86,7 @@ def run(cfg: TrainConfig) -> Path:
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     opts = TrainOptions(**{k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__})
-    metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.fresh)
+    metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.force)
     release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"train {cfg.model} -> {cfg.output}", metrics)
