@@ -88,9 +88,21 @@ def run(cfg: IterateConfig) -> Path:
     if cfg.start == 1 and not Path(cfg.model).exists():
         raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR (the initial policy)")
     run_iterations(s, first=cfg.start, eval_initial=cfg.eval_initial)
-    say(f"iterations {cfg.start}..{cfg.iterations} done; inspect them with: dno sql --run {cfg.run} "
-        f"--file dno_data/sql/analysis_iterations.sql")
+    _print_summary(cfg.run)
+    say(f"iterations {cfg.start}..{cfg.iterations} done; this table again: dno sql --run {cfg.run} "
+        f"--query iterations (dno sql --list: the other analyses)")
     return cfg.run
+
+
+def _print_summary(run_dir: Path) -> None:
+    import polars as pl
+
+    from dno_data.queries import run_query
+
+    df = run_query(run_dir, "iterations")
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=200, tbl_cols=20,
+                   tbl_width_chars=-1):
+        say(f"\n{run_dir}: per iteration (0 = the initial policy)\n{df}")
 
 
 command = build_command(IterateConfig, run, "Run DNO iterations over a run folder: sample, judge, pairs, train, eval.")
