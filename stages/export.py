@@ -37,6 +37,9 @@ class ExportConfig:
 
 
 def run(cfg: ExportConfig) -> Path:
+    if cfg.tokenizer is not None and not cfg.string:
+        raise DnoError("--tokenizer renders the prompt as text: pass it with --string (the message lists "
+                       "are rendered by the trainer)")
     if cfg.format == "hf-dataset":
         output_folder("--output", cfg.output)
         if cfg.output.resolve() in cfg.pairs.resolve().parents:

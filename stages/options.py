@@ -15,6 +15,10 @@ command: the help text, the value checks and the lineage flag live on the field,
   path...), not of what it makes: dno_data.artifacts leaves it out of the lineage fingerprint,
   so a rerun with other such settings still resumes and counts as up to date.
 - `check` refuses a bad value with a one-line error before any work starts.
+- `aliases` are old flags still accepted and hidden from --help, so each thing has one name.
+- Every command built here takes `--config run.toml` (a table per command; dno iterate's options
+  at the top level): an eager option that makes the file's values the command's defaults, so
+  flags on the command line override them and the values go through the flags' own checks.
 - Groups shared by several commands (API settings, model loading, sampling) map field names
   to their one declaration below; tests assert that each command taking an `openai:` spec
   declares every field of API_OPTIONS with it and passes the values through.
@@ -200,8 +204,8 @@ MODEL_LOADING = "Model loading"
 SAMPLING = "Sampling"
 
 OUTPUT_FILE = Option("Parquet file to write.", flags=("-o", "--output"), changes_output=False, check=output_file)
-FORCE = Option("Redo: even when the output is up to date, discarding unfinished work of other inputs or settings.", changes_output=False,
-               aliases=("--fresh", "--overwrite"))
+FORCE = Option("Redo: even when the output is up to date, discarding unfinished work of other inputs or "
+               "settings.", changes_output=False, aliases=("--fresh", "--overwrite"))
 
 # The API settings of every command that takes an `openai:` spec.
 BASE_URL = Option("OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
@@ -277,7 +281,7 @@ JUDGE = Option(f"The preference oracle: {judge_specs()}.")
 # ---------------------------------------------------------------- run config file (--config run.toml)
 
 CONFIG = Option("Run config file (TOML): a table per command with its options, e.g. [train] beta = 0.1, "
-                "and dno iterate's options at the top level; flags given here override it.",
+                "and dno iterate's options at the top level; flags on the command line override it.",
                 flags=("--config",), changes_output=False)
 
 

@@ -120,3 +120,5 @@ def test_export_hf_dataset_folder(tmp_path, cli):
 def test_export_refuses_an_unknown_file_kind(tmp_path, cli):
     r = cli("export", _pairs(tmp_path), "-o", "dpo.csv")
     assert r.returncode == 1 and "dpo.csv" in r.stderr and ".jsonl" in r.stderr and "Traceback" not in r.stderr
+    r = cli("export", "pairs.parquet", "-o", "dpo.jsonl", "--tokenizer", "tok")
+    assert r.returncode == 1 and "--string" in r.stderr and not (tmp_path / "dpo.jsonl").exists()
