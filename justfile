@@ -12,6 +12,12 @@ judge_args := ""
 pairs_args := "--rule paper"
 train_args := "--beta 0.1"
 eval_args := ""
+config := ""                           # a run config file (TOML, `dno iterate --config`): when set, it alone is passed
+
+_iterate_args := if config != "" { "--config '" + config + "'" } else { \
+    "--run '" + run + "' --model '" + model + "' --judge '" + judge + "' --teacher '" + teacher + \
+    "' --sample-args '" + sample_args + "' --judge-args '" + judge_args + "' --pairs-args '" + pairs_args + \
+    "' --train-args '" + train_args + "' --eval-args '" + eval_args + "'" }
 
 # list the recipes
 default:
@@ -35,16 +41,16 @@ test:
     pytest -q
 
 # the whole loop: for t in 1..iterations, sample -> judge -> pairs -> train -> eval (`dno iterate`, as `dno demo`)
+# ([no-cd]: it runs where `just` was called, so run=, model=, config= and the paths in the config file are
+# relative to that folder, not to this clone)
+[no-cd]
 iterate:
-    dno iterate --run '{{run}}' --model '{{model}}' --judge '{{judge}}' --teacher '{{teacher}}' \
-        --iterations {{iterations}} --sample-args '{{sample_args}}' --judge-args '{{judge_args}}' \
-        --pairs-args '{{pairs_args}}' --train-args '{{train_args}}' --eval-args '{{eval_args}}'
+    dno iterate {{_iterate_args}} {{ if config == "" { "--iterations " + iterations } else { "" } }}
 
 # one iteration t (pi_t = model for t=1, else iter-(t-1)/checkpoint); finished stages are skipped
+[no-cd]
 iteration t:
-    dno iterate --run '{{run}}' --model '{{model}}' --judge '{{judge}}' --teacher '{{teacher}}' \
-        --start {{t}} --iterations {{t}} --sample-args '{{sample_args}}' --judge-args '{{judge_args}}' \
-        --pairs-args '{{pairs_args}}' --train-args '{{train_args}}' --eval-args '{{eval_args}}'
+    dno iterate {{_iterate_args}} --start {{t}} --iterations {{t}}
 
 # per-iteration summary of a run (held-out accuracy, win-rate, pairs by type)
 report:

@@ -42,10 +42,15 @@ class LoopSettings:
     sft_args: tuple[str, ...] = ()  # `dno sft` options (dno compare's sft and rft methods)
     method: str = "dno"  # dno | offline-dpo (pi_1 samples every partition; reference pi_1)
     folder: str | None = None  # iterations in RUN/FOLDER/iter-NN (dno compare: the method's name)
+    config: Path | None = None  # run config file (--config run.toml), passed to every stage
 
 
 def layout(s: LoopSettings) -> RunLayout:
     return RunLayout(s.run, s.folder)
+
+
+def _config_args(s: LoopSettings) -> list[str]:
+    return ["--config", str(s.config)] if s.config is not None else []
 
 
 def policy_for(s: LoopSettings, t: int) -> Path:
@@ -58,7 +63,7 @@ def eval_command(s: LoopSettings, t: int) -> list[str]:
     run = layout(s)
     model = s.model if t == 0 else run.checkpoint(t)
     cmd = ["eval", str(run.prompts), "--model", str(model), "--judge", s.judge, "-o", str(run.eval(t))]
-    return cmd + ["--teacher", s.teacher or "none"] + list(s.eval_args)
+    return cmd + ["--teacher", s.teacher or "none"] + _config_args(s) + list(s.eval_args)
 
 
 def iteration_commands(s: LoopSettings, t: int, max_pairs: int | None = None) -> list[list[str]]:
@@ -70,17 +75,17 @@ def iteration_commands(s: LoopSettings, t: int, max_pairs: int | None = None) ->
     policy = str(policy_for(s, t))
     sampler = str(s.model) if offline else policy  # offline DPO: pi_1 samples every partition
     sample = ["sample", str(run.prompts), "-o", str(samples), "--model", sampler, "--partition", str(t)] \
-        + (["--teacher", s.teacher] if s.teacher else []) + list(s.sample_args)
-    judge = ["judge", str(samples), "-o", str(judgments), "--judge", s.judge] + list(s.judge_args)
+        + (["--teacher", s.teacher] if s.teacher else []) + _config_args(s) + list(s.sample_args)
+    judge = ["judge", str(samples), "-o", str(judgments), "--judge", s.judge] + _config_args(s) + list(s.judge_args)
     replay = []
     if s.replay:
         for back in (1, 2):
             if t - back >= 1:
                 replay += ["--replay", str(run.pairs(t - back))]
     cap = ["--max-pairs", str(max_pairs)] if max_pairs is not None else []
-    pair = ["pairs", str(judgments), str(samples), "-o", str(pairs)] + replay + cap + list(s.pairs_args)
+    pair = ["pairs", str(judgments), str(samples), "-o", str(pairs)] + replay + cap + _config_args(s) + list(s.pairs_args)
     reference = ["--reference", str(s.model)] if offline else []  # offline DPO: the reference stays pi_1
-    train = ["train", str(pairs), "--model", policy, "-o", str(run.checkpoint(t))] + reference + list(s.train_args)
+    train = ["train", str(pairs), "--model", policy, "-o", str(run.checkpoint(t))] + reference + _config_args(s) + list(s.train_args)
     cmds = [sample, judge, pair, train]
     return cmds + ([eval_command(s, t)] if s.evaluate else [])
 

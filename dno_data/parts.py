@@ -46,7 +46,7 @@ def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool, output: Path | N
             if not fresh:
                 raise DnoError(
                     f"{folder}: unfinished work from a run with other inputs or settings; "
-                    "rerun that command to resume it, or pass --fresh to discard it"
+                    "rerun that command to resume it, or pass --force to discard it and redo"
                 )
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

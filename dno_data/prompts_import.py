@@ -1,7 +1,18 @@
-"""Import prompts from JSONL, JSON, CSV or Parquet into the `prompts` schema."""
+r"""Import prompts into the `prompts` schema: JSONL / JSON (also gzipped), CSV, Parquet, or a folder a
+Hugging Face `datasets` `save_to_disk` wrote.
+
+The prompt column is the one named, else the first found of: `messages` (OpenAI roles; ShareGPT's
+human / gpt too), `conversations` (ShareGPT: `from` / `value`), `prompt`, `instruction`, `question`,
+`text`. In a conversation the last user turn ends the prompt and an assistant turn after it is the
+reference (unless --reference-column says otherwise). Alpaca's `instruction` is joined with its
+`input` as Alpaca's template does ("instruction\n\ninput" when input is not empty).
+"""
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,29 +22,71 @@ from .errors import DnoError
 from .ids import normalize_messages, prompt_id, stable_hash
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+KINDS = "JSONL, JSON (or .jsonl.gz / .json.gz), CSV, Parquet, or a datasets save_to_disk folder"
+TEXT_GUESSES = ("prompt", "instruction", "question", "text")
+CONVERSATION_GUESSES = ("messages", "conversations")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
+                  "system": "system"}
+
+
+def source_format(path: Path) -> str:
+    """jsonl | json | csv | parquet | hf-dataset, with `.gz` for gzipped JSON."""
+    if path.is_dir():
+        return "hf-dataset"
+    name = path.name.lower()
+    gz = name.endswith(".gz")
+    fmt = FORMATS.get(Path(name[:-3] if gz else name).suffix)
+    if fmt is None or (gz and fmt not in ("jsonl", "json")):
+        raise DnoError(f"{path}: unknown format {''.join(path.suffixes) or path.name!r}; pass {KINDS}")
+    return fmt + (".gz" if gz else "")
+
+
+def _json_text(path: Path) -> str:
+    raw = path.read_bytes()
+    return (gzip.decompress(raw) if path.name.lower().endswith(".gz") else raw).decode("utf-8")
+
+
+def _read_dataset_folder(path: Path) -> pl.DataFrame:
+    if (path / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
+        raise DnoError(f"{path}: a datasets DatasetDict with splits {', '.join(splits) or '?'}; pass one split's "
+                       f"folder, e.g. {path / (splits[0] if splits else 'train')}")
+    if not (path / "state.json").is_file():
+        raise DnoError(f"{path}: a folder, but not one `datasets` save_to_disk wrote (no state.json); pass {KINDS}")
+    try:
+        from datasets import load_from_disk
+    except ImportError:
+        raise DnoError(f"{path}: reading a datasets folder needs the `datasets` package: pip install datasets") from None
+    ds = load_from_disk(str(path))
+    return pl.from_arrow(ds.with_format("arrow")[:])
 
 
 def read_source(path: Path) -> pl.DataFrame:
     if not path.exists():
-        raise DnoError(f"{path}: no such file; pass a JSONL, JSON, CSV or Parquet file of prompts")
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DnoError(f"{path}: unknown format {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
+        raise DnoError(f"{path}: no such file; pass {KINDS} of prompts")
+    fmt = source_format(path)
     try:
-        if fmt == "jsonl":
-            df = pl.read_ndjson(path, infer_schema_length=None)
-        elif fmt == "json":
-            df = pl.read_json(path, infer_schema_length=None)
+        if fmt == "hf-dataset":
+            df = _read_dataset_folder(path)
+        elif fmt.startswith("jsonl"):
+            df = pl.read_ndjson(io.StringIO(_json_text(path)) if fmt.endswith(".gz") else path,
+                                infer_schema_length=None)
+        elif fmt.startswith("json"):
+            df = pl.read_json(io.StringIO(_json_text(path)) if fmt.endswith(".gz") else path,
+                              infer_schema_length=None)
         elif fmt == "csv":
             df = pl.read_csv(path)
         else:
             df = pl.read_parquet(path)
-    except Exception as e:  # polars raises many kinds for malformed files
+    except DnoError:
+        raise
+    except Exception as e:  # polars, gzip and datasets raise many kinds for malformed files
         first = (str(e).strip().splitlines() or ["?"])[0]
         raise DnoError(f"{path}: cannot read it as {fmt} ({first[:200]})") from None
     if df.height == 0:
         raise DnoError(f"{path}: no prompts in the file")
-    if fmt in ("jsonl", "json"):
+    if fmt.startswith("json"):
         _check_json_messages(path, fmt)
     return df
 
@@ -41,17 +94,60 @@ def read_source(path: Path) -> pl.DataFrame:
 def _check_json_messages(path: Path, fmt: str) -> None:
     """Message content as the file has it: polars gives a column one type, so a number or a list
     beside text would reach to_messages as text ("5")."""
-    import json
-
-    text = path.read_text(encoding="utf-8")
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if fmt == "jsonl" else json.loads(text)
+    text = _json_text(path)
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if fmt.startswith("jsonl") else json.loads(text)
     for i, row in enumerate(rows if isinstance(rows, list) else []):
         for col, value in (row.items() if isinstance(row, dict) else ()):
-            if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+            if isinstance(value, list) and all(isinstance(m, dict) and ("content" in m or "value" in m)
+                                               for m in value):
                 for j, m in enumerate(value):
-                    if not isinstance(m["content"], str):
+                    content = m.get("content", m.get("value"))
+                    if not isinstance(content, str):
                         raise DnoError(f"{path} row {i + 1}, column {col!r}: message {j + 1} has content "
-                                       f"{m['content']!r}; expected text")
+                                       f"{content!r}; expected text")
+
+
+def conversation_prompt(value, where: str) -> tuple[list[dict], str | None]:
+    """A conversation (OpenAI {role, content} or ShareGPT {from, value}) as the prompt's messages and
+    the reference: everything through the last user turn, and the assistant turn right after it."""
+    if isinstance(value, str):  # a plain-text prompt in the messages column
+        return value, None
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        raise DnoError(f"{where}: expected a list of {{role, content}} or {{from, value}} messages")
+    msgs = []
+    for j, m in enumerate(value):
+        if "from" in m and "value" in m and m.get("role") is None:
+            role = SHAREGPT_ROLES.get(str(m["from"]).strip().lower())
+            if role is None:
+                raise DnoError(f"{where}: message {j + 1} is from {m['from']!r}; expected one of "
+                               f"{', '.join(sorted(SHAREGPT_ROLES))}")
+            msgs.append({"role": role, "content": m["value"]})
+        elif "role" in m and "content" in m:
+            role = SHAREGPT_ROLES.get(str(m["role"]).strip().lower())
+            if role is None:  # refused, not dropped: a chat template would skip it silently
+                raise DnoError(f"{where}: message {j + 1} has role {m['role']!r}; expected one of {', '.join(ROLES)}")
+            msgs.append({"role": role, "content": m["content"]})
+        else:
+            raise DnoError(f"{where}: message {j + 1} has neither role/content nor from/value")
+    last_user = max((j for j, m in enumerate(msgs) if m["role"] == "user"), default=None)
+    if last_user is None:
+        raise DnoError(f"{where}: the conversation has no user turn")
+    after = msgs[last_user + 1] if last_user + 1 < len(msgs) else None
+    reference = after["content"] if after is not None and after["role"] == "assistant" else None
+    return msgs[:last_user + 1], reference
+
+
+def alpaca_text(instruction, input_) -> str | None:
+    r"""Alpaca's prompt: the instruction, then the input after a blank line when there is one.
+
+    >>> alpaca_text("Add the numbers.", "12+34")
+    'Add the numbers.\n\n12+34'
+    >>> alpaca_text("Name a colour.", "")
+    'Name a colour.'
+    """
+    if instruction is None or input_ is None or not str(input_).strip():
+        return instruction
+    return f"{instruction}\n\n{input_}"
 
 
 ROLES = ("system", "user", "assistant")
@@ -90,8 +186,9 @@ def import_prompts(
     eval_size: int = 0,
     seed: int = 0,
     max_prompt_chars: int | None = None,
-) -> tuple[list[dict], Counter]:
-    """Rows of the prompts schema and counts (read, duplicates, too long, eval, per partition).
+) -> tuple[list[dict], Counter, dict]:
+    """Rows of the prompts schema, counts (read, duplicates, too long, eval, per partition) and
+    which columns were used (`{"prompt": ..., "reference": ...}`, for the summary).
 
     A prompt whose messages hold more than `max_prompt_chars` characters is dropped and counted:
     no later stage has to tokenize or allocate for it.
@@ -99,19 +196,26 @@ def import_prompts(
     df = read_source(src)
     cols = df.columns
     if messages_column is None and text_column is None:
-        for guess in ("messages", "prompt", "instruction", "question", "text"):
-            if guess in cols:
-                if guess == "messages":
-                    messages_column = guess
-                else:
-                    text_column = guess
-                break
+        guess = next((c for c in (*CONVERSATION_GUESSES, *TEXT_GUESSES) if c in cols), None)
+        if guess is None:
+            raise DnoError(f"{src}: no prompt column found (columns: {', '.join(cols)}); pass --text-column or "
+                           "--messages-column")
+        if guess in CONVERSATION_GUESSES:
+            messages_column = guess
         else:
-            raise DnoError(f"{src}: no prompt column found (columns: {', '.join(cols)}); pass --text-column or --messages-column")
+            text_column = guess
     col = messages_column or text_column
     for c in filter(None, (col, reference_column, split_column)):
         if c not in cols:
             raise DnoError(f"{src}: no column {c!r} (columns: {', '.join(cols)}); pass the right --*-column option")
+    alpaca_input = "input" if text_column == "instruction" and "input" in cols else None
+    used = {"prompt": col + (f" + {alpaca_input} (Alpaca)" if alpaca_input else "")}
+    if messages_column is not None:
+        used["prompt"] += " (through the last user turn)"
+    if reference_column is not None:
+        used["reference"] = reference_column
+    elif messages_column is not None:
+        used["reference"] = f"{messages_column}: the assistant turn after the last user turn"
     if partitions < 1:
         raise DnoError("--partitions must be at least 1")
     if eval_size < 0:
@@ -128,9 +232,19 @@ def import_prompts(
         if bad:
             raise DnoError(f"{src}: column {split_column!r} has {', '.join(bad[:3])}; its values must be train or eval")
     split_of: dict[str, str] = {}
-    for i, (value, ref, split) in enumerate(zip(df[col].to_list(), refs, given)):
+    inputs = df[alpaca_input].to_list() if alpaca_input else [None] * df.height
+    for i, (value, ref, split, input_) in enumerate(zip(df[col].to_list(), refs, given, inputs)):
         counts["read"] += 1
-        msgs = to_messages(value, system, f"{src} row {i + 1}, column {col!r}")
+        where = f"{src} row {i + 1}, column {col!r}"
+        if messages_column is not None:
+            value, answer = conversation_prompt(value, where)
+            if reference_column is None:
+                ref = answer
+                counts["reference from the conversation"] += answer is not None
+        elif alpaca_input:
+            counts["instruction joined with input"] += bool(input_ is not None and str(input_).strip())
+            value = alpaca_text(value, input_)
+        msgs = to_messages(value, system, where)
         if max_prompt_chars is not None and sum(len(m["content"]) for m in msgs) > max_prompt_chars:
             counts["dropped_longer_than_max_prompt_chars"] += 1
             continue
@@ -162,4 +276,4 @@ def import_prompts(
         else:
             r["split"], r["partition"] = "train", part_of[r["prompt_id"]]
             counts[f"partition {r['partition']}"] += 1
-    return rows, counts
+    return rows, counts, used

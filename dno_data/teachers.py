@@ -104,6 +104,6 @@ class Teacher:
             got = results[c.key]
             if not got.content:
                 raise DnoError(f"--teacher {self.spec}: an empty answer for prompt {r['prompt_id']} "
-                               f"(finish_reason {got.finish_reason}); check the model and --teacher-max-tokens")
+                               f"(finish_reason {got.finish_reason}); check the model and --teacher-max-new-tokens")
             out.append(got.content)
         return out

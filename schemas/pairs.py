@@ -1,11 +1,17 @@
-"""pairs.parquet: large-margin chosen/rejected pairs ready for the contrastive loss."""
+"""pairs.parquet: large-margin chosen/rejected pairs ready for the contrastive loss.
+
+`prompt`, `chosen` and `rejected` are in TRL's conversational preference form (a list of
+{role, content} messages; chosen / rejected hold one assistant message), so the file loads
+straight into TRL's DPOTrainer with its real prompt; the plain texts are `prompt_text`,
+`chosen_text` and `rejected_text`.
+"""
 
 import pyarrow as pa
 
 from .common import MESSAGES
 
 NAME = "pairs"
-VERSION = 2  # 2: chosen_truncated, rejected_truncated
+VERSION = 3  # 2: chosen_truncated, rejected_truncated; 3: TRL form (prompt, chosen, rejected as messages; *_text)
 MADE_BY = "dno pairs JUDGMENTS SAMPLES -o pairs.parquet"
 
 PAIR_TYPES = ("teacher>policy", "policy>teacher", "policy>policy")
@@ -14,12 +20,14 @@ SCHEMA = pa.schema(
     [
         pa.field("pair_id", pa.string(), nullable=False),  # hash(chosen_sample_id, rejected_sample_id)
         pa.field("prompt_id", pa.string(), nullable=False),
-        pa.field("messages", MESSAGES, nullable=False),
+        pa.field("prompt", MESSAGES, nullable=False),  # the prompt's messages (TRL: conversational prompt)
         pa.field("prompt_text", pa.string()),  # rendered prompt the policy sampled from
         pa.field("chosen_sample_id", pa.string(), nullable=False),
         pa.field("rejected_sample_id", pa.string(), nullable=False),
-        pa.field("chosen", pa.string(), nullable=False),
-        pa.field("rejected", pa.string(), nullable=False),
+        pa.field("chosen", MESSAGES, nullable=False),  # [{"role": "assistant", "content": chosen_text}]
+        pa.field("rejected", MESSAGES, nullable=False),
+        pa.field("chosen_text", pa.string(), nullable=False),  # the chosen answer as plain text
+        pa.field("rejected_text", pa.string(), nullable=False),
         pa.field("chosen_source", pa.string(), nullable=False),  # policy | teacher
         pa.field("rejected_source", pa.string(), nullable=False),
         pa.field("chosen_truncated", pa.bool_(), nullable=False),  # stopped at the length limit, not by EOS

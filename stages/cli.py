@@ -5,9 +5,13 @@ Run as `dno ...` or `python -m stages.cli ...` (the form `accelerate launch -m` 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from . import compare, demo, iterate, judge, merge, model, pairs, prompts, report, sample, sft, sql, train
+from dno_data import __version__
+
+from . import compare, demo, export, iterate, judge, merge, model, pairs, prompts, report, sample, sft, sql, train
 from . import eval as eval_
 
 app = typer.Typer(
@@ -19,6 +23,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dno {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print dno's version and exit.")] = False) -> None:
+    pass
+
+
 app.command("prompts")(prompts.command)
 app.command("sample")(sample.command)
 app.command("merge")(merge.command)
@@ -29,6 +47,7 @@ app.command("sft")(sft.command)
 app.command("eval")(eval_.command)
 app.command("iterate")(iterate.command)
 app.command("compare")(compare.command)
+app.command("export")(export.command)
 app.command("sql")(sql.command)
 app.command("report")(report.command)
 app.command("demo")(demo.command)

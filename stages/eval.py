@@ -27,8 +27,8 @@ from dno_data.openai_api.call_cache import default_cache_path
 from dno_data.teachers import Teacher, TeacherApi
 
 from .common import check_output_path, summary, up_to_date
-from .options import (API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, FRESH, JUDGE, MAX_NEW_TOKENS,
-                      MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SEED, SYSTEM_PROMPT, TEACHER_MAX_TOKENS,
+from .options import (API_TIMEOUT, API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, JUDGE, MAX_NEW_TOKENS,
+                      MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SEED, SYSTEM_PROMPT, TEACHER_MAX_NEW_TOKENS,
                       TEACHER_SPECS, TEACHER_TEMPERATURE, TEMPERATURE, TEMPLATE, THREADS, TIMEOUT, TOP_P, TPM, at_least,
                       api_settings, build_command, none_if, one_of, opt)
 
@@ -58,16 +58,15 @@ class EvalConfig:
     concurrency: int = CONCURRENCY.field(16)
     rpm: float | None = RPM.field(None)
     tpm: float | None = TPM.field(None)
-    timeout: float = TIMEOUT.field(60.0)
+    timeout: float = TIMEOUT.field(API_TIMEOUT)
     max_retries: int = MAX_RETRIES.field(6)
     cache: Path | None = CACHE.field(None)  # default $DNO_CACHE or ~/.cache/dno/judge.sqlite
     no_cache: bool = NO_CACHE.field(False)
     template: Path | None = TEMPLATE.field(None)
     system_prompt: str | None = SYSTEM_PROMPT.field(None)
     teacher_temperature: float = TEACHER_TEMPERATURE.field(0.0)
-    teacher_max_tokens: int = TEACHER_MAX_TOKENS.field(1024)
+    teacher_max_new_tokens: int = TEACHER_MAX_NEW_TOKENS.field(1024)
     force: bool = FORCE.field(False)
-    fresh: bool = FRESH.field(False)
 
 
 def run(cfg: EvalConfig) -> Path:
@@ -80,7 +79,7 @@ def run(cfg: EvalConfig) -> Path:
     teacher = None
     if cfg.teacher:
         teacher = Teacher(cfg.teacher, TeacherApi(settings=settings, temperature=cfg.teacher_temperature,
-                                                  max_tokens=cfg.teacher_max_tokens, cache=cache))
+                                                  max_tokens=cfg.teacher_max_new_tokens, cache=cache))
     if cfg.backend == "hf":
         configure_torch(cfg.threads)  # before the lineage, which records it
     lineage = make_lineage("eval", [cfg.prompts, cfg.model], cfg, judge_id=judge.judge_id)
@@ -89,7 +88,7 @@ def run(cfg: EvalConfig) -> Path:
     rows = select_prompts(prompts, cfg.prompts, None, cfg.split)
     if teacher is not None:
         teacher.check_prompts(rows, cfg.prompts)
-    parts = Parts(cfg.output, lineage, "eval", fresh=cfg.fresh)
+    parts = Parts(cfg.output, lineage, "eval", fresh=cfg.force)
     generator = make_generator(cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads)
     params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     evaluate_rows(rows, parts, generator=generator, params=params,

@@ -21,7 +21,7 @@ from dno_data.loop import LoopSettings, iteration_commands, eval_command, run_it
 from dno_data.run_layout import RunLayout
 
 from .common import say
-from .options import TEACHER_SPECS, at_least, build_command, judge_specs, opt, shell_args
+from .options import CONFIG, TEACHER_SPECS, at_least, build_command, judge_specs, opt, shell_args
 
 
 EXTRA = "Extra options per stage (one shell-quoted string each)"
@@ -50,13 +50,16 @@ class IterateConfig:
     eval_args: tuple[str, ...] = opt("dno eval options.", (), cli_type=str, cli_default="",
                                      to_config=shell_args("--eval-args"), panel=EXTRA)
     dry_run: bool = opt("Print the commands; run nothing.", False)
+    config: Path | None = CONFIG.field(None, help="Run config file (TOML): dno iterate's options at the top "
+                                       "level (or in [iterate]), a table per stage (e.g. [train] beta = 0.1), "
+                                       "passed on to every stage; flags override it.")
 
 
 def settings_of(cfg: IterateConfig) -> LoopSettings:
     return LoopSettings(run=cfg.run, model=cfg.model, judge=cfg.judge, iterations=cfg.iterations, teacher=cfg.teacher,
                         evaluate=cfg.evaluate, replay=cfg.replay, sample_args=cfg.sample_args,
                         judge_args=cfg.judge_args, pairs_args=cfg.pairs_args, train_args=cfg.train_args,
-                        eval_args=cfg.eval_args)
+                        eval_args=cfg.eval_args, config=cfg.config)
 
 
 def run(cfg: IterateConfig) -> Path:
@@ -76,9 +79,21 @@ def run(cfg: IterateConfig) -> Path:
     if cfg.start == 1 and not Path(cfg.model).exists():
         raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR (the initial policy)")
     run_iterations(s, first=cfg.start, eval_initial=cfg.eval_initial)
-    say(f"iterations {cfg.start}..{cfg.iterations} done; inspect them with: dno sql --run {cfg.run} "
-        f"--file dno_data/sql/analysis_iterations.sql")
+    _print_summary(cfg.run)
+    say(f"iterations {cfg.start}..{cfg.iterations} done; this table again: dno sql --run {cfg.run} "
+        f"--query iterations (dno sql --list: the other analyses)")
     return cfg.run
+
+
+def _print_summary(run_dir: Path) -> None:
+    import polars as pl
+
+    from dno_data.queries import run_query
+
+    df = run_query(run_dir, "iterations")
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=200, tbl_cols=20,
+                   tbl_width_chars=-1):
+        say(f"\n{run_dir}: per iteration (0 = the initial policy)\n{df}")
 
 
 command = build_command(IterateConfig, run, "Run DNO iterations over a run folder: sample, judge, pairs, train, eval.")

@@ -39,7 +39,7 @@ from dno_data.judges.base import RequestJudge
 from dno_data.judges.run import RetryingCache, failed_calls, groups_of, judge_groups, not_ok_rows
 
 from .common import check_output_path, say, summary, up_to_date
-from .options import (API_KEY_ENV, BASE_URL, BOTH_ORDERS, api_settings, CACHE, CONCURRENCY, FORCE, FRESH, JUDGE, JUDGE_MAX_TOKENS,
+from .options import (API_TIMEOUT, API_KEY_ENV, BASE_URL, BOTH_ORDERS, api_settings, CACHE, CONCURRENCY, FORCE, JUDGE, JUDGE_MAX_NEW_TOKENS,
                       JUDGE_TEMPERATURE, LOGPROBS, MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SYSTEM_PROMPT,
                       TEMPLATE, TIMEOUT, TPM, at_least, build_command, in_range, opt)
 
@@ -58,14 +58,14 @@ class JudgeConfig:
     concurrency: int = CONCURRENCY.field(16)
     rpm: float | None = RPM.field(None)
     tpm: float | None = TPM.field(None)
-    timeout: float = TIMEOUT.field(60.0)
+    timeout: float = TIMEOUT.field(API_TIMEOUT)
     max_retries: int = MAX_RETRIES.field(6)
     cache: Path | None = CACHE.field(None)  # default $DNO_CACHE or ~/.cache/dno/judge.sqlite
     no_cache: bool = NO_CACHE.field(False)
     template: Path | None = TEMPLATE.field(None)  # default: the shipped rubric / pairwise one
     system_prompt: str | None = SYSTEM_PROMPT.field(None)
     temperature: float = JUDGE_TEMPERATURE.field(0.0)
-    max_tokens: int | None = JUDGE_MAX_TOKENS.field(None)
+    max_new_tokens: int | None = JUDGE_MAX_NEW_TOKENS.field(None)
     logprobs: bool = LOGPROBS.field(True)  # pairwise: P(a > b) from the verdict token's logprobs when available
     seed: int = opt("Seed of the rubric's candidate shuffling.", 0)
     prices: Path | None = opt("JSON price table: {model: (USD per 1M input tokens, USD per 1M output tokens)}.", None, changes_output=False)
@@ -79,12 +79,11 @@ class JudgeConfig:
                              "past their cached answers (which the new ones replace); a python, oracle or reward "
                              "judge judges those prompts again.", False, changes_output=False)
     force: bool = FORCE.field(False)
-    fresh: bool = FRESH.field(False)
 
 
 def _judge(cfg: JudgeConfig):
     return make_judge(cfg.judge, cfg.mode, both_orders=cfg.both_orders, template=cfg.template, system=cfg.system_prompt,
-                      temperature=cfg.temperature, max_tokens=cfg.max_tokens, logprobs=cfg.logprobs, seed=cfg.seed,
+                      temperature=cfg.temperature, max_tokens=cfg.max_new_tokens, logprobs=cfg.logprobs, seed=cfg.seed,
                       batch_size=cfg.batch_size)
 
 
@@ -115,7 +114,7 @@ def run(cfg: JudgeConfig) -> Path:
     runner = _runner(cfg) if isinstance(judge, RequestJudge) else None
     if retry_keys and runner is not None and runner.cache is not None:
         runner.cache = RetryingCache(runner.cache, retry_keys)
-    parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.fresh)
+    parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.force)
     counts = judge_groups(groups, judge, parts, cfg.prompts_per_part, runner)
     table = parts.finish(lineage)
     status = Counter(table["status"].to_pylist())

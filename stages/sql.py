@@ -75,7 +75,9 @@ def run(cfg: SqlConfig):
     else:
         import polars as pl
 
-        with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_hide_dataframe_shape=False):
+        # whole column names (no width limit), no dtype row
+        with pl.Config(tbl_rows=200, tbl_cols=30, fmt_str_lengths=60, tbl_hide_dataframe_shape=False,
+                       tbl_hide_column_data_types=True, tbl_width_chars=-1):
             _emit(str(df) + "\n", cfg.output)
     return df
 

@@ -27,7 +27,7 @@ from dno_data.reproducibility import configure_torch
 from dno_data.training import train
 
 from .common import summary, up_to_date
-from .options import FORCE, FRESH, THREADS, above, build_command, one_of, opt, output_folder
+from .options import FORCE, THREADS, above, build_command, one_of, opt, output_folder
 from .training_options import (BATCH_SIZE, EPOCHS, GRAD_ACCUM, GRADIENT_CHECKPOINTING, GROUP_BY_LENGTH, KEEP_DROPOUT,
                                LEARNING_RATE, LORA_ALPHA, LORA_R, LORA_TARGET_MODULES, LR_SCHEDULER, MAX_GRAD_NORM,
                                MAX_LENGTH, MAX_STEPS, MIXED_PRECISION, SAVE_EVERY, SEED, WARMUP_RATIO, WEIGHT_DECAY, D,
@@ -59,7 +59,6 @@ class TrainConfig:
     dtype: str = train_dtype_field()
     threads: int = THREADS.field(D.threads)
     force: bool = FORCE.field(False)
-    fresh: bool = FRESH.field(False)
     reference: Path | None = opt("Reference model folder (default: --model, the policy that sampled); e.g. a fixed "
                                  "pi_1 for offline DPO.", D.reference)
     keep_dropout: bool = KEEP_DROPOUT.field(D.keep_dropout)
@@ -84,7 +83,7 @@ def run(cfg: TrainConfig) -> Path:
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     opts = train_options(cfg)
-    metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.fresh)
+    metrics = train(pairs, cfg.model, cfg.output, opts, lineage, fresh=cfg.force)
     release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"train {cfg.model} -> {cfg.output}", metrics)

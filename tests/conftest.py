@@ -36,7 +36,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/openai_api/runner.py    test_openai_runner.py, test_options.py (API settings pass-through)
   dno_data/openai_api/call_cache.py  test_call_cache.py
   dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent)
-  dno_data/pairs.py                test_pairs.py (also --max-pairs), test_pairs_reference.py, test_sql_lockdown.py (--sql rules)
+  dno_data/pairs.py                test_pairs.py (also --max-pairs), test_pairs_reference.py, test_sql_lockdown.py (--sql rules), test_trl_interop.py (TRL reads the file)
+  dno_data/export.py               test_trl_interop.py (dno export: TRL's data utilities accept it)
   dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)
   dno_data/losses.py               test_losses.py
   dno_data/training/__init__.py    test_training.py, test_tokenization.py
@@ -62,7 +63,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
   dno_data/tasks/constraints.py    test_constraints_task.py
-  stages/options.py                test_options.py, test_bad_input.py (the bad-value table)
+  stages/options.py                test_options.py, test_run_config.py (--config run.toml), test_bad_input.py (the bad-value table)
   stages/training_options.py       test_training.py, test_sft.py (train and sft share them)
   stages/common.py                 test_bad_input.py (one-line errors)
   stages/cli.py, stages/*.py       test_help.py, test_cli.py (end to end), test_bad_input.py
@@ -218,8 +219,10 @@ def prompt_row(pid: str = "p1", partition=1, split: str = "train", content: str 
 def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", chosen: str = "2",
               rejected: str = "3", prompt_text: str | None = "1+1=") -> dict:
     return {
-        "pair_id": f"{chosen_id}>{rejected_id}", "prompt_id": pid, "messages": MSGS, "prompt_text": prompt_text,
-        "chosen_sample_id": chosen_id, "rejected_sample_id": rejected_id, "chosen": chosen, "rejected": rejected,
+        "pair_id": f"{chosen_id}>{rejected_id}", "prompt_id": pid, "prompt": MSGS, "prompt_text": prompt_text,
+        "chosen_sample_id": chosen_id, "rejected_sample_id": rejected_id,
+        "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
+        "chosen_text": chosen, "rejected_text": rejected,
         "chosen_source": "teacher", "rejected_source": "policy", "chosen_truncated": False,
         "rejected_truncated": False, "chosen_score": 6.0, "rejected_score": 1.0,
         "chosen_winrate": 1.0, "rejected_winrate": 0.0, "margin": 5.0, "pair_type": "teacher>policy",

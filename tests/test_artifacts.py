@@ -304,7 +304,7 @@ def test_parts_of_another_run_are_refused_unless_fresh(tmp_path):
     with pytest.raises(DnoError) as info:
         Parts(out, lineage("sample", [], {"k": 3}), "samples")
     assert "samples.parquet.parts" in str(info.value)
-    assert "--fresh" in str(info.value)
+    assert "--force" in str(info.value)
     # the old work is still there after the refusal
     assert (out.with_name("samples.parquet.parts") / "part-000000.parquet").exists()
 

@@ -175,7 +175,7 @@ def test_eval_openai_teacher_uses_base_url(tmp_path, stage_prompts, tiny_model, 
 
 def test_eval_cli_takes_template_timeout_and_retries():
     out = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output
-    for flag in ("--template", "--timeout", "--max-retries", "--system-prompt", "--teacher-max-tokens"):
+    for flag in ("--template", "--timeout", "--max-retries", "--system-prompt", "--teacher-max-new-tokens"):
         assert flag in out
 
 
@@ -200,3 +200,104 @@ def test_help_lists_every_teacher_spec(command):
     text = _help(command)
     for spec in ("reference", "python:module:function", "openai:MODEL"):
         assert spec in text
+
+
+# ---------------------------------------------------------------- one vocabulary
+
+def _all_configs():
+    from stages import demo, export, iterate, merge, model, pairs, prompts, report, sql, train
+
+    return [prompts.PromptsConfig, sample_stage.SampleConfig, merge.MergeConfig, judge_stage.JudgeConfig,
+            pairs.PairsConfig, train.TrainConfig, eval_stage.EvalConfig, sql.SqlConfig, demo.DemoConfig,
+            model.ImportGgufConfig, export.ExportConfig, iterate.IterateConfig, report.ReportConfig]
+
+
+def _visible_flags() -> dict[str, set[str]]:
+    """Every command's flags as --help shows them (hidden aliases left out)."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    out = {}
+
+    def walk(cmd, path):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}".strip())
+        if not getattr(cmd, "commands", None):
+            out[path] = {f for p in cmd.params if not getattr(p, "hidden", False) for f in getattr(p, "opts", [])
+                         if f.startswith("--")}
+    walk(root, "")
+    return out
+
+
+def test_the_longest_answer_is_max_new_tokens_everywhere():
+    flags = _visible_flags()
+    lengths = {f for fs in flags.values() for f in fs if "tokens" in f and "max" in f}
+    assert lengths and all(f.endswith("max-new-tokens") for f in lengths), sorted(lengths)
+    assert "--max-new-tokens" in flags["judge"] and "--teacher-max-new-tokens" in flags["sample"]
+
+
+def test_one_way_to_redo():
+    flags = _visible_flags()
+    for command in ("prompts", "sample", "judge", "pairs", "train", "eval", "export", "model import-gguf"):
+        assert "--force" in flags[command], command
+    assert not {f for fs in flags.values() for f in fs} & {"--fresh", "--overwrite"}
+
+
+def test_the_same_option_has_the_same_default_everywhere():
+    import stages.options as options
+
+    shared = {id(v): k for k, v in vars(options).items() if isinstance(v, options.Option)}
+    defaults: dict[str, set] = {}
+    for cls in _all_configs():
+        for f in dataclasses.fields(cls):
+            name = shared.get(id(f.metadata[OPTION]))
+            if name is not None and f.default is not dataclasses.MISSING:
+                defaults.setdefault(name, set()).add(f.default)
+    assert defaults["TIMEOUT"] == {options.API_TIMEOUT}
+    # sampling differs on purpose: `dno sample` 0.7 / 0.95 (the paper), `dno eval` greedy, the demo at 1.0
+    by_design = {"TEMPERATURE", "TOP_P"}
+    assert {k: v for k, v in defaults.items() if len(v) > 1 and k not in by_design} == {}
+
+
+def test_old_flags_are_hidden_aliases():
+    import typer
+
+    from stages.options import FORCE, JUDGE_MAX_NEW_TOKENS, build_command
+
+    @dataclasses.dataclass(frozen=True)
+    class Demo:
+        max_new_tokens: int | None = JUDGE_MAX_NEW_TOKENS.field(None)
+        force: bool = FORCE.field(False)
+
+    seen = []
+    demo = typer.Typer()
+    demo.command("x")(build_command(Demo, seen.append, "demo"))
+    demo.command("y")(lambda: None)
+    runner = CliRunner()
+    assert runner.invoke(demo, ["x", "--max-tokens", "7", "--fresh"]).exit_code == 0
+    assert runner.invoke(demo, ["x", "--overwrite"]).exit_code == 0
+    assert runner.invoke(demo, ["x", "--max-new-tokens", "3", "--max-tokens", "7"]).exit_code == 0
+    assert seen == [Demo(7, True), Demo(None, True), Demo(3, False)]
+    shown = runner.invoke(demo, ["x", "--help"], env={"COLUMNS": "200"}).output
+    assert "--max-new-tokens" in shown and "--force" in shown
+    assert "--max-tokens" not in shown and "--fresh" not in shown and "--overwrite" not in shown
+
+
+def test_version():
+    from dno_data import __version__
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"dno {__version__}"
+
+
+def test_sql_table_has_whole_headers_and_no_dtype_row(tmp_path):
+    from conftest import write_example
+
+    write_example(tmp_path / "run" / "prompts.parquet", "prompts")
+    header = "chosen_minus_rejected_characters_per_iteration"
+    r = CliRunner().invoke(app, ["sql", "--run", str(tmp_path / "run"),
+                                 f"SELECT 1 AS {header}, 'x' AS other_rather_long_column_name_too, 2.5 AS c"],
+                           env={"COLUMNS": "60"})
+    assert r.exit_code == 0, r.output
+    assert header in r.output and "other_rather_long_column_name_too" in r.output
+    assert not any(t in r.output.split() for t in ("i32", "i64", "str", "f64", "decimal[2,1]", "---"))

@@ -279,3 +279,75 @@ def test_a_huge_prompt_is_dropped_and_counted_before_any_stage_sees_it(tmp_path,
     assert read_artifact(tmp_path / "p.parquet", "prompts").num_rows == 1
     r = cli("prompts", src, "-o", tmp_path / "p2.parquet", "--max-prompt-chars", "2000000")
     assert read_artifact(tmp_path / "p2.parquet", "prompts").num_rows == 2
+
+
+# ---------------------------------------------------------------- inputs people have
+
+def test_import_a_datasets_save_to_disk_folder(tmp_path, capsys):
+    from datasets import Dataset, DatasetDict
+
+    ds = Dataset.from_list(problem_rows(6))
+    ds.save_to_disk(str(tmp_path / "ds"))
+    out = _import(tmp_path / "ds", reference_column="reference")
+    assert {r["messages"][-1]["content"]: r["reference"] for r in out} == {r["prompt"]: r["reference"]
+                                                                          for r in problem_rows(6)}
+    assert _summary_counts(capsys.readouterr().err)["prompt column"] == "prompt"
+    DatasetDict({"train": ds, "test": ds}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(DnoError, match="splits test, train.*dd/test"):
+        _import(tmp_path / "dd")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(DnoError, match="state.json"):
+        _import(tmp_path / "plain")
+
+
+def test_import_jsonl_gz(tmp_path):
+    import gzip
+
+    src = tmp_path / "p.jsonl.gz"
+    src.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in problem_rows(5)).encode()))
+    out = _import(src, reference_column="reference")
+    assert sorted(r["messages"][-1]["content"] for r in out) == sorted(r["prompt"] for r in problem_rows(5))
+    (tmp_path / "p.csv.gz").write_bytes(gzip.compress(b"prompt\n1+1\n"))
+    with pytest.raises(DnoError, match="unknown format"):
+        _import(tmp_path / "p.csv.gz")
+
+
+def test_messages_column_last_user_turn_is_the_prompt_and_the_answer_the_reference(tmp_path, capsys):
+    conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1+1"},
+            {"role": "assistant", "content": "2"}, {"role": "user", "content": "and 2+2?"},
+            {"role": "assistant", "content": "4"}]
+    src = write_jsonl(tmp_path / "chat.jsonl", [{"messages": conv}, {"messages": conv[:4]}])
+    out = _import(src)
+    by = _by_content(out)
+    assert list(by) == ["and 2+2?"]  # the same prompt twice: one row
+    assert by["and 2+2?"]["messages"] == conv[:4] and by["and 2+2?"]["reference"] == "4"
+    counts = _summary_counts(capsys.readouterr().err)
+    assert counts["prompt column"] == "messages (through the last user turn)"
+    assert counts["reference column"].startswith("messages: the assistant turn")
+    assert counts["reference from the conversation"] == "1" and counts["dropped_duplicate"] == "1"
+
+
+def test_sharegpt_conversations(tmp_path, capsys):
+    rows = [{"id": "a", "conversations": [{"from": "human", "value": "12+34"}, {"from": "gpt", "value": "46"}]},
+            {"id": "b", "conversations": [{"from": "system", "value": "add"}, {"from": "human", "value": "1+2"}]}]
+    out = _import(write_jsonl(tmp_path / "sharegpt.jsonl", rows))
+    by = _by_content(out)
+    assert by["12+34"]["messages"] == [{"role": "user", "content": "12+34"}] and by["12+34"]["reference"] == "46"
+    assert by["1+2"]["messages"] == [{"role": "system", "content": "add"}, {"role": "user", "content": "1+2"}]
+    assert by["1+2"]["reference"] is None
+    assert _summary_counts(capsys.readouterr().err)["prompt column"].startswith("conversations")
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"conversations": [{"from": "robot", "value": "hi"}]}])
+    with pytest.raises(DnoError, match="row 1.*'robot'"):
+        _import(bad)
+
+
+def test_alpaca_instruction_and_input_are_joined(tmp_path, capsys):
+    rows = [{"instruction": "Add the numbers.", "input": "12+34", "output": "46"},
+            {"instruction": "Name a colour.", "input": "", "output": "red"}]
+    out = _import(write_jsonl(tmp_path / "alpaca.jsonl", rows), reference_column="output")
+    by = _by_content(out)
+    assert set(by) == {"Add the numbers.\n\n12+34", "Name a colour."}
+    assert by["Add the numbers.\n\n12+34"]["reference"] == "46"
+    counts = _summary_counts(capsys.readouterr().err)
+    assert counts["prompt column"] == "instruction + input (Alpaca)" and counts["reference column"] == "output"
+    assert counts["instruction joined with input"] == "1"

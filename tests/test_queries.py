@@ -10,7 +10,7 @@ from conftest import eval_row, pair_row, pairs_row, sample_row, score_row, write
 from dno_data.errors import DnoError
 from dno_data.queries import list_queries, query_names, run_query
 
-QUERIES = ["failures", "intransitive_cycles", "judge_agreement", "judge_calls", "length_drift", "pair_types", "position_bias",
+QUERIES = ["failures", "intransitive_cycles", "iterations", "judge_agreement", "judge_calls", "length_drift", "pair_types", "position_bias",
            "winrate"]
 
 
@@ -200,3 +200,26 @@ def test_cli_query_and_list(tiny_run, cli):
     assert "Traceback" not in proc.stderr
     proc = cli("sql", "--run", tiny_run, "--query", "winrate", "SELECT 1")
     assert proc.returncode == 1 and "one of them" in proc.stderr
+
+
+def test_iterations(tiny_run):
+    assert rows(tiny_run, "iterations") == [
+        {"iteration": 0, "new_pairs": None, "replayed_pairs": None, "eval_prompts": 2,
+         "winrate_vs_teacher_pct": 50.0, "accuracy_pct": 50.0, "mean_policy_score": None},
+        {"iteration": 1, "new_pairs": 3, "replayed_pairs": 0, "eval_prompts": 3,
+         "winrate_vs_teacher_pct": 100.0, "accuracy_pct": None, "mean_policy_score": 3.0},
+        {"iteration": 2, "new_pairs": 2, "replayed_pairs": 1, "eval_prompts": None,
+         "winrate_vs_teacher_pct": None, "accuracy_pct": None, "mean_policy_score": None},
+    ]
+
+
+def test_iterate_prints_the_iterations_table_at_the_end(tiny_run, capsys, monkeypatch):
+    from stages import iterate
+
+    monkeypatch.setattr(iterate, "run_iterations", lambda *a, **k: None)  # the stages: already run
+    iterate.run(iterate.IterateConfig(run=tiny_run, model=tiny_run, judge="oracle:exact", iterations=2))
+    err = capsys.readouterr().err
+    table = err[err.index("per iteration"):]
+    assert "winrate_vs_teacher_pct" in table and "new_pairs" in table
+    lines = [line for line in table.splitlines() if line.startswith("│")]
+    assert len(lines) == 1 + 3  # the header and iterations 0, 1, 2

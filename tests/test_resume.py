@@ -72,7 +72,7 @@ def test_sampling_resumes_after_a_crash(tmp_path, prompts16, tiny_model, monkeyp
     assert a == b  # every column: samples are seeded per batch
 
 
-def test_sampling_parts_of_other_settings_need_fresh(tmp_path, prompts16, tiny_model, monkeypatch):
+def test_sampling_parts_of_other_settings_need_force(tmp_path, prompts16, tiny_model, monkeypatch):
     import dno_data.generation.hf as generation
     from stages.sample import SampleConfig, run
 
@@ -91,9 +91,9 @@ def test_sampling_parts_of_other_settings_need_fresh(tmp_path, prompts16, tiny_m
     with pytest.raises(Crash):
         run(SampleConfig(**base))
     monkeypatch.setattr(generation.HFGenerator, "generate", real)
-    with pytest.raises(DnoError, match="fresh"):
+    with pytest.raises(DnoError, match="--force"):
         run(SampleConfig(**{**base, "k": 1}))
-    run(SampleConfig(**{**base, "k": 1, "fresh": True}))
+    run(SampleConfig(**{**base, "k": 1, "force": True}))
     rows = read_artifact(tmp_path / "s.parquet", "samples").to_pylist()
     assert len(rows) == 16 and {r["sample_index"] for r in rows} == {0}
 
@@ -231,7 +231,7 @@ def test_training_resumes_at_the_saved_step(tmp_path, tiny_model, pairs_file, mo
     assert resumed["final_loss"] == pytest.approx(full["final_loss"], abs=1e-6)
 
 
-def test_training_state_of_other_settings_needs_fresh(tmp_path, tiny_model, pairs_file, monkeypatch):
+def test_training_state_of_other_settings_needs_force(tmp_path, tiny_model, pairs_file, monkeypatch):
     import dno_data.losses as losses
     from stages.train import run
 
@@ -248,9 +248,9 @@ def test_training_state_of_other_settings_needs_fresh(tmp_path, tiny_model, pair
     with pytest.raises(Crash):
         run(_train_cfg(pairs_file, tiny_model, tmp_path / "c"))
     monkeypatch.setattr(losses, "dno_loss", real)
-    with pytest.raises(DnoError, match="fresh"):
+    with pytest.raises(DnoError, match="--force"):
         run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", beta=0.05))
-    run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", beta=0.05, fresh=True))
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", beta=0.05, force=True))
     manifest = json.loads((tmp_path / "c" / "dno-manifest.json").read_text())
     assert manifest["options"]["beta"] == 0.05 and manifest["metrics"]["steps"] == 6
 
@@ -290,7 +290,7 @@ def test_a_crash_while_saving_state_resumes_from_the_last_whole_state(tmp_path, 
 
 
 @pytest.mark.parametrize("damage", ["ref_logps", "state"])
-def test_damaged_unfinished_work_is_an_error_that_fresh_recovers(tmp_path, tiny_model, pairs_file, monkeypatch,
+def test_damaged_unfinished_work_is_an_error_that_force_recovers(tmp_path, tiny_model, pairs_file, monkeypatch,
                                                                   damage):
     import dno_data.losses as losses
     from stages.train import run
@@ -313,9 +313,9 @@ def test_damaged_unfinished_work_is_an_error_that_fresh_recovers(tmp_path, tiny_
     else:
         target = next(p for p in (partial / "state-000002").iterdir() if p.name.startswith("optimizer"))
     target.write_bytes(target.read_bytes()[:20])
-    with pytest.raises(DnoError, match="--fresh"):
+    with pytest.raises(DnoError, match="--force"):
         run(_train_cfg(pairs_file, tiny_model, tmp_path / "c"))
-    run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", fresh=True))
+    run(_train_cfg(pairs_file, tiny_model, tmp_path / "c", force=True))
     assert json.loads((tmp_path / "c" / "dno-manifest.json").read_text())["metrics"]["steps"] == 6
     assert not partial.exists()
 

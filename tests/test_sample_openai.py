@@ -97,7 +97,7 @@ def test_openai_teacher(tmp_path, prompts6, tiny_model):
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY, keep_bodies=100, model="gold") as srv:
         run(_cfg(prompts6, tmp_path / "s.parquet", tiny_model, srv.base_url, backend="hf", model=tiny_model, k=1,
                  max_new_tokens=2, teacher="openai:gpt-4-turbo", teacher_base_url=srv.base_url,
-                 teacher_max_tokens=64, threads=1))
+                 teacher_max_new_tokens=64, threads=1))
         bodies = srv.stats.bodies
     rows = read_artifact(tmp_path / "s.parquet", "samples").to_pylist()
     teacher = [r for r in rows if r["source"] == "teacher"]
@@ -110,7 +110,7 @@ def test_openai_teacher(tmp_path, prompts6, tiny_model):
     # teacher-only, no policy model: prompt_text stays empty, the answers are the same
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:
         run(_cfg(prompts6, tmp_path / "t.parquet", None, None, backend="hf", model=None,
-                 teacher="openai:gpt-4-turbo", teacher_base_url=srv.base_url, teacher_max_tokens=64))
+                 teacher="openai:gpt-4-turbo", teacher_base_url=srv.base_url, teacher_max_new_tokens=64))
     only = read_artifact(tmp_path / "t.parquet", "samples").to_pylist()
     assert sorted(r["response"] for r in only) == sorted(r["response"] for r in teacher)
     assert {r["sample_id"] for r in only} == {r["sample_id"] for r in teacher}

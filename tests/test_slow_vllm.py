@@ -224,7 +224,7 @@ def _judge(samples: Path, out: Path, url: str, cache: Path, mode: str, max_token
     from stages.judge import JudgeConfig, run
 
     run(JudgeConfig(samples, out, judge=f"openai:{SERVED_NAME}", base_url=url, cache=cache, mode=mode,
-                    max_tokens=max_tokens, concurrency=4, timeout=120, max_retries=1))
+                    max_new_tokens=max_tokens, concurrency=4, timeout=120, max_retries=1))
     return read_artifact(out, "judgments").to_pylist()
 
 

@@ -67,7 +67,7 @@ def test_openai_backend_against_vllm_serve(tmp_path, prompts, smollm2_dir, vllm_
     run(SampleConfig(prompts=prompts, output=tmp_path / "s.parquet", model=SERVED_NAME, backend="openai",
                      base_url=vllm_server, tokenizer=smollm2_dir, k=2, max_new_tokens=16, concurrency=4,
                      timeout=120, max_retries=1, teacher=f"openai:{SERVED_NAME}", teacher_base_url=vllm_server,
-                     teacher_max_tokens=24))
+                     teacher_max_new_tokens=24))
     rows = _rows(tmp_path / "s.parquet")
     assert len(rows) == 4 * 3
     assert all(r["response"] for r in rows)

@@ -23,7 +23,7 @@ def write_pairs(path: Path, n: int = 12, **extra) -> Path:
     for i, r in enumerate((problem_rows(16) * 4)[:n]):
         row = pairs_row(f"p{i}", f"c{i}", f"r{i}", r["reference"], str(int(r["reference"]) + 1),
                         prompt_text=r["prompt"] + "=")
-        row["messages"] = [{"role": "user", "content": r["prompt"]}]
+        row["prompt"] = [{"role": "user", "content": r["prompt"]}]
         rows.append({**row, **extra})
     return write_artifact(rows, path, "pairs", None)
 
@@ -193,7 +193,7 @@ def test_truncated_side_gets_no_eos_in_training(tmp_path, tiny_model, tiny_token
     for ex in examples:
         assert ex["chosen_ids"][-1] == eos
         assert ex["rejected_ids"][-1] != eos
-        assert sum(ex["rejected_mask"]) == len(tiny_tokenizer(table["rejected"][0].as_py(),
+        assert sum(ex["rejected_mask"]) == len(tiny_tokenizer(table["rejected_text"][0].as_py(),
                                                               add_special_tokens=False)["input_ids"])
 
 

@@ -19,12 +19,14 @@ used AS MATERIALIZED (  -- the samples that are in pairs, read once with what th
 SELECT
     substr(sha256(r.chosen_sample_id || '>' || r.rejected_sample_id), 1, 16) AS pair_id,
     r.prompt_id,
-    cs.messages,
+    cs.messages AS prompt,
     coalesce(cs.prompt_text, rs.prompt_text) AS prompt_text,
     r.chosen_sample_id,
     r.rejected_sample_id,
-    cs.response AS chosen,
-    rs.response AS rejected,
+    [{'role': 'assistant', 'content': cs.response}] AS chosen,  -- TRL's conversational preference form
+    [{'role': 'assistant', 'content': rs.response}] AS rejected,
+    cs.response AS chosen_text,
+    rs.response AS rejected_text,
     cs.source AS chosen_source,
     rs.source AS rejected_source,
     cs.truncated AS chosen_truncated,

@@ -33,13 +33,13 @@ def build_examples(pairs: pa.Table, tokenizer, max_length: int) -> tuple[list[di
     """Encoded examples, and how many pairs were dropped because the prompt alone is too long."""
     examples, too_long = [], 0
     for row in pairs.to_pylist():
-        prompt = row["prompt_text"] or render_prompt(tokenizer, row["messages"])
+        prompt = row["prompt_text"] or render_prompt(tokenizer, row["prompt"])
         ex = {"pair_id": row["pair_id"], "target": float(row["target"]),
               "chosen_winrate": _float_or_nan(row.get("chosen_winrate")),
               "rejected_winrate": _float_or_nan(row.get("rejected_winrate"))}
         ex["truncated_sides"] = sum(bool(row.get(f"{side}_truncated")) for side in ("chosen", "rejected"))
         for side in ("chosen", "rejected"):
-            ids, mask = encode_pair(tokenizer, prompt, row[side], bool(row.get(f"{side}_truncated")))
+            ids, mask = encode_pair(tokenizer, prompt, row[f"{side}_text"], bool(row.get(f"{side}_truncated")))
             if sum(1 for m in mask if m == 0) >= max_length:
                 break
             ex[f"{side}_ids"], ex[f"{side}_mask"] = ids[:max_length], mask[:max_length]

@@ -164,5 +164,5 @@ def load_state(acc, folder: Path) -> tuple[int, list[dict]]:
     except Exception as e:  # a damaged file of any kind: torch, safetensors, pickle, json
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise DnoError(f"{folder}: the saved training state cannot be read ({first}); "
-                       "rerun with --fresh to discard the unfinished work") from None
+                       "rerun with --force to discard the unfinished work") from None
     return saved["step"], saved["history"]

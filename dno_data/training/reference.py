@@ -36,7 +36,7 @@ def reference_logps(s: Setup, opts: TrainOptions, log=print) -> Path:
             ref = pq.read_table(path).to_pydict()
         except (pa.ArrowException, OSError) as e:
             raise DnoError(f"{path}: the saved reference log-probs cannot be read ({str(e).splitlines()[0][:200]}); "
-                           "rerun with --fresh to discard the unfinished work") from None
+                           "rerun with --force to discard the unfinished work") from None
         got = dict(zip(ref["pair_id"], zip(ref["ref_chosen"], ref["ref_rejected"])))
         if all(ex["pair_id"] in got for ex in s.examples):
             for ex in s.examples:

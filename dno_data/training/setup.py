@@ -50,7 +50,7 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
     set_seed(opts.seed)
     partial = output.with_name(output.name + ".partial")
     if accelerator.is_main_process:
-        if fresh:  # --fresh discards unfinished work of any kind, also of the same settings
+        if fresh:  # --force discards unfinished work of any kind, also of the same settings
             shutil.rmtree(partial, ignore_errors=True)
         claim_work_dir(partial, lineage, fresh)
     accelerator.wait_for_everyone()

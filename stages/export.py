@@ -1,0 +1,64 @@
+"""`dno export PAIRS --format trl|hf-dataset -o OUT`: pairs in the preference format TRL reads directly.
+
+    dno export runs/r1/iter-01/pairs.parquet -o dpo.parquet                    # TRL, conversational
+    dno export runs/r1/iter-01/pairs.parquet -o dpo.jsonl --string             # prompt as rendered text
+    dno export runs/r1/iter-01/pairs.parquet --format hf-dataset -o dpo-dataset
+
+`prompt` / `chosen` / `rejected` (+ `pair_id`): message lists by default (TRL applies the chat
+template), or strings with --string. `trl` writes a .parquet or .jsonl file, `hf-dataset` a
+`datasets.Dataset.save_to_disk` folder (`datasets.load_from_disk(OUT)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dno_data.artifacts import check_output
+from dno_data.errors import DnoError
+from dno_data.export import FORMATS, export_pairs, file_kind, is_saved_dataset
+from dno_data.lineage import make_lineage
+
+from .common import summary
+from .options import FORCE, OUTPUT_FILE, Option, build_command, one_of, opt, output_folder
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    pairs: Path = opt("pairs.parquet (from `dno pairs`).", argument=True)
+    output: Path = Option("File (.parquet / .jsonl) or, with --format hf-dataset, folder to write.",
+                          flags=("-o", "--output"), changes_output=False).field()
+    format: str = opt(f"{' | '.join(FORMATS)}: a Parquet/JSONL file for TRL's DPOTrainer, or a "
+                      "datasets.save_to_disk folder.", "trl", check=one_of(*FORMATS))
+    string: bool = opt("prompt / chosen / rejected as text (prompt: the rendered prompt the policy sampled "
+                       "from) instead of message lists.", False)
+    tokenizer: Path | None = opt("With --string: render the prompt with this tokenizer's chat template.", None)
+    force: bool = FORCE.field(False, help="Replace an existing output.")
+
+
+def run(cfg: ExportConfig) -> Path:
+    if cfg.tokenizer is not None and not cfg.string:
+        raise DnoError("--tokenizer renders the prompt as text: pass it with --string (the message lists "
+                       "are rendered by the trainer)")
+    if cfg.format == "hf-dataset":
+        output_folder("--output", cfg.output)
+        if cfg.output.resolve() in cfg.pairs.resolve().parents:
+            raise DnoError(f"{cfg.output}: the output would overwrite the input {cfg.pairs}; choose another -o")
+    else:
+        check_output(cfg.output, [cfg.pairs])
+        file_kind(cfg.output)
+    if cfg.output.exists():
+        if cfg.format == "hf-dataset" and not is_saved_dataset(cfg.output):
+            raise DnoError(f"{cfg.output}: exists and is not a datasets folder; dno will not replace it: "
+                           "choose another -o")
+        if not cfg.force:
+            raise DnoError(f"{cfg.output}: exists; pass --force to replace it")
+    lineage = make_lineage("export", [cfg.pairs], asdict(cfg))
+    n = export_pairs(cfg.pairs, cfg.output, cfg.format, cfg.string, cfg.tokenizer, lineage)
+    summary(f"exported -> {cfg.output}", {"pairs": n, "format": cfg.format,
+                                          "form": "strings" if cfg.string else "conversational"})
+    return cfg.output
+
+
+command = build_command(ExportConfig, run, "Write pairs.parquet as TRL / HF datasets preference data "
+                                          "(prompt, chosen, rejected).")

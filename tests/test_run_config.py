@@ -1,0 +1,98 @@
+"""--config run.toml (stages/options.py): every command reads its table, flags override it, unknown keys
+and bad values are one line naming the file and key, the resolved values reach the lineage, and
+`dno iterate` / `just iterate` pass the file on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT, problem_rows, write_jsonl
+from dno_data.lineage import read_lineage
+from stages.cli import app
+
+COMMANDS = [c.name for c in app.registered_commands]
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("name", [*COMMANDS, "model import-gguf"])
+def test_every_command_takes_config(name):
+    result = invoke(*name.split(), "--help")
+    assert result.exit_code == 0 and "--config" in result.output
+
+
+def test_a_stage_reads_its_table_flags_override_and_lineage_has_the_values(tmp_path):
+    src = write_jsonl(tmp_path / "p.jsonl", problem_rows(16))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('run = "runs/x"\n[prompts]\npartitions = 2\neval-size = 4\nreference_column = "reference"\n'
+                   '[train]\nbeta = 0.5\n')
+    r = invoke("prompts", src, "-o", tmp_path / "a.parquet", "--config", cfg)
+    assert r.exit_code == 0, r.output
+    got = read_lineage(tmp_path / "a.parquet")["config"]
+    assert (got["partitions"], got["eval_size"], got["reference_column"]) == (2, 4, "reference")
+    r = invoke("prompts", src, "-o", tmp_path / "b.parquet", "--config", cfg, "--partitions", "3")
+    assert r.exit_code == 0, r.output
+    got = read_lineage(tmp_path / "b.parquet")["config"]
+    assert (got["partitions"], got["eval_size"]) == (3, 4)  # the flag wins, the file fills the rest
+
+
+@pytest.mark.parametrize("text,words", [
+    ("bogus = 1\n", ["'bogus'", "dno iterate"]),
+    ("[prompts]\nbeta = 0.1\n", ["[prompts]", "'beta'", "partitions"]),
+    ("[trian]\nbeta = 0.1\n", ["'trian'", "train"]),
+    ("[model.import-gguf]\nbeta = 1\n", ["[model.import-gguf]", "'beta'"]),
+    ("[prompts]\npartitions = \"many\"\n", ["prompts partitions", "'many'"]),
+    ("[prompts\n", ["not a readable TOML file"]),
+])
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, words):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(text)
+    r = invoke("prompts", tmp_path / "p.jsonl", "-o", tmp_path / "a.parquet", "--config", cfg)
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {cfg}"), r.output
+    for w in words:
+        assert w in lines[0]
+    assert not (tmp_path / "a.parquet").exists()
+
+
+def test_missing_config_file(tmp_path):
+    r = invoke("prompts", "p.jsonl", "-o", tmp_path / "a.parquet", "--config", tmp_path / "nope.toml")
+    assert r.exit_code == 1 and "nope.toml: no such config file" in r.output
+
+
+def test_iterate_reads_top_level_keys_and_passes_the_file_to_every_stage(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('run = "runs/r1"\nmodel = "m"\njudge = "oracle:addition"\n[iterate]\niterations = 2\n'
+                   'dry-run = true\n[train]\nbeta = 0.5\n')
+    r = invoke("iterate", "--config", cfg)
+    assert r.exit_code == 0, r.output
+    cmds = r.output.splitlines()
+    assert len(cmds) == 10 and all(c.endswith(f"--config {cfg}") for c in cmds)
+    assert "--judge oracle:addition" in cmds[1] and "runs/r1/iter-02" in cmds[-1]
+    r = invoke("iterate", "--config", cfg, "--iterations", "1", "--judge", "python:m:f")
+    assert len(r.output.splitlines()) == 5 and "--judge python:m:f" in r.output.splitlines()[1]
+
+
+def test_just_iterate_passes_config_from_the_callers_folder(tmp_path):
+    if shutil.which("just") is None:
+        pytest.skip("just is not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dno").write_text(f'#!/bin/sh\nexec {sys.executable} -m stages.cli "$@"\n')
+    (bin_dir / "dno").chmod(0o755)
+    (tmp_path / "run.toml").write_text('run = "runs/r1"\nmodel = "m"\njudge = "oracle:addition"\n'
+                                       'iterations = 1\ndry-run = true\n')
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(["just", "--justfile", str(ROOT / "justfile"), "config=run.toml", "iterate"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "dno sample runs/r1/prompts.parquet" in r.stdout and "--config run.toml" in r.stdout
