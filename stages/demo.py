@@ -102,7 +102,8 @@ def run(cfg: DemoConfig) -> Path:
         say(f"\n=== iteration {t} ===")
         for cmd in iteration_commands(settings, t):
             run_dno(cmd)
-        _report(open_run, load_sql, query_polars, run_dir)
+        if t < cfg.iterations:  # the last iteration's table is the final one, printed once below
+            _report(open_run, load_sql, query_polars, run_dir)
 
     elapsed = time.time() - t_start
     rows = _report(open_run, load_sql, query_polars, run_dir, final=True)

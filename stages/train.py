@@ -28,7 +28,7 @@ from dno_data.training import train
 
 from .common import summary, up_to_date
 from .options import FORCE, THREADS, above, build_command, one_of, opt, output_folder
-from .training_options import (BATCH_SIZE, EPOCHS, GRAD_ACCUM, GRADIENT_CHECKPOINTING, GROUP_BY_LENGTH, KEEP_DROPOUT,
+from .training_options import (BATCH_SIZE, EPOCHS, GRAD_ACCUM, GRADIENT_CHECKPOINTING, GROUP_BY_LENGTH, KEEP_DROPOUT, REPORT_TO,
                                LEARNING_RATE, LORA_ALPHA, LORA_R, LORA_TARGET_MODULES, LR_SCHEDULER, MAX_GRAD_NORM,
                                MAX_LENGTH, MAX_STEPS, MIXED_PRECISION, SAVE_EVERY, SEED, WARMUP_RATIO, WEIGHT_DECAY, D,
                                train_dtype_field, train_options)
@@ -63,6 +63,7 @@ class TrainConfig:
                                  "pi_1 for offline DPO.", D.reference)
     keep_dropout: bool = KEEP_DROPOUT.field(D.keep_dropout)
     group_by_length: bool = GROUP_BY_LENGTH.field(D.group_by_length)
+    report_to: str = REPORT_TO.field(D.report_to)
     lora_r: int = LORA_R.field(D.lora_r)
     lora_alpha: float = LORA_ALPHA.field(D.lora_alpha)
     lora_target_modules: str = LORA_TARGET_MODULES.field(D.lora_target_modules)

@@ -29,6 +29,8 @@ MAX_LENGTH = Option("Most tokens of prompt + response; longer responses are cut.
 SEED = Option("Seed of the data order.")
 SAVE_EVERY = Option("Steps between resumable states in <output>.partial/ (0: never).", check=at_least(0))
 KEEP_DROPOUT = Option("Keep dropout on in the policy (off by default, as in TRL).")
+REPORT_TO = Option("Also log the training curves to these accelerate trackers (comma-separated: tensorboard, wandb, "
+                   "mlflow...; files in <output>.logs/); train_log.jsonl is always written.", changes_output=False)
 GROUP_BY_LENGTH = Option("Batch examples of similar length (less padding; another data order).")
 LORA_R = Option("Train LoRA adapters of this rank (peft), merged on save; 0: full training.", check=at_least(0))
 LORA_ALPHA = Option("LoRA alpha (scale = alpha / r).", check=above(0))

@@ -394,3 +394,41 @@ def test_stage_output_has_no_library_bars_or_warnings(tmp_path, tiny_model, pair
     assert r.returncode == 0, r.stderr
     for noise in ("Writing model shards", "Removed shared tensor", "Loading weights"):
         assert noise not in r.stdout + r.stderr
+
+
+def test_report_to_logs_every_step_to_an_accelerate_tracker(tmp_path, tiny_model, pairs_file, monkeypatch):
+    """--report-to NAME: accelerate's tracker API gets the config once and each step's figures."""
+    from accelerate.tracking import GeneralTracker
+
+    import dno_data.training.setup as setup_mod
+    from stages.train import run
+
+    seen = {"config": None, "steps": []}
+
+    class Recorder(GeneralTracker):
+        name, requires_logging_directory, main_process_only = "recorder", False, True
+
+        def __init__(self, logs):
+            super().__init__()
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            seen["config"] = values
+
+        def log(self, values, step=None, **kw):
+            seen["steps"].append((step, values))
+
+    monkeypatch.setitem(setup_mod.CUSTOM_TRACKERS, "recorder", Recorder)
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=2, report_to="recorder"))
+    assert seen["config"]["beta"] > 0
+    assert [s for s, _ in seen["steps"]] == [1, 2]
+    assert {"loss", "lr"} <= set(seen["steps"][0][1])
+
+
+def test_report_to_an_unknown_or_missing_tracker_is_one_line(tmp_path, tiny_model, pairs_file, cli):
+    r = cli("train", pairs_file, "--model", tiny_model, "-o", tmp_path / "ckpt", "--report-to", "nope")
+    assert r.returncode != 0 and "--report-to nope: not an accelerate tracker" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -88,6 +88,8 @@ def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective = CONTRAST
         log(f"resuming training at step {step}/{s.total_steps}")
     run_loader = acc.skip_first_batches(loader, step * opts.grad_accum) if step else loader
 
+    if opts.report_to:  # accelerate trackers (TensorBoard, W&B...) beside train_log.jsonl
+        acc.init_trackers("dno", config={k: v for k, v in vars(opts).items() if isinstance(v, (int, float, str, bool))})
     model.train()
     t0 = time.time()
     sums, n = torch.zeros(len(objective.names), device=acc.device), 0
@@ -112,11 +114,15 @@ def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective = CONTRAST
             means = acc.reduce(sums / n, reduction="mean").tolist()
             history.append({"step": step, "lr": scheduler.get_last_lr()[0], **dict(zip(objective.names, means))})
             sums, n = torch.zeros_like(sums), 0
+            if opts.report_to:
+                acc.log({k: v for k, v in history[-1].items() if k != "step"}, step=step)
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1][objective.names[0]]:.4f}", refresh=False)
             if opts.save_every and step % opts.save_every == 0 and step < s.total_steps:
                 save_state(acc, s.partial, step, history)
     bar.close()
+    if opts.report_to:
+        acc.end_training()
     acc.wait_for_everyone()
     # Sharded weights (FSDP, DeepSpeed ZeRO-3) are gathered by every process together; DDP and a
     # single process save the unwrapped model's own weights.

@@ -36,3 +36,4 @@ class TrainOptions:
     lora_target_modules: str = "all-linear"  # comma-separated module names, or peft's "all-linear"
     mixed_precision: str = "no"  # no | bf16 | fp16 (autocast under accelerate; weights stay in --dtype)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
+    report_to: str = ""  # accelerate trackers, comma-separated (tensorboard, wandb, ...); logs in <output>.logs/

@@ -46,7 +46,7 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
         check_model_dir(opts.reference, flag="--reference")
     if len(pairs) == 0:
         raise DnoError("the pairs file has no rows: nothing to train on (loosen the rule of `dno pairs`)")
-    accelerator = make_accelerator(opts)
+    accelerator = make_accelerator(opts, output.with_name(output.name + ".logs"))
     set_seed(opts.seed)
     partial = output.with_name(output.name + ".partial")
     if accelerator.is_main_process:
@@ -79,7 +79,7 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
     return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial, keep_logits)
 
 
-def make_accelerator(opts: TrainOptions):
+def make_accelerator(opts: TrainOptions, logs: Path | None = None):
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -90,10 +90,39 @@ def make_accelerator(opts: TrainOptions):
     # The distributed state (process group) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
     try:
+        trackers = [t.strip() for t in opts.report_to.split(",") if t.strip()]
+        _check_trackers(trackers)
+        log_with = [CUSTOM_TRACKERS[t](logs) if t in CUSTOM_TRACKERS else t for t in trackers]
         return Accelerator(gradient_accumulation_steps=opts.grad_accum, cpu=not torch.cuda.is_available(),
-                           mixed_precision=opts.mixed_precision)
+                           mixed_precision=opts.mixed_precision, log_with=log_with or None,
+                           project_dir=str(logs) if trackers and logs else None)
     except ValueError as e:
         raise DnoError(f"--mixed-precision {opts.mixed_precision}: {str(e).splitlines()[0]}") from None
+
+
+# --report-to NAME for a tracker of your own: NAME -> factory(logs_dir) -> accelerate GeneralTracker
+CUSTOM_TRACKERS: dict = {}
+
+
+def _check_trackers(names: list[str]) -> None:
+    """--report-to names accelerate trackers that exist and are installed (accelerate itself drops a
+    missing one with a debug message, so a typo or a missing package would log nothing, silently)."""
+    if not names:
+        return
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    for name in names:
+        if name in CUSTOM_TRACKERS:
+            continue
+        cls = LOGGER_TYPE_TO_CLASS.get(name)
+        if cls is None:
+            raise DnoError(f"--report-to {name}: not an accelerate tracker; choose among "
+                           f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}")
+        import accelerate.utils as au
+
+        available = getattr(au, f"is_{name}_available", None)
+        if available is not None and not available():
+            raise DnoError(f"--report-to {name}: the package is not installed; pip install {name}")
 
 
 def load_policy(model_dir: Path, opts: TrainOptions):
