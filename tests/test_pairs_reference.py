@@ -3,10 +3,11 @@
 import random
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dno_data.artifacts import to_table
-from dno_data.pairs import build_pairs, repetition_ratios
+from dno_data.pairs import build_pairs, repetition_ratios, repetition_table
 from dno_data.duckdb_sql import connect, load_sql
 from paper_rule_reference import paper_best_pairs, paper_pairs, repetition_ratio, synthetic_rows
 
@@ -30,10 +31,10 @@ def test_sql_rule_equals_python_rule(seed, rule, reference, variant):
     assert len(got) > 100  # the random data exercises the rule
 
 
-def test_sql_repetition_ratio_equals_python():
+def test_sql_repetition_ratio_equals_python(tmp_path):
     rng = random.Random(0)
-    words = ["go", "on", "the", "cat", "a", "b"]
-    seps = [" ", "  ", "\n", "\t", " \n "]
+    words = ["go", "on", "the", "cat", "a", "b", "é", "猫"]
+    seps = [" ", "  ", "\n", "\t", " \n ", "\r\n"]
     texts = []
     for _ in range(500):
         vocab = words[:rng.randint(2, len(words))]  # few words: loops; many: mostly distinct 3-grams
@@ -42,10 +43,20 @@ def test_sql_repetition_ratio_equals_python():
     expected = [repetition_ratio(t) for t in texts]
     assert got == pytest.approx(expected)
     assert sum(x > 0.5 for x in got) > 20  # the data has repetitive texts
-    # the flags `dno pairs` uses, where a cheap bound skips the 3-grams of most texts, are exact
+    # the flags `dno pairs` uses, where a cheap bound skips the 3-grams of most texts, are exact:
+    # in repetition.sql alone, and with the polars bound picking the texts it sees (from a table and a file)
+    table = pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts})
     con = connect()
-    con.register("samples", pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts}))
+    con.register("texts", table)
     sql = load_sql("repetition")
+    path = tmp_path / "texts.parquet"
+    pq.write_table(table, path)
     for threshold in (0.0, 0.2, 0.5, 0.8):
+        want = [x > threshold for x in expected]
         flags = dict(con.execute(f"SELECT sample_id, repetitive FROM ({sql})", {"max_repetition": threshold}).fetchall())
-        assert [flags[str(i)] for i in range(len(texts))] == [x > threshold for x in expected]
+        assert [flags[str(i)] for i in range(len(texts))] == want
+        for src in (table, path):
+            c = connect(read_paths=[path])
+            repetition_table(c, src, threshold)
+            flagged = {row[0] for row in c.execute("SELECT sample_id FROM repetition").fetchall()}
+            assert flagged == {str(i) for i, w in enumerate(want) if w}

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..duckdb_sql import connect, load_sql, query_arrow, used_params
+from ..pairs import repetition_table
 from ..errors import DnoError
 from .data import build_sft_examples, collate_sft, row_logps
 from .fit import Objective
@@ -43,9 +44,7 @@ def select_examples(source: str, *, samples: pa.Table | None = None, judgments: 
         if source == "teacher":
             return query_arrow(con, load_sql("sft_teacher"))
         con.register("judgments", judgments)
-        rep = load_sql("repetition")
-        con.execute(f"CREATE TEMP TABLE repetition AS SELECT sample_id, repetitive FROM ({rep}) WHERE repetitive",
-                    {"max_repetition": max_repetition})
+        repetition_table(con, samples, max_repetition)
         cand = load_sql("candidates")
         con.execute(f"CREATE TEMP TABLE candidates AS {cand}", used_params(cand, {"truncated": "keep"}))
         best = load_sql("sft_best")
