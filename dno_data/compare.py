@@ -7,7 +7,8 @@ and is evaluated on the same held-out split, as the same `dno` commands a user w
   dno          `dno iterate`'s iteration: pi_t samples partition t, reference pi_t     RUN/dno/iter-NN/
   offline-dpo  pi_1 samples partition t, pairs capped to DNO's count at t (a seeded subset,
                `dno pairs --max-pairs`), training continues from offline-dpo's t-1
-               checkpoint with the reference fixed at pi_1                            RUN/offline-dpo/iter-NN/
+               checkpoint with the reference fixed at pi_1; iteration 1 is DNO's
+               (RUN/offline-dpo/iter-01 links to RUN/dno/iter-01)                     RUN/offline-dpo/iter-NN/
   sft          `dno sft` on the teacher answers of partition t (offline-dpo's samples), from its
                t-1 checkpoint, for as many optimizer steps as DNO's iteration t        RUN/sft/iter-NN/
   rft          `dno sft --source best`: each prompt's best judged pi_1 sample of partition t,
@@ -114,14 +115,36 @@ def budget_of(c: CompareSettings, t: int) -> Budget:
     return Budget(pairs=replayed.null_count, steps=int(metrics["steps"]))
 
 
-def iteration_plan(c: CompareSettings, t: int, budget: Budget | None) -> list[list[str]]:
-    """The commands of iteration t after DNO's (which gives the budget; None: placeholders, for --dry-run)."""
+def share_first_iteration(c: CompareSettings, dry: bool = False) -> bool:
+    """Offline DPO's iteration 1 is DNO's: both sample pi_1 on partition 1 and train pi_1 with the
+    reference pi_1 on every pair (DNO's count is the cap). So RUN/offline-dpo/iter-01 is a link to
+    RUN/dno/iter-01 instead of the same sampling, judging and training a second time (the tables
+    measured before it showed the two rows equal to the digit). A real offline-dpo/iter-01 folder
+    (an earlier run) is kept and its commands run as before. Returns whether the link is (or, with
+    `dry`, would be) there."""
+    off = RunLayout(c.loop.run, "offline-dpo").iteration(1)
+    if off.is_symlink():
+        return True
+    if off.exists():
+        return False
+    if not dry:
+        off.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(RunLayout(c.loop.run, "dno").iteration(1), off.parent), off)
+    return True
+
+
+def iteration_plan(c: CompareSettings, t: int, budget: Budget | None, shared: bool = True) -> list[list[str]]:
+    """The commands of iteration t after DNO's (which gives the budget; None: placeholders, for --dry-run).
+    `shared`: offline-dpo/iter-01 is DNO's iteration 1 (share_first_iteration), so at t = 1 pi_1's
+    samples and judgments are there and offline DPO runs nothing."""
     offline = method_settings(c, "offline-dpo")
     pi1 = layout(offline)  # pi_1's samples (and judgments) of partition t live in offline-dpo's folder
     max_pairs = budget.pairs if budget else "DNO_PAIRS"
     steps = budget.steps if budget else "DNO_STEPS"
     cmds = iteration_commands(offline, t, max_pairs=max_pairs)  # type: ignore[arg-type]
-    if "offline-dpo" not in c.methods:  # sft / rft only need pi_1's samples (and judgments)
+    if t == 1 and shared:
+        cmds = []
+    elif "offline-dpo" not in c.methods:  # sft / rft only need pi_1's samples (and judgments)
         cmds = [cmd for cmd in cmds if cmd[0] in ("sample", "judge")][: 2 if "rft" in c.methods else 1]
     for method in ("sft", "rft"):
         if method in c.methods:
@@ -136,10 +159,15 @@ def iteration_plan(c: CompareSettings, t: int, budget: Budget | None) -> list[li
 def dry_run(c: CompareSettings, echo=print) -> None:
     check(c)
     cmds = [eval_command(dataclasses.replace(c.loop, folder=None), 0)]
+    shared = share_first_iteration(c, dry=True)
     for t in range(1, c.loop.iterations + 1):
-        cmds += iteration_commands(method_settings(c, "dno"), t) + iteration_plan(c, t, None)
+        cmds += iteration_commands(method_settings(c, "dno"), t)
+        if t == 1 and shared:
+            off, dno = RunLayout(c.loop.run, "offline-dpo").iteration(1), RunLayout(c.loop.run, "dno").iteration(1)
+            cmds.append(["#", f"{off} -> {dno} (offline DPO's iteration 1 is DNO's)"])
+        cmds += iteration_plan(c, t, None, shared)
     for cmd in cmds:
-        echo("dno " + " ".join(shlex.quote(str(a)) for a in cmd))
+        echo(" ".join(cmd) if cmd[0] == "#" else "dno " + " ".join(shlex.quote(str(a)) for a in cmd))
 
 
 def run_comparison(c: CompareSettings, run: Callable = run_dno, say=print) -> Path:
@@ -151,9 +179,12 @@ def run_comparison(c: CompareSettings, run: Callable = run_dno, say=print) -> Pa
         for cmd in iteration_commands(method_settings(c, "dno"), t):
             run(cmd)
         budget = budget_of(c, t)
+        shared = t == 1 and share_first_iteration(c)
         say(f"\n=== iteration {t}: {', '.join(m for m in c.methods if m != 'dno')} "
             f"(budget: {budget.pairs} pairs, {budget.steps} optimizer steps) ===")
-        for cmd in iteration_plan(c, t, budget):
+        if shared:
+            say("offline-dpo/iter-01 is dno/iter-01: at iteration 1 offline DPO is DNO (pi_1's samples, reference pi_1)")
+        for cmd in iteration_plan(c, t, budget, shared):
             run(cmd)
     return write_table(c)
 

@@ -96,11 +96,11 @@ def test_budgets_are_matched(compared):
     at1 = {r["method"]: r for r in pq.read_table(run / "compare.parquet").to_pylist() if r["iteration"] == 1}
     dno = at1["dno"]
     assert dno["pairs"] > 0 and dno["steps"] > 0 and dno["dno_pairs"] == dno["pairs"]
-    # at iteration 1 both sample pi_1 on partition 1: the same pairs, and offline DPO's cap is DNO's count
+    # at iteration 1 offline DPO is DNO (pi_1's samples of partition 1, reference pi_1): the same folder
+    off = run / "offline-dpo" / "iter-01"
+    assert off.is_symlink() and off.resolve() == (run / "dno" / "iter-01").resolve()
     assert at1["offline-dpo"]["pairs"] == dno["pairs"] and at1["offline-dpo"]["steps"] == dno["steps"]
-    from dno_data.lineage import read_lineage
-    cfg = read_lineage(run / "offline-dpo" / "iter-01" / "pairs.parquet")["config"]
-    assert cfg["max_pairs"] == dno["pairs"]
+    assert at1["offline-dpo"]["accuracy"] == dno["accuracy"]
     for m in ("sft", "rft"):
         assert at1[m]["steps"] == dno["steps"] and at1[m]["examples"] > 0
     assert all(r["prompts"] == dno["prompts"] == r["prompts_seen"] for r in at1.values())  # the same partition
@@ -130,8 +130,8 @@ def test_rerun_is_up_to_date(compared, pi1, capsys):
     OUTPUT.clear()
     run_comparison(settings(run, pi1), run=in_process)
     assert (run / "dno" / "iter-01" / "checkpoint" / "dno-manifest.json").stat().st_mtime_ns == before
-    # every stage of every method skipped itself: eval 0, dno 5, offline-dpo 5, sft 2, rft 2
-    assert "".join(OUTPUT).count("up to date") + capsys.readouterr().err.count("up to date") >= 15
+    # every stage of every method skipped itself: eval 0, dno 5, sft 2, rft 2 (offline-dpo's iteration 1 is dno's)
+    assert "".join(OUTPUT).count("up to date") + capsys.readouterr().err.count("up to date") >= 10
 
 
 def _cli(*args):
@@ -151,9 +151,11 @@ def test_dry_run_and_offline_wiring(tmp_path):
     assert res.exit_code == 0, res.output
     lines = [x for x in res.output.splitlines() if x.startswith("dno ")]
     offline_samples = [x for x in lines if x.startswith("dno sample") and "offline-dpo" in x]
-    assert len(offline_samples) == 2 and all(f"--model {tmp_path / 'm'} " in x for x in offline_samples)
+    assert len(offline_samples) == 1 and all(f"--model {tmp_path / 'm'} " in x for x in offline_samples)
+    assert f"# {tmp_path / 'r' / 'offline-dpo' / 'iter-01'} -> {tmp_path / 'r' / 'dno' / 'iter-01'}" in res.output
     offline_train = [x for x in lines if x.startswith("dno train") and "offline-dpo" in x]
-    assert f"--model {tmp_path / 'r' / 'offline-dpo' / 'iter-01' / 'checkpoint'}" in offline_train[1]
+    assert len(offline_train) == 1
+    assert f"--model {tmp_path / 'r' / 'offline-dpo' / 'iter-01' / 'checkpoint'}" in offline_train[0]
     assert all(f"--reference {tmp_path / 'm'}" in x for x in offline_train)
     assert all("--max-pairs DNO_PAIRS" in x for x in lines if x.startswith("dno pairs") and "offline-dpo" in x)
     sft = [x for x in lines if x.startswith("dno sft")]
@@ -161,8 +163,10 @@ def test_dry_run_and_offline_wiring(tmp_path):
     assert all("--learning-rate 1e-3" in x for x in sft)
     s = CompareSettings(LoopSettings(run=tmp_path / "r", model=tmp_path / "m", judge="oracle:addition"),
                         methods=("dno", "rft"))
-    cmds = iteration_plan(s, 1, None)
+    cmds = iteration_plan(s, 2, None)
     assert [c[0] for c in cmds] == ["sample", "judge", "sft", "eval"]  # rft alone: pi_1's samples and judgments
+    assert [c[0] for c in iteration_plan(s, 1, None)] == ["sft", "eval"]  # at t = 1, DNO's (the shared folder)
+    assert [c[0] for c in iteration_plan(s, 1, None, shared=False)] == ["sample", "judge", "sft", "eval"]
 
 
 @pytest.mark.parametrize("methods, message", [("sft,offline-dpo", "must include dno"),
