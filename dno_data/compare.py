@@ -122,15 +122,20 @@ def share_first_iteration(c: CompareSettings, dry: bool = False) -> bool:
     measured before it showed the two rows equal to the digit). A real offline-dpo/iter-01 folder
     (an earlier run) is kept and its commands run as before. Returns whether the link is (or, with
     `dry`, would be) there."""
-    off = RunLayout(c.loop.run, "offline-dpo").iteration(1)
+    off, dno = first_iteration_link(c)
     if off.is_symlink():
         return True
     if off.exists():
         return False
     if not dry:
         off.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.relpath(RunLayout(c.loop.run, "dno").iteration(1), off.parent), off)
+        os.symlink(os.path.relpath(dno, off.parent), off)
     return True
+
+
+def first_iteration_link(c: CompareSettings) -> tuple[Path, Path]:
+    """(RUN/offline-dpo/iter-01, RUN/dno/iter-01): the link share_first_iteration makes, and its target."""
+    return RunLayout(c.loop.run, "offline-dpo").iteration(1), RunLayout(c.loop.run, "dno").iteration(1)
 
 
 def iteration_plan(c: CompareSettings, t: int, budget: Budget | None, shared: bool = True) -> list[list[str]]:
@@ -163,7 +168,7 @@ def dry_run(c: CompareSettings, echo=print) -> None:
     for t in range(1, c.loop.iterations + 1):
         cmds += iteration_commands(method_settings(c, "dno"), t)
         if t == 1 and shared:
-            off, dno = RunLayout(c.loop.run, "offline-dpo").iteration(1), RunLayout(c.loop.run, "dno").iteration(1)
+            off, dno = first_iteration_link(c)
             cmds.append(["#", f"{off} -> {dno} (offline DPO's iteration 1 is DNO's)"])
         cmds += iteration_plan(c, t, None, shared)
     for cmd in cmds:
