@@ -50,13 +50,29 @@ def _version(names: tuple[str, ...]) -> str | None:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment() -> dict:
-    """Python, platform, CPU count, package versions; torch's thread count and deterministic flag
-    when the stage has imported torch (a stage that runs no model does not load it for this)."""
+    """Python, platform, CPU model and count, package versions; torch's thread count, CPU kernel
+    level (AVX2, AVX512, ...: other instructions round differently) and deterministic flag when the
+    stage has imported torch (a stage that runs no model does not load it for this)."""
     env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-           "cpu_count": os.cpu_count(), "packages": {k: _version(v) for k, v in PACKAGES.items()}}
+           "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+           "packages": {k: _version(v) for k, v in PACKAGES.items()}}
     torch = sys.modules.get("torch")
     if torch is not None:
+        capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+        env["torch_cpu_capability"] = capability() if capability else None
         env["torch_threads"] = torch.get_num_threads()
         env["deterministic_algorithms"] = torch.are_deterministic_algorithms_enabled()
         env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None

@@ -22,6 +22,7 @@ def test_the_lineage_records_the_environment(tmp_path, tiny_model):
     assert env["packages"]["torch"] and env["packages"]["transformers"] and env["packages"]["accelerate"]
     assert "vllm" in env["packages"]  # None when not installed
     assert env["torch_threads"] == 1 and env["deterministic_algorithms"] is True
+    assert env["cpu"] and env["torch_cpu_capability"]  # which kernels ran: other instructions round differently
     # another machine does not make finished work stale
     a, b = make_lineage("test", [], {"a": 1}), make_lineage("test", [], {"a": 1})
     b["environment"] = {**b["environment"], "cpu_count": 999}
