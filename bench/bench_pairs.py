@@ -18,18 +18,17 @@ With --rule best-worst, checks that dno and the loop give the same number of pai
 same total score margin (which pair wins a tie may differ). The CPU may be shared: the note
 says so next to the figures.
 
-Measured on 2 cores shared with other jobs (the "with the check" column before the cheap bound of
-repetition.sql, except the last 1M line) (load average 1.5-3.5; the same command varied up to
-2x between runs, e.g. 13.5 s and 24.3 s for dno at 1M), default --memory-limit 1.5GB:
-  best-worst, scores      dno (no n-gram check)   with the check   Python loop     DuckDB floor
-    100k x 6               2.6 s, 0.45 GB          5.5 s            2.7 s, 0.33 GB  1.2 s
-    300k x 6               6.7 s, 0.92 GB          13.4 s           9.0 s           4.1 s
-    1M x 6                 21.7 s, 1.63 GB         50.2 s           28.9 s          6.0 s
-    1M x 6 (quieter)       24.3 s, 1.63 GB         -                33.3 s          10.5 s
-    1M x 6 (cheap bound)   21.2 s, 1.64 GB         40.2 s           -               9.7 s
-  best-worst, pairwise    200k x 30 rows: 4.5 s, 0.98 GB (loop 12.3 s, floor 3.2 s);
-                          1M x 30 rows: 37.3 s, 1.78 GB (floor 24.7 s)
-  paper rule, scores      1M x 6 (teacher included, 5.85M pairs): 36.8 s, 1.80 GB
+Measured on 2 idle cores (load average 1.1-1.5 from the benchmark itself), default --memory-limit
+(auto: 1.5GB for best-worst, 3GB for the paper rule), each line one run of this script:
+  best-worst, scores      dno (no n-gram check)   with the check     Python loop       DuckDB floor
+    100k x 6               3.47 s, 0.70 GB         4.03 s, 0.77 GB    2.52 s, 0.35 GB   0.97 s
+    300k x 6               4.83 s, 1.08 GB         6.07 s, 1.21 GB    7.29 s, 0.37 GB   1.82 s
+    1M x 6                 13.11 s, 1.84 GB        16.24 s, 1.97 GB   25.95 s, 0.40 GB  4.66 s
+  (whole-process times: the imports and the lineage's hashing of the inputs are in them)
+  best-worst, pairwise    200k x 30 rows: 5.80 s, 1.21 GB (loop 9.64 s, floor 2.75 s);
+                          1M x 30 rows: 29.89 s, 1.95 GB (loop 50.40 s, floor 11.89 s)
+  paper rule, scores      1M x 6 (teacher included, 5.85M pairs): 32.41 s, 3.39 GB (floor 5.15 s);
+                          with --memory-limit 1.5GB its joins spill: the COPY alone took 33.5 s instead of 13.6 s
 """
 
 from __future__ import annotations

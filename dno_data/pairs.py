@@ -35,7 +35,18 @@ from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql, used_para
 
 RULES = ("paper", "paper-best", "best-worst")
 TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
-DEFAULT_MEMORY_LIMIT = "1.5GB"  # DuckDB's limit for `dno pairs` (peak RSS stays < 2 GB at 1M prompts x 6); it spills beyond
+# DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond. Measured at 1M prompts x 6
+# (bench/bench_pairs.py): best-worst (1M pairs) 12.5 s and a peak RSS of 1.84 GB at 1.5GB (10.2 s, 2.44 GB at
+# 3GB); the paper rule (5.85M pairs) fits its joins in 3GB, where 1.5GB made it spill and run 2.7x longer.
+DEFAULT_MEMORY_LIMIT = "auto"
+AUTO_MEMORY_LIMIT = {"best-worst": "1.5GB", "paper": "3GB", "paper-best": "3GB"}  # a --sql rule: 3GB
+
+
+def memory_limit_for(memory_limit: str | None, rule: str, sql_file=None) -> str | None:
+    """The DuckDB memory limit `dno pairs` runs under: `memory_limit` as given, or for "auto" the rule's."""
+    if memory_limit != "auto":
+        return memory_limit
+    return AUTO_MEMORY_LIMIT.get(rule, "3GB") if sql_file is None else "3GB"
 
 # Named parameters of the built-in rules ($name in the .sql files), with the paper's values.
 DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
@@ -244,7 +255,7 @@ def build_pairs(
     paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]
     if output is not None:
         paths += [Path(output), _tmp_path(Path(output))]
-    con = _connect(memory_limit, spill, paths)
+    con = _connect(memory_limit_for(memory_limit, rule, sql_file), spill, paths)
     try:
         return _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated,
                       list(replay), replay_fraction, seed, output, lineage, max_pairs)

@@ -62,7 +62,9 @@ class PairsConfig:
     seed: int = opt("Seed of the replay selection and of the --max-pairs subset.", 0)
     max_pairs: int | None = opt("Keep at most this many new pairs, a seeded random subset (e.g. another method's "
                                 "pair count, to match budgets).", None, check=at_least(1))
-    memory_limit: str = opt("DuckDB memory limit (e.g. 4GB); beyond it, it spills to disk beside the output.",
+    memory_limit: str = opt("DuckDB memory limit (e.g. 4GB), or auto: 1.5GB for best-worst (a pair a prompt), 3GB "
+                            "for the paper rules and --sql (several pairs a prompt); beyond it, it spills to disk "
+                            "beside the output.",
                             DEFAULT_MEMORY_LIMIT, changes_output=False)
     force: bool = FORCE.field(False)
 

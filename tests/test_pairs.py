@@ -702,6 +702,25 @@ def test_bad_memory_limit_is_one_line(tmp_path):
         build_pairs(s_path, j_path, params=DEFAULTS, memory_limit="lots")
 
 
+def test_auto_memory_limit_follows_the_rule(tmp_path, monkeypatch):
+    """One pair a prompt fits in 1.5GB; the paper rules' several pairs a prompt get 3GB (their joins
+    spilled at 1.5GB and ran 2.7x longer at 1M prompts); a limit given is used as given."""
+    import dno_data.pairs as pairs_mod
+
+    assert pairs_mod.memory_limit_for("auto", "best-worst") == "1.5GB"
+    assert pairs_mod.memory_limit_for("auto", "paper") == pairs_mod.memory_limit_for("auto", "paper-best") == "3GB"
+    assert pairs_mod.memory_limit_for("auto", "best-worst", sql_file=tmp_path / "r.sql") == "3GB"
+    assert pairs_mod.memory_limit_for("700MB", "paper") == "700MB"
+    seen = []
+    real = pairs_mod._connect
+    monkeypatch.setattr(pairs_mod, "_connect", lambda limit, *a: seen.append(limit) or real(limit, *a))
+    s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 1.0)])
+    s_path, j_path = _files(tmp_path, s, j)
+    for rule in ("best-worst", "paper"):
+        build_pairs(s_path, j_path, rule=rule, params=DEFAULTS)
+    assert seen == ["1.5GB", "3GB"]
+
+
 def test_repetition_check_is_skipped_when_it_cannot_fire(tmp_path, monkeypatch):
     import dno_data.pairs as pairs_mod
 

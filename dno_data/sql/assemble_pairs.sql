@@ -7,14 +7,11 @@
 -- A target never contradicts its pair: when r does not favour the chosen side (an automatic negative
 -- that scored higher, or a user's rule), the rule's verdict is the only evidence and the target is
 -- the hard label 1.0.
+-- Each side is joined straight to candidates (narrow) and to samples (its texts, read from the file
+-- with only the columns used): no materialized copy of the samples in pairs, whose wide rows would
+-- be hashed twice (about 1.7x slower at 1M prompts x 6 with the paper rule's 5.85M pairs).
 WITH r AS (
     SELECT * FROM rule_output WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL
-),
-used AS MATERIALIZED (  -- the samples that are in pairs, read once with what the pairs copy of them
-    SELECT s.sample_id, s.messages, s.prompt_text, s.response, c.source, c.truncated, c.score, c.winrate,
-           c.field_winrate
-    FROM samples s JOIN candidates c USING (sample_id)
-    WHERE s.sample_id IN (SELECT chosen_sample_id FROM r UNION ALL SELECT rejected_sample_id FROM r)
 )
 SELECT
     substr(sha256(r.chosen_sample_id || '>' || r.rejected_sample_id), 1, 16) AS pair_id,
@@ -27,22 +24,24 @@ SELECT
     [{'role': 'assistant', 'content': rs.response}] AS rejected,
     cs.response AS chosen_text,
     rs.response AS rejected_text,
-    cs.source AS chosen_source,
-    rs.source AS rejected_source,
-    cs.truncated AS chosen_truncated,
-    rs.truncated AS rejected_truncated,
-    cs.score AS chosen_score,
-    rs.score AS rejected_score,
-    cs.winrate AS chosen_winrate,
-    rs.winrate AS rejected_winrate,
-    coalesce(cs.score - rs.score, cs.winrate - rs.winrate) AS margin,
-    cs.source || '>' || rs.source AS pair_type,
+    cc.source AS chosen_source,
+    rc.source AS rejected_source,
+    cc.truncated AS chosen_truncated,
+    rc.truncated AS rejected_truncated,
+    cc.score AS chosen_score,
+    rc.score AS rejected_score,
+    cc.winrate AS chosen_winrate,
+    rc.winrate AS rejected_winrate,
+    coalesce(cc.score - rc.score, cc.winrate - rc.winrate) AS margin,
+    cc.source || '>' || rc.source AS pair_type,
     $rule AS rule,
     CASE WHEN r.target IS NOT NULL THEN r.target
-         WHEN cs.field_winrate > rs.field_winrate THEN 1 / (1 + exp(-(cs.field_winrate - rs.field_winrate)))
+         WHEN cc.field_winrate > rc.field_winrate THEN 1 / (1 + exp(-(cc.field_winrate - rc.field_winrate)))
          ELSE 1.0 END AS target,
     NULL::VARCHAR AS replayed_from
 FROM r
-JOIN used cs ON cs.sample_id = r.chosen_sample_id
-JOIN used rs ON rs.sample_id = r.rejected_sample_id
+JOIN candidates cc ON cc.sample_id = r.chosen_sample_id
+JOIN candidates rc ON rc.sample_id = r.rejected_sample_id
+JOIN samples cs ON cs.sample_id = r.chosen_sample_id
+JOIN samples rs ON rs.sample_id = r.rejected_sample_id
 -- (`dno pairs` orders the rows by prompt_id, chosen_sample_id, rejected_sample_id)

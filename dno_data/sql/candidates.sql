@@ -12,6 +12,7 @@
 -- like a repetitive one), 'drop' (left out, as if never sampled), 'keep' (an ordinary candidate).
 -- automatic_negative = repetitive, or truncated under 'negative': the rules never choose such a
 -- sample and pair it below every positive.
+-- response_hash: a 64-bit hash of the response, to find identical texts without carrying them.
 -- Views: samples, judgments, repetition(sample_id, repetitive).
 WITH scores AS (
     SELECT sample_id_a AS sample_id, avg(score) AS score
@@ -19,7 +20,7 @@ WITH scores AS (
     GROUP BY 1
 ),
 base AS (
-    SELECT s.prompt_id, s.sample_id, s.source, sc.score,
+    SELECT s.prompt_id, s.sample_id, s.source, sc.score, hash(s.response) AS response_hash,
            coalesce(r.repetitive, false) AS repetitive,
            coalesce(s.finish_reason = 'length', false) AS truncated
     FROM samples s
@@ -59,7 +60,7 @@ scored AS (  -- score win-rates: (lower + 0.5 * equal, the sample itself left ou
     SELECT b.*, p.policy_scores, p.all_scores, CASE WHEN b.source = 'policy' THEN 1 ELSE 0 END AS self
     FROM base b LEFT JOIN prompt_scores p USING (prompt_id)
 )
-SELECT b.prompt_id, b.sample_id, b.source, b.score, b.repetitive, b.truncated,
+SELECT b.prompt_id, b.sample_id, b.source, b.score, b.response_hash, b.repetitive, b.truncated,
        (b.repetitive OR (b.truncated AND $truncated = 'negative')) AS automatic_negative,
        coalesce(pw.winrate, CASE WHEN b.score IS NOT NULL THEN
            (len(list_filter(b.policy_scores, lambda x: x < b.score))
