@@ -202,12 +202,14 @@ class CallRunner:
             if self._tpm is not None:
                 await self._tpm.acquire(min(call.est_tokens, self.settings.tpm))
             try:
-                # The raw response skips building pydantic objects we would only read three fields of.
-                raw = await self.client.chat.completions.with_raw_response.create(
-                    model=call.model, messages=call.messages, **{k: v for k, v in call.params.items() if v is not None})
-                resp = json.loads(raw.text)
+                # The client's documented way to a raw endpoint (retries, auth and errors as create's): the
+                # body as text, with neither the typed-params walk of create (about 0.8 ms a call of CPU,
+                # 16 % of the judge's process at 5,000 calls) nor pydantic objects we would read three fields of.
+                body = {"model": call.model, "messages": call.messages,
+                        **{k: v for k, v in call.params.items() if v is not None}}
+                resp = json.loads(await self.client.post("/chat/completions", body=body, cast_to=str))
                 if not isinstance(resp, dict) or not resp.get("choices"):
-                    raise NoAnswer(f"the server answered {raw.http_response.status_code} without choices")
+                    raise NoAnswer("the server answered without choices")
             except (self._openai.OpenAIError, ValueError) as e:
                 self.stats.failures[type(e).__name__] += 1
                 if self.cache is not None:
