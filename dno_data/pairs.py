@@ -37,7 +37,7 @@ RULES = ("paper", "paper-best", "best-worst")
 TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
 # DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond. Measured at 1M prompts x 6
 # (bench/bench_pairs.py): best-worst (1M pairs) 12.5 s and a peak RSS of 1.84 GB at 1.5GB (10.2 s, 2.44 GB at
-# 3GB); the paper rule (5.85M pairs) fits its joins in 3GB, where 1.5GB made it spill and run 2.7x longer.
+# 3GB); the paper rule (5.85M pairs) fits its joins in 3GB, where at 1.5GB they spilled and its COPY took 2.5x as long.
 DEFAULT_MEMORY_LIMIT = "auto"
 AUTO_MEMORY_LIMIT = {"best-worst": "1.5GB", "paper": "3GB", "paper-best": "3GB"}  # a --sql rule: 3GB
 

@@ -704,7 +704,7 @@ def test_bad_memory_limit_is_one_line(tmp_path):
 
 def test_auto_memory_limit_follows_the_rule(tmp_path, monkeypatch):
     """One pair a prompt fits in 1.5GB; the paper rules' several pairs a prompt get 3GB (their joins
-    spilled at 1.5GB and ran 2.7x longer at 1M prompts); a limit given is used as given."""
+    spilled at 1.5GB: the COPY took 2.5x as long at 1M prompts); a limit given is used as given."""
     import dno_data.pairs as pairs_mod
 
     assert pairs_mod.memory_limit_for("auto", "best-worst") == "1.5GB"
