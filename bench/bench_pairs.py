@@ -18,17 +18,18 @@ With --rule best-worst, checks that dno and the loop give the same number of pai
 same total score margin (which pair wins a tie may differ). The CPU may be shared: the note
 says so next to the figures.
 
-Measured on 2 idle cores (load average 1.1-1.5 from the benchmark itself), default --memory-limit
-(auto: 1.5GB for best-worst, 3GB for the paper rule), each line one run of this script:
+Measured on 2 idle cores (load average 1.1-1.6 from the benchmark itself), default --memory-limit
+(auto: 1.5GB for best-worst, 3GB for the paper rules), each line one run of this script:
   best-worst, scores      dno (no n-gram check)   with the check     Python loop       DuckDB floor
-    100k x 6               3.47 s, 0.70 GB         4.03 s, 0.77 GB    2.52 s, 0.35 GB   0.97 s
-    300k x 6               4.83 s, 1.08 GB         6.07 s, 1.21 GB    7.29 s, 0.37 GB   1.82 s
-    1M x 6                 13.11 s, 1.84 GB        16.24 s, 1.97 GB   25.95 s, 0.40 GB  4.66 s
+    100k x 6               3.43 s, 0.61 GB         3.80 s, 0.80 GB    2.34 s, 0.35 GB   0.99 s
+    300k x 6               4.75 s, 1.08 GB         5.32 s, 1.20 GB    6.63 s, 0.37 GB   1.74 s
+    1M x 6                 12.41 s, 1.80 GB        14.51 s, 1.97 GB   25.76 s, 0.42 GB  4.54 s
   (whole-process times: the imports and the lineage's hashing of the inputs are in them)
-  best-worst, pairwise    200k x 30 rows: 5.80 s, 1.21 GB (loop 9.64 s, floor 2.75 s);
-                          1M x 30 rows: 29.89 s, 1.95 GB (loop 50.40 s, floor 11.89 s)
-  paper rule, scores      1M x 6 (teacher included, 5.85M pairs): 32.41 s, 3.39 GB (floor 5.15 s);
-                          with --memory-limit 1.5GB its joins spill: the COPY alone took 33.5 s instead of 13.6 s
+  best-worst, pairwise    200k x 30 rows: 5.37 s, 1.15 GB (loop 9.40 s, floor 2.82 s);
+                          1M x 30 rows: 30.05 s, 1.95 GB (loop 48.78 s, floor 10.93 s)
+  paper rule, scores      1M x 6 (teacher included, 5.85M pairs): 27.18 s and 27.38 s, 3.35-3.36 GB (floor 4.97 s);
+                          --rule paper-best 17.41 s, 3.29 GB; with --memory-limit 1.5GB the paper rule's joins
+                          spill: its COPY alone took 33.5 s instead of 13.6 s (unordered, in a profile)
 """
 
 from __future__ import annotations

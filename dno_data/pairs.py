@@ -3,7 +3,7 @@
 The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check, on the texts a polars bound
 lets through), candidates.sql (scores and
 win-rates per sample), rule_paper.sql (also --rule paper-best) / rule_best_worst.sql (or a user's
-file), assemble_pairs.sql, max_pairs.sql (a seeded subset), replay.sql.
+file), assemble_pairs.sql, max_pairs.sql (a seeded subset), replay.sql, pairs_lists.sql (TRL's lists, last).
 
 Inputs are Parquet files (or, in tests, pyarrow tables) that DuckDB reads as views, so each query
 reads only the columns it needs (projection pushdown) and nothing is looped over in Python. With
@@ -36,8 +36,9 @@ from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql, used_para
 RULES = ("paper", "paper-best", "best-worst")
 TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
 # DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond. Measured at 1M prompts x 6
-# (bench/bench_pairs.py): best-worst (1M pairs) 12.5 s and a peak RSS of 1.84 GB at 1.5GB (10.2 s, 2.44 GB at
-# 3GB); the paper rule (5.85M pairs) fits its joins in 3GB, where at 1.5GB they spilled and its COPY took 2.5x as long.
+# (bench/bench_pairs.py): best-worst (1M pairs) 12.4 s and a peak RSS of 1.80 GB at 1.5GB (at 3GB, 10.2 s but
+# 2.44 GB); the paper rule (5.85M pairs) fits its joins in 3GB (27.2 s, 3.36 GB), where at 1.5GB they spilled
+# and its COPY took 2.5x as long.
 DEFAULT_MEMORY_LIMIT = "auto"
 AUTO_MEMORY_LIMIT = {"best-worst": "1.5GB", "paper": "3GB", "paper-best": "3GB"}  # a --sql rule: 3GB
 
@@ -368,8 +369,11 @@ def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed:
     if max_pairs is not None:
         assemble = (load_sql("max_pairs").replace("$assembled", f"({assemble})")
                     .replace("$max_pairs", str(int(max_pairs))).replace("$seed", str(int(seed))))
-    if not replay:  # a stable order: the same inputs give the same file
-        return f"SELECT {cols} FROM ({assemble}) ORDER BY prompt_id, chosen_sample_id, rejected_sample_id"
+    lists = load_sql("pairs_lists")
+    if not replay:  # a stable order: the same inputs give the same file; the lists built after the sort
+        ordered = f"(SELECT * FROM ({assemble}) ORDER BY prompt_id, chosen_sample_id, rejected_sample_id)"
+        return f"SELECT {cols} FROM ({lists.replace('$rows', ordered)})"
+    assemble = lists.replace("$rows", f"({assemble})")
     parts = [f"SELECT {cols}, {_literal(f)} AS source_file, {age} AS age FROM read_parquet({_literal(f)})"
              for age, f in enumerate(replay)]
     con.execute("CREATE TEMP VIEW old_pairs AS " + " UNION ALL ".join(parts))

@@ -7,6 +7,8 @@
 -- A target never contradicts its pair: when r does not favour the chosen side (an automatic negative
 -- that scored higher, or a user's rule), the rule's verdict is the only evidence and the target is
 -- the hard label 1.0.
+-- All columns of pairs but chosen and rejected (TRL's conversational form of the two texts), which
+-- pairs_lists.sql adds last: after `dno pairs` has sorted the rows, so the sort moves less.
 -- Each side is joined straight to candidates (narrow) and to samples (its texts, read from the file
 -- with only the columns used): no materialized copy of the samples in pairs, whose wide rows would
 -- be hashed twice (about 1.7x slower at 1M prompts x 6 with the paper rule's 5.85M pairs).
@@ -20,8 +22,6 @@ SELECT
     coalesce(cs.prompt_text, rs.prompt_text) AS prompt_text,
     r.chosen_sample_id,
     r.rejected_sample_id,
-    [{'role': 'assistant', 'content': cs.response}] AS chosen,  -- TRL's conversational preference form
-    [{'role': 'assistant', 'content': rs.response}] AS rejected,
     cs.response AS chosen_text,
     rs.response AS rejected_text,
     cc.source AS chosen_source,
