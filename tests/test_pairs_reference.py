@@ -60,3 +60,24 @@ def test_sql_repetition_ratio_equals_python(tmp_path):
             repetition_table(c, src, threshold)
             flagged = {row[0] for row in c.execute("SELECT sample_id FROM repetition").fetchall()}
             assert flagged == {str(i) for i, w in enumerate(want) if w}
+
+
+def test_pairs_file_is_the_same_bytes_run_to_run(tmp_path):
+    """DuckDB writes in parallel; the rows are sorted before TRL's lists are built (pairs_lists.sql), and
+    the file must still come out in (prompt_id, chosen, rejected) order and byte for byte the same, or a
+    rerun would make every later stage's input look changed."""
+    from dno_data.artifacts import write_artifact
+
+    samples, judgments = synthetic_rows(20_000, k=4, seed=3)
+    s_path, j_path = tmp_path / "samples.parquet", tmp_path / "judgments.parquet"
+    write_artifact(samples, s_path, "samples", {"stage": "test", "inputs": [], "config": {}})
+    write_artifact(judgments, j_path, "judgments", {"stage": "test", "inputs": [], "config": {}})
+    outs = [tmp_path / f"pairs{i}.parquet" for i in range(2)]
+    for out in outs:
+        build_pairs(s_path, j_path, rule="paper", params=PARAMS, output=out)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    t = pq.read_table(outs[0])
+    keys = list(zip(t["prompt_id"].to_pylist(), t["chosen_sample_id"].to_pylist(), t["rejected_sample_id"].to_pylist()))
+    assert len(keys) > 20_000 and keys == sorted(keys)
+    assert [c[0]["content"] for c in t["chosen"].to_pylist()] == t["chosen_text"].to_pylist()
+    assert [r[0]["content"] for r in t["rejected"].to_pylist()] == t["rejected_text"].to_pylist()
