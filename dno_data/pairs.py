@@ -40,14 +40,15 @@ TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limi
 # 2.44 GB); the paper rule (5.85M pairs) fits its joins in 3GB (27.2 s, 3.36 GB), where at 1.5GB they spilled
 # and its COPY took 2.5x as long.
 DEFAULT_MEMORY_LIMIT = "auto"
-AUTO_MEMORY_LIMIT = {"best-worst": "1.5GB", "paper": "3GB", "paper-best": "3GB"}  # a --sql rule: 3GB
+AUTO_MEMORY_LIMIT = {"best-worst": "1.5GB", "paper": "3GB", "paper-best": "3GB", "sql": "3GB"}  # sql: a --sql rule
 
 
 def memory_limit_for(memory_limit: str | None, rule: str, sql_file=None) -> str | None:
-    """The DuckDB memory limit `dno pairs` runs under: `memory_limit` as given, or for "auto" the rule's."""
+    """The DuckDB memory limit `dno pairs` runs under: `memory_limit` as given, or for "auto" the rule's
+    (`rule` is one of RULES, checked before)."""
     if memory_limit != "auto":
         return memory_limit
-    return AUTO_MEMORY_LIMIT.get(rule, "3GB") if sql_file is None else "3GB"
+    return AUTO_MEMORY_LIMIT["sql" if sql_file is not None else rule]
 
 # Named parameters of the built-in rules ($name in the .sql files), with the paper's values.
 DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",

@@ -19,8 +19,8 @@
 -- Output: prompt_id, chosen_sample_id, rejected_sample_id, drop_reason (NULL for a pair).
 -- Aggregates, not windows, where a window is not needed: the best candidate of a prompt is an
 -- arg_min, one copy of a rejected text is a GROUP BY; the window of $max_negatives runs only when
--- it is set. Identical texts are found by candidates.sql's
--- response_hash (64 bits: two different texts collide with a chance of 2^-64, about 5e-20).
+-- it is set. Identical texts are found by candidates.sql's response_hash (64 bits: two different
+-- texts collide with a chance of 2^-64, about 5e-20).
 WITH c AS (
     SELECT * FROM candidates WHERE score IS NOT NULL
 ),
