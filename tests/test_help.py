@@ -71,8 +71,9 @@ def test_sources_compile_without_warnings(path):
 # ---------------------------------------------------------------- docs that map to the code
 
 def _layout_block() -> str:
-    text = (ROOT / "README.md").read_text()
-    return text.split("## Layout", 1)[1].split("```", 2)[1]
+    """The annotated file tree: the first code block of docs/layout.md."""
+    text = (ROOT / "docs" / "layout.md").read_text()
+    return text.split("```", 2)[1]
 
 
 def _layout_sections() -> dict[str, list[str]]:
@@ -98,7 +99,7 @@ def test_readme_layout_lists_every_file_once():
                  if (p.suffix in (".py", ".json") and p.name != "__init__.py") or (p.is_dir() and p.name != "__pycache__")]
         for f in files:
             name = f if "." in f else f + "/"
-            assert listed.count(name) == 1, f"README's Layout lists {folder}/{name} {listed.count(name)} times"
+            assert listed.count(name) == 1, f"docs/layout.md lists {folder}/{name} {listed.count(name)} times"
 
 
 def test_conftest_maps_every_library_module_to_existing_tests():
