@@ -120,7 +120,8 @@ def test_error_hints_name_only_declared_extras():
     from dno_data.errors import missing_extra
 
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    files = [p for d in ("dno_data", "stages") for p in (ROOT / d).rglob("*.py")] + [ROOT / "README.md"]
+    files = ([p for d in ("dno_data", "stages") for p in (ROOT / d).rglob("*.py")] + [ROOT / "README.md"]
+             + sorted((ROOT / "docs").glob("*.md")))
     for path in files:
         text = path.read_text()
         for extra in re.findall(r"dno-data\[(\w+)\]", text):
