@@ -9,7 +9,6 @@ Every artifact file carries key-value metadata:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 
 import schemas
 
+from .atomic import atomic_path
 from .errors import DnoError
 from .lineage import read_lineage
 
@@ -74,17 +74,6 @@ def check_result_output(output: Path | str) -> None:
 
 # ---------------------------------------------------------------- atomic writes
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def to_table(rows: list[dict] | pa.Table, schema_name: str) -> pa.Table:
     schema = schemas.get(schema_name).schema
     if isinstance(rows, pa.Table):
@@ -94,7 +83,7 @@ def to_table(rows: list[dict] | pa.Table, schema_name: str) -> pa.Table:
 
 def write_artifact(rows: list[dict] | pa.Table, path: Path | str, schema_name: str, lineage: Mapping | None,
                    durable: bool = True) -> Path:
-    """Write `rows` with the explicit schema of `schema_name`, atomically (tmp + fsync + rename).
+    """Write `rows` with the explicit schema of `schema_name`, atomically (dno_data.atomic).
 
     durable=False skips the fsyncs (still atomic by rename): for resumable parts, whose loss
     in a power cut costs only recomputation (judge answers stay in the cache).
@@ -109,34 +98,22 @@ def write_artifact(rows: list[dict] | pa.Table, path: Path | str, schema_name: s
     if lineage is not None:
         meta[b"dno.lineage"] = json.dumps(lineage, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="zstd")
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+    try:
+        with atomic_path(path, durable=durable) as tmp:
+            write(tmp)
     except OSError as e:  # a full disk, an unwritable folder, a file where a folder should be
         raise DnoError(f"{path}: cannot write it ({first_line(e)})") from None
-    finally:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-    if durable:
-        _fsync_dir(path.parent)
     return path
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
 # ---------------------------------------------------------------- checked reads

@@ -15,7 +15,6 @@ Rows are `prompt`, `chosen`, `rejected` (+ `pair_id`, to trace a row back):
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 from schemas.common import MESSAGES
 
 from .artifacts import read_artifact
+from .atomic import atomic_path
 from .errors import DnoError
 from .folder_swap import building_folder
 
@@ -67,10 +67,11 @@ def export_pairs(pairs_path: Path, output: Path, fmt: str = "trl", string: bool 
         _save_dataset(table, output)
     elif file_kind(output) == "parquet":
         meta = {b"dno.export": json.dumps(lineage or {}, sort_keys=True).encode()}
-        _atomic(output, lambda f: pq.write_table(table.replace_schema_metadata(meta), f, compression="zstd"))
+        with atomic_path(output) as tmp:
+            pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
     else:
-        _atomic(output, lambda f: f.writelines(
-            (json.dumps(r, ensure_ascii=False) + "\n").encode() for r in table.to_pylist()))
+        with atomic_path(output) as tmp, open(tmp, "wb") as f:
+            f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in table.to_pylist())
     return table.num_rows
 
 
@@ -87,16 +88,3 @@ def _save_dataset(table: pa.Table, output: Path) -> None:
     with building_folder(output) as tmp:
         Dataset(table).save_to_disk(str(tmp))
 
-
-def _atomic(output: Path, write) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -8,6 +8,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/reproducibility.py      test_reproducibility.py (threads, identical reruns)
   dno_data/parts.py                test_artifacts.py, test_resume.py (parts), test_concurrency.py (work folders)
   dno_data/output_lock.py          test_concurrency.py (two commands on one output)
+  dno_data/atomic.py               test_artifacts.py (a crash keeps the old file), test_training.py
   dno_data/folder_swap.py          test_training.py (checkpoints appear whole), test_bad_input.py (GGUF import)
   dno_data/errors.py               test_help.py (hints name only declared extras), test_bad_input.py
   dno_data/ids.py                  test_artifacts.py, test_prompts.py

@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_bytes_atomic
 from ..errors import DnoError
 from ..stats import DEFAULT_RESAMPLES, Interval
 from .data import METRIC_LABELS, METRICS, Best, RunData, best_iterate, collect_run
@@ -119,15 +119,6 @@ def training_rows(runs: list[RunData]) -> list[dict]:
     return rows
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass
 class Report:
     html_path: Path
@@ -155,7 +146,7 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
     for key, data in figures.items():
         if data is not None:
             path = output.with_name(f"{output.stem}-{key}.png")
-            _write_atomic(path, data)
+            write_bytes_atomic(path, data)
             pngs[key] = (path, data)
 
     def img(key: str, alt: str) -> str:
@@ -217,5 +208,5 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
               '<p class="note">From each checkpoint\'s train_log.jsonl: loss, reward accuracy (share of pairs '
               "with a positive implicit-reward margin) and the mean margin, per optimizer step.</p>",
               html_table(training_rows(runs)), img("training", "training curves"), "</body></html>"]
-    _write_atomic(output, "\n".join(parts).encode())
+    write_bytes_atomic(output, "\n".join(parts).encode())
     return Report(output, [p for p, _ in pngs.values()], runs, best)
