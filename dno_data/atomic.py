@@ -6,7 +6,8 @@
 
 A crash never leaves a half-written file under the final name: until the rename, the new
 bytes live only under the hidden temporary name. `publish` replaces the final step (the plain
-`replace` below) when the rename must be checked first.
+`replace` below) when the rename must be checked first: dno_data.paths checks there, under the
+output's lock, that the target is still one the command may replace.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ datasets are folders of several files; a crash while writing them must never lea
 half-written folder under the final name. `building_folder(out)` yields a fresh folder beside
 `out` (dno_data.atomic: the same folder, so the final rename stays on one file system); when
 the block ends without an error its files are fsynced and it replaces `out` (an existing `out`
-is moved aside first and removed after the swap), and on an error it is removed.
+is moved aside first and removed after the swap), and on an error it is removed. `publish`
+(dno_data.paths.publisher) checks the target again, under the output's lock, before the swap.
 """
 
 from __future__ import annotations
