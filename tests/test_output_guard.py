@@ -262,6 +262,21 @@ def test_the_dno_process_refuses_the_issues_examples(world, args, target):
     assert _state(path) == before and _listing(world) == listing
 
 
+@pytest.mark.parametrize("args", [
+    ["prompts", "pipe.jsonl", "-o", "{tmp}/p.parquet"],
+    ["judge", "pipe.jsonl", "--judge", "oracle:addition", "-o", "{tmp}/j.parquet"],
+    ["export", "pipe.jsonl", "-o", "{tmp}/dpo.jsonl"],
+    ["sql", "--run", "run", "--file", "pipe.jsonl"],
+    ["pairs", "judgments.parquet", "samples.parquet", "--sql", "pipe.jsonl", "-o", "{tmp}/pairs.parquet"],
+    ["sample", "prompts.parquet", "--model", "model", "--config", "pipe.jsonl", "-o", "{tmp}/s.parquet"],
+], ids=["prompts", "judge", "export", "sql-file", "pairs-sql", "config"])
+def test_a_pipe_as_an_input_never_blocks(world, tmp_path, args):
+    proc = _dno(*[a.replace("{tmp}", str(tmp_path)) for a in args], cwd=world, timeout=60)
+    assert "pipe.jsonl" in _cli_error(proc)
+    assert stat.S_ISFIFO(os.lstat(world / "pipe.jsonl").st_mode)
+    assert not list(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------- two exports on one output
 
 def test_an_output_that_appears_after_the_check_is_not_replaced(world, tmp_path, monkeypatch):
