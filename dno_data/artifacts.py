@@ -1,4 +1,4 @@
-"""Versioned Parquet: schema-checked reads, key checks, atomic writes, output checks.
+"""Versioned Parquet: schema-checked reads, key checks, atomic writes (output checks: dno_data.paths).
 
 Every artifact file carries key-value metadata:
   dno.schema          e.g. "samples"
@@ -9,8 +9,7 @@ Every artifact file carries key-value metadata:
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,71 +18,12 @@ import pyarrow.parquet as pq
 
 import schemas
 
+from .atomic import atomic_path
 from .errors import DnoError
-from .lineage import read_lineage
+from .paths import check_input, write_output
+from .paths import check_output  # noqa: F401  (the stages import it from here)
 
-# ---------------------------------------------------------------- where a stage may write
-
-def is_artifact(path: Path | str) -> bool:
-    """True for a file with dno metadata or a folder with a dno manifest (something a stage wrote)."""
-    path = Path(path)
-    if path.is_dir():
-        return (path / "dno-manifest.json").is_file()
-    try:
-        return b"dno.schema" in (pq.read_schema(path).metadata or {})
-    except (OSError, pa.ArrowException):
-        return False
-
-
-def check_output(output: Path | str, inputs: Iterable[Path | str] = (), *, folder_of: str | None = None) -> None:
-    """Refuse, before any work, an output path that would destroy something the stage did not write.
-
-    -o equal to an input, or a folder holding an input, is refused. With `folder_of=STAGE` the
-    output is a folder (a checkpoint): an existing one may be replaced only when that stage
-    wrote it (its manifest says so). Otherwise the output is a file and must not be a folder.
-    """
-    output = Path(output)
-    target = output.resolve()
-    for i in inputs:
-        i = Path(i).resolve()
-        if i == target or target in i.parents:
-            raise DnoError(f"{output}: the output would overwrite the input {i}; choose another -o")
-    if folder_of is not None:
-        if output.exists() and not output.is_dir():
-            raise DnoError(f"{output}: is a file, not a checkpoint folder; choose another -o")
-        if output.is_dir():
-            stage = (read_lineage(output) or {}).get("stage")
-            if stage != folder_of:
-                raise DnoError(f"{output}: exists and is not a checkpoint written by `dno {folder_of}`; dno will not "
-                               "replace it: choose another -o (or move the folder away)")
-    elif output.is_dir():
-        raise DnoError(f"{output}: is a folder; -o takes a file path")
-
-
-def check_result_output(output: Path | str) -> None:
-    """Where `dno sql` may write a result: not onto an artifact or a folder (a missing parent folder is made)."""
-    output = Path(output)
-    if output.is_dir():
-        raise DnoError(f"{output}: is a folder; -o takes a file path")
-    if output.exists() and is_artifact(output):
-        raise DnoError(f"{output}: is a dno artifact; a query result never replaces one: choose another -o")
-    for parent in output.parents:
-        if parent.exists() and not parent.is_dir():
-            raise DnoError(f"{output}: {parent} is a file, not a folder; choose another -o")
-
-
-# ---------------------------------------------------------------- atomic writes
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
+# ---------------------------------------------------------------- writes
 
 def to_table(rows: list[dict] | pa.Table, schema_name: str) -> pa.Table:
     schema = schemas.get(schema_name).schema
@@ -94,10 +34,12 @@ def to_table(rows: list[dict] | pa.Table, schema_name: str) -> pa.Table:
 
 def write_artifact(rows: list[dict] | pa.Table, path: Path | str, schema_name: str, lineage: Mapping | None,
                    durable: bool = True) -> Path:
-    """Write `rows` with the explicit schema of `schema_name`, atomically (tmp + fsync + rename).
+    """Write `rows` with the explicit schema of `schema_name`, atomically (dno_data.atomic).
 
-    durable=False skips the fsyncs (still atomic by rename): for resumable parts, whose loss
-    in a power cut costs only recomputation (judge answers stay in the cache).
+    An existing file at `path` is replaced only when it is an artifact of the same schema
+    (dno_data.paths, checked again right before the rename). durable=False skips the fsyncs
+    (still atomic by rename): for resumable parts, whose loss in a power cut costs only
+    recomputation (judge answers stay in the cache).
     """
     path = Path(path)
     spec = schemas.get(schema_name)
@@ -109,34 +51,20 @@ def write_artifact(rows: list[dict] | pa.Table, path: Path | str, schema_name: s
     if lineage is not None:
         meta[b"dno.lineage"] = json.dumps(lineage, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="zstd")
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+    try:
+        write_output(path, schema_name, write, durable=durable)
     except OSError as e:  # a full disk, an unwritable folder, a file where a folder should be
         raise DnoError(f"{path}: cannot write it ({first_line(e)})") from None
-    finally:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-    if durable:
-        _fsync_dir(path.parent)
     return path
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
 # ---------------------------------------------------------------- checked reads
@@ -150,6 +78,7 @@ def _open_check(path: Path, spec) -> None:
         raise DnoError(f"{path}: no such file; make it with `{spec.made_by}`")
     if path.is_dir():
         raise DnoError(f"{path}: is a folder, expected a {spec.name} Parquet file (made by `{spec.made_by}`)")
+    check_input(path, f"{spec.name} file")
 
 
 def _check_schema(path: Path, spec, schema: pa.Schema) -> None:

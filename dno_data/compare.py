@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_path
 from .errors import DnoError
 from .loop import LoopSettings, eval_command, iteration_commands, layout, run_dno, sft_command
 from .run_layout import RunLayout
@@ -268,13 +269,8 @@ def main_metric(rows: list[dict]) -> str:
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _cell(r: dict, m: str) -> str:

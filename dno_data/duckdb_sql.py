@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import DnoError
+from .paths import check_input
 
 
 def load_sql(name: str) -> str:
@@ -16,6 +17,7 @@ def load_sql(name: str) -> str:
 
 def read_user_sql(path: Path | str, flag: str = "--sql") -> str:
     path = Path(path)
+    check_input(path, "SQL")
     if not path.is_file():
         raise DnoError(f"{flag} {path}: no such SQL file")
     text = path.read_text()

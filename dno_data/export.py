@@ -15,7 +15,6 @@ Rows are `prompt`, `chosen`, `rejected` (+ `pair_id`, to trace a row back):
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,9 +22,11 @@ import pyarrow.parquet as pq
 
 from schemas.common import MESSAGES
 
-from .artifacts import read_artifact
+from .artifacts import read_artifact, write_json_atomic
+from .atomic import atomic_path
 from .errors import DnoError
 from .folder_swap import building_folder
+from .paths import MANIFEST, check_output, publisher
 
 FORMATS = ("trl", "hf-dataset")
 FILE_KINDS = {".parquet": "parquet", ".jsonl": "jsonl"}
@@ -53,9 +54,25 @@ def file_kind(output: Path) -> str:
     return kind
 
 
+def output_kind(fmt: str) -> str:
+    """The kind of output (dno_data.paths) `dno export --format fmt` writes."""
+    return "export-dataset" if fmt == "hf-dataset" else "export"
+
+
+def check_export_output(output: Path, pairs_path: Path, fmt: str = "trl", force: bool = False) -> None:
+    """Before any work: -o is new, or an earlier `dno export` output of the same form and --force."""
+    check_output(output, [pairs_path], kind=output_kind(fmt), replace_own=force)
+    if fmt != "hf-dataset":
+        file_kind(output)
+
+
 def export_pairs(pairs_path: Path, output: Path, fmt: str = "trl", string: bool = False,
-                 tokenizer_dir: Path | None = None, lineage: dict | None = None) -> int:
-    """Write the preference rows of `pairs_path` to `output`; return how many rows."""
+                 tokenizer_dir: Path | None = None, lineage: dict | None = None, force: bool = False) -> int:
+    """Write the preference rows of `pairs_path` to `output`; return how many rows.
+
+    An existing `output` is replaced only with `force` and only when an earlier `dno export`
+    wrote it; this is checked again under the output's lock right before the rename, so of two
+    exports to one new -o the second to finish is refused."""
     pairs = read_artifact(pairs_path, "pairs")
     tokenizer = None
     if tokenizer_dir is not None:
@@ -63,40 +80,25 @@ def export_pairs(pairs_path: Path, output: Path, fmt: str = "trl", string: bool 
 
         tokenizer = load_tokenizer(check_model_dir(tokenizer_dir, "--tokenizer"))
     table = preference_rows(pairs, string, tokenizer)
+    publish = publisher(output_kind(fmt), replace_own=force)
     if fmt == "hf-dataset":
-        _save_dataset(table, output)
+        _save_dataset(table, output, lineage, publish)
     elif file_kind(output) == "parquet":
         meta = {b"dno.export": json.dumps(lineage or {}, sort_keys=True).encode()}
-        _atomic(output, lambda f: pq.write_table(table.replace_schema_metadata(meta), f, compression="zstd"))
+        with atomic_path(output, publish=publish) as tmp:
+            pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
     else:
-        _atomic(output, lambda f: f.writelines(
-            (json.dumps(r, ensure_ascii=False) + "\n").encode() for r in table.to_pylist()))
+        with atomic_path(output, publish=publish) as tmp, open(tmp, "wb") as f:
+            f.writelines((json.dumps(r, ensure_ascii=False) + "\n").encode() for r in table.to_pylist())
     return table.num_rows
 
 
-def is_saved_dataset(folder: Path) -> bool:
-    """A folder `datasets.Dataset.save_to_disk` wrote (what --force may replace)."""
-    return folder.is_dir() and (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file()
-
-
-def _save_dataset(table: pa.Table, output: Path) -> None:
+def _save_dataset(table: pa.Table, output: Path, lineage: dict | None, publish) -> None:
+    """A `datasets.save_to_disk` folder plus dno-manifest.json (what makes it recognisably dno's)."""
     try:
         from datasets import Dataset
     except ImportError:
         raise DnoError("--format hf-dataset needs the `datasets` package: pip install datasets") from None
-    with building_folder(output) as tmp:
+    with building_folder(output, publish=publish) as tmp:
         Dataset(table).save_to_disk(str(tmp))
-
-
-def _atomic(output: Path, write) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        write_json_atomic({"lineage": {**(lineage or {}), "stage": "export"}}, tmp / MANIFEST)

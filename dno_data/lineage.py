@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import DnoError
+from .paths import check_input
 from .ids import file_sha256, stable_hash
 from .reproducibility import environment
 
@@ -68,6 +69,7 @@ def describe_inputs(paths: Iterable[Path | str]) -> list[dict]:
             files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
             digest = stable_hash([(str(f.relative_to(p)), file_sha256(f)) for f in files], length=64)
         else:
+            check_input(p)  # hashing a pipe or a device would block or never end
             digest = file_sha256(p)
         entry = {"path": str(p), "sha256": digest}
         content = content_sha256(p)

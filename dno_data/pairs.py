@@ -388,27 +388,15 @@ def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed:
 
 
 def _copy_atomic(con, query: str, output: Path, lineage: dict | None) -> None:
-    """COPY the query to `output` with the pairs schema's metadata: tmp file, fsync, rename."""
+    """COPY the query to `output` with the pairs schema's metadata: tmp file, fsync, rename
+    (dno_data.atomic; an existing `output` is replaced only when it is a pairs artifact)."""
+    from .atomic import atomic_path
+    from .paths import publisher
+
     spec = schemas.get("pairs")
     meta = {"dno.schema": spec.name, "dno.schema_version": str(spec.version)}
     if lineage is not None:
         meta["dno.lineage"] = json.dumps(lineage, sort_keys=True)
     kv = "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items()) + "}"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(output)
-    try:
+    with atomic_path(output, tmp=_tmp_path(output), publish=publisher("pairs")) as tmp:
         con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {kv})")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(output.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass

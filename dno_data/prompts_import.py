@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from .errors import DnoError
+from .paths import check_input
 from .ids import normalize_messages, prompt_id, stable_hash
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -65,6 +66,7 @@ def _read_dataset_folder(path: Path) -> pl.DataFrame:
 def read_source(path: Path) -> pl.DataFrame:
     if not path.exists():
         raise DnoError(f"{path}: no such file; pass {KINDS} of prompts")
+    check_input(path, "prompts")
     fmt = source_format(path)
     try:
         if fmt == "hf-dataset":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .duckdb_sql import connect
 from .errors import DnoError
+from .paths import check_input
 from .run_layout import ITERATION_ARTIFACTS, ITERATION_PATTERN, RunLayout
 
 # view -> the schema name its files must carry
@@ -63,6 +64,7 @@ def _check_kind(path: Path, schema_name: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    check_input(path, "run artifacts")
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException) as e:

@@ -51,6 +51,6 @@ def up_to_date(output: Path, lineage: Mapping, force: bool) -> bool:
     return False
 
 
-def check_output_path(output: Path, inputs: list[Path]) -> None:
-    """-o must not be an input, a folder holding one, or a folder (artifacts.check_output)."""
-    check_output(output, inputs)
+def check_output_path(output: Path, inputs: list[Path], kind: str) -> None:
+    """-o must not be an input, a folder holding one, or anything but an output of `kind` (artifacts.check_output)."""
+    check_output(output, inputs, kind=kind)

@@ -71,7 +71,7 @@ class EvalConfig:
 
 def run(cfg: EvalConfig) -> Path:
     prompts = read_artifact(cfg.prompts, "prompts")
-    check_output_path(cfg.output, [cfg.prompts])
+    check_output_path(cfg.output, [cfg.prompts], kind="eval")
     check_model_dir(cfg.model)
     judge = make_judge(cfg.judge, cfg.mode, template=cfg.template, system=cfg.system_prompt)
     settings = api_settings(cfg)  # the one server and call policy of this command's openai: judge and teacher

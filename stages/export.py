@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dno_data.artifacts import check_output
 from dno_data.errors import DnoError
-from dno_data.export import FORMATS, export_pairs, file_kind, is_saved_dataset
+from dno_data.export import FORMATS, check_export_output, export_pairs
 from dno_data.lineage import make_lineage
 
 from .common import summary
@@ -42,19 +41,9 @@ def run(cfg: ExportConfig) -> Path:
                        "are rendered by the trainer)")
     if cfg.format == "hf-dataset":
         output_folder("--output", cfg.output)
-        if cfg.output.resolve() in cfg.pairs.resolve().parents:
-            raise DnoError(f"{cfg.output}: the output would overwrite the input {cfg.pairs}; choose another -o")
-    else:
-        check_output(cfg.output, [cfg.pairs])
-        file_kind(cfg.output)
-    if cfg.output.exists():
-        if cfg.format == "hf-dataset" and not is_saved_dataset(cfg.output):
-            raise DnoError(f"{cfg.output}: exists and is not a datasets folder; dno will not replace it: "
-                           "choose another -o")
-        if not cfg.force:
-            raise DnoError(f"{cfg.output}: exists; pass --force to replace it")
+    check_export_output(cfg.output, cfg.pairs, cfg.format, cfg.force)
     lineage = make_lineage("export", [cfg.pairs], asdict(cfg))
-    n = export_pairs(cfg.pairs, cfg.output, cfg.format, cfg.string, cfg.tokenizer, lineage)
+    n = export_pairs(cfg.pairs, cfg.output, cfg.format, cfg.string, cfg.tokenizer, lineage, force=cfg.force)
     summary(f"exported -> {cfg.output}", {"pairs": n, "format": cfg.format,
                                           "form": "strings" if cfg.string else "conversational"})
     return cfg.output

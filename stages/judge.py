@@ -97,7 +97,7 @@ def run(cfg: JudgeConfig) -> Path:
     samples = read_artifact(cfg.samples, "samples")
     if len(samples) == 0:
         raise DnoError(f"{cfg.samples}: no samples to judge; rerun `dno sample`")
-    check_output_path(cfg.output, [cfg.samples])
+    check_output_path(cfg.output, [cfg.samples], kind="judgments")
     if cfg.concurrency < 1 or cfg.prompts_per_part < 1:
         raise DnoError("--concurrency and --prompts-per-part must be at least 1")
     judge = _judge(cfg)

@@ -32,7 +32,7 @@ class MergeConfig:
 
 
 def run(cfg: MergeConfig) -> Path:
-    check_output_path(cfg.output, list(cfg.shards))
+    check_output_path(cfg.output, list(cfg.shards), kind="samples")
     table, lineage = merge_shards(list(cfg.shards), cfg.prompts)
     write_artifact(table, cfg.output, "samples", lineage)
     summary(f"merged {len(cfg.shards)} shard(s) -> {cfg.output}",

@@ -44,8 +44,6 @@ def run_import_gguf(cfg: ImportGgufConfig) -> Path:
         raise DnoError("no GGUF given: pass the file (dno model import-gguf FILE -o DIR) or --smollm2")
     else:
         gguf = cfg.gguf
-    if cfg.output.exists() and not cfg.force:
-        raise DnoError(f"{cfg.output}: already exists; choose another -o folder or pass --force")
     out = import_gguf(gguf, cfg.output, cfg.dtype, overwrite=cfg.force)
     summary(f"model {gguf} -> {out}", {"dtype": cfg.dtype})
     return out

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import typer
 
 from dno_data.errors import DnoError
+from dno_data.paths import check_input, describe
 
 from .common import one_line_errors
 
@@ -138,7 +139,7 @@ def output_file(flag: str, v) -> None:
         return
     p = Path(v)
     if p.is_dir():
-        raise DnoError(f"{p}: is a folder; pass a file path to {flag}")
+        raise DnoError(f"{p}: is {describe(p)}; pass a file path to {flag}")
     _writable_parent(flag, p)
 
 
@@ -146,7 +147,7 @@ def output_folder(flag: str, v) -> None:
     """An output folder (a checkpoint): not an existing file, its parent writable."""
     p = Path(v)
     if p.exists() and not p.is_dir():
-        raise DnoError(f"{p}: is a file; pass a folder path to {flag}")
+        raise DnoError(f"{p}: is {describe(p)}; pass a folder path to {flag}")
     _writable_parent(flag, p)
 
 
@@ -336,7 +337,10 @@ def read_run_config(path: Path, ctx) -> dict:
     import tomllib
 
     try:
+        check_input(path, "config")
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except DnoError as e:
+        _fail(str(e))
     except FileNotFoundError:
         _fail(f"{path}: no such config file")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

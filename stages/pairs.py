@@ -72,7 +72,7 @@ class PairsConfig:
 def run(cfg: PairsConfig) -> Path:
     check_inputs(cfg.samples, cfg.judgments, rule=cfg.rule, sql_file=cfg.sql, truncated=cfg.truncated,
                  replay=cfg.replay)  # from the files' metadata, before any work
-    check_output_path(cfg.output, [cfg.judgments, cfg.samples, *cfg.replay])
+    check_output_path(cfg.output, [cfg.judgments, cfg.samples, *cfg.replay], kind="pairs")
     if cfg.prefer_positive not in ("policy", "teacher"):
         raise DnoError("--prefer-positive must be policy or teacher")
     inputs = [cfg.judgments, cfg.samples, *cfg.replay, *([cfg.sql] if cfg.sql else [])]

@@ -44,7 +44,7 @@ class PromptsConfig:
 def run(cfg: PromptsConfig) -> Path:
     if not Path(cfg.src).exists():
         raise DnoError(f"{cfg.src}: no such file; pass {KINDS} of prompts")
-    check_output(cfg.output, [cfg.src])
+    check_output(cfg.output, [cfg.src], kind="prompts")
     lineage = make_lineage("prompts", [cfg.src], cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output

@@ -107,7 +107,7 @@ def run(cfg: SampleConfig) -> Path:
     if cfg.model is not None:
         check_backend(cfg.backend)
     prompts = read_artifact(cfg.prompts, "prompts")
-    check_output_path(cfg.output, [cfg.prompts])
+    check_output_path(cfg.output, [cfg.prompts], kind="samples")
     policy_files = None  # the folder whose content identifies the policy (lineage input)
     if cfg.model is not None:
         if cfg.backend == "openai":

@@ -100,7 +100,7 @@ def run(cfg: SftConfig) -> Path:
     if cfg.output.resolve() == Path(cfg.model).resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
     inputs = [cfg.data, cfg.model] + ([cfg.judgments] if judgments is not None else [])
-    check_output(cfg.output, inputs, folder_of="sft")
+    check_output(cfg.output, inputs, kind="sft")
     configure_torch(cfg.threads)  # before the lineage, which records it
     lineage = make_lineage("sft", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from dno_data.artifacts import check_result_output
+from dno_data.paths import check_output, write_output
 from dno_data.errors import DnoError
 from dno_data.queries import add_missing_views, list_queries, load_query
 from dno_data.run_views import open_run
@@ -54,7 +54,7 @@ def run(cfg: SqlConfig):
     if cfg.format == "parquet" and cfg.output is None:
         raise DnoError("--format parquet needs -o FILE")
     if cfg.output is not None:
-        check_result_output(cfg.output)
+        check_output(cfg.output, kind="sql")
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
     query = cfg.query if cfg.query is not None else load_query(cfg.named) if cfg.named else read_user_sql(cfg.file, "--file")
     con, views = open_run(cfg.run)
@@ -66,7 +66,7 @@ def run(cfg: SqlConfig):
         first = (str(e).strip().splitlines() or ["?"])[0]
         raise DnoError(f"query failed: {first} (views: {', '.join(views)})") from None
     if cfg.format == "parquet":
-        df.write_parquet(cfg.output)
+        write_output(cfg.output, "sql", df.write_parquet)
     elif cfg.format == "csv":
         text = df.write_csv()
         _emit(text, cfg.output)
@@ -86,7 +86,7 @@ def _emit(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
     else:
-        Path(output).write_text(text)
+        write_output(output, "sql", lambda tmp: tmp.write_text(text))
 
 
 def _parse_params(values: list[str]) -> dict:

@@ -78,7 +78,7 @@ def run(cfg: TrainConfig) -> Path:
         check_model_dir(cfg.reference, flag="--reference")
     if cfg.output.resolve() == cfg.model.resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
-    check_output(cfg.output, [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), folder_of="train")
+    check_output(cfg.output, [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), kind="train")
     configure_torch(cfg.threads)  # before the lineage, which records it
     lineage = make_lineage("train", [cfg.pairs, cfg.model] + ([cfg.reference] if cfg.reference else []), cfg)
     if up_to_date(cfg.output, lineage, cfg.force):

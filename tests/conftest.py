@@ -8,6 +8,9 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/reproducibility.py      test_reproducibility.py (threads, identical reruns)
   dno_data/parts.py                test_artifacts.py, test_resume.py (parts), test_concurrency.py (work folders)
   dno_data/output_lock.py          test_concurrency.py (two commands on one output)
+  dno_data/paths.py                test_output_guard.py (every command against every wrong -o; pipes as inputs),
+                                   test_outputs.py
+  dno_data/atomic.py               test_output_guard.py, test_artifacts.py (a crash keeps the old file)
   dno_data/folder_swap.py          test_training.py (checkpoints appear whole), test_bad_input.py (GGUF import)
   dno_data/errors.py               test_help.py (hints name only declared extras), test_bad_input.py
   dno_data/ids.py                  test_artifacts.py, test_prompts.py
@@ -148,13 +151,13 @@ def tiny_tokenizer(tiny_model):
 
 # ---------------------------------------------------------------- CLI
 
-def run_cli(*args, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     if env:
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "stages.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=full_env, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
 
 
 @pytest.fixture

@@ -165,7 +165,9 @@ def test_import_gguf_errors(tmp_path, cli, monkeypatch):
     (tmp_path / "fake.gguf").write_text("not a gguf")
     assert "fake.gguf: not a GGUF file" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "-o", tmp_path / "o"))
     (tmp_path / "exists").mkdir()
-    assert "exists: already exists" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "-o", tmp_path / "exists"))
+    for force in ([], ["--force"]):  # a folder the import did not write is never replaced
+        assert "exists: is an empty folder" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "-o",
+                                                       tmp_path / "exists", *force))
     assert "not both" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "--smollm2", "-o", tmp_path / "o"))
     assert "dtype 'int8'" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "--dtype", "int8", "-o", tmp_path / "o"))
     monkeypatch.setattr(model_stage, "find_smollm2_gguf", lambda: None)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DnoError
+from ..paths import check_input
 from ..ids import stable_hash
 
 SCHEMA = """
@@ -67,6 +68,7 @@ class CallCache:
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             self.path = self.path / "judge.sqlite"
+        check_input(self.path, "judge cache")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _make_private(self.path)
         self.owner = f"{HOST}:{os.getpid()}"

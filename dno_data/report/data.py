@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..duckdb_sql import load_sql, query_polars
 from ..errors import DnoError
+from ..paths import check_input
 from ..queries import open_run_all_views, run_query
 from ..stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, lc_winrate_ci, paired_bootstrap
 
@@ -160,6 +161,7 @@ def judge_costs(run: Path, calls, cache: Path | None, prices: Path | None) -> li
         groups.setdefault((r["iteration"], r["judge"]), []).append(r["call_key"])
     usage: dict[str, tuple] = {}
     if path is not None:
+        check_input(path, "judge cache")
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             keys = [k for ks in groups.values() for k in ks]

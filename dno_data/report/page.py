@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DnoError
+from ..paths import check_output, write_output
 from ..stats import DEFAULT_RESAMPLES, Interval
 from .data import METRIC_LABELS, METRICS, Best, RunData, best_iterate, collect_run
 from .plots import plot_eval, plot_judge, plot_length_drift, plot_pair_types, plot_training
@@ -119,13 +119,22 @@ def training_rows(runs: list[RunData]) -> list[dict]:
     return rows
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+FIGURES = ("eval", "pair_types", "length_drift", "judge", "training")
+
+
+def png_path(output: Path, key: str) -> Path:
+    return output.with_name(f"{output.stem}-{key}.png")
+
+
+def check_report_output(output: Path) -> None:
+    """Before any work: the page and every PNG beside it are new, or an earlier report's
+    (dno_data.paths: recognised by their sidecars)."""
+    for path in (output, *(png_path(output, key) for key in FIGURES)):
+        check_output(path, kind="report")
+
+
+def _write(path: Path, data: bytes) -> None:
+    write_output(path, "report", lambda tmp: tmp.write_bytes(data))
 
 
 @dataclass
@@ -140,6 +149,8 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
                  seed: int = 0, cache: Path | None = None, prices: Path | None = None) -> Report:
     if metric not in METRICS:
         raise DnoError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    output = Path(output)
+    check_report_output(output)
     runs = [collect_run(r, resamples=resamples, seed=seed, cache=cache, prices=prices) for r in run_dirs]
     names = [d.name for d in runs]
     if len(set(names)) < len(names):  # two runs of one name in different folders
@@ -147,15 +158,13 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
             d.name = str(d.path)
     results = [r for d in runs for r in d.results]
     best = best_iterate(results, metric, resamples=resamples, seed=seed)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     figures = {"eval": plot_eval(runs), "pair_types": plot_pair_types(runs), "length_drift": plot_length_drift(runs),
                "judge": plot_judge(runs), "training": plot_training(runs)}
     pngs = {}
     for key, data in figures.items():
         if data is not None:
-            path = output.with_name(f"{output.stem}-{key}.png")
-            _write_atomic(path, data)
+            path = png_path(output, key)
+            _write(path, data)
             pngs[key] = (path, data)
 
     def img(key: str, alt: str) -> str:
@@ -217,5 +226,5 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
               '<p class="note">From each checkpoint\'s train_log.jsonl: loss, reward accuracy (share of pairs '
               "with a positive implicit-reward margin) and the mean margin, per optimizer step.</p>",
               html_table(training_rows(runs)), img("training", "training curves"), "</body></html>"]
-    _write_atomic(output, "\n".join(parts).encode())
+    _write(output, "\n".join(parts).encode())
     return Report(output, [p for p, _ in pngs.values()], runs, best)

@@ -15,7 +15,6 @@ last whole state in charge, and a rerun resumes from it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import losses
 from ..artifacts import write_json_atomic
+from ..atomic import replace
 from ..errors import DnoError
 from .data import batch_logps, collate
 from .options import TrainOptions
@@ -147,16 +147,8 @@ def save_state(acc, partial: Path, step: int, history: list[dict]) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
         write_json_atomic({"step": step, "history": history}, tmp / "progress.json")
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
         final = partial / f"state-{step:06d}"
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        replace(tmp, final)  # fsync every file, rename, fsync the folder
         for old in partial.glob("state-[0-9]*"):
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from ..errors import DnoError
 from ..models import load_causal_lm, load_tokenizer
 from .data import batch_logps, collate, takes_logits_to_keep
@@ -51,9 +52,8 @@ def reference_logps(s: Setup, opts: TrainOptions, log=print) -> Path:
         table = pa.table({"pair_id": [ex["pair_id"] for ex in s.examples],
                           "ref_chosen": [ex["ref_chosen"] for ex in s.examples],
                           "ref_rejected": [ex["ref_rejected"] for ex in s.examples]})
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+        with atomic_path(path, durable=False) as tmp:  # a cache: a power cut costs a recomputation
+            pq.write_table(table, tmp)
     s.accelerator.wait_for_everyone()
     log(f"reference log-probs: {len(s.examples)} pairs in {time.time() - t0:.1f}s")
     return path

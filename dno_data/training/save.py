@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..artifacts import write_json_atomic
 from ..folder_swap import building_folder
+from ..paths import publisher
 from .fit import FitResult
 from .options import MANIFEST, TrainOptions
 from .setup import Setup
@@ -30,10 +31,13 @@ def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path | 
                     opts: TrainOptions, lineage: dict, metrics: dict, objective: str = "contrastive") -> None:
     """Write the checkpoint on the main process and remove the unfinished-work folder.
 
+    An existing `output` is replaced only when it is a checkpoint of the same stage (lineage's
+    "stage": train or sft), checked again under the output's lock right before the swap.
+
     ref_path: the reference log-probs of a contrastive run (None: an objective without a
     reference, e.g. supervised fine-tuning; the manifest's reference_model is then null)."""
     if s.accelerator.is_main_process:
-        with building_folder(output) as tmp:
+        with building_folder(output, publish=publisher(lineage["stage"])) as tmp:
             model = result.model
             if opts.lora_r:  # merge the adapters: the checkpoint is a plain model like any other
                 model = model.merge_and_unload()
