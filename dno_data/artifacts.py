@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import schemas
 
 from .atomic import atomic_path
-from .errors import DnoError
+from .errors import DnoError, first_line
 from .paths import check_input, write_output
 from .paths import check_output  # noqa: F401  (the stages import it from here)
 
@@ -154,6 +154,3 @@ def _check_rows(table: pa.Table, path: Path, spec) -> None:
             raise DnoError(f"{path}: {len(repeated)} {'/'.join(key)} value(s) appear more than once (e.g. {example}); "
                            f"each row needs its own key: remake it with `{spec.made_by}`")
 
-
-def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -23,3 +23,10 @@ def missing_extra(package: str, extra: str) -> DnoError:
     if extra in declared_extras():
         return DnoError(f"{package} is not installed; install it with: pip install 'dno-data[{extra}]'")
     return DnoError(f"{package} is not installed; install it with: pip install {package}")
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name when it has none), at most `limit` characters:
+    what a one-line error quotes of a library's multi-line message."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text[:limit] if limit else text

@@ -22,7 +22,7 @@ import importlib.util
 from pathlib import Path
 
 from .artifacts import write_json_atomic
-from .errors import DnoError
+from .errors import DnoError, first_line
 from .folder_swap import building_folder
 from .lineage import make_lineage
 from .paths import MANIFEST, check_input, check_output, publisher
@@ -89,9 +89,9 @@ def import_gguf(gguf_path: Path | str, out_dir: Path | str, dtype: str = "float3
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except ImportError as e:
-        raise DnoError(f"{gguf_path}: cannot read it ({_first_line(e)}); pip install gguf") from None
+        raise DnoError(f"{gguf_path}: cannot read it ({first_line(e, 300)}); pip install gguf") from None
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise DnoError(f"{gguf_path}: transformers cannot load this GGUF ({_first_line(e)})") from None
+        raise DnoError(f"{gguf_path}: transformers cannot load this GGUF ({first_line(e, 300)})") from None
 
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -109,6 +109,3 @@ def import_gguf(gguf_path: Path | str, out_dir: Path | str, dtype: str = "float3
         write_json_atomic({"lineage": lineage}, tmp / MANIFEST)
     return out_dir
 
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DnoError
+from .errors import DnoError, first_line
 
 # What `dno train` writes beside a checkpoint's model files: records of how it was made (the
 # manifest holds paths and a write time), not part of what the model generates.
@@ -46,8 +46,7 @@ def _check_weights(path: Path) -> None:
             with safe_open(str(shard), "pt") as f:
                 f.keys()
         except Exception as e:  # SafetensorError, OSError: a corrupt or truncated file
-            first = (str(e).strip().splitlines() or ["?"])[0]
-            raise DnoError(f"{path}: {shard.name} is not a readable safetensors file ({first[:200]}); "
+            raise DnoError(f"{path}: {shard.name} is not a readable safetensors file ({first_line(e, 200)}); "
                            f"remake the folder (save_pretrained or `dno train`)") from None
 
 
@@ -85,8 +84,7 @@ def load_causal_lm(path: Path | str, dtype: str = "auto"):
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
     except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: e.g. safetensors data cut short
-        first = (str(e).strip().splitlines() or ["?"])[0]
-        raise DnoError(f"{path}: cannot load the model ({first}); check the folder or remake it with `dno train`") from None
+        raise DnoError(f"{path}: cannot load the model ({first_line(e)}); check the folder or remake it with `dno train`") from None
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .errors import DnoError
+from .errors import DnoError, first_line
 from .paths import check_input
 from .ids import normalize_messages, prompt_id, stable_hash
 
@@ -84,8 +84,7 @@ def read_source(path: Path) -> pl.DataFrame:
     except DnoError:
         raise
     except Exception as e:  # polars, gzip and datasets raise many kinds for malformed files
-        first = (str(e).strip().splitlines() or ["?"])[0]
-        raise DnoError(f"{path}: cannot read it as {fmt} ({first[:200]})") from None
+        raise DnoError(f"{path}: cannot read it as {fmt} ({first_line(e, 200)})") from None
     if df.height == 0:
         raise DnoError(f"{path}: no prompts in the file")
     if fmt.startswith("json"):

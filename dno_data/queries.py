@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .errors import DnoError
+from .errors import DnoError, first_line
 from .run_views import SCHEMA_OF, open_run
 from .duckdb_sql import query_polars
 
@@ -85,5 +85,4 @@ def run_query(run: Path | str | None, name: str, params: dict | None = None, con
     try:
         return query_polars(con, sql, params or {})
     except Exception as e:  # a missing column in an old artifact, a bad parameter
-        first = (str(e).strip().splitlines() or ["?"])[0]
-        raise DnoError(f"--query {name}: {first}") from None
+        raise DnoError(f"--query {name}: {first_line(e)}") from None

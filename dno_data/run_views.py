@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .duckdb_sql import connect
-from .errors import DnoError
+from .errors import DnoError, first_line
 from .paths import check_input
 from .run_layout import ITERATION_ARTIFACTS, ITERATION_PATTERN, RunLayout
 
@@ -68,8 +68,7 @@ def _check_kind(path: Path, schema_name: str) -> None:
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DnoError(f"{path}: not a readable Parquet file ({first}); remake or remove it") from None
+        raise DnoError(f"{path}: not a readable Parquet file ({first_line(e)}); remake or remove it") from None
     found = (meta.get(b"dno.schema") or b"").decode()
     if found != schema_name:
         what = f"a '{found}' file" if found else "not a dno artifact"

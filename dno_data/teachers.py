@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .callables import accepts, code_hash, load_callable
-from .errors import DnoError
+from .errors import DnoError, first_line
 from .ids import stable_hash
 
 
@@ -81,8 +81,8 @@ class Teacher:
         except (Exception, SystemExit) as e:  # a teacher's answer is a sample, which has no status: stop, naming it
             from .ids import prompt_id
 
-            first = (f"{type(e).__name__}: {e}".strip().splitlines() or ["?"])[0]
-            raise DnoError(f"--teacher {self.spec}: raised {first[:200]} for prompt {prompt_id(messages)}; "
+            raise DnoError(f"--teacher {self.spec}: raised {type(e).__name__}: {first_line(e, 200)} for prompt "
+                           f"{prompt_id(messages)}; "
                            f"fix the function and rerun") from None
         if not isinstance(out, str):
             raise DnoError(f"--teacher {self.spec}: returned {type(out).__name__}, expected str")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import losses
 from ..artifacts import write_json_atomic
 from ..atomic import replace
-from ..errors import DnoError
+from ..errors import DnoError, first_line
 from .data import batch_logps, collate
 from .options import TrainOptions
 from .setup import Setup
@@ -160,7 +160,6 @@ def load_state(acc, folder: Path) -> tuple[int, list[dict]]:
         saved = json.loads((folder / "progress.json").read_text())
         acc.load_state(str(folder))
     except Exception as e:  # a damaged file of any kind: torch, safetensors, pickle, json
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise DnoError(f"{folder}: the saved training state cannot be read ({first}); "
+        raise DnoError(f"{folder}: the saved training state cannot be read ({first_line(e, 200)}); "
                        "rerun with --force to discard the unfinished work") from None
     return saved["step"], saved["history"]
