@@ -136,15 +136,25 @@ def content_sha256(path: Path | str) -> str | None:
                        length=64)
 
 
-# Field metadata key of a config dataclass: False marks a setting of how a stage runs, not of
-# what it produces (output path, concurrency, cache path...). stages/options.py declares it on
-# each option; such settings are recorded in the lineage but left out of its fingerprint, so a
-# rerun with more concurrency or another cache path still resumes and counts as up to date.
-CHANGES_OUTPUT = "changes_output"
+CHANGES_OUTPUT = "changes_output"  # a dataclass field's metadata key (dno_data.config declares it on each option)
+
+
+def config_values(config: Any) -> Any:
+    """What the lineage records of a config: a stage config's flat view (one name per option, the names
+    of its flags, groups flattened: dno_data.config), else the mapping or dataclass as it is."""
+    from .config import Config, to_options
+
+    return to_options(config) if isinstance(config, Config) else config
 
 
 def operational_keys(config: Any) -> list[str]:
-    """The config's fields declared with changes_output=False (none for a plain mapping)."""
+    """The options declared with changes_output=False (how a stage runs, not what it makes: the output
+    path, concurrency, a cache path...): recorded, but left out of the fingerprint, so a rerun with other
+    such settings still resumes and counts as up to date. None for a plain mapping."""
+    from .config import Config, flat_fields
+
+    if isinstance(config, Config):
+        return sorted(x.name for x in flat_fields(type(config)) if x.option.changes_output is False)
     if is_dataclass(config) and not isinstance(config, type):
         return sorted(f.name for f in fields(config) if f.metadata.get(CHANGES_OUTPUT, True) is False)
     return []
@@ -155,7 +165,7 @@ def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any, **extra:
     return {
         "stage": stage,
         "inputs": describe_inputs(inputs),
-        "config": {**redact(config), **redact(extra)},
+        "config": {**redact(config_values(config)), **redact(extra)},
         "operational": operational_keys(config),
         "package_version": __version__,
         "environment": environment(),  # not in the fingerprint: work done on another machine stays up to date

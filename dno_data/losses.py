@@ -3,7 +3,9 @@
 Every loss is a pure function of the per-pair log-ratios against the reference,
 a = log pi(y+) - log pi_ref(y+) and b = log pi(y-) - log pi_ref(y-), of beta, and of the
 pair's labels (`Labels`: the soft target and the two win-rates). It returns one loss per
-pair; `dno_loss` averages them. A new loss is one function plus one entry in `LOSSES`.
+pair; `dno_loss` averages them. A new loss is one function plus one entry in `LOSSES`, whose
+help line is `dno train --loss`'s help. torch is imported inside the functions, so the
+registry (and the --loss help and check) loads without it.
 
   hard (DNO-Prct):    -log sigmoid(beta (a - b))
   dpo:                the same formula; the name for training against a fixed reference
@@ -26,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,16 @@ class Labels:
 
 
 def hard(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
+    import torch.nn.functional as F
+
     return -F.logsigmoid(beta * (a - b))
 
 
 def soft(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
     if labels.target is None:
         raise ValueError("the soft loss needs the pairs' target")
+    import torch.nn.functional as F
+
     z, t = beta * (a - b), labels.target
     return -(t * F.logsigmoid(z) + (1 - t) * F.logsigmoid(-z))
 
@@ -62,21 +69,34 @@ def sppo(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch
 
 
 def _known(w: torch.Tensor | None, like: torch.Tensor, default: float) -> torch.Tensor:
+    import torch
+
     if w is None:
         return torch.full_like(like, default)
     w = w.to(like.dtype)
     return torch.where(torch.isnan(w), torch.full_like(w, default), w)
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, float, Labels], torch.Tensor]
+LossFn = Callable[["torch.Tensor", "torch.Tensor", float, Labels], "torch.Tensor"]
 
-LOSSES: dict[str, LossFn] = {
-    "hard": hard,
-    "dpo": hard,
-    "soft": soft,
-    "ipo": ipo,
-    "sppo": sppo,
+
+@dataclass(frozen=True)
+class Loss:
+    fn: LossFn
+    help: str  # one line of `dno train --loss`'s help
+
+
+LOSSES: dict[str, Loss] = {
+    "hard": Loss(hard, "DNO-Prct, -log sigmoid(beta (a - b))"),
+    "dpo": Loss(hard, "the same formula, named for a fixed --reference (offline DPO)"),
+    "soft": Loss(soft, "Algorithm 1's soft target sigmoid(r(y+) - r(y-))"),
+    "ipo": Loss(ipo, "(a - b - 1/(2 beta))^2 over summed log-probs"),
+    "sppo": Loss(sppo, "SPPO's squared loss on the samples' win-rates"),
 }
+
+
+def loss_help() -> str:
+    return "; ".join(f"{name}: {loss.help}" for name, loss in LOSSES.items())
 
 
 def dno_loss(
@@ -103,7 +123,7 @@ def dno_loss(
         labels = Labels(target, labels.chosen_winrate, labels.rejected_winrate)
     a = policy_chosen - ref_chosen
     b = policy_rejected - ref_rejected
-    losses = LOSSES[name](a, b, beta, labels)
+    losses = LOSSES[name].fn(a, b, beta, labels)
     return losses.mean(), {"chosen_reward": (beta * a).detach(), "rejected_reward": (beta * b).detach()}
 
 
@@ -123,6 +143,8 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: tor
     normaliser subtracted, with no full log-softmax over the vocabulary; large logits are
     normalised one row at a time, so no batch-wide float32 temporary is made.
     """
+    import torch
+
     labels = input_ids[:, 1:]
     mask = loss_mask[:, 1:]
     shifted = logits[:, :-1]

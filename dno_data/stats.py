@@ -13,10 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported by the functions that use it: the constants load without it
+    import numpy as np
 
 DEFAULT_RESAMPLES = 2000
+# The metrics the report (and compare) give per iteration, and their labels.
+METRICS = ("winrate", "lc_winrate", "accuracy", "score")
+METRIC_LABELS = {"winrate": "win-rate vs teacher", "lc_winrate": "LC win-rate", "accuracy": "accuracy",
+                 "score": "mean score"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Interval:
 
 def _boot_means(x: np.ndarray, resamples: int, rng) -> np.ndarray:
     """Means of `resamples` bootstrap resamples of x, drawn in chunks of a few million indices."""
+    import numpy as np
+
     per_chunk = max(1, 4_000_000 // max(1, x.size))
     out = []
     for start in range(0, resamples, per_chunk):
@@ -49,11 +57,13 @@ def _boot_means(x: np.ndarray, resamples: int, rng) -> np.ndarray:
 
 
 def _clean(values: Sequence[float | None]) -> np.ndarray:
+    import numpy as np
+
     x = np.asarray([v for v in values if v is not None], dtype=float)
     return x[~np.isnan(x)]
 
 
-def bootstrap_ci(values: Sequence[float | None], stat: Callable[[np.ndarray], float] = np.mean, *,
+def bootstrap_ci(values: Sequence[float | None], stat: Callable[[np.ndarray], float] | None = None, *,
                  resamples: int = DEFAULT_RESAMPLES, level: float = 0.95, seed: int = 0) -> Interval | None:
     """Percentile bootstrap interval of stat(values); None values are left out; None if nothing is left.
 
@@ -63,6 +73,9 @@ def bootstrap_ci(values: Sequence[float | None], stat: Callable[[np.ndarray], fl
     >>> bootstrap_ci([None]) is None
     True
     """
+    import numpy as np
+
+    stat = np.mean if stat is None else stat
     x = _clean(values)
     if x.size == 0:
         return None
@@ -93,6 +106,8 @@ def paired_bootstrap(a: dict, b: dict, *, resamples: int = DEFAULT_RESAMPLES, le
     >>> round(d.diff.value, 2), d.within_noise
     (0.5, False)
     """
+    import numpy as np
+
     keys = [k for k in a if k in b and a[k] is not None and b[k] is not None]
     if not keys:
         return None
@@ -106,11 +121,15 @@ def paired_bootstrap(a: dict, b: dict, *, resamples: int = DEFAULT_RESAMPLES, le
 # ---------------------------------------------------------------- length-controlled win-rate
 
 def _sigmoid(z):
+    import numpy as np
+
     return 1.0 / (1.0 + np.exp(-z))
 
 
 def length_feature(len_policy: np.ndarray, len_teacher: np.ndarray) -> np.ndarray:
     """tanh of the length difference over its standard deviation (AlpacaEval's `std_delta_len`)."""
+    import numpy as np
+
     delta = np.asarray(len_policy, dtype=float) - np.asarray(len_teacher, dtype=float)
     sd = delta.std(ddof=1) if delta.size > 1 else 0.0
     return np.tanh(delta / sd) if sd > 0 else np.zeros_like(delta)
@@ -122,6 +141,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iterations: 
     A small L2 penalty (on both terms) keeps the fit finite when the length separates wins
     from losses perfectly.
     """
+    import numpy as np
+
     X = np.column_stack([np.ones_like(x), x])
     beta = np.zeros(2)
     n = len(y)
@@ -152,6 +173,8 @@ def lc_winrate(wins: Sequence[float], len_policy: Sequence[float], len_teacher: 
     >>> round(r.lc_winrate, 3), r.raw_winrate
     (0.5, 0.5)
     """
+    import numpy as np
+
     w, lp, lt = (np.asarray(v, dtype=float) for v in (wins, len_policy, len_teacher))
     keep = ~(np.isnan(w) | np.isnan(lp) | np.isnan(lt))
     w, lp, lt = w[keep], lp[keep], lt[keep]
@@ -164,6 +187,8 @@ def lc_winrate(wins: Sequence[float], len_policy: Sequence[float], len_teacher: 
 def lc_winrate_ci(wins, len_policy, len_teacher, *, resamples: int = 500, level: float = 0.95,
                   seed: int = 0) -> tuple[LengthControlled, Interval] | None:
     """The LC win-rate with a bootstrap interval (rows resampled, the regression refitted)."""
+    import numpy as np
+
     w, lp, lt = (np.asarray(v, dtype=float) for v in (wins, len_policy, len_teacher))
     keep = ~(np.isnan(w) | np.isnan(lp) | np.isnan(lt))
     w, lp, lt = w[keep], lp[keep], lt[keep]

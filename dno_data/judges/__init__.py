@@ -21,14 +21,15 @@ import importlib
 from ..errors import DnoError
 from .base import Candidate, Group, Judge, Planned, RequestJudge, SyncJudge
 
-__all__ = ["JUDGES", "MODES", "Candidate", "Group", "Judge", "Planned", "RequestJudge", "SyncJudge", "make_judge"]
+__all__ = ["JUDGES", "MODES", "Candidate", "Group", "Judge", "Planned", "RequestJudge", "SyncJudge", "make_judge",
+           "spec_help"]
 
-# spec prefix -> "module:factory"; factory(spec, mode, both_orders, **options) -> Judge
-JUDGES: dict[str, str] = {
-    "openai": "dno_data.judges.openai_chat:openai_judge",
-    "reward": "dno_data.judges.reward_model:reward_judge",
-    "oracle": "dno_data.judges.oracles:oracle_judge",
-    "python": "dno_data.judges.python_fn:python_judge",
+# spec prefix -> ("module:factory", the spec's form in help texts); factory(spec, mode, both_orders, **options) -> Judge
+JUDGES: dict[str, tuple[str, str]] = {
+    "openai": ("dno_data.judges.openai_chat:openai_judge", "openai:MODEL"),
+    "reward": ("dno_data.judges.reward_model:reward_judge", "reward:PATH"),
+    "oracle": ("dno_data.judges.oracles:oracle_judge", "oracle:NAME"),
+    "python": ("dno_data.judges.python_fn:python_judge", "python:module:function"),
 }
 
 MODES = ("score", "pairwise", "rubric")
@@ -42,9 +43,14 @@ def make_judge(spec: str, mode: str | None = None, both_orders: bool = True, **o
         raise DnoError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
     prefix, sep, _ = spec.partition(":")
     if not sep or prefix not in JUDGES:
-        from .oracles import ORACLES
-
-        raise DnoError(f"--judge {spec!r}: expected oracle:NAME ({', '.join(ORACLES)}), "
-                       "python:module:function, openai:MODEL or reward:PATH")
-    module, _, factory = JUDGES[prefix].partition(":")
+        raise DnoError(f"--judge {spec!r}: expected {spec_help(' or ')}")
+    module, _, factory = JUDGES[prefix][0].partition(":")
     return getattr(importlib.import_module(module), factory)(spec, mode, both_orders, **options)
+
+
+def spec_help(sep: str = " | ") -> str:
+    """Every judge spec, from the registry (the oracles by name): the help texts' list."""
+    from .oracles import ORACLES
+
+    forms = [f"oracle:{name}" for name in ORACLES] if "oracle" in JUDGES else []
+    return sep.join(f for k, (_, form) in JUDGES.items() for f in (forms if k == "oracle" else [form]))

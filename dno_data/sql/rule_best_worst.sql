@@ -1,3 +1,5 @@
+-- @rule best-worst: one pair a prompt, best against worst by win-rate
+-- @param min_margin float 0.0 [0,1]: best-worst: least win-rate gap to keep a pair.
 -- Best against worst by win-rate: one pair per prompt, kept when
 --   winrate(best) - winrate(worst) >= $min_margin and > 0 (ties are dropped).
 -- Automatic negatives (repetitive; truncated under --truncated negative) are never the best. Works with score and pairwise judgments alike.

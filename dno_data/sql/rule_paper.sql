@@ -1,3 +1,11 @@
+-- @rule paper: every positive, DNO section 5
+-- @rule paper-best best_only: only the best positive of a prompt
+-- @param min_positive_score float 5.0 finite: Lowest score of a positive (the paper: 5 or 6).
+-- @param teacher_margin float 2.0 >=0: Score gap of a negative below a teacher positive (the paper: 2).
+-- @param policy_margin float 1.0 >=0: Score gap of a negative below a policy positive (the paper: 1).
+-- @param prefer_positive str "policy" policy|teacher: paper-best: policy|teacher wins a tie for the best score.
+-- @param max_negatives int? null >=1: Most negatives per positive (default: all that qualify).
+-- @param distinct_negatives bool true: Identical rejected texts of a positive make one pair (not in the paper).
 -- `--rule paper`: the DNO-Prct pair rule of Section 5 of Rosset et al. 2024 (arXiv 2404.03715).
 --   Every candidate (policy sample or teacher) scoring >= $min_positive_score is a positive.
 --   Each positive is paired with every other candidate of its prompt that scores at least

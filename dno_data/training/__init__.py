@@ -19,13 +19,22 @@ appears by rename only when complete.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from .data import build_examples, collate, encode_pair
 from .options import MANIFEST, TrainOptions
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 __all__ = ["MANIFEST", "TrainOptions", "build_examples", "collate", "encode_pair", "train"]
+
+
+def __getattr__(name: str):  # the data helpers load pyarrow and the tokenizer code only when used
+    if name in ("build_examples", "collate", "encode_pair"):
+        from . import data
+
+        return getattr(data, name)
+    raise AttributeError(name)
 
 
 def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,

@@ -1,39 +1,66 @@
-"""The settings of one training run (the library's view of `dno train`'s options)."""
+"""The settings of one training run, declared once: `dno train` and `dno sft` embed them as a group.
+
+Each field carries its option (help, check, whether it changes the output), so the two commands
+share one declaration of every training flag; `dno sft` leaves out the contrastive ones (beta,
+loss, reference). torch-free: the --loss names come from dno_data.losses' registry.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import Config, Option, above, at_least, in_range, one_of
+from ..config.groups import THREADS
+from ..config.options import lr_scheduler_name
+from ..losses import LOSSES, loss_help
 from ..reproducibility import DEFAULT_THREADS
 
 MANIFEST = "dno-manifest.json"  # beside the HF files of a checkpoint
+TRAIN_DTYPES = ("float32", "bfloat16")
+CONTRASTIVE_ONLY = ("beta", "loss", "reference")  # options `dno sft` has no use for
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    beta: float = 0.1
-    loss: str = "hard"  # a name in dno_data.losses.LOSSES
-    learning_rate: float = 5e-7
-    batch_size: int = 4
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None
-    warmup_ratio: float = 0.1
-    lr_scheduler: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    max_length: int = 1024
-    seed: int = 0
-    save_every: int = 50
-    dtype: str = "float32"
-    threads: int = DEFAULT_THREADS  # torch CPU threads (dno_data.reproducibility)
-    reference: Path | None = None  # the reference model; None = the input model (pi_t)
-    keep_dropout: bool = False  # dropout stays on in the policy (off by default, as in TRL)
-    group_by_length: bool = False  # batches of similar lengths (less padding), order still seeded
-    lora_r: int = 0  # rank of LoRA adapters (peft); 0 = train every weight
-    lora_alpha: float = 16.0
-    lora_target_modules: str = "all-linear"  # comma-separated module names, or peft's "all-linear"
-    mixed_precision: str = "no"  # no | bf16 | fp16 (autocast under accelerate; weights stay in --dtype)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory)
-    report_to: str = ""  # accelerate trackers, comma-separated (tensorboard, wandb, ...); logs in <output>.logs/
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions(Config):
+    # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
+    beta: float = Option("Strength of the tie to the reference (> 0).", check=above(0)).field(0.1)
+    loss: str = Option(f"Loss by name ({loss_help()}).", check=one_of(*LOSSES)).field("hard")
+    learning_rate: float = Option("AdamW learning rate (small models take larger rates).",
+                                  check=above(0)).field(5e-7)
+    batch_size: int = Option("Pairs (dno sft: examples) per micro-batch per process.", check=at_least(1)).field(4)
+    grad_accum: int = Option("Micro-batches per optimizer step.", check=at_least(1)).field(1)
+    epochs: float = Option("Passes over the data: dno train at most 1 (one epoch on the new pairs, as the paper "
+                           "trains each iteration); dno sft any number > 0 (ignored with --max-steps).",
+                           check=in_range(0, 1000, lo_open=True)).field(1.0)
+    max_steps: int | None = Option("Stop after this many optimizer steps (dno sft cycles its examples, each pass in "
+                                   "a new seeded order, to reach them).", check=at_least(1)).field(None)
+    warmup_ratio: float = Option("Warm-up share of the steps.", check=in_range(0, 1)).field(0.1)
+    lr_scheduler: str = Option("transformers scheduler: linear, cosine, constant...",
+                               check=lr_scheduler_name).field("linear")
+    weight_decay: float = Option("AdamW weight decay.", check=at_least(0)).field(0.0)
+    max_grad_norm: float | None = Option("Clip gradients to this norm (0: off).", cli_type=float,
+                                         check=at_least(0)).field(1.0)
+    max_length: int = Option("Most tokens of prompt + response; longer responses are cut.",
+                             check=at_least(1)).field(1024)
+    seed: int = Option("Seed of the data order.").field(0)
+    save_every: int = Option("Steps between resumable states in <output>.partial/ (0: never).",
+                             check=at_least(0)).field(50)
+    dtype: str = Option(f"Training dtype: {'|'.join(TRAIN_DTYPES)}.", check=one_of(*TRAIN_DTYPES)).field("float32")
+    threads: int = THREADS.field(DEFAULT_THREADS)  # torch CPU threads (dno_data.reproducibility)
+    # the reference model; None = the input model (pi_t)
+    reference: Path | None = Option("Reference model folder (default: --model, the policy that sampled); e.g. a "
+                                    "fixed pi_1 for offline DPO.").field(None)
+    keep_dropout: bool = Option("Keep dropout on in the policy (off by default, as in TRL).").field(False)
+    group_by_length: bool = Option("Batch examples of similar length (less padding; another data order).").field(False)
+    lora_r: int = Option("Train LoRA adapters of this rank (peft), merged on save; 0: full training.",
+                         check=at_least(0)).field(0)
+    lora_alpha: float = Option("LoRA alpha (scale = alpha / r).", check=above(0)).field(16.0)
+    lora_target_modules: str = Option("Modules that get adapters: comma-separated names (q_proj,v_proj) or "
+                                      "all-linear.").field("all-linear")
+    mixed_precision: str = Option("no | bf16 | fp16 autocast (the weights stay in --dtype).",
+                                  check=one_of("no", "bf16", "fp16")).field("no")
+    gradient_checkpointing: bool = Option("Recompute activations in the backward pass (less memory).").field(False)
+    report_to: str = Option("Also log the training curves to these accelerate trackers (comma-separated: tensorboard, "
+                            "wandb, mlflow...; files in <output>.logs/); train_log.jsonl is always written.",
+                            changes_output=False).field("")
