@@ -1,16 +1,17 @@
-"""The DNO iteration, defined once, as the same `dno` commands a user would type, one process per stage.
-
-`dno iterate` (and so `just iterate` / `just iteration t`), `dno demo` and `dno compare` run
-`iteration_commands`, so they cannot disagree about what an iteration runs:
+"""The DNO iteration, defined once, as stage configs: what `dno iterate`, `dno demo` and `dno compare` run.
 
   sample (pi_t, partition t, + teacher) -> judge -> pairs (+ replay) -> train (reference = pi_t) -> eval
 
+Each step is a stage config (dno_data.stages) built from the run settings and the options the
+user gave per stage (`--train-args "--beta 0.2"`, a config file's `[train]` table, or a dict in
+Python); every config of every iteration is built, and so checked, before the first stage runs
+(`check`). A step runs as the `dno` command it equals (`command_line(cfg)`, derived from the
+config), in a process of its own started so that no working folder can shadow dno's packages.
+
 `method="offline-dpo"` (`dno compare`) changes only who samples and the reference: pi_1 samples
 every partition, the reference stays pi_1, and training continues from the method's own t-1
-checkpoint; `max_pairs` caps the pairs (a budget). `sft_command` is the supervised baseline's step.
-
-Paths come from dno_data.run_layout. Every stage skips itself when its output is up to date,
-so a rerun resumes where it stopped.
+checkpoint; `max_pairs` caps the pairs (a budget). `sft_config` is the supervised baselines' step.
+Paths come from dno_data.run_layout. Every stage skips itself when its output is up to date.
 """
 
 from __future__ import annotations
@@ -18,11 +19,25 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .config import from_options, to_argv
 from .errors import DnoError
 from .run_layout import RunLayout
+from .stages import stage_name
+
+# What the loop sets itself, per stage: a user's per-stage options may not (they would break the chain).
+OWNED = {"sample": ("prompts", "output", "model", "partition", "teacher"),
+         "judge": ("samples", "output", "judge"),
+         "pairs": ("judgments", "samples", "output", "replay", "max_pairs"),
+         "train": ("pairs", "model", "output"),
+         "eval": ("prompts", "model", "output", "judge", "teacher"),
+         "sft": ("data", "source", "judgments", "model", "output", "max_steps")}
+STAGE_FLAGS = {"sample": "--sample-args", "judge": "--judge-args", "pairs": "--pairs-args", "train": "--train-args",
+               "eval": "--eval-args", "sft": "--sft-args"}
 
 
 @dataclass(frozen=True)
@@ -34,23 +49,17 @@ class LoopSettings:
     teacher: str | None = "reference"  # None: no teacher samples, and eval judges the policy alone
     evaluate: bool = True
     replay: bool = False  # mix pairs of t-1 (30 %) and t-2 (15 %) into iteration t
-    sample_args: tuple[str, ...] = ()  # extra options per stage, e.g. ("-k", "4")
-    judge_args: tuple[str, ...] = ()
-    pairs_args: tuple[str, ...] = ()
-    train_args: tuple[str, ...] = ()
-    eval_args: tuple[str, ...] = ()
-    sft_args: tuple[str, ...] = ()  # `dno sft` options (dno compare's sft and rft methods)
+    # the options of each stage, by their flat names (dno_data.config): {"sample": {"k": 4}, "train": {"beta": 0.2}}
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     method: str = "dno"  # dno | offline-dpo (pi_1 samples every partition; reference pi_1)
     folder: str | None = None  # iterations in RUN/FOLDER/iter-NN (dno compare: the method's name)
-    config: Path | None = None  # run config file (--config run.toml), passed to every stage
+
+    def of(self, stage: str) -> dict:
+        return dict(self.options.get(stage) or {})
 
 
 def layout(s: LoopSettings) -> RunLayout:
     return RunLayout(s.run, s.folder)
-
-
-def _config_args(s: LoopSettings) -> list[str]:
-    return ["--config", str(s.config)] if s.config is not None else []
 
 
 def policy_for(s: LoopSettings, t: int) -> Path:
@@ -58,60 +67,110 @@ def policy_for(s: LoopSettings, t: int) -> Path:
     return layout(s).policy(t, s.model)
 
 
-def eval_command(s: LoopSettings, t: int) -> list[str]:
+def _config(s: LoopSettings, stage: str, cls: type, owned: dict):
+    """The stage's config: the loop's values over the user's options for that stage (which may not set them)."""
+    given = s.of(stage)
+    taken = sorted(k for k in given if k.replace("-", "_") in OWNED[stage])
+    if taken:
+        raise DnoError(f"{STAGE_FLAGS[stage]}: {', '.join(taken)} is set by the loop itself (the run's paths, "
+                       "models and judge); pass it to dno iterate, or drop it")
+    return from_options(cls, {**given, **owned}, where=f"{STAGE_FLAGS[stage]} (dno {stage})")
+
+
+def eval_config(s: LoopSettings, t: int):
     """Evaluate pi_{t+1} (iteration t's checkpoint); t = 0 evaluates the initial policy."""
+    from .stages.eval import EvalConfig
+
     run = layout(s)
     model = s.model if t == 0 else run.checkpoint(t)
-    cmd = ["eval", str(run.prompts), "--model", str(model), "--judge", s.judge, "-o", str(run.eval(t))]
-    return cmd + ["--teacher", s.teacher or "none"] + _config_args(s) + list(s.eval_args)
+    return _config(s, "eval", EvalConfig, {"prompts": run.prompts, "model": model, "judge": s.judge,
+                                           "output": run.eval(t), "teacher": s.teacher})
 
 
-def iteration_commands(s: LoopSettings, t: int, max_pairs: int | None = None) -> list[list[str]]:
+def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None) -> list:
+    """The stage configs of iteration t: sample, judge, pairs, train (and eval when s.evaluate)."""
+    from .stages.judge import JudgeConfig
+    from .stages.pairs import PairsConfig
+    from .stages.sample import SampleConfig
+    from .stages.train import TrainConfig
+
     if s.method not in ("dno", "offline-dpo"):
-        raise DnoError(f"method {s.method!r}: iterations are dno or offline-dpo (sft: sft_command)")
+        raise DnoError(f"method {s.method!r}: iterations are dno or offline-dpo (sft: sft_config)")
     run = layout(s)
     offline = s.method == "offline-dpo"
-    samples, judgments, pairs = run.samples(t), run.judgments(t), run.pairs(t)
-    policy = str(policy_for(s, t))
-    sampler = str(s.model) if offline else policy  # offline DPO: pi_1 samples every partition
-    sample = ["sample", str(run.prompts), "-o", str(samples), "--model", sampler, "--partition", str(t)] \
-        + (["--teacher", s.teacher] if s.teacher else []) + _config_args(s) + list(s.sample_args)
-    judge = ["judge", str(samples), "-o", str(judgments), "--judge", s.judge] + _config_args(s) + list(s.judge_args)
-    replay = []
-    if s.replay:
-        for back in (1, 2):
-            if t - back >= 1:
-                replay += ["--replay", str(run.pairs(t - back))]
-    cap = ["--max-pairs", str(max_pairs)] if max_pairs is not None else []
-    pair = ["pairs", str(judgments), str(samples), "-o", str(pairs)] + replay + cap + _config_args(s) + list(s.pairs_args)
-    reference = ["--reference", str(s.model)] if offline else []  # offline DPO: the reference stays pi_1
-    train = ["train", str(pairs), "--model", policy, "-o", str(run.checkpoint(t))] + reference + _config_args(s) + list(s.train_args)
-    cmds = [sample, judge, pair, train]
-    return cmds + ([eval_command(s, t)] if s.evaluate else [])
+    policy = policy_for(s, t)
+    sampler = s.model if offline else policy  # offline DPO: pi_1 samples every partition
+    sample = _config(s, "sample", SampleConfig, {"prompts": run.prompts, "output": run.samples(t), "model": sampler,
+                                                 "partition": t, "teacher": s.teacher})
+    judge = _config(s, "judge", JudgeConfig, {"samples": run.samples(t), "output": run.judgments(t),
+                                              "judge": s.judge})
+    replay = [run.pairs(t - back) for back in (1, 2) if s.replay and t - back >= 1]
+    pairs = _config(s, "pairs", PairsConfig, {"judgments": run.judgments(t), "samples": run.samples(t),
+                                              "output": run.pairs(t), "replay": replay, "max_pairs": max_pairs})
+    train_owned = {"pairs": run.pairs(t), "model": policy, "output": run.checkpoint(t)}
+    if offline:  # offline DPO: the reference stays pi_1
+        train_owned["reference"] = s.model
+    train = _config(s, "train", TrainConfig, train_owned)
+    return [sample, judge, pairs, train] + ([eval_config(s, t)] if s.evaluate else [])
 
 
-def sft_command(s: LoopSettings, t: int, samples: Path, *, judgments: Path | None = None,
-                max_steps: int | None = None) -> list[str]:
+def sft_config(s: LoopSettings, t: int, samples: Path, *, judgments: Path | None = None,
+               max_steps: int | None = None):
     """Iteration t of a supervised baseline: fine-tune the method's pi_t on `samples` (teacher answers; with
     `judgments`, each prompt's best judged sample) into its iteration-t checkpoint."""
-    source = ["--source", "best", "--judgments", str(judgments)] if judgments is not None else ["--source", "teacher"]
-    steps = ["--max-steps", str(max_steps)] if max_steps is not None else []
-    return (["sft", str(samples)] + source + ["--model", str(policy_for(s, t)), "-o", str(layout(s).checkpoint(t))]
-            + steps + list(s.sft_args))
+    from .stages.sft import SftConfig
+
+    return _config(s, "sft", SftConfig, {"data": samples, "source": "best" if judgments is not None else "teacher",
+                                         "judgments": judgments, "model": policy_for(s, t),
+                                         "output": layout(s).checkpoint(t), "max_steps": max_steps})
 
 
-def run_dno(args: list[str], echo=print) -> None:
-    """Run one `dno` command in its own process; a failure stops the loop with its message."""
-    echo("$ dno " + " ".join(shlex.quote(a) for a in args))
-    proc = subprocess.run([sys.executable, "-m", "stages.cli", *args])
+def check(s: LoopSettings, first: int = 1, eval_initial: bool = False) -> None:
+    """Build (and so check) every stage config of iterations first..s.iterations: a bad per-stage option is
+    one DnoError before anything runs."""
+    if eval_initial:
+        eval_config(s, 0)
+    for t in range(first, s.iterations + 1):
+        iteration_configs(s, t)
+
+
+# ---------------------------------------------------------------- running a step as its `dno` command
+
+def command_args(cfg) -> list[str]:
+    """The `dno` arguments that give `cfg`: the command's name and its flags (defaults left out)."""
+    return [*stage_name(cfg).split(), *to_argv(cfg)]
+
+
+def command_line(cfg) -> str:
+    """`dno sample PROMPTS -o OUT ...`: what a user would type for `cfg`."""
+    return "dno " + shlex.join(command_args(cfg))
+
+
+def dno_executable() -> list[str]:
+    """How to start `dno` in a new process so that the working folder cannot shadow its packages (a folder
+    holding its own `schemas/` or `stages/`): Python's -P (3.11+) keeps the folder off the import path."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "stages.cli"]
+    return [sys.executable, "-c", "import sys; del sys.path[0]; from stages.cli import main; main()"]
+
+
+def run_step(cfg, echo: Callable[[str], None] | None = None) -> None:
+    """Run one stage config as its `dno` command in its own process; a failure stops the loop with its message."""
+    from .console import say
+
+    args = command_args(cfg)
+    (echo or say)("$ dno " + shlex.join(args))
+    proc = subprocess.run([*dno_executable(), *args])
     if proc.returncode != 0:
         raise DnoError(f"`dno {args[0]}` failed (exit {proc.returncode}); fix it and rerun: finished stages are skipped")
 
 
-def run_iterations(s: LoopSettings, first: int = 1, eval_initial: bool = False, run=run_dno) -> None:
+def run_iterations(s: LoopSettings, first: int = 1, eval_initial: bool = False,
+                   run: Callable[[Any], None] = run_step) -> None:
     """Iterations first..s.iterations (and the initial policy's eval, iter-00, first when asked)."""
+    check(s, first, eval_initial)
     if eval_initial:
-        run(eval_command(s, 0))
+        run(eval_config(s, 0))
     for t in range(first, s.iterations + 1):
-        for cmd in iteration_commands(s, t):
-            run(cmd)
+        for cfg in iteration_configs(s, t):
+            run(cfg)

@@ -33,26 +33,8 @@ from .artifacts import check_artifact_file, to_table
 from .errors import DnoError
 from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql, used_params
 
-RULES = ("paper", "paper-best", "best-worst")
-TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
-# DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond. Measured at 1M prompts x 6
-# (bench/bench_pairs.py): best-worst (1M pairs) 12.4 s and a peak RSS of 1.80 GB at 1.5GB (at 3GB, 10.2 s but
-# 2.44 GB); the paper rule (5.85M pairs) fits its joins in 3GB (27.2 s, 3.36 GB), where at 1.5GB they spilled
-# and its COPY took 2.5x as long.
-DEFAULT_MEMORY_LIMIT = "auto"
-AUTO_MEMORY_LIMIT = {"best-worst": "1.5GB", "paper": "3GB", "paper-best": "3GB", "sql": "3GB"}  # sql: a --sql rule
-
-
-def memory_limit_for(memory_limit: str | None, rule: str, sql_file=None) -> str | None:
-    """The DuckDB memory limit `dno pairs` runs under: `memory_limit` as given, or for "auto" the rule's
-    (`rule` is one of RULES, checked before)."""
-    if memory_limit != "auto":
-        return memory_limit
-    return AUTO_MEMORY_LIMIT["sql" if sql_file is not None else rule]
-
-# Named parameters of the built-in rules ($name in the .sql files), with the paper's values.
-DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
-                  "max_negatives": None, "distinct_negatives": True, "min_margin": 0.0}
+from .pair_rules import AUTO_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_PARAMS, RULES, TRUNCATED  # noqa: F401
+from .pair_rules import memory_limit_for, rule_sql
 
 Source = Path | str | pa.Table  # a Parquet file, or a table already in memory
 
@@ -103,12 +85,12 @@ def _rows(src: Source, schema_name: str) -> int:
     return check_artifact_file(src, schema_name)
 
 
-def _rule_sql(rule: str, sql_file) -> tuple[str, str]:
+def _rule_sql(rule: str, sql_file) -> tuple[str, str, dict]:
+    """The rule's SQL, its name in the pairs file, and the flags it sets (paper-best: $best_only)."""
     if sql_file is not None:
-        return read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
-    if rule in RULES:  # paper-best is rule_paper.sql with $best_only
-        return load_sql("rule_" + rule.removesuffix("-best").replace("-", "_")), rule
-    raise DnoError(f"--rule {rule!r}: choose one of {', '.join(RULES)}, or pass --sql FILE")
+        return read_user_sql(sql_file), f"sql:{Path(sql_file).name}", {}
+    sql, flags = rule_sql(rule)  # the shipped rules, declared in their files' headers (dno_data/pair_rules.py)
+    return sql, rule, flags
 
 
 def check_inputs(samples: Source, judgments: Source, *, rule: str = "paper", sql_file=None,
@@ -247,8 +229,8 @@ def build_pairs(
     new pairs, a seeded random subset (max_pairs.sql), e.g. to match another method's pair budget.
     """
     check_inputs(samples, judgments, rule=rule, sql_file=sql_file, truncated=truncated, replay=replay)
-    rule_sql, rule_name = _rule_sql(rule, sql_file)
-    params = {**DEFAULT_PARAMS, **(params or {}), "best_only": rule == "paper-best" and sql_file is None}
+    rule_text, rule_name, flags = _rule_sql(rule, sql_file)
+    params = {**DEFAULT_PARAMS, **(params or {}), **flags}
     spill = Path(temp_directory) if temp_directory else None
     made_spill = False
     if spill is None and output is not None:
@@ -259,7 +241,7 @@ def build_pairs(
         paths += [Path(output), _tmp_path(Path(output))]
     con = _connect(memory_limit_for(memory_limit, rule, sql_file), spill, paths)
     try:
-        return _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated,
+        return _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated,
                       list(replay), replay_fraction, seed, output, lineage, max_pairs)
     finally:
         con.close()

@@ -1,4 +1,3 @@
-"""One module per `dno` command: a config dataclass, run(cfg) -> Path, a thin Typer command.
-
-Pipeline stages talk only through files; none imports another.
+"""The `dno` command line, made from the library's stages (dno_data.stages): cli.py is the command,
+build.py turns a stage's config into its Typer command. Nothing here does a stage's work.
 """

@@ -1,28 +1,76 @@
-"""The `dno` command: one sub-command per stage module (each a thin wrapper of its run(cfg)).
+"""The `dno` command: one sub-command per stage of dno_data.stages, made from its config (stages/build.py).
 
-Run as `dno ...` or `python -m stages.cli ...` (the form `accelerate launch -m` needs).
+Run as `dno ...` or `python -m stages.cli ...`. A sub-command's module is imported only when that
+command runs (or its help is shown), so `dno --help` loads no stage, and no command loads torch
+before it needs it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
+from typer.core import TyperGroup
 
 from dno_data import __version__
+from dno_data.stages import GROUPS, STAGES
 
-from . import compare, demo, export, iterate, judge, merge, model, pairs, prompts, report, sample, sft, sql, train
-from . import eval as eval_
+HELP = ("Direct Nash Optimization as offline stages over versioned Parquet: "
+        "prompts -> sample -> judge -> pairs -> train (-> eval); `dno iterate` chains them.")
 
-app = typer.Typer(
-    name="dno",
-    help="Direct Nash Optimization as offline stages over versioned Parquet: "
-    "prompts -> sample -> judge -> pairs -> train (-> eval); `dno iterate` chains them.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
+class Commands(TyperGroup):
+    """A group whose commands are made on first use from the registry (dno_data.stages.STAGES)."""
+
+    prefix = ""  # "model " for the sub-commands of `dno model`
+
+    def list_commands(self, ctx):
+        return list(dict.fromkeys(n[len(self.prefix):].split()[0] for n in STAGES if n.startswith(self.prefix)))
+
+    def get_command(self, ctx, name):
+        full = self.prefix + name
+        if full in STAGES:  # the help's list needs a name and a line; a command that runs, its module
+            return _command(full) if getattr(ctx, "dno_resolving", False) else _listed(full)
+        if not self.prefix and name in GROUPS:
+            return _group(name)
+        return None
+
+    def resolve_command(self, ctx, args):
+        ctx.dno_resolving = True
+        try:
+            return super().resolve_command(ctx, args)
+        finally:
+            ctx.dno_resolving = False
+
+
+_MADE: dict = {}
+
+
+def _command(name: str):
+    if name not in _MADE:
+        from dno_data.stages import load
+
+        from .build import build_command
+
+        cls, run = load(name)
+        _MADE[name] = build_command(name, cls, run)
+        _MADE[name].short_help = STAGES[name].help
+    return _MADE[name]
+
+
+def _listed(name: str):
+    from typer.core import TyperCommand
+
+    return TyperCommand(name.split()[-1], short_help=STAGES[name].help, help=STAGES[name].help)
+
+
+def _group(name: str):
+    if name not in _MADE:
+        sub = type(f"{name.title()}Commands", (Commands,), {"prefix": name + " "})
+        _MADE[name] = sub(name=name, help=GROUPS[name], no_args_is_help=True)
+    return _MADE[name]
+
+
+app = typer.Typer(name="dno", help=HELP, cls=Commands, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_enable=False)
 
 
 def _print_version(value: bool) -> None:
@@ -32,30 +80,13 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                                help="Print dno's version and exit.")] = False) -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print dno's version and exit.")) -> None:
     pass
 
 
-app.command("prompts")(prompts.command)
-app.command("sample")(sample.command)
-app.command("merge")(merge.command)
-app.command("judge")(judge.command)
-app.command("pairs")(pairs.command)
-app.command("train")(train.command)
-app.command("sft")(sft.command)
-app.command("eval")(eval_.command)
-app.command("iterate")(iterate.command)
-app.command("compare")(compare.command)
-app.command("export")(export.command)
-app.command("sql")(sql.command)
-app.command("report")(report.command)
-app.command("demo")(demo.command)
-app.add_typer(model.app, name="model")
-
-
 def main() -> None:
-    app()
+    app(prog_name="dno")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,7 @@ from ..duckdb_sql import load_sql, query_polars
 from ..errors import DnoError
 from ..paths import check_input
 from ..queries import open_run_all_views, run_query
-from ..stats import DEFAULT_RESAMPLES, Interval, bootstrap_ci, lc_winrate_ci, paired_bootstrap
-
-METRICS = ("winrate", "lc_winrate", "accuracy", "score")
-METRIC_LABELS = {"winrate": "win-rate vs teacher", "lc_winrate": "LC win-rate", "accuracy": "accuracy",
-                 "score": "mean score"}
+from ..stats import DEFAULT_RESAMPLES, METRIC_LABELS, METRICS, Interval, bootstrap_ci, lc_winrate_ci, paired_bootstrap
 PER_PROMPT = {"winrate": "win", "accuracy": "correct", "score": "score"}  # metrics a paired bootstrap can compare
 TABLE_QUERIES = ("winrate", "pair_types", "length_drift", "position_bias", "failures", "intransitive_cycles",
                  "judge_agreement", "judge_calls")

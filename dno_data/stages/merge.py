@@ -15,23 +15,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import write_artifact
-from dno_data.sharding import merge_shards
-
-from .common import check_output_path, summary
-from .options import OUTPUT_FILE, as_tuple, build_command, opt
+from ..config import Config, as_tuple, opt
+from .common import OUTPUT_FILE, check_output_path
 
 
-@dataclass(frozen=True)
-class MergeConfig:
+@dataclass(frozen=True, kw_only=True)
+class MergeConfig(Config):
+    """Merge the shards of a sharded `dno sample` run; refuses missing or doubled prompts."""
+
     shards: tuple[Path, ...] = opt("The shard files of one `dno sample --shard i/n` run.", argument=True,
-                                   cli_type=list[Path], to_config=as_tuple)
+                                   normalize=as_tuple)
     output: Path = OUTPUT_FILE.field(help="samples.parquet to write.")
     # the shards' prompts file, when it moved (checked by content hash)
     prompts: Path | None = opt("The shards' prompts file, if it moved.", None)
 
 
 def run(cfg: MergeConfig) -> Path:
+    from ..artifacts import write_artifact
+    from ..console import summary
+    from ..sharding import merge_shards
+
     check_output_path(cfg.output, list(cfg.shards), kind="samples")
     table, lineage = merge_shards(list(cfg.shards), cfg.prompts)
     write_artifact(table, cfg.output, "samples", lineage)
@@ -39,5 +42,3 @@ def run(cfg: MergeConfig) -> Path:
             {"prompts": len(set(table["prompt_id"].to_pylist())), "rows": table.num_rows})
     return cfg.output
 
-
-command = build_command(MergeConfig, run, "Merge the shards of a sharded `dno sample` run; refuses missing or doubled prompts.")

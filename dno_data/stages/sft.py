@@ -16,61 +16,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import check_output, read_artifact
-from dno_data.errors import DnoError
-from dno_data.lineage import make_lineage
-from dno_data.models import check_model_dir
-from dno_data.parts import release_output
-from dno_data.reproducibility import configure_torch
-from dno_data.training.sft import SOURCES, select_examples, sft
+from ..config import Config, finite, group, in_range, one_of, opt, output_folder
+from ..errors import DnoError
+from ..training.options import CONTRASTIVE_ONLY, TrainOptions
+from .common import FORCE
 
-from .common import summary, up_to_date
-from .options import FORCE, THREADS, build_command, finite, in_range, one_of, opt, output_folder
-from .training_options import (BATCH_SIZE, EPOCHS, GRAD_ACCUM, GRADIENT_CHECKPOINTING, GROUP_BY_LENGTH, KEEP_DROPOUT, REPORT_TO,
-                               LEARNING_RATE, LORA_ALPHA, LORA_R, LORA_TARGET_MODULES, LR_SCHEDULER, MAX_GRAD_NORM,
-                               MAX_LENGTH, MAX_STEPS, MIXED_PRECISION, SAVE_EVERY, SEED, WARMUP_RATIO, WEIGHT_DECAY, D,
-                               train_dtype_field, train_options)
+SOURCES = ("teacher", "best", "chosen")
 
 
-@dataclass(frozen=True)
-class SftConfig:
+@dataclass(frozen=True, kw_only=True)
+class SftConfig(Config):
+    """Supervised fine-tuning on teacher answers, best samples or chosen responses."""
+
     data: Path = opt("samples.parquet (--source teacher|best) or pairs.parquet (its chosen side).", argument=True)
     model: Path = opt("HF folder of the model to fine-tune.")
     output: Path = opt("Checkpoint folder to write.", flags=("-o", "--output"), changes_output=False,
                        check=output_folder)
-    source: str = opt("teacher: the teacher rows of a samples file | best: each prompt's best judged policy sample "
-                      "(needs --judgments) | chosen: a pairs file's chosen side (the default for a pairs file).",
-                      None, cli_type=str, check=one_of(*SOURCES))
+    source: str | None = opt("teacher: the teacher rows of a samples file | best: each prompt's best judged policy "
+                             "sample (needs --judgments) | chosen: a pairs file's chosen side (the default for a pairs "
+                             "file).", None, check=one_of(*SOURCES))
     judgments: Path | None = opt("--source best: judgments.parquet of the samples.", None)
     min_score: float | None = opt("--source best: the least score of a chosen sample (default: any).", None,
                                   check=finite)
     max_repetition: float = opt("--source best: repeated word 3-gram fraction above which a sample is never chosen.",
                                 0.5, check=in_range(0, 1))
-    learning_rate: float = LEARNING_RATE.field(D.learning_rate)
-    batch_size: int = BATCH_SIZE.field(D.batch_size)
-    grad_accum: int = GRAD_ACCUM.field(D.grad_accum)
-    epochs: float = EPOCHS.field(1.0, help="Passes over the examples (> 0; ignored with --max-steps).",
-                                 check=in_range(0, 1000, lo_open=True))
-    max_steps: int | None = MAX_STEPS.field(D.max_steps, help="Optimizer steps (the examples are cycled, each pass "
-                                            "in a new seeded order); default: --epochs passes.")
-    warmup_ratio: float = WARMUP_RATIO.field(D.warmup_ratio)
-    lr_scheduler: str = LR_SCHEDULER.field(D.lr_scheduler)
-    weight_decay: float = WEIGHT_DECAY.field(D.weight_decay)
-    max_grad_norm: float | None = MAX_GRAD_NORM.field(D.max_grad_norm)
-    max_length: int = MAX_LENGTH.field(D.max_length)
-    seed: int = SEED.field(D.seed)
-    save_every: int = SAVE_EVERY.field(D.save_every)
-    dtype: str = train_dtype_field()
-    threads: int = THREADS.field(D.threads)
-    keep_dropout: bool = KEEP_DROPOUT.field(D.keep_dropout)
-    group_by_length: bool = GROUP_BY_LENGTH.field(D.group_by_length)
-    report_to: str = REPORT_TO.field(D.report_to)
-    lora_r: int = LORA_R.field(D.lora_r)
-    lora_alpha: float = LORA_ALPHA.field(D.lora_alpha)
-    lora_target_modules: str = LORA_TARGET_MODULES.field(D.lora_target_modules)
-    mixed_precision: str = MIXED_PRECISION.field(D.mixed_precision)
-    gradient_checkpointing: bool = GRADIENT_CHECKPOINTING.field(D.gradient_checkpointing)
+    # the training options of dno train, without the contrastive ones (beta, loss, reference)
+    training: TrainOptions = group(TrainOptions, exclude=CONTRASTIVE_ONLY)
     force: bool = FORCE.field(False)
+
+    def validate(self) -> None:
+        if self.source == "best" and self.judgments is None:
+            raise DnoError("--source best needs --judgments JUDGMENTS (the judgments of the samples file, `dno judge`)")
+        if self.source not in (None, "best") and (self.judgments is not None or self.min_score is not None):
+            raise DnoError(f"--judgments and --min-score are for --source best, not --source {self.source}")
 
 
 def _schema_of(path: Path) -> str | None:
@@ -83,6 +61,15 @@ def _schema_of(path: Path) -> str | None:
 
 
 def run(cfg: SftConfig) -> Path:
+    """Write the checkpoint folder cfg.output and return its path."""
+    from ..artifacts import check_output, read_artifact
+    from ..console import summary, up_to_date
+    from ..lineage import make_lineage
+    from ..models import check_model_dir
+    from ..parts import release_output
+    from ..reproducibility import configure_torch
+    from ..training.sft import select_examples, sft
+
     if not Path(cfg.data).is_file():
         raise DnoError(f"{cfg.data}: no such file; pass a samples.parquet (`dno sample`) or pairs.parquet (`dno pairs`)")
     kind = _schema_of(cfg.data)
@@ -101,7 +88,7 @@ def run(cfg: SftConfig) -> Path:
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
     inputs = [cfg.data, cfg.model] + ([cfg.judgments] if judgments is not None else [])
     check_output(cfg.output, inputs, kind="sft")
-    configure_torch(cfg.threads)  # before the lineage, which records it
+    configure_torch(cfg.training.threads)  # before the lineage, which records it
     lineage = make_lineage("sft", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
@@ -113,11 +100,9 @@ def run(cfg: SftConfig) -> Path:
                "best": "no policy sample is judged, finished (not truncated) and at least --min-score",
                "chosen": "the pairs file has no rows"}[source]
         raise DnoError(f"{cfg.data}: nothing to fine-tune on with --source {source}: {why}")
-    metrics = sft(examples, cfg.model, cfg.output, train_options(cfg), lineage, fresh=cfg.force)
+    metrics = sft(examples, cfg.model, cfg.output, cfg.training, lineage, fresh=cfg.force)
     release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"sft ({source}) {cfg.model} -> {cfg.output}", metrics)
     return cfg.output
 
-
-command = build_command(SftConfig, run, "Supervised fine-tuning on teacher answers, best samples or chosen responses.")

@@ -24,54 +24,27 @@ the command exits 1 with the counts by status, so `dno iterate` / `just iterate`
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import read_artifact
-
-from dno_data.lineage import make_lineage
-
-from dno_data.parts import Parts
-from dno_data.errors import DnoError
-from dno_data.judges import make_judge
-from dno_data.judges.base import RequestJudge
-from dno_data.judges.run import RetryingCache, failed_calls, groups_of, judge_groups, not_ok_rows
-
-from .common import check_output_path, say, summary, up_to_date
-from .options import (API_TIMEOUT, API_KEY_ENV, BASE_URL, BOTH_ORDERS, api_settings, CACHE, CONCURRENCY, FORCE, JUDGE, JUDGE_MAX_NEW_TOKENS,
-                      JUDGE_TEMPERATURE, LOGPROBS, MAX_RETRIES, MODE, NO_CACHE, OUTPUT_FILE, RPM, SYSTEM_PROMPT,
-                      TEMPLATE, TIMEOUT, TPM, at_least, build_command, in_range, opt)
+from ..config import Config, at_least, group, in_range, opt
+from ..config.groups import Api, JudgeSettings
+from .common import FORCE, OUTPUT_FILE
 
 
-@dataclass(frozen=True)
-class JudgeConfig:
+@dataclass(frozen=True, kw_only=True)
+class JudgeConfig(Config):
+    """Judge every prompt's candidates with a preference oracle."""
+
     samples: Path = opt("samples.parquet (from `dno sample`).", argument=True)
     output: Path = OUTPUT_FILE.field(help="judgments.parquet to write.")
-    judge: str = JUDGE.field()
-    mode: str | None = MODE.field(None)  # default per kind: rubric (openai), score (python, oracle, reward)
-    both_orders: bool = BOTH_ORDERS.field(True)  # pairwise: ask (a, b) and (b, a) to cancel and measure position bias
+    # the judge: --judge SPEC, its mode (default per kind: rubric for openai, score for python, oracle, reward), ...
+    judge: JudgeSettings = group(JudgeSettings)
     prompts_per_part: int = opt("Prompts per resumable part.", 64, check=at_least(1))
-    # openai judges
-    base_url: str | None = BASE_URL.field(None)
-    api_key_env: str = API_KEY_ENV.field("OPENAI_API_KEY")
-    concurrency: int = CONCURRENCY.field(16)
-    rpm: float | None = RPM.field(None)
-    tpm: float | None = TPM.field(None)
-    timeout: float = TIMEOUT.field(API_TIMEOUT)
-    max_retries: int = MAX_RETRIES.field(6)
-    cache: Path | None = CACHE.field(None)  # default $DNO_CACHE or ~/.cache/dno/judge.sqlite
-    no_cache: bool = NO_CACHE.field(False)
-    template: Path | None = TEMPLATE.field(None)  # default: the shipped rubric / pairwise one
-    system_prompt: str | None = SYSTEM_PROMPT.field(None)
-    temperature: float = JUDGE_TEMPERATURE.field(0.0)
-    max_new_tokens: int | None = JUDGE_MAX_NEW_TOKENS.field(None)
-    logprobs: bool = LOGPROBS.field(True)  # pairwise: P(a > b) from the verdict token's logprobs when available
-    seed: int = opt("Seed of the rubric's candidate shuffling.", 0)
-    prices: Path | None = opt("JSON price table: {model: (USD per 1M input tokens, USD per 1M output tokens)}.", None, changes_output=False)
+    api: Api = group(Api)  # openai judges; the cache defaults to $DNO_CACHE or ~/.cache/dno/judge.sqlite
+    prices: Path | None = opt("JSON price table: {model: (USD per 1M input tokens, USD per 1M output tokens)}.", None,
+                              changes_output=False)
     dry_run: bool = opt("Print calls, tokens and cost; call nothing.", False, changes_output=False)
-    # reward judges
-    batch_size: int = opt("Reward model: candidates per forward pass.", 16, check=at_least(1))
     max_failure_rate: float = opt("Exit 1 (after writing the file) when more than this share of the judgments are not ok "
                                   "(error, unparseable, refused...); rerun to ask the failed calls again.", 0.1,
                                   changes_output=False, check=in_range(0.0, 1.0))
@@ -81,26 +54,30 @@ class JudgeConfig:
     force: bool = FORCE.field(False)
 
 
-def _judge(cfg: JudgeConfig):
-    return make_judge(cfg.judge, cfg.mode, both_orders=cfg.both_orders, template=cfg.template, system=cfg.system_prompt,
-                      temperature=cfg.temperature, max_tokens=cfg.max_new_tokens, logprobs=cfg.logprobs, seed=cfg.seed,
-                      batch_size=cfg.batch_size)
-
-
 def _runner(cfg: JudgeConfig):
-    from dno_data.openai_api.runner import make_runner
+    from ..openai_api.runner import make_runner
 
-    return make_runner(api_settings(cfg), cfg.cache, cfg.no_cache)
+    return make_runner(cfg.api.settings(), cfg.api.cache, cfg.api.no_cache)
 
 
 def run(cfg: JudgeConfig) -> Path:
+    """Write cfg.output (resuming finished parts; paid answers come from the call cache) and return its path."""
+    from collections import Counter
+
+    from ..artifacts import read_artifact
+    from ..console import summary, up_to_date
+    from ..errors import DnoError
+    from ..judges.base import RequestJudge
+    from ..judges.run import RetryingCache, failed_calls, groups_of, judge_groups, not_ok_rows
+    from ..lineage import make_lineage
+    from ..parts import Parts
+    from .common import check_output_path
+
     samples = read_artifact(cfg.samples, "samples")
     if len(samples) == 0:
         raise DnoError(f"{cfg.samples}: no samples to judge; rerun `dno sample`")
     check_output_path(cfg.output, [cfg.samples], kind="judgments")
-    if cfg.concurrency < 1 or cfg.prompts_per_part < 1:
-        raise DnoError("--concurrency and --prompts-per-part must be at least 1")
-    judge = _judge(cfg)
+    judge = cfg.judge.make()
     lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id)
     groups = groups_of(samples)
     if cfg.dry_run:
@@ -127,9 +104,11 @@ def run(cfg: JudgeConfig) -> Path:
     return cfg.output
 
 
-def _check_failure_rate(cfg: JudgeConfig, status: Counter) -> None:
+def _check_failure_rate(cfg: JudgeConfig, status) -> None:
     """Too many failed judgments stop the loop (`dno iterate` stops on a failing stage): the file
     is written, the counts are on the error line."""
+    from ..errors import DnoError
+
     total, failed = sum(status.values()), sum(n for s, n in status.items() if s != "ok")
     if total and failed / total > cfg.max_failure_rate:
         counts = ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
@@ -139,7 +118,7 @@ def _check_failure_rate(cfg: JudgeConfig, status: Counter) -> None:
 
 
 def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
-    from dno_data.openai_api.costs import cost_usd, fmt_cost, load_prices
+    from ..openai_api.costs import cost_usd, fmt_cost, load_prices
 
     st = runner.stats
     out = {"calls made": st.calls, "cache hits": st.cache_hits, "calls failed for good": sum(st.failures.values()),
@@ -158,28 +137,29 @@ def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
 
 
 def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
+    from ..console import say, summary
+    from ..judges.base import RequestJudge
+
     if not isinstance(judge, RequestJudge):
-        say(f"dry run: {len(groups)} prompts for the local judge {cfg.judge}; no API calls, no cost")
+        say(f"dry run: {len(groups)} prompts for the local judge {cfg.judge.spec}; no API calls, no cost")
         return
-    from dno_data.openai_api.call_cache import CallCache, default_cache_path
-    from dno_data.openai_api.costs import cost_usd, fmt_cost, load_prices
-    from dno_data.openai_api.runner import ApiSettings, endpoint_of
+    from ..openai_api.call_cache import CallCache, default_cache_path
+    from ..openai_api.costs import cost_usd, fmt_cost, load_prices
+    from ..openai_api.runner import ApiSettings, endpoint_of
 
     calls = {p.call.key: (p.call, len(p.shown)) for g in groups for p in judge.plan(g)}
     cached = set()
-    if not cfg.no_cache:
-        cache = CallCache(cfg.cache or default_cache_path())
-        cached = set(cache.scoped(endpoint_of(ApiSettings(cfg.base_url))).get_many(calls))
+    if not cfg.api.no_cache:
+        cache = CallCache(cfg.api.cache or default_cache_path())
+        cached = set(cache.scoped(endpoint_of(ApiSettings(cfg.api.base_url))).get_many(calls))
         cache.close()
     todo = [v for k, v in calls.items() if k not in cached]
     tin = sum(c.est_tokens - int(c.params.get("max_tokens") or 0) for c, _ in todo)
     per_call_out = judge.params.get("max_tokens")
     tout = sum(per_call_out or 80 * n for _, n in todo)  # rubric: ~80 tokens of justification + score each
-    summary(f"dry run: {cfg.judge} ({judge.mode}) over {cfg.samples}", {
+    summary(f"dry run: {cfg.judge.spec} ({judge.mode}) over {cfg.samples}", {
         "prompts": len(groups), "calls": len(calls), "cached": len(cached), "to call": len(todo),
         "estimated input tokens": tin, "estimated output tokens": tout,
         "estimated cost": fmt_cost(cost_usd(judge.model, tin, tout, load_prices(cfg.prices)), judge.model),
     })
 
-
-command = build_command(JudgeConfig, run, "Judge every prompt's candidates with a preference oracle.")

@@ -10,25 +10,40 @@ Views: prompts, samples, judgments, pairs, evals (each iter-* file with an `iter
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-import typer
-
-from dno_data.paths import check_output, write_output
-from dno_data.errors import DnoError
-from dno_data.queries import add_missing_views, list_queries, load_query
-from dno_data.run_views import open_run
-from dno_data.duckdb_sql import query_polars, read_user_sql
-
-from .options import build_command, one_of, opt, output_file
+from ..config import Config, one_of, opt, output_file
+from ..errors import DnoError, first_line
 
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-@dataclass(frozen=True)
-class SqlConfig:
+def parse_params(values) -> dict:
+    """`name=value` strings (numbers where they parse) as a mapping; a mapping stays as it is."""
+    if isinstance(values, dict):
+        return values
+    out = {}
+    for v in values or ():
+        k, sep, val = str(v).partition("=")
+        if not sep:
+            raise ValueError(f"{v!r}: expected name=value")
+        for cast in (int, float):
+            try:
+                out[k] = cast(val)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = val
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SqlConfig(Config):
+    """Query a run's artifacts with DuckDB SQL."""
+
     run: Path = opt("Run folder (runs/NAME).", Path("runs/demo"), flags=("--run",))
     query: str | None = opt("SQL over prompts, samples, judgments, pairs, evals.", None, argument=True)
     named: str | None = opt("Run a canned analysis by name (see --list).", None, flags=("--query",), cli_type=str)
@@ -38,16 +53,20 @@ class SqlConfig:
     output: Path | None = opt("Write here instead of stdout (required for parquet).", None, flags=("-o", "--output"),
                               check=output_file)
     params: dict = opt("Named parameter name=value for $name (repeatable).", factory=dict, flags=("--param",),
-                       cli_type=Optional[list[str]], cli_default=None, to_config=lambda v: _parse_params(v or []))
+                       cli_type=list[str], normalize=parse_params)
 
 
 def run(cfg: SqlConfig):
-    if cfg.format not in FORMATS:
-        raise DnoError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
+    """The query's result (a polars DataFrame), printed or written to cfg.output in cfg.format."""
+    from ..duckdb_sql import query_polars, read_user_sql
+    from ..paths import check_output, write_output
+    from ..queries import add_missing_views, list_queries, load_query
+    from ..run_views import open_run
+
     if cfg.show_list:
         names = list_queries()
         width = max(len(n) for n, _ in names)
-        typer.echo("".join(f"{n.ljust(width)}  {doc}\n" for n, doc in names), nl=False)
+        sys.stdout.write("".join(f"{n.ljust(width)}  {doc}\n" for n, doc in names))
         return None
     if sum(x is not None for x in (cfg.query, cfg.file, cfg.named)) != 1:
         raise DnoError("pass a query, --file FILE or --query NAME (one of them)")
@@ -63,8 +82,7 @@ def run(cfg: SqlConfig):
     try:
         df = query_polars(con, query, cfg.params)
     except Exception as e:  # a user's SQL error is bad input
-        first = (str(e).strip().splitlines() or ["?"])[0]
-        raise DnoError(f"query failed: {first} (views: {', '.join(views)})") from None
+        raise DnoError(f"query failed: {first_line(e)} (views: {', '.join(views)})") from None
     if cfg.format == "parquet":
         write_output(cfg.output, "sql", df.write_parquet)
     elif cfg.format == "csv":
@@ -83,27 +101,10 @@ def run(cfg: SqlConfig):
 
 
 def _emit(text: str, output: Path | None) -> None:
+    from ..paths import write_output
+
     if output is None:
-        typer.echo(text, nl=False)
+        sys.stdout.write(text)
+        sys.stdout.flush()
     else:
         write_output(output, "sql", lambda tmp: tmp.write_text(text))
-
-
-def _parse_params(values: list[str]) -> dict:
-    out = {}
-    for v in values:
-        k, sep, val = v.partition("=")
-        if not sep:
-            raise DnoError(f"--param {v!r}: expected name=value")
-        for cast in (int, float):
-            try:
-                out[k] = cast(val)
-                break
-            except ValueError:
-                continue
-        else:
-            out[k] = val
-    return out
-
-
-command = build_command(SqlConfig, run, "Query a run's artifacts with DuckDB SQL.")

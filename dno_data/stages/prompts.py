@@ -8,18 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.artifacts import check_output, write_artifact
-
-from dno_data.lineage import make_lineage
-from dno_data.errors import DnoError
-from dno_data.prompts_import import KINDS, import_prompts
-
-from .common import summary, up_to_date
-from .options import FORCE, OUTPUT_FILE, at_least, build_command, opt
+from ..config import Config, at_least, opt
+from ..errors import DnoError
+from .common import FORCE, OUTPUT_FILE
 
 
-@dataclass(frozen=True)
-class PromptsConfig:
+@dataclass(frozen=True, kw_only=True)
+class PromptsConfig(Config):
+    """Import prompts: stable prompt_id, duplicates removed, partitions and eval split."""
+
     src: Path = opt("Prompts as JSONL, JSON (also .gz), CSV, Parquet, or a datasets save_to_disk folder.",
                     argument=True)
     output: Path = OUTPUT_FILE.field(help="prompts.parquet to write.")
@@ -42,6 +39,11 @@ class PromptsConfig:
 
 
 def run(cfg: PromptsConfig) -> Path:
+    from ..artifacts import check_output, write_artifact
+    from ..console import summary, up_to_date
+    from ..lineage import make_lineage
+    from ..prompts_import import KINDS, import_prompts
+
     if not Path(cfg.src).exists():
         raise DnoError(f"{cfg.src}: no such file; pass {KINDS} of prompts")
     check_output(cfg.output, [cfg.src], kind="prompts")
@@ -58,5 +60,3 @@ def run(cfg: PromptsConfig) -> Path:
                                          "written": len(rows)})
     return cfg.output
 
-
-command = build_command(PromptsConfig, run, "Import prompts: stable prompt_id, duplicates removed, partitions and eval split.")

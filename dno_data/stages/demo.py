@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.errors import DnoError
-from dno_data.loop import LoopSettings, eval_command, iteration_commands, run_dno
-from dno_data.reproducibility import DEFAULT_THREADS, configure_torch
-from dno_data.run_layout import RunLayout
-
-from .common import say
-from .options import TEMPERATURE, THREADS, TOP_P, above, at_least, build_command, in_range, opt
+from ..config import Config, above, at_least, in_range, opt, to_options
+from ..config.groups import TEMPERATURE, THREADS, TOP_P
+from ..reproducibility import DEFAULT_THREADS
 
 
-@dataclass(frozen=True)
-class DemoConfig:
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig(Config):
+    """Run the whole DNO loop on a toy addition task (CPU, a few minutes)."""
+
     output: Path = opt("Run folder to write.", Path("runs/demo"), flags=("-o", "--output"), changes_output=False)
     iterations: int = opt("DNO iterations.", 3, check=at_least(1))
     digits: int = opt("Operand digits (2: 47+85).", 2, check=in_range(1, 6))
@@ -57,12 +55,18 @@ class DemoConfig:
 
 
 def run(cfg: DemoConfig) -> Path:
-    from dno_data.tasks import addition as demo_task
-    from dno_data.run_views import open_run
-    from dno_data.duckdb_sql import query_polars, load_sql
+    """Write the demo's run folder (prompts, pi_1, every iteration) and return it."""
+    from ..console import say
+    from ..duckdb_sql import load_sql, query_polars
+    from ..loop import check, eval_config, iteration_configs, run_step
+    from ..reproducibility import configure_torch
+    from ..run_layout import RunLayout
+    from ..run_views import open_run
+    from ..stages.prompts import PromptsConfig
+    from ..tasks import addition as demo_task
 
-    if cfg.iterations < 1:
-        raise DnoError("--iterations must be at least 1")
+    settings = loop_settings(cfg, cfg.output / "policy-0")
+    check(settings, eval_initial=True)  # every stage config, before anything runs
     t_start = time.time()
     run_dir = cfg.output
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +79,9 @@ def run(cfg: DemoConfig) -> Path:
     text = "".join(json.dumps(p) + "\n" for p in rows)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)
-    run_dno(["prompts", str(source), "-o", str(RunLayout(run_dir).prompts), "--text-column", "prompt",
-             "--reference-column", "reference", "--split-column", "split", "--partitions", str(cfg.iterations),
-             "--seed", str(cfg.seed)])
+    run_step(PromptsConfig(src=source, output=RunLayout(run_dir).prompts, text_column="prompt",
+                           reference_column="reference", split_column="split", partitions=cfg.iterations,
+                           seed=cfg.seed))
 
     # 2. the initial policy pi_1 (trained once; kept while the settings are the same).
     policy = run_dir / "policy-0"
@@ -94,14 +98,13 @@ def run(cfg: DemoConfig) -> Path:
         marker.write_text(json.dumps(stamp))
 
     # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
-    settings = loop_settings(cfg, policy)
     if cfg.compare:
         return _compare(settings, t_start)
-    run_dno(eval_command(settings, 0))
+    run_step(eval_config(settings, 0))
     for t in range(1, cfg.iterations + 1):
         say(f"\n=== iteration {t} ===")
-        for cmd in iteration_commands(settings, t):
-            run_dno(cmd)
+        for step in iteration_configs(settings, t):
+            run_step(step)
         if t < cfg.iterations:  # the last iteration's table is the final one, printed once below
             _report(open_run, load_sql, query_polars, run_dir)
 
@@ -111,17 +114,21 @@ def run(cfg: DemoConfig) -> Path:
         _plot(rows, run_dir / "report.png")
         say(f"plot: {run_dir / 'report.png'}")
     say(f"demo finished in {elapsed:.0f}s; inspect it with: dno sql --run {run_dir} \"SELECT * FROM pairs LIMIT 5\"")
-    (run_dir / "report.json").write_text(json.dumps({"config": asdict(cfg) | {"output": str(cfg.output)},
+    (run_dir / "report.json").write_text(json.dumps({"config": {k: str(v) if isinstance(v, Path) else v
+                                                                for k, v in to_options(cfg).items()},
                                                      "seconds": round(elapsed, 1), "iterations": rows}, indent=2))
     return run_dir
 
 
-def _compare(settings: LoopSettings, t_start: float) -> Path:
+def _compare(settings, t_start: float) -> Path:
     from dataclasses import replace
 
-    from dno_data.compare import CompareSettings, markdown, run_comparison, sft_args_from_train, table_rows
+    from ..compare import CompareSettings, run_comparison, sft_options_from_train
+    from ..compare_table import markdown, table_rows
+    from ..console import say
 
-    c = CompareSettings(replace(settings, sft_args=sft_args_from_train(settings.train_args)))
+    options = {**settings.options, "sft": sft_options_from_train(settings.of("train"))}
+    c = CompareSettings(replace(settings, options=options))
     out = run_comparison(c, say=say)
     say("\nthe paper's comparison on the demo task (held-out accuracy, bootstrap 95 % intervals)\n"
         + markdown(table_rows(c)))
@@ -129,22 +136,26 @@ def _compare(settings: LoopSettings, t_start: float) -> Path:
     return out
 
 
-def loop_settings(cfg: DemoConfig, policy: Path) -> LoopSettings:
+def loop_settings(cfg: DemoConfig, policy: Path):
     """The demo's iteration as `dno iterate` settings (policy = the initial policy pi_1)."""
-    threads = ("--threads", str(cfg.threads))
+    from ..loop import LoopSettings
+
     return LoopSettings(
         run=cfg.output, model=policy, judge="oracle:addition", iterations=cfg.iterations, teacher=cfg.teacher,
-        sample_args=("-k", str(cfg.k), "--temperature", str(cfg.temperature), "--top-p", str(cfg.top_p),
-                     "--max-new-tokens", str(cfg.digits + 2), "--batch-size", "512", "--seed", str(cfg.seed)) + threads,
-        train_args=("--beta", str(cfg.beta), "--learning-rate", str(cfg.learning_rate), "--batch-size",
-                    str(cfg.batch_size), "--warmup-ratio", "0.1", "--lr-scheduler", "linear", "--max-grad-norm", "1.0",
-                    "--max-length", "32", "--save-every", "0", "--seed", str(cfg.seed)) + threads,
-        eval_args=("--max-new-tokens", str(cfg.digits + 2), "--batch-size", "500") + threads,
-    )
+        options={
+            "sample": {"k": cfg.k, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                       "max_new_tokens": cfg.digits + 2, "batch_size": 512, "seed": cfg.seed, "threads": cfg.threads},
+            "train": {"beta": cfg.beta, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
+                      "warmup_ratio": 0.1, "lr_scheduler": "linear", "max_grad_norm": 1.0, "max_length": 32,
+                      "save_every": 0, "seed": cfg.seed, "threads": cfg.threads},
+            "eval": {"max_new_tokens": cfg.digits + 2, "batch_size": 500, "threads": cfg.threads},
+        })
 
 
 def _report(open_run, load_sql, query_polars, run_dir: Path, final: bool = False) -> list[dict]:
     import polars as pl
+
+    from ..console import say
 
     con, _ = open_run(run_dir)
     df = query_polars(con, load_sql("demo_report"))
@@ -173,5 +184,3 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path)
     plt.close(fig)
 
-
-command = build_command(DemoConfig, run, "Run the whole DNO loop on a toy addition task (CPU, a few minutes).")

@@ -17,46 +17,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-from dno_data.lineage import make_lineage
-from dno_data.errors import DnoError
-from dno_data.pairs import DEFAULT_MEMORY_LIMIT, DEFAULT_PARAMS, RULES, TRUNCATED, build_pairs, check_inputs
-
-from .common import check_output_path, summary, up_to_date
-from .options import FORCE, OUTPUT_FILE, as_tuple, at_least, build_command, finite, in_range, one_of, opt
+from ..config import Config, as_tuple, at_least, group, in_range, one_of, opt, to_options
+from ..pair_rules import DEFAULT_MEMORY_LIMIT, RULES, TRUNCATED, RuleParams, rule_help
+from .common import FORCE, OUTPUT_FILE
 
 
-PAPER = "The paper's rule (--rule paper)"
-P = DEFAULT_PARAMS  # the rules' defaults: declared once, in dno_data.pairs
+@dataclass(frozen=True, kw_only=True)
+class PairsConfig(Config):
+    """Build large-margin chosen/rejected pairs from judgments (DuckDB)."""
 
-
-@dataclass(frozen=True)
-class PairsConfig:
     judgments: Path = opt("judgments.parquet (from `dno judge`).", argument=True)
     samples: Path = opt("samples.parquet that was judged.", argument=True)
     output: Path = OUTPUT_FILE.field(help="pairs.parquet to write.")
-    rule: str = opt("paper (every positive, DNO section 5) | paper-best (only the best positive) | best-worst.",
-                    "paper", check=one_of(*RULES))
+    rule: str = opt(f"The pair rule: {rule_help()}.", "paper", check=one_of(*RULES))
     sql: Path | None = opt("Your own rule: a .sql file over the `candidates` view (overrides --rule).", None)
-    min_positive_score: float = opt("Lowest score of a positive (the paper: 5 or 6).", P["min_positive_score"], check=finite, panel=PAPER)
-    teacher_margin: float = opt("Score gap of a negative below a teacher positive (the paper: 2).", P["teacher_margin"],
-                                check=at_least(0), panel=PAPER)
-    policy_margin: float = opt("Score gap of a negative below a policy positive (the paper: 1).", P["policy_margin"],
-                               check=at_least(0), panel=PAPER)
-    prefer_positive: str = opt("paper-best: policy|teacher wins a tie for the best score.", P["prefer_positive"],
-                               check=one_of("policy", "teacher"), panel=PAPER)
-    max_negatives: int | None = opt("Most negatives per positive (default: all that qualify).", P["max_negatives"],
-                                    check=at_least(1), panel=PAPER)
-    distinct_negatives: bool = opt("Identical rejected texts of a positive make one pair (not in the paper).", P["distinct_negatives"],
-                                   panel=PAPER)
-    min_margin: float = opt("best-worst: least win-rate gap to keep a pair.", P["min_margin"], check=in_range(0, 1))
+    params: RuleParams = group(RuleParams)  # each rule file's $parameters, declared in its header
     max_repetition: float = opt("Repeated word 3-gram fraction above which a sample is an automatic negative.", 0.5,
                                 check=in_range(0, 1))
     truncated: str = opt("A sample cut at the length limit (finish_reason length): negative (may be rejected, never "
                          "chosen) | drop | keep.", "negative", check=one_of(*TRUNCATED))
     replay: tuple[Path, ...] = opt("Earlier pairs files to replay, newest first (repeatable).", (),
-                                   cli_type=Optional[list[Path]], cli_default=None, to_config=as_tuple)
+                                   normalize=as_tuple)
     replay_fraction: float = opt("Share of t-1's own new pairs to replay (halved per older file).", 0.3,
                                  check=in_range(0, 1))
     seed: int = opt("Seed of the replay selection and of the --max-pairs subset.", 0)
@@ -70,11 +52,16 @@ class PairsConfig:
 
 
 def run(cfg: PairsConfig) -> Path:
+    """Write cfg.output and return its path (DuckDB writes the file; the inputs are checked first)."""
+    from ..console import summary, up_to_date
+    from ..errors import DnoError
+    from ..lineage import make_lineage
+    from ..pairs import build_pairs, check_inputs
+    from .common import check_output_path
+
     check_inputs(cfg.samples, cfg.judgments, rule=cfg.rule, sql_file=cfg.sql, truncated=cfg.truncated,
                  replay=cfg.replay)  # from the files' metadata, before any work
     check_output_path(cfg.output, [cfg.judgments, cfg.samples, *cfg.replay], kind="pairs")
-    if cfg.prefer_positive not in ("policy", "teacher"):
-        raise DnoError("--prefer-positive must be policy or teacher")
     inputs = [cfg.judgments, cfg.samples, *cfg.replay, *([cfg.sql] if cfg.sql else [])]
     for p in inputs:
         if not Path(p).exists():
@@ -82,9 +69,7 @@ def run(cfg: PairsConfig) -> Path:
     lineage = make_lineage("pairs", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
-    params = {k: getattr(cfg, k) for k in ("min_positive_score", "teacher_margin", "policy_margin",
-                                           "prefer_positive", "max_negatives", "distinct_negatives", "min_margin")}
-    result = build_pairs(cfg.samples, cfg.judgments, rule=cfg.rule, params=params, sql_file=cfg.sql,
+    result = build_pairs(cfg.samples, cfg.judgments, rule=cfg.rule, params=to_options(cfg.params), sql_file=cfg.sql,
                          max_repetition=cfg.max_repetition, truncated=cfg.truncated, replay=list(cfg.replay),
                          replay_fraction=cfg.replay_fraction, seed=cfg.seed, output=cfg.output, lineage=lineage,
                          memory_limit=cfg.memory_limit, max_pairs=cfg.max_pairs)
@@ -103,5 +88,3 @@ def run(cfg: PairsConfig) -> Path:
     summary(f"pairs ({f'sql:{cfg.sql.name}' if cfg.sql else cfg.rule}) -> {cfg.output}", counts)
     return cfg.output
 
-
-command = build_command(PairsConfig, run, "Build large-margin chosen/rejected pairs from judgments (DuckDB).")

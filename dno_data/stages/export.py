@@ -11,19 +11,20 @@ template), or strings with --string. `trl` writes a .parquet or .jsonl file, `hf
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from dno_data.errors import DnoError
-from dno_data.export import FORMATS, check_export_output, export_pairs
-from dno_data.lineage import make_lineage
+from ..config import Config, Option, one_of, opt, output_folder
+from ..errors import DnoError
+from .common import FORCE
 
-from .common import summary
-from .options import FORCE, OUTPUT_FILE, Option, build_command, one_of, opt, output_folder
+FORMATS = ("trl", "hf-dataset")
 
 
-@dataclass(frozen=True)
-class ExportConfig:
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig(Config):
+    """Write pairs.parquet as TRL / HF datasets preference data (prompt, chosen, rejected)."""
+
     pairs: Path = opt("pairs.parquet (from `dno pairs`).", argument=True)
     output: Path = Option("File (.parquet / .jsonl) or, with --format hf-dataset, folder to write.",
                           flags=("-o", "--output"), changes_output=False).field()
@@ -32,22 +33,26 @@ class ExportConfig:
     string: bool = opt("prompt / chosen / rejected as text (prompt: the rendered prompt the policy sampled "
                        "from) instead of message lists.", False)
     tokenizer: Path | None = opt("With --string: render the prompt with this tokenizer's chat template.", None)
-    force: bool = FORCE.field(False, help="Replace an existing output.")
+    force: bool = FORCE.field(False, help="Replace an earlier export at -o (never another kind of file).")
 
 
 def run(cfg: ExportConfig) -> Path:
+    from ..console import summary
+    from ..export import check_export_output, export_pairs
+    from ..lineage import make_lineage
+
     if cfg.tokenizer is not None and not cfg.string:
         raise DnoError("--tokenizer renders the prompt as text: pass it with --string (the message lists "
                        "are rendered by the trainer)")
     if cfg.format == "hf-dataset":
-        output_folder("--output", cfg.output)
+        try:
+            output_folder(cfg.output)
+        except ValueError as e:
+            raise DnoError(f"{cfg.output}: {e}; choose another -o") from None
     check_export_output(cfg.output, cfg.pairs, cfg.format, cfg.force)
-    lineage = make_lineage("export", [cfg.pairs], asdict(cfg))
+    lineage = make_lineage("export", [cfg.pairs], cfg)
     n = export_pairs(cfg.pairs, cfg.output, cfg.format, cfg.string, cfg.tokenizer, lineage, force=cfg.force)
     summary(f"exported -> {cfg.output}", {"pairs": n, "format": cfg.format,
                                           "form": "strings" if cfg.string else "conversational"})
     return cfg.output
 
-
-command = build_command(ExportConfig, run, "Write pairs.parquet as TRL / HF datasets preference data "
-                                          "(prompt, chosen, rejected).")

@@ -1,0 +1,103 @@
+"""`dno iterate --run RUN --model DIR --judge SPEC`: the DNO loop over a run folder, stage by stage.
+
+    dno iterate --run runs/r1 --model models/sft --judge oracle:addition --iterations 3
+    dno iterate --run runs/r1 --model models/sft --judge openai:gpt-4o --teacher openai:gpt-4-turbo \
+        --sample-args "-k 5 --temperature 0.7 --top-p 0.95" --train-args "--beta 0.1"
+    dno iterate ... --start 2 --iterations 2          # iteration 2 only (`just iteration 2`)
+    dno iterate --config run.toml                     # the options at the top level, a table per stage
+
+In Python the per-stage options are dicts of the stage's option names:
+
+    from dno_data.api import iterate, IterateConfig
+    iterate(IterateConfig(run="runs/r1", model="models/sft", judge="oracle:addition",
+                          sample_args={"k": 4}, train_args={"beta": 0.2}))
+
+Every stage config of every iteration is built, and so checked, before the first stage runs.
+Each stage runs as its own `dno` process on the paths of dno_data/run_layout.py, printed as the
+command it equals; finished stages are skipped, so a rerun resumes. `just iterate` calls this
+command, and `dno demo` runs the same iteration (dno_data/loop.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config, at_least, opt
+from ..config.groups import TEACHER_SPECS, judge_specs
+from ..config.options import stage_options
+from ..errors import DnoError
+
+
+@dataclass(frozen=True, kw_only=True)
+class IterateConfig(Config):
+    """Run DNO iterations over a run folder: sample, judge, pairs, train, eval."""
+
+    run: Path = opt("Run folder (runs/NAME) holding prompts.parquet (from `dno prompts`).", flags=("--run",))
+    model: Path = opt("The initial policy pi_1 (HF folder).")
+    judge: str = opt(f"The preference oracle: {judge_specs()}.")
+    teacher: str | None = opt(f"Teacher answers: {TEACHER_SPECS} | none.", "reference", none_word="none")
+    iterations: int = opt("Last iteration to run.", 3, check=at_least(1))
+    start: int = opt("First iteration to run.", 1, check=at_least(1))
+    eval_initial: bool = opt("First evaluate the initial policy (iter-00/eval.parquet).", False)
+    evaluate: bool = opt("Evaluate each iteration's checkpoint.", True)
+    replay: bool = opt("Replay the pairs of t-1 and t-2 (dno pairs --replay).", False)
+    sample_args: dict = stage_options("sample", '"-k 5 --temperature 0.7"')
+    judge_args: dict = stage_options("judge")
+    pairs_args: dict = stage_options("pairs")
+    train_args: dict = stage_options("train")
+    eval_args: dict = stage_options("eval")
+    dry_run: bool = opt("Print the commands; run nothing.", False)
+
+    def settings(self):
+        from ..loop import LoopSettings
+
+        return LoopSettings(run=self.run, model=self.model, judge=self.judge, iterations=self.iterations,
+                            teacher=self.teacher, evaluate=self.evaluate, replay=self.replay,
+                            options={"sample": self.sample_args, "judge": self.judge_args, "pairs": self.pairs_args,
+                                     "train": self.train_args, "eval": self.eval_args})
+
+    def validate(self) -> None:
+        from ..loop import check
+
+        if self.start > self.iterations:
+            raise DnoError(f"--start {self.start} is after --iterations {self.iterations}; nothing to run")
+        check(self.settings(), self.start, self.eval_initial)  # every stage's config, before anything runs
+
+
+def run(cfg: IterateConfig) -> Path:
+    """Run the iterations (each stage in its own process) and return the run folder."""
+    from ..console import say
+    from ..loop import command_line, eval_config, iteration_configs, run_iterations
+    from ..run_layout import RunLayout
+
+    s = cfg.settings()
+    if cfg.dry_run:
+        cfgs = ([eval_config(s, 0)] if cfg.eval_initial else []) + [
+            c for t in range(cfg.start, cfg.iterations + 1) for c in iteration_configs(s, t)]
+        for c in cfgs:
+            print(command_line(c))
+        return cfg.run
+    layout = RunLayout(cfg.run)
+    if not layout.prompts.exists():
+        raise DnoError(f"{layout.prompts}: no such file; import prompts with "
+                       f"`dno prompts SRC -o {layout.prompts} --partitions {cfg.iterations}`")
+    if cfg.start == 1 and not Path(cfg.model).exists():
+        raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR (the initial policy)")
+    run_iterations(s, first=cfg.start, eval_initial=cfg.eval_initial)
+    _print_summary(cfg.run)
+    say(f"iterations {cfg.start}..{cfg.iterations} done; this table again: dno sql --run {cfg.run} "
+        f"--query iterations (dno sql --list: the other analyses)")
+    return cfg.run
+
+
+def _print_summary(run_dir: Path) -> None:
+    import polars as pl
+
+    from ..console import say
+    from ..queries import run_query
+
+    df = run_query(run_dir, "iterations")
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=200, tbl_cols=20,
+                   tbl_width_chars=-1):
+        say(f"\n{run_dir}: per iteration (0 = the initial policy)\n{df}")

@@ -1,0 +1,70 @@
+"""`dno train PAIRS --model DIR -o CHECKPOINT`: one DNO step, pi_t -> pi_{t+1}.
+
+    dno train runs/demo/iter-01/pairs.parquet --model runs/demo/policy-0 -o runs/demo/iter-01/checkpoint \
+        --beta 0.1 --learning-rate 5e-7 --batch-size 4
+    accelerate launch --multi_gpu --num_processes 8 -m stages.cli train pairs.parquet --model DIR -o ckpt  # GPUs
+    torchrun --nproc_per_node 2 -m stages.cli train pairs.parquet --model DIR -o ckpt          # CPU, 2 processes
+
+The reference is the input model (the policy that sampled the pairs) unless --reference
+names another: its log-probs are computed once in a no-grad pass before training. Loss only
+on response tokens; the loss is chosen by name (--loss, dno_data.losses.LOSSES).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config, group, opt, output_folder
+from ..errors import DnoError
+from ..training.options import TrainOptions
+from .common import FORCE
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Config):
+    """Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t)."""
+
+    pairs: Path = opt("pairs.parquet (from `dno pairs`).", argument=True)
+    model: Path = opt("HF folder of the policy that sampled (pi_t; also the reference unless --reference).")
+    output: Path = opt("Checkpoint folder to write (pi_{t+1}).", flags=("-o", "--output"), changes_output=False,
+                       check=output_folder)
+    # beta (the paper: 0.1 or 0.05), the loss, the reference, the optimizer, LoRA, precision
+    training: TrainOptions = group(TrainOptions)
+    force: bool = FORCE.field(False)
+
+    def validate(self) -> None:
+        if self.training.epochs > 1:
+            raise DnoError(f"--epochs {self.training.epochs:g}: dno train takes at most one epoch (0 < epochs <= 1): "
+                           "DNO trains each iteration once on its new pairs, the next iteration samples again")
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Write the checkpoint folder cfg.output (resuming <output>.partial/) and return its path."""
+    from ..artifacts import check_output, read_artifact
+    from ..console import summary, up_to_date
+    from ..lineage import make_lineage
+    from ..models import check_model_dir
+    from ..parts import release_output
+    from ..reproducibility import configure_torch
+    from ..training import train
+
+    reference = cfg.training.reference
+    pairs = read_artifact(cfg.pairs, "pairs")
+    check_model_dir(cfg.model)
+    if reference is not None:
+        check_model_dir(reference, flag="--reference")
+    if cfg.output.resolve() == cfg.model.resolve():
+        raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
+    inputs = [cfg.pairs, cfg.model] + ([reference] if reference else [])
+    check_output(cfg.output, inputs, kind="train")
+    configure_torch(cfg.training.threads)  # before the lineage, which records it
+    lineage = make_lineage("train", inputs, cfg)
+    if up_to_date(cfg.output, lineage, cfg.force):
+        return cfg.output
+    metrics = train(pairs, cfg.model, cfg.output, cfg.training, lineage, fresh=cfg.force)
+    release_output(cfg.output)
+    if metrics is not None:  # the main process reports
+        summary(f"train {cfg.model} -> {cfg.output}", metrics)
+    return cfg.output
+
