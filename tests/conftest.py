@@ -2,6 +2,34 @@
 
 Where each module is tested (tests/test_help.py checks that every module is in this map):
 
+  dno_data/api.py                  test_stage_api.py (the Python API makes what the CLI makes)
+  dno_data/stages/__init__.py      test_help.py (the registry), test_options.py (every command's config)
+  dno_data/stages/common.py        test_bad_input.py (-o checks), test_options.py (one way to redo)
+  dno_data/stages/prompts.py       test_prompts.py, test_cli.py
+  dno_data/stages/sample.py        test_resume.py, test_sample_openai.py, test_cli.py
+  dno_data/stages/merge.py         test_sharding.py
+  dno_data/stages/judge.py         test_judges.py, test_openai_chat.py, test_call_cache.py, test_cli.py
+  dno_data/stages/pairs.py         test_pairs.py, test_cli.py
+  dno_data/stages/train.py         test_training.py, test_outputs.py, test_cli.py
+  dno_data/stages/sft.py           test_sft.py, test_compare.py
+  dno_data/stages/eval.py          test_eval_any_judge.py, test_options.py, test_cli.py
+  dno_data/stages/export.py        test_trl_interop.py
+  dno_data/stages/sql.py           test_cli.py, test_sql_lockdown.py, test_queries.py
+  dno_data/stages/report.py        test_report.py
+  dno_data/stages/model.py         test_bad_input.py (GGUF import errors), test_slow_vllm.py
+  dno_data/stages/iterate.py       test_cli.py, test_stage_api.py, test_run_config.py, test_queries.py
+  dno_data/stages/compare.py       test_compare.py
+  dno_data/stages/demo.py          test_addition_task.py
+  dno_data/config/__init__.py      test_options.py
+  dno_data/config/options.py       test_options.py (checks, groups), test_bad_input.py (the bad-value table)
+  dno_data/config/base.py          test_options.py (checked on construction, argv round trips)
+  dno_data/config/groups.py        test_options.py (one declaration per shared group)
+  dno_data/config/run_file.py      test_run_config.py (--config run.toml), test_stage_api.py (a bad [train] table)
+  dno_data/console.py              test_cli.py (summaries, up to date)
+  dno_data/pair_rules.py           test_pairs.py (rules and parameters from the rule files' headers)
+  dno_data/compare_table.py        test_compare.py (the table, intervals, the plot)
+  bench/bench_startup.py           test_bench_startup.py (runs at its smallest size)
+
   dno_data/artifacts.py            test_artifacts.py, test_outputs.py, test_bad_input.py (checked reads)
   dno_data/lineage.py              test_artifacts.py, test_content_hash.py, test_sharding.py (up to date),
                                    test_reproducibility.py (the environment)
@@ -61,15 +89,14 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/report/data.py          test_report.py (numbers, best iterate, costs)
   dno_data/report/plots.py         test_report.py (the PNGs)
   dno_data/report/page.py          test_report.py (the page, dno report)
-  dno_data/loop.py                 test_cli.py (dno iterate, the justfile), test_compare.py (offline-dpo, sft)
+  dno_data/loop.py                 test_cli.py (dno iterate, the justfile), test_compare.py (offline-dpo, sft),
+                                   test_stage_api.py (every stage checked first; no working folder shadows dno)
   dno_data/compare.py              test_compare.py (every method, budgets, intervals, the plot)
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
   dno_data/tasks/constraints.py    test_constraints_task.py
-  stages/options.py                test_options.py, test_run_config.py (--config run.toml), test_bad_input.py (the bad-value table)
-  stages/training_options.py       test_training.py, test_sft.py (train and sft share them)
-  stages/common.py                 test_bad_input.py (one-line errors)
-  stages/cli.py, stages/*.py       test_help.py, test_cli.py (end to end), test_bad_input.py
+  stages/build.py                  test_options.py (the generated commands), test_run_config.py, test_bad_input.py
+  stages/cli.py                    test_help.py, test_cli.py (end to end), test_stage_api.py (nothing heavy loaded)
   schemas/*.py                     test_artifacts.py
   tests/support/fake_openai.py     test_fake_openai.py
 """
@@ -275,13 +302,13 @@ def drop_column(path: Path, column: str) -> None:
 @pytest.fixture
 def stage_prompts(tmp_path, prompts_jsonl):
     """prompts.parquet from the 16 problems via stages.prompts.run (2 partitions, 4 eval)."""
-    from stages.prompts import PromptsConfig, run
+    from dno_data.stages.prompts import PromptsConfig, run
 
     def _make(**kw):
         cfg = dict(src=prompts_jsonl, output=tmp_path / "prompts.parquet", reference_column="reference",
                    partitions=2, eval_size=4)
         cfg.update(kw)
-        return run(PromptsConfig(**cfg))
+        return run(PromptsConfig.from_options(**cfg))
 
     return _make
 

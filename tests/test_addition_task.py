@@ -58,14 +58,13 @@ def test_demo_teacher_option_reaches_sample_and_eval(tmp_path):
     """dno demo --teacher python:...:careless_teacher: the loop samples that teacher and eval plays against it."""
     from pathlib import Path
 
-    from dno_data.loop import eval_command, iteration_commands
-    from stages.demo import DemoConfig, loop_settings
+    from dno_data.loop import eval_config, iteration_configs
+    from dno_data.stages.demo import DemoConfig, loop_settings
 
     spec = "python:dno_data.tasks.addition:careless_teacher"
-    s = loop_settings(DemoConfig(output=tmp_path, teacher=spec), Path(tmp_path / "policy-0"))
-    sample = iteration_commands(s, 1)[0]
-    assert sample[0] == "sample" and sample[sample.index("--teacher") + 1] == spec
-    ev = eval_command(s, 1)
-    assert ev[ev.index("--teacher") + 1] == spec
-    default = loop_settings(DemoConfig(output=tmp_path), Path(tmp_path / "policy-0"))
+    s = loop_settings(DemoConfig.from_options(output=tmp_path, teacher=spec), Path(tmp_path / "policy-0"))
+    sample = iteration_configs(s, 1)[0]
+    assert type(sample).__name__ == "SampleConfig" and sample.teacher == spec
+    assert eval_config(s, 1).teacher == spec
+    default = loop_settings(DemoConfig.from_options(output=tmp_path), Path(tmp_path / "policy-0"))
     assert default.teacher == "reference"

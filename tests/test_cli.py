@@ -333,7 +333,7 @@ def _dry_run_lines(text: str) -> list[str]:
 
 
 def test_iterate_runs_the_demo_iteration(tmp_path, cli):
-    from dno_data.loop import LoopSettings, eval_command, iteration_commands
+    from dno_data.loop import LoopSettings, command_line, eval_config, iteration_configs
     from dno_data.run_layout import RunLayout
 
     proc = cli("iterate", "--run", tmp_path / "r", "--model", tmp_path / "sft", "--judge", "oracle:addition",
@@ -342,9 +342,9 @@ def test_iterate_runs_the_demo_iteration(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     lines = _dry_run_lines(proc.stdout)
     s = LoopSettings(run=tmp_path / "r", model=tmp_path / "sft", judge="oracle:addition", iterations=2, teacher=None,
-                     sample_args=("-k", "4", "--seed", "3"))
-    expected = [eval_command(s, 0)] + iteration_commands(s, 1) + iteration_commands(s, 2)
-    assert lines == [" ".join(["dno", *c]) for c in expected]
+                     options={"sample": {"k": 4, "seed": 3}})
+    expected = [eval_config(s, 0)] + iteration_configs(s, 1) + iteration_configs(s, 2)
+    assert lines == [command_line(c) for c in expected]
     assert [line.split()[1] for line in lines[1:6]] == ["sample", "judge", "pairs", "train", "eval"]
     layout = RunLayout(tmp_path / "r")
     assert f"--model {layout.checkpoint(1)}" in lines[6]  # pi_2 = iteration 1's checkpoint
@@ -372,6 +372,7 @@ def test_justfile_chains_stages_through_dno_iterate(tmp_path):
     assert "dno iterate --run 'R' --model 'M'" in shown.stderr and "--start 2 --iterations 2" in shown.stderr
 
 
+@pytest.mark.e2e
 def test_iterate_finds_the_stages_run_by_hand_up_to_date(pipe):
     """`dno iterate` runs the chain the pipeline above typed by hand, on the same paths: all up to date."""
     files = [pipe.it / f for f in ("samples.parquet", "judgments.parquet", "pairs.parquet", "eval.parquet")]

@@ -20,7 +20,7 @@ TRAIN = "--beta 0.5 --batch-size 2 --learning-rate 1e-3 --max-length 32 --save-e
 def pi1(tmp_path_factory, tiny_model) -> Path:
     """The tiny model fine-tuned a little on right answers (`dno sft`), so that it ends some answers with EOS
     (rejection sampling never picks a sample cut at the length limit)."""
-    from stages.sft import SftConfig, run
+    from dno_data.stages.sft import SftConfig, run
 
     root = tmp_path_factory.mktemp("pi1")
     rows = []
@@ -31,17 +31,19 @@ def pi1(tmp_path_factory, tiny_model) -> Path:
         rows.append(row)
     data = write_artifact(rows, root / "teacher.parquet", "samples", None)
     out = root / "pi1"
-    run(SftConfig(data=data, model=tiny_model, output=out, source="teacher", batch_size=8, max_steps=60,
+    run(SftConfig.from_options(data=data, model=tiny_model, output=out, source="teacher", batch_size=8, max_steps=60,
                   learning_rate=1e-2, warmup_ratio=0.0, max_length=32, save_every=0, threads=1))
     return out
 
 
-def in_process(args: list[str]) -> None:
-    """Run one `dno` command in this process (the loop's subprocesses cost seconds of imports each)."""
+def in_process(cfg) -> None:
+    """Run one step's `dno` command in this process (the loop's subprocesses cost seconds of imports each)."""
     from typer.testing import CliRunner
 
+    from dno_data.loop import command_args
     from stages.cli import app
 
+    args = cfg if isinstance(cfg, list) else command_args(cfg)
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, f"dno {' '.join(map(str, args))}: {result.output}"
     OUTPUT.append(result.output)
@@ -53,12 +55,14 @@ OUTPUT: list[str] = []
 def settings(run: Path, model: Path):
     import shlex
 
-    from dno_data.compare import CompareSettings, sft_args_from_train
+    from dno_data.compare import CompareSettings, sft_options_from_train
     from dno_data.loop import LoopSettings
+    from stages.build import parse_stage_args
 
+    sample, train = parse_stage_args("sample", SAMPLE, "-"), parse_stage_args("train", TRAIN, "-")
     loop = LoopSettings(run=run, model=model, judge="oracle:addition", iterations=1,
-                        sample_args=tuple(shlex.split(SAMPLE)), train_args=tuple(shlex.split(TRAIN)),
-                        eval_args=("--max-new-tokens", "5"), sft_args=sft_args_from_train(tuple(shlex.split(TRAIN))))
+                        options={"sample": sample, "train": train, "eval": {"max_new_tokens": 5},
+                                 "sft": sft_options_from_train(train)})
     return CompareSettings(loop, resamples=200)
 
 
@@ -160,13 +164,17 @@ def test_dry_run_and_offline_wiring(tmp_path):
     assert all("--max-pairs DNO_PAIRS" in x for x in lines if x.startswith("dno pairs") and "offline-dpo" in x)
     sft = [x for x in lines if x.startswith("dno sft")]
     assert len(sft) == 4 and all("--max-steps DNO_STEPS" in x and "--beta" not in x for x in sft)
-    assert all("--learning-rate 1e-3" in x for x in sft)
+    assert all("--learning-rate 0.001" in x for x in sft)
     s = CompareSettings(LoopSettings(run=tmp_path / "r", model=tmp_path / "m", judge="oracle:addition"),
                         methods=("dno", "rft"))
-    cmds = iteration_plan(s, 2, None)
-    assert [c[0] for c in cmds] == ["sample", "judge", "sft", "eval"]  # rft alone: pi_1's samples and judgments
-    assert [c[0] for c in iteration_plan(s, 1, None)] == ["sft", "eval"]  # at t = 1, DNO's (the shared folder)
-    assert [c[0] for c in iteration_plan(s, 1, None, shared=False)] == ["sample", "judge", "sft", "eval"]
+    from dno_data.compare import PLACEHOLDER
+    from dno_data.stages import stage_name
+
+    def plan(*a, **kw):
+        return [stage_name(c) for c in iteration_plan(s, *a, **kw)]
+    assert plan(2, PLACEHOLDER) == ["sample", "judge", "sft", "eval"]  # rft alone: pi_1's samples and judgments
+    assert plan(1, PLACEHOLDER) == ["sft", "eval"]  # at t = 1, DNO's (the shared folder)
+    assert plan(1, PLACEHOLDER, shared=False) == ["sample", "judge", "sft", "eval"]
 
 
 @pytest.mark.parametrize("methods, message", [("sft,offline-dpo", "must include dno"),

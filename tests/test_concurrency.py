@@ -51,17 +51,17 @@ def _cmd(*args) -> list[str]:
 
 @pytest.fixture
 def prompts16(tmp_path) -> Path:
-    from stages.prompts import PromptsConfig, run
+    from dno_data.stages.prompts import PromptsConfig, run
 
     src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(16))
-    return run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+    return run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
 
 
 @pytest.fixture
 def samples16(tmp_path, prompts16) -> Path:
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
-    return run(SampleConfig(prompts=prompts16, output=tmp_path / "samples.parquet", teacher="reference"))
+    return run(SampleConfig.from_options(prompts=prompts16, output=tmp_path / "samples.parquet", teacher="reference"))
 
 
 def _refused(proc, output: Path) -> None:
@@ -169,7 +169,7 @@ def test_a_running_command_holds_its_output(tmp_path, stage, prompts16, samples1
 
 
 def test_the_lock_of_a_killed_process_blocks_nothing(tmp_path, samples16):
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
     out = tmp_path / "judgments.parquet"
     holder = subprocess.Popen(
@@ -179,9 +179,9 @@ def test_the_lock_of_a_killed_process_blocks_nothing(tmp_path, samples16):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(Exception, match="another dno process"):
-            run(JudgeConfig(samples=samples16, judge="oracle:addition", output=out))
+            run(JudgeConfig.from_options(samples=samples16, judge="oracle:addition", output=out))
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-    run(JudgeConfig(samples=samples16, judge="oracle:addition", output=out))
+    run(JudgeConfig.from_options(samples=samples16, judge="oracle:addition", output=out))
     assert len(read_artifact(out, "judgments")) == 16

@@ -55,14 +55,14 @@ def test_oracle_constraints_judge():
 
 
 def test_eval_without_a_teacher_judges_the_policy_alone(tmp_path, tiny_model):
-    from stages.eval import EvalConfig, run as eval_run
-    from stages.prompts import PromptsConfig, run as prompts_run
+    from dno_data.stages.eval import EvalConfig, run as eval_run
+    from dno_data.stages.prompts import PromptsConfig, run as prompts_run
 
     src = tmp_path / "s.jsonl"
     main(["--train", "4", "--eval", "3", "-o", str(src)])
-    prompts = prompts_run(PromptsConfig(src, tmp_path / "prompts.parquet", text_column="prompt",
+    prompts = prompts_run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", text_column="prompt",
                                         reference_column="reference", split_column="split"))
-    out = eval_run(EvalConfig(prompts, tiny_model, "oracle:constraints", tmp_path / "eval.parquet", teacher=None,
+    out = eval_run(EvalConfig.from_options(prompts=prompts, model=tiny_model, judge="oracle:constraints", output=tmp_path / "eval.parquet", teacher=None,
                               max_new_tokens=3))
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 3

@@ -53,25 +53,25 @@ def test_rows_edited_under_the_same_metadata_describe_differently(tmp_path):
 
 def test_pairs_forced_twice_leaves_train_up_to_date(tmp_path, tiny_model, capsys):
     """`dno pairs --force` with the same inputs must not make `dno train` redo its work."""
-    from stages.judge import JudgeConfig, run as judge
-    from stages.pairs import PairsConfig, run as pairs
-    from stages.prompts import PromptsConfig, run as prompts
-    from stages.sample import SampleConfig, run as sample
-    from stages.train import TrainConfig, run as train
+    from dno_data.stages.judge import JudgeConfig, run as judge
+    from dno_data.stages.pairs import PairsConfig, run as pairs
+    from dno_data.stages.prompts import PromptsConfig, run as prompts
+    from dno_data.stages.sample import SampleConfig, run as sample
+    from dno_data.stages.train import TrainConfig, run as train
 
     src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(8))
-    p = prompts(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
-    s = sample(SampleConfig(prompts=p, output=tmp_path / "samples.parquet", model=tiny_model, k=2, max_new_tokens=3,
+    p = prompts(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+    s = sample(SampleConfig.from_options(prompts=p, output=tmp_path / "samples.parquet", model=tiny_model, k=2, max_new_tokens=3,
                             teacher="reference", threads=1))
-    j = judge(JudgeConfig(samples=s, judge="oracle:addition", output=tmp_path / "judgments.parquet"))
-    pairs_cfg = PairsConfig(judgments=j, samples=s, output=tmp_path / "pairs.parquet")
+    j = judge(JudgeConfig.from_options(samples=s, judge="oracle:addition", output=tmp_path / "judgments.parquet"))
+    pairs_cfg = PairsConfig.from_options(judgments=j, samples=s, output=tmp_path / "pairs.parquet")
     pairs(pairs_cfg)
-    cfg = TrainConfig(pairs=tmp_path / "pairs.parquet", model=tiny_model, output=tmp_path / "ckpt", batch_size=2,
+    cfg = TrainConfig.from_options(pairs=tmp_path / "pairs.parquet", model=tiny_model, output=tmp_path / "ckpt", batch_size=2,
                       max_length=32, max_steps=1, threads=1)
     train(cfg)
     before = (tmp_path / "ckpt" / "dno-manifest.json").stat().st_mtime_ns
     time.sleep(1.1)  # created_at has one-second resolution
-    pairs(PairsConfig(judgments=j, samples=s, output=tmp_path / "pairs.parquet", force=True))
+    pairs(PairsConfig.from_options(judgments=j, samples=s, output=tmp_path / "pairs.parquet", force=True))
     capsys.readouterr()
     train(cfg)
     assert "up to date" in capsys.readouterr().err

@@ -30,9 +30,9 @@ def eval_inputs(tmp_path, stage_prompts, monkeypatch):
 
 
 def _eval(tmp_path, prompts, model, name, **kw):
-    from stages.eval import EvalConfig, run
+    from dno_data.stages.eval import EvalConfig, run
 
-    out = run(EvalConfig(prompts, model, output=tmp_path / f"{name}.parquet", max_new_tokens=3, **kw))
+    out = run(EvalConfig.from_options(prompts=prompts, model=model, output=tmp_path / f"{name}.parquet", max_new_tokens=3, **kw))
     return pq.read_table(out).to_pylist()
 
 

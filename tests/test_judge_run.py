@@ -17,13 +17,13 @@ from support.fake_openai import FakeOpenAIServer  # noqa: E402
 def test_slow_calls_in_several_parts_do_not_drain_the_request_pool(tmp_path):
     """One slow call in each of the first parts (a retry's backoff, a hang) must not hold back the
     calls of later parts: the other request slots keep working while the slow ones wait."""
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
     groups = [(f"question {i}?", [(f"a{i}", "policy"), (f"b{i}", "policy"), (f"c{i}", "policy")]) for i in range(40)]
     samples = write_judge_samples(tmp_path / "samples.parquet", groups)  # pairwise: 6 calls per prompt
     script = ["hang" if i % 6 == 0 else "ok" for i in range(24)]  # the first call of each of the first 4 parts
     with FakeOpenAIServer(**{**FAKE_SERVER_SAFETY, "hang_seconds": 3}, latency=0.02, script=script) as srv:
-        cfg = JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", mode="pairwise", base_url=srv.base_url,
+        cfg = JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge="openai:m", mode="pairwise", base_url=srv.base_url,
                           no_cache=True, concurrency=8, prompts_per_part=1, timeout=20, max_retries=0)
         worker = threading.Thread(target=run, args=(cfg,))
         worker.start()

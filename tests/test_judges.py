@@ -313,7 +313,7 @@ def _samples_file(path, responses):
 def test_judge_stops_when_too_many_rows_failed(tmp_path, judge_module):
     import pyarrow.parquet as pq
 
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
     judge_module("half", """
         def score(messages, response):
@@ -324,23 +324,23 @@ def test_judge_stops_when_too_many_rows_failed(tmp_path, judge_module):
     samples = _samples_file(tmp_path / "samples.parquet", ["46", "boom", "1", "boom"])
     out = tmp_path / "j.parquet"
     with pytest.raises(DnoError, match=r"2 of 4 judgments \(50%\) failed, .*--max-failure-rate 0.1.*error 2.*ok 2"):
-        run(JudgeConfig(samples, out, "python:half:score"))
+        run(JudgeConfig.from_options(samples=samples, output=out, judge="python:half:score"))
     # the file is still written, so a rerun re-asks only the failed rows
     assert sorted(pq.read_table(out)["status"].to_pylist()) == ["error", "error", "ok", "ok"]
-    assert run(JudgeConfig(samples, tmp_path / "j2.parquet", "python:half:score", max_failure_rate=0.5)).exists()
+    assert run(JudgeConfig.from_options(samples=samples, output=tmp_path / "j2.parquet", judge="python:half:score", max_failure_rate=0.5)).exists()
 
 
 def test_retry_failed_reasks_unparseable_and_refused_answers(tmp_path):
     pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
     from conftest import FAKE_SERVER_SAFETY, standard_groups, write_judge_samples
     from dno_data.artifacts import read_artifact
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
     from support.fake_openai import FakeOpenAIServer
 
     samples = write_judge_samples(tmp_path / "samples.parquet", standard_groups(3))
     with FakeOpenAIServer(script=["garbage", "truncate"], **FAKE_SERVER_SAFETY) as srv:
         def cfg(**kw):
-            return JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", base_url=srv.base_url, concurrency=1,
+            return JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge="openai:m", base_url=srv.base_url, concurrency=1,
                                cache=tmp_path / "cache.sqlite", timeout=5.0, max_retries=0, **kw)
 
         def statuses():

@@ -24,7 +24,7 @@ from support.fake_openai import REFUSAL, FakeOpenAIServer, parse_blocks, quality
 from dno_data.openai_api.call_cache import CachedCall  # noqa: E402
 from dno_data.judges.parsing import parse_rubric, parse_verdict, verdict_probability  # noqa: E402
 from dno_data.judges import Candidate, Group, make_judge  # noqa: E402
-from stages.judge import JudgeConfig, run  # noqa: E402
+from dno_data.stages.judge import JudgeConfig, run  # noqa: E402
 
 
 def sigmoid(x: float) -> float:
@@ -40,7 +40,7 @@ def judge_cfg(tmp_path: Path, samples: Path, srv, out: str = "judgments.parquet"
     kw.setdefault("timeout", 5.0)
     kw.setdefault("max_retries", 1)
     kw.setdefault("max_failure_rate", 1.0)  # these tests inject failures to look at the rows
-    return JudgeConfig(samples=samples, output=tmp_path / out, judge="openai:m", base_url=srv.base_url, **kw)
+    return JudgeConfig.from_options(samples=samples, output=tmp_path / out, judge="openai:m", base_url=srv.base_url, **kw)
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -56,9 +56,9 @@ def last_user_text(body: dict) -> str:
 
 
 def run_pairs(tmp_path: Path, judgments: Path, samples: Path, out: str = "pairs.parquet", **kw) -> list[dict]:
-    from stages.pairs import PairsConfig, run as pairs_run
+    from dno_data.stages.pairs import PairsConfig, run as pairs_run
 
-    return read_artifact(pairs_run(PairsConfig(judgments, samples, tmp_path / out, **kw)), "pairs").to_pylist()
+    return read_artifact(pairs_run(PairsConfig.from_options(judgments=judgments, samples=samples, output=tmp_path / out, **kw)), "pairs").to_pylist()
 
 
 def summary_value(text: str, key: str) -> str:
@@ -422,7 +422,7 @@ def test_template_with_an_undefined_variable_is_a_dno_error(tmp_path):
     with pytest.raises(DnoError, match=re.escape(str(typo))):
         make_judge("openai:m", "rubric", template=typo).plan(group)
     samples = write_judge_samples(tmp_path / "samples.parquet", standard_groups(1))
-    cfg = JudgeConfig(samples, tmp_path / "j.parquet", "openai:m", base_url="http://127.0.0.1:9/v1",
+    cfg = JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge="openai:m", base_url="http://127.0.0.1:9/v1",
                       cache=tmp_path / "cache.sqlite", template=typo, max_retries=0, timeout=0.5)
     with pytest.raises(DnoError, match=re.escape(str(typo))):
         run(cfg)
@@ -479,10 +479,10 @@ def test_parse_verdict_and_probability_tricky_inputs():
 # ---------------------------------------------------------------- 11. eval with an openai judge
 
 def test_eval_with_an_openai_judge(tmp_path, stage_prompts, tiny_model, srv):
-    from stages.eval import EvalConfig, run as eval_run
+    from dno_data.stages.eval import EvalConfig, run as eval_run
 
     prompts = stage_prompts()
-    cfg = EvalConfig(prompts=prompts, model=tiny_model, judge="openai:m", output=tmp_path / "eval.parquet",
+    cfg = EvalConfig.from_options(prompts=prompts, model=tiny_model, judge="openai:m", output=tmp_path / "eval.parquet",
                      max_new_tokens=4, batch_size=2, threads=1, base_url=srv.base_url, cache=tmp_path / "cache.sqlite")
     rows = read_artifact(eval_run(cfg), "eval").to_pylist()
     assert len(rows) == 4  # the eval split

@@ -29,12 +29,12 @@ def test_credentials_in_openai_base_url_are_refused(monkeypatch):
 
 
 def test_judge_with_credentials_in_the_url_stops_before_any_work(tmp_path):
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
     samples = write_judge_samples(tmp_path / "samples.parquet", standard_groups(1))
     out = tmp_path / "j.parquet"
     with pytest.raises(DnoError) as e:
-        run(JudgeConfig(samples, out, "openai:m", base_url=CREDENTIALS, cache=tmp_path / "c.sqlite"))
+        run(JudgeConfig.from_options(samples=samples, output=out, judge="openai:m", base_url=CREDENTIALS, cache=tmp_path / "c.sqlite"))
     assert "s3cret" not in str(e.value)
     assert not out.exists() and not (tmp_path / "j.parquet.parts").exists()
 
@@ -47,20 +47,20 @@ def test_failures_never_show_credentials():
 
 def test_sample_and_eval_with_credentials_in_a_url_stop_before_any_work(tmp_path, tiny_model):
     from conftest import problem_rows, write_jsonl
-    from stages.eval import EvalConfig, run as eval_run
-    from stages.prompts import PromptsConfig, run as prompts_run
-    from stages.sample import SampleConfig, run as sample_run
+    from dno_data.stages.eval import EvalConfig, run as eval_run
+    from dno_data.stages.prompts import PromptsConfig, run as prompts_run
+    from dno_data.stages.sample import SampleConfig, run as sample_run
 
     src = write_jsonl(tmp_path / "p.jsonl", problem_rows(2))
-    prompts = prompts_run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference",
+    prompts = prompts_run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference",
                                         eval_size=1))
-    for cfg, run in [(SampleConfig(prompts=prompts, output=tmp_path / "a.parquet", model="m", backend="openai",
-                                   base_url=CREDENTIALS, tokenizer=tiny_model), sample_run),
-                     (SampleConfig(prompts=prompts, output=tmp_path / "b.parquet", teacher="openai:m",
-                                   teacher_base_url=CREDENTIALS), sample_run),
-                     (EvalConfig(prompts=prompts, model=tiny_model, judge="openai:m", output=tmp_path / "c.parquet",
-                                 base_url=CREDENTIALS, split=None), eval_run)]:
-        with pytest.raises(DnoError, match="credentials") as e:
-            run(cfg)
-        assert "s3cret" not in str(e.value)
-        assert not cfg.output.exists() and not cfg.output.with_name(cfg.output.name + ".parts").exists()
+    for cls, kw in [(SampleConfig, dict(output=tmp_path / "a.parquet", model="m", backend="openai",
+                                        base_url=CREDENTIALS, tokenizer=tiny_model)),
+                    (SampleConfig, dict(output=tmp_path / "b.parquet", teacher="openai:m", teacher_base_url=CREDENTIALS)),
+                    (EvalConfig, dict(model=tiny_model, judge="openai:m", output=tmp_path / "c.parquet",
+                                      base_url=CREDENTIALS, split=None))]:
+        with pytest.raises(DnoError, match="credentials") as e:  # refused when the config is built
+            cls.from_options(prompts=prompts, **kw)
+        assert "s3cret" not in str(e.value) and "alice" not in str(e.value)
+        assert not kw["output"].exists() and not kw["output"].with_name(kw["output"].name + ".parts").exists()
+    assert (sample_run, eval_run)  # the stages never started

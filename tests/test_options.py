@@ -1,72 +1,191 @@
-"""stages/options.py: every option declared once, on its Config field; shared groups reused;
-API settings passed through by every command that takes an `openai:` spec; eval's teacher
-and judge on the server given by --base-url."""
+"""dno_data/config: every option declared once, on its config field or in a shared group; the groups are the same
+objects in every command that uses them; API settings passed through by every command that takes an `openai:`
+spec; eval's teacher and judge on the server given by --base-url."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from conftest import FAKE_SERVER_SAFETY
 from dno_data.artifacts import read_artifact
+from dno_data.config import GROUP, OPTION, flat_fields
+from dno_data.config.groups import Api, JudgeSettings, ModelLoading, Sampling, judge_specs
 from dno_data.lineage import read_lineage
+from dno_data.stages import STAGES, load
+from dno_data.stages import eval as eval_stage
+from dno_data.stages import judge as judge_stage
+from dno_data.stages import sample as sample_stage
+from dno_data.training.options import TrainOptions
 from support.fake_openai import FakeOpenAIServer
-from stages import eval as eval_stage
-from stages import judge as judge_stage
-from stages import sample as sample_stage
 from stages.cli import app
-from stages.options import API_OPTIONS, MODEL_OPTIONS, OPTION, SAMPLING_OPTIONS, changes_output, judge_specs
 
 OPENAI_COMMANDS = {"sample": sample_stage.SampleConfig, "judge": judge_stage.JudgeConfig, "eval": eval_stage.EvalConfig}
+GROUP_USERS = {Api: ["sample", "judge", "eval"], ModelLoading: ["sample", "eval"], Sampling: ["sample", "eval"],
+               JudgeSettings: ["judge", "eval"], TrainOptions: ["train", "sft"]}
 
 
-def _fields(cls) -> dict:
-    return {f.name: f for f in dataclasses.fields(cls)}
+def _all_configs():
+    return [load(name)[0] for name in STAGES]
 
 
-GROUP_USERS = {"api": (API_OPTIONS, ["sample", "judge", "eval"]), "model": (MODEL_OPTIONS, ["sample", "eval"]),
-               "sampling": (SAMPLING_OPTIONS, ["sample", "eval"])}
+def _groups(cls) -> dict:
+    return {f.metadata[GROUP].cls: f for f in dataclasses.fields(cls) if GROUP in f.metadata}
 
 
-@pytest.mark.parametrize("group", sorted(GROUP_USERS))
+@pytest.mark.parametrize("group", list(GROUP_USERS), ids=lambda g: g.__name__)
 def test_shared_groups_are_one_declaration(group):
-    options, users = GROUP_USERS[group]
-    for command in users:
-        fields = _fields(OPENAI_COMMANDS[command])
-        for name, declaration in options.items():
-            assert fields[name].metadata[OPTION] is declaration, f"dno {command}: {name} is declared again"
+    """A shared group is embedded, not declared again: the same class, so the same options, in every user."""
+    for command in GROUP_USERS[group]:
+        cls = load(command)[0]
+        assert group in _groups(cls), f"dno {command} does not embed {group.__name__}"
+        declared = {f.name: f.metadata[OPTION] for f in dataclasses.fields(group)}
+        for x in flat_fields(cls):
+            if len(x.path) == 2 and _groups(cls)[group].name == x.path[0]:
+                assert x.option is declared[x.path[1]]  # the group's own declaration, not a copy
 
 
 def test_every_openai_command_accepts_the_same_api_options():
     for name, cls in OPENAI_COMMANDS.items():
-        missing = set(API_OPTIONS) - set(_fields(cls))
+        flat = {x.name for x in flat_fields(cls)}
+        missing = {f.name for f in dataclasses.fields(Api)} - flat
         assert not missing, f"dno {name} lacks {sorted(missing)}"
         out = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
-        for opt in API_OPTIONS:
-            assert "--" + opt.replace("_", "-") in out, (name, opt)
+        for f in dataclasses.fields(Api):
+            assert "--" + f.name.replace("_", "-") in out, (name, f.name)
 
 
 def test_operational_settings_are_declared_on_the_option():
     for cls in OPENAI_COMMANDS.values():
+        flat = {x.name: x for x in flat_fields(cls)}
         for name in ("output", "force", "concurrency", "timeout", "max_retries", "cache", "base_url", "threads"):
-            if name in _fields(cls):
-                assert changes_output(cls, name) is False, (cls.__name__, name)
+            if name in flat:
+                assert flat[name].option.changes_output is False, (cls.__name__, name)
         for name in ("temperature", "top_p", "max_new_tokens", "judge", "seed"):
-            if name in _fields(cls):
-                assert changes_output(cls, name) is True, (cls.__name__, name)
+            if name in flat:
+                assert flat[name].option.changes_output is True, (cls.__name__, name)
 
 
 def test_every_field_of_every_command_is_declared():
-    from stages import demo, merge, model, pairs, prompts, sql, train
-
-    configs = [prompts.PromptsConfig, sample_stage.SampleConfig, merge.MergeConfig, judge_stage.JudgeConfig,
-               pairs.PairsConfig, train.TrainConfig, eval_stage.EvalConfig, sql.SqlConfig, demo.DemoConfig,
-               model.ImportGgufConfig]
-    for cls in configs:
+    for cls in _all_configs():
         for f in dataclasses.fields(cls):
-            assert OPTION in f.metadata, f"{cls.__name__}.{f.name} has no option declaration"
+            assert OPTION in f.metadata or GROUP in f.metadata, f"{cls.__name__}.{f.name} has no option declaration"
+
+
+def test_a_config_is_checked_when_it_is_built():
+    """The Python API refuses a bad value on construction, naming the field; from the command line's names, the flag."""
+    from dno_data.config import OptionError
+    from dno_data.stages.train import TrainConfig
+
+    with pytest.raises(OptionError, match=r"TrainOptions.beta = 'high': expected a number"):
+        TrainOptions(beta="high")
+    with pytest.raises(OptionError, match=r"--beta -1.0: must be greater than 0"):
+        TrainConfig.from_options(pairs="p.parquet", model="m", output="o", beta=-1)
+    with pytest.raises(OptionError, match=r"--judge-temperature -1.0: must be at least 0"):
+        eval_stage.EvalConfig.from_options(prompts="p", model="m", judge="oracle:exact", output="e.parquet",
+                                           judge_temperature=-1)
+    with pytest.raises(Exception, match=r"unknown option 'betta'"):
+        TrainConfig.from_options(pairs="p.parquet", model="m", output="o", betta=0.2)
+    with pytest.raises(Exception, match=r"--epochs 2: dno train takes at most one epoch"):
+        TrainConfig.from_options(pairs="p.parquet", model="m", output="o", epochs=2)
+    cfg = TrainConfig(pairs="p.parquet", model="m", output="o", training=TrainOptions(beta=0.2))
+    assert cfg.pairs.name == "p.parquet" and cfg.training.beta == 0.2  # a str for a path is converted
+
+
+def _alternatives(x, tmp_path):
+    """Values other than the default for one option, to try."""
+    import typing
+
+    hint = x.hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    base = args[0]
+    if typing.get_origin(base) is tuple:
+        return [("a=1", "b=2"), (str(tmp_path / "x.parquet"),)]
+    if base is bool:
+        return [not x.default]
+    if base is int:
+        return [(x.default or 0) + 1, 7]
+    if base is float:
+        return [0.25, (x.default or 0) + 0.5, 3.0]
+    if base is Path:
+        return [tmp_path / "some file.parquet"]
+    if base is dict:
+        return []
+    if x.option.none_word is not None:
+        return [None, "python:m:f", "openai:gold", "eval"]
+    return ["openai:gold", "rubric", "pairwise", "cosine", "bfloat16", "vllm", "1/2", "csv", "best-worst", "q_proj",
+            "python:m:f", "teacher", "policy", "drop", "keep", "4GB", "dno,sft", "float16", "x"]
+
+
+REQUIRED = {"judge": "oracle:exact", "model": "m"}
+
+
+def _parse_with_cli(name, argv):
+    from stages.build import CTX, _values
+    from stages.cli import _command
+
+    seen = []
+    command = _command(name)
+    original = command.callback
+    try:
+        command.callback = lambda **kw: seen.append(kw)
+        command.main(args=argv, standalone_mode=False)
+    finally:
+        command.callback = original
+    return _values(load(name)[0], {k: v for k, v in seen[0].items() if k != CTX})
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_argv_round_trip(name, tmp_path):
+    """Every option, set to a value other than its default: the config's command line (what the loop prints and
+    runs) parses back into the same config."""
+    from dno_data.config import from_options, to_argv, to_options
+    from dno_data.errors import DnoError
+
+    cls = load(name)[0]
+    required = {x.name: REQUIRED.get(x.name, tmp_path / f"{x.name}.parquet")
+                for x in flat_fields(cls) if x.required}
+    if "shards" in required:
+        required["shards"] = (tmp_path / "a.parquet", tmp_path / "b.parquet")
+    if "runs" in required:
+        required["runs"] = (tmp_path / "r",)
+    tried = 0
+    for x in flat_fields(cls):
+        if x.required or x.option.stage_options:
+            continue
+        for alt in _alternatives(x, tmp_path):
+            try:
+                cfg = from_options(cls, {**required, x.name: alt})
+            except DnoError:
+                continue
+            if to_options(cfg)[x.name] == x.default:
+                continue
+            assert to_options(from_options(cls, _parse_with_cli(name, to_argv(cfg)))) == to_options(cfg), (x.name, alt)
+            tried += 1
+            break
+    assert tried >= 1
+
+
+def test_loop_steps_round_trip(tmp_path):
+    """The loop's steps with per-stage options (as `--sample-args` etc. give them) parse back the same."""
+    from dno_data.config import from_options, to_argv, to_options
+    from dno_data.loop import LoopSettings, eval_config, iteration_configs, sft_config
+    from dno_data.stages import stage_name
+
+    s = LoopSettings(run=tmp_path / "r", model=tmp_path / "m", judge="oracle:addition",
+                     options={"sample": {"k": 3, "temperature": 0.5, "engine_args": ("a=1", "b=2")},
+                              "judge": {"both_orders": False, "template": tmp_path / "t.jinja"},
+                              "train": {"beta": 0.25, "group_by_length": True, "max_grad_norm": 0.0},
+                              "eval": {"teacher_max_new_tokens": 7, "judge_template": tmp_path / "t.jinja"},
+                              "sft": {"learning_rate": 0.01}})
+    steps = [*iteration_configs(s, 1, max_pairs=10), eval_config(s, 0),
+             sft_config(s, 2, tmp_path / "s.parquet", judgments=tmp_path / "j.parquet", max_steps=5)]
+    for cfg in steps:
+        name = stage_name(cfg)
+        assert to_options(from_options(type(cfg), _parse_with_cli(name, to_argv(cfg)))) == to_options(cfg), name
 
 
 # ---------------------------------------------------------------- API settings reach the call runner
@@ -157,10 +276,10 @@ def test_eval_openai_teacher_uses_base_url(tmp_path, stage_prompts, tiny_model, 
     template.write_text('Rate these answers to: {{ instruction }}\n'
                         '{% for c in candidates %}<response id="{{ c.id }}">\n{{ c.text }}\n</response>\n{% endfor %}')
     with FakeOpenAIServer(keep_bodies=100, **FAKE_SERVER_SAFETY) as srv:
-        out = eval_stage.run(eval_stage.EvalConfig(
+        out = eval_stage.run(eval_stage.EvalConfig.from_options(
             prompts=prompts, model=tiny_model, judge="openai:m", teacher="openai:gold", output=tmp_path / "e.parquet",
             max_new_tokens=2, batch_size=2, threads=1, base_url=srv.base_url, cache=tmp_path / "c.sqlite",
-            template=template, timeout=10, max_retries=1))
+            judge_template=template, timeout=10, max_retries=1))
         bodies = srv.stats.bodies
     rows = read_artifact(out, "eval").to_pylist()
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
@@ -170,12 +289,13 @@ def test_eval_openai_teacher_uses_base_url(tmp_path, stage_prompts, tiny_model, 
     judge_prompts = [b["messages"][-1]["content"] for b in bodies if b["model"] == "m"]
     assert all(p.startswith("Rate these answers to:") for p in judge_prompts)  # --template was used
     lineage = read_lineage(out)
-    assert lineage["config"]["template"] == str(template) and "timeout" in lineage["operational"]
+    assert lineage["config"]["judge_template"] == str(template) and "timeout" in lineage["operational"]
 
 
 def test_eval_cli_takes_template_timeout_and_retries():
     out = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output
-    for flag in ("--template", "--timeout", "--max-retries", "--system-prompt", "--teacher-max-new-tokens"):
+    for flag in ("--judge-template", "--timeout", "--max-retries", "--judge-system-prompt", "--teacher-max-new-tokens",
+                 "--judge-temperature", "--judge-mode"):
         assert flag in out
 
 
@@ -204,28 +324,15 @@ def test_help_lists_every_teacher_spec(command):
 
 # ---------------------------------------------------------------- one vocabulary
 
-def _all_configs():
-    from stages import demo, export, iterate, merge, model, pairs, prompts, report, sql, train
-
-    return [prompts.PromptsConfig, sample_stage.SampleConfig, merge.MergeConfig, judge_stage.JudgeConfig,
-            pairs.PairsConfig, train.TrainConfig, eval_stage.EvalConfig, sql.SqlConfig, demo.DemoConfig,
-            model.ImportGgufConfig, export.ExportConfig, iterate.IterateConfig, report.ReportConfig]
-
-
 def _visible_flags() -> dict[str, set[str]]:
     """Every command's flags as --help shows them (hidden aliases left out)."""
-    import typer.main
+    from stages.cli import _command
 
-    root = typer.main.get_command(app)
     out = {}
-
-    def walk(cmd, path):
-        for name, sub in getattr(cmd, "commands", {}).items():
-            walk(sub, f"{path} {name}".strip())
-        if not getattr(cmd, "commands", None):
-            out[path] = {f for p in cmd.params if not getattr(p, "hidden", False) for f in getattr(p, "opts", [])
-                         if f.startswith("--")}
-    walk(root, "")
+    for name in STAGES:
+        cmd = _command(name)
+        out[name] = {f for p in cmd.params if not getattr(p, "hidden", False) for f in [*p.opts, *p.secondary_opts]
+                     if f.startswith("--")}
     return out
 
 
@@ -244,41 +351,38 @@ def test_one_way_to_redo():
 
 
 def test_the_same_option_has_the_same_default_everywhere():
-    import stages.options as options
-
-    shared = {id(v): k for k, v in vars(options).items() if isinstance(v, options.Option)}
-    defaults: dict[str, set] = {}
+    """An option declared once has one default, except where a command's group says otherwise on purpose."""
+    defaults: dict[int, set] = {}
+    names: dict[int, str] = {}
     for cls in _all_configs():
-        for f in dataclasses.fields(cls):
-            name = shared.get(id(f.metadata[OPTION]))
-            if name is not None and f.default is not dataclasses.MISSING:
-                defaults.setdefault(name, set()).add(f.default)
-    assert defaults["TIMEOUT"] == {options.API_TIMEOUT}
+        for x in flat_fields(cls):
+            if x.default is not dataclasses.MISSING:
+                defaults.setdefault(id(x.option), set()).add(repr(x.default))
+                names[id(x.option)] = x.name
     # sampling differs on purpose: `dno sample` 0.7 / 0.95 (the paper), `dno eval` greedy, the demo at 1.0
-    by_design = {"TEMPERATURE", "TOP_P"}
-    assert {k: v for k, v in defaults.items() if len(v) > 1 and k not in by_design} == {}
+    by_design = {"temperature", "top_p", "teacher"}
+    assert {names[k]: v for k, v in defaults.items() if len(v) > 1 and names[k] not in by_design} == {}
+    assert {x.default for x in flat_fields(judge_stage.JudgeConfig) if x.name == "timeout"} == {120.0}
 
 
 def test_old_flags_are_hidden_aliases():
-    import typer
-
-    from stages.options import FORCE, JUDGE_MAX_NEW_TOKENS, build_command
-
-    @dataclasses.dataclass(frozen=True)
-    class Demo:
-        max_new_tokens: int | None = JUDGE_MAX_NEW_TOKENS.field(None)
-        force: bool = FORCE.field(False)
+    from stages.cli import _command
 
     seen = []
-    demo = typer.Typer()
-    demo.command("x")(build_command(Demo, seen.append, "demo"))
-    demo.command("y")(lambda: None)
-    runner = CliRunner()
-    assert runner.invoke(demo, ["x", "--max-tokens", "7", "--fresh"]).exit_code == 0
-    assert runner.invoke(demo, ["x", "--overwrite"]).exit_code == 0
-    assert runner.invoke(demo, ["x", "--max-new-tokens", "3", "--max-tokens", "7"]).exit_code == 0
-    assert seen == [Demo(7, True), Demo(None, True), Demo(3, False)]
-    shown = runner.invoke(demo, ["x", "--help"], env={"COLUMNS": "200"}).output
+    command = _command("judge")
+    original = command.callback
+    command.callback = lambda **kw: seen.append({k: v for k, v in kw.items() if k in ("max_new_tokens", "force")
+                                                 or k.startswith("alias__")})
+    try:
+        for args in (["--max-tokens", "7", "--fresh"], ["--overwrite"], ["--max-new-tokens", "3", "--max-tokens", "7"]):
+            command.main(args=["s.parquet", "-o", "j.parquet", "--judge", "oracle:exact", *args], standalone_mode=False)
+    finally:
+        command.callback = original
+    from stages.build import _values
+
+    values = [_values(judge_stage.JudgeConfig, kw) for kw in seen]
+    assert [(v.get("max_new_tokens"), v.get("force")) for v in values] == [(7, True), (None, True), (3, False)]
+    shown = " ".join(CliRunner().invoke(app, ["judge", "--help"], env={"COLUMNS": "200"}).output.split())
     assert "--max-new-tokens" in shown and "--force" in shown
     assert "--max-tokens" not in shown and "--fresh" not in shown and "--overwrite" not in shown
 

@@ -24,9 +24,9 @@ def pairs_file(tmp_path) -> Path:
 
 
 def _train(pairs, model, out, **kw):
-    from stages.train import TrainConfig, run
+    from dno_data.stages.train import TrainConfig, run
 
-    return run(TrainConfig(pairs=pairs, model=model, output=out, batch_size=2, max_length=32, threads=1, **kw))
+    return run(TrainConfig.from_options(pairs=pairs, model=model, output=out, batch_size=2, max_length=32, threads=1, **kw))
 
 
 def test_train_never_replaces_a_folder_it_did_not_write(tmp_path, pairs_file, tiny_model):
@@ -78,13 +78,13 @@ def test_train_output_around_its_inputs_is_refused(tmp_path, tiny_model):
 
 
 def test_prompts_output_equal_to_its_source_is_refused(tmp_path):
-    from stages.prompts import PromptsConfig, run
+    from dno_data.stages.prompts import PromptsConfig, run
 
     src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(4))
-    run(PromptsConfig(src=src, output=tmp_path / "x.parquet"))
+    run(PromptsConfig.from_options(src=src, output=tmp_path / "x.parquet"))
     before = file_sha256(tmp_path / "x.parquet")
     with pytest.raises(DnoError, match="input"):
-        run(PromptsConfig(src=tmp_path / "x.parquet", output=tmp_path / "x.parquet"))
+        run(PromptsConfig.from_options(src=tmp_path / "x.parquet", output=tmp_path / "x.parquet"))
     assert file_sha256(tmp_path / "x.parquet") == before
     read_artifact(tmp_path / "x.parquet", "prompts")
 
@@ -100,9 +100,9 @@ def run_dir(tmp_path) -> Path:
 
 
 def _sql(run, output, fmt="parquet"):
-    from stages.sql import SqlConfig, run as sql
+    from dno_data.stages.sql import SqlConfig, run as sql
 
-    return sql(SqlConfig(run, "SELECT * FROM prompts", format=fmt, output=output))
+    return sql(SqlConfig.from_options(run=run, query="SELECT * FROM prompts", format=fmt, output=output))
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

@@ -608,10 +608,10 @@ def test_replay_skips_prompts_that_have_new_pairs(tmp_path):
 # ---------------------------------------------------------------- through the stages, in process
 
 def test_pairwise_judge_stage_then_best_worst_stage(tmp_path, monkeypatch):
-    from stages.judge import JudgeConfig
-    from stages.judge import run as judge_run
-    from stages.pairs import PairsConfig
-    from stages.pairs import run as pairs_run
+    from dno_data.stages.judge import JudgeConfig
+    from dno_data.stages.judge import run as judge_run
+    from dno_data.stages.pairs import PairsConfig
+    from dno_data.stages.pairs import run as pairs_run
 
     (tmp_path / "longer_wins.py").write_text(
         "def judge(messages, a, b):\n"
@@ -621,12 +621,12 @@ def test_pairwise_judge_stage_then_best_worst_stage(tmp_path, monkeypatch):
                sample_row("d", "p2", "1"), sample_row("e", "p2", "2", index=1),
                sample_row("t", "p2", "teacher", source="teacher")]
     s_path = write_artifact(samples, tmp_path / "samples.parquet", "samples", None)
-    j_path = judge_run(JudgeConfig(s_path, tmp_path / "judgments.parquet", "python:longer_wins:judge",
+    j_path = judge_run(JudgeConfig.from_options(samples=s_path, output=tmp_path / "judgments.parquet", judge="python:longer_wins:judge",
                                    mode="pairwise"))
     judgments = read_artifact(j_path, "judgments").to_pylist()
     assert len(judgments) == 2 * (3 + 3)  # C(3,2) pairs per prompt, both orders
     assert {j["position"] for j in judgments} == {0, 1}
-    p_path = pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="best-worst"))
+    p_path = pairs_run(PairsConfig.from_options(judgments=j_path, samples=s_path, output=tmp_path / "pairs.parquet", rule="best-worst"))
     rows = read_artifact(p_path, "pairs").to_pylist()
     got = {(r["chosen_sample_id"], r["rejected_sample_id"]): r for r in rows}
     # p1: c beats a and b -> 1.0; a loses to both -> 0.0.  p2: teacher beats d and e -> 1.0; d, e tie -> 0.5
@@ -638,7 +638,7 @@ def test_pairwise_judge_stage_then_best_worst_stage(tmp_path, monkeypatch):
     assert got[t_pair]["chosen_winrate"] == 1.0 and got[t_pair]["rejected_winrate"] == 0.5
     # the paper rule refuses pairwise judgments with an actionable message
     with pytest.raises(DnoError, match="best-worst"):
-        pairs_run(PairsConfig(j_path, s_path, tmp_path / "paper.parquet", rule="paper"))
+        pairs_run(PairsConfig.from_options(judgments=j_path, samples=s_path, output=tmp_path / "paper.parquet", rule="paper"))
     assert not (tmp_path / "paper.parquet").exists()
 
 
@@ -651,13 +651,13 @@ def _files(tmp_path, samples, judgments):
 
 def test_stage_writes_pairs_from_files(tmp_path, capsys):
     from dno_data.lineage import read_lineage
-    from stages.pairs import PairsConfig
-    from stages.pairs import run as pairs_run
+    from dno_data.stages.pairs import PairsConfig
+    from dno_data.stages.pairs import run as pairs_run
 
     s, j = _truncated_group()
     s2, j2 = group("p2", [("c", "x3", 2.0), ("d", "x4", 1.0)], teacher=("t2", 6.0))
     s_path, j_path = _files(tmp_path, s + s2, j + j2)
-    out = pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", memory_limit="256MB"))
+    out = pairs_run(PairsConfig.from_options(judgments=j_path, samples=s_path, output=tmp_path / "pairs.parquet", memory_limit="256MB"))
     rows = read_artifact(out, "pairs").to_pylist()
     assert {(r["chosen_sample_id"], r["rejected_sample_id"]) for r in rows} == \
         {("a", "cut"), ("a", "b"), ("t2", "c"), ("t2", "d")}
@@ -672,8 +672,8 @@ def test_stage_writes_pairs_from_files(tmp_path, capsys):
 
 
 def test_stage_refuses_before_any_work(tmp_path, monkeypatch):
-    from stages.pairs import PairsConfig
-    from stages.pairs import run as pairs_run
+    from dno_data.stages.pairs import PairsConfig
+    from dno_data.stages.pairs import run as pairs_run
 
     import dno_data.pairs as pairs_mod
 
@@ -685,13 +685,13 @@ def test_stage_refuses_before_any_work(tmp_path, monkeypatch):
     j = [pair_row("a", "b", "p1", 0.9, 0), pair_row("b", "a", "p1", 0.2, 1)]
     s_path, j_path = _files(tmp_path, s, j)
     with pytest.raises(DnoError, match="needs score judgments"):
-        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="paper"))
+        pairs_run(PairsConfig.from_options(judgments=j_path, samples=s_path, output=tmp_path / "pairs.parquet", rule="paper"))
     with pytest.raises(DnoError, match="--truncated"):
-        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="best-worst", truncated="nope"))
+        pairs_run(PairsConfig.from_options(judgments=j_path, samples=s_path, output=tmp_path / "pairs.parquet", rule="best-worst", truncated="nope"))
     with pytest.raises(DnoError, match="samples.parquet.*expected 'pairs'"):
-        pairs_run(PairsConfig(j_path, s_path, tmp_path / "pairs.parquet", rule="best-worst", replay=(s_path,)))
+        pairs_run(PairsConfig.from_options(judgments=j_path, samples=s_path, output=tmp_path / "pairs.parquet", rule="best-worst", replay=(s_path,)))
     with pytest.raises(DnoError, match="expected 'judgments'"):
-        pairs_run(PairsConfig(s_path, s_path, tmp_path / "pairs.parquet", rule="best-worst"))
+        pairs_run(PairsConfig.from_options(judgments=s_path, samples=s_path, output=tmp_path / "pairs.parquet", rule="best-worst"))
     assert not (tmp_path / "pairs.parquet").exists()
 
 
@@ -750,3 +750,32 @@ def test_max_pairs_keeps_a_seeded_subset_of_the_new_pairs():
     assert len({frozenset(pairs_of(r)) for r in capped}) > 1  # another seed, another subset
     big = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_pairs=100)
     assert pairs_of(big) == full and big.capped == 0
+
+
+# ---------------------------------------------------------------- a rule is one .sql file
+
+def test_a_rule_file_declares_its_rules_and_parameters(tmp_path):
+    """`-- @rule` and `-- @param` header lines are all a new rule needs: its --rule name, its flags, their checks."""
+    from dno_data.config import flat_fields
+    from dno_data.pair_rules import DEFAULT_PARAMS, RULES, RuleParams, registry
+    from dno_data.stages.pairs import PairsConfig
+
+    (tmp_path / "rule_longest.sql").write_text(
+        "-- @rule longest: the longest answer against the shortest\n"
+        "-- @rule longest-strict strict: ... and never a tie\n"
+        "-- @param min_chars int 10 >=1: Shortest answer that may be chosen.\n"
+        "-- @param strict bool false: internal\n"
+        "SELECT prompt_id, NULL AS chosen_sample_id, NULL AS rejected_sample_id FROM candidates WHERE $min_chars > 0\n")
+    rules, params = registry(tmp_path)
+    assert set(rules) == {"longest", "longest-strict"} and rules["longest-strict"].flags == ("strict",)
+    assert params["min_chars"].default == 10 and params["min_chars"].help.startswith("Shortest")
+    with pytest.raises(ValueError, match="at least 1"):
+        params["min_chars"].check(0)
+    # the shipped rules: the paper's parameters are flags of dno pairs, with the paper's values
+    assert RULES[0] == "paper" and set(RULES) == {"paper", "paper-best", "best-worst"}
+    assert DEFAULT_PARAMS["min_positive_score"] == 5.0 and DEFAULT_PARAMS["teacher_margin"] == 2.0
+    flags = {x.flag for x in flat_fields(PairsConfig)}
+    assert {"--min-positive-score", "--teacher-margin", "--policy-margin", "--min-margin"} <= flags
+    with pytest.raises(Exception, match="--teacher-margin -1.0: must be at least 0"):
+        PairsConfig.from_options(judgments="j", samples="s", output="o", teacher_margin=-1)
+    assert RuleParams().prefer_positive == "policy"

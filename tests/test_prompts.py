@@ -13,12 +13,12 @@ from conftest import problem_rows, write_jsonl
 from dno_data.artifacts import read_artifact
 from dno_data.errors import DnoError
 from dno_data.ids import prompt_id
-from stages.prompts import PromptsConfig, run
+from dno_data.stages.prompts import PromptsConfig, run
 
 
 def _import(src: Path, out: Path | None = None, **kw) -> list[dict]:
     out = out or src.with_name(src.stem + "-prompts.parquet")
-    run(PromptsConfig(src=src, output=out, **kw))
+    run(PromptsConfig.from_options(src=src, output=out, **kw))
     return read_artifact(out, "prompts").to_pylist()
 
 
@@ -238,14 +238,14 @@ def test_empty_user_turn_is_an_error(tmp_path):
 def test_rerun_is_up_to_date(tmp_path, capsys):
     src = write_jsonl(tmp_path / "a.jsonl", problem_rows(5))
     out = tmp_path / "p.parquet"
-    run(PromptsConfig(src=src, output=out))
+    run(PromptsConfig.from_options(src=src, output=out))
     stat = out.stat()
     capsys.readouterr()
-    run(PromptsConfig(src=src, output=out))
+    run(PromptsConfig.from_options(src=src, output=out))
     assert "up to date" in capsys.readouterr().err
     assert out.stat().st_mtime_ns == stat.st_mtime_ns
     # changing a setting is not up to date
-    run(PromptsConfig(src=src, output=out, partitions=2))
+    run(PromptsConfig.from_options(src=src, output=out, partitions=2))
     assert "up to date" not in capsys.readouterr().err
     assert {r["partition"] for r in read_artifact(out, "prompts").to_pylist()} == {1, 2}
 

@@ -214,10 +214,11 @@ def test_iterations(tiny_run):
 
 
 def test_iterate_prints_the_iterations_table_at_the_end(tiny_run, capsys, monkeypatch):
-    from stages import iterate
+    import dno_data.loop as loop
+    from dno_data.stages import iterate
 
-    monkeypatch.setattr(iterate, "run_iterations", lambda *a, **k: None)  # the stages: already run
-    iterate.run(iterate.IterateConfig(run=tiny_run, model=tiny_run, judge="oracle:exact", iterations=2))
+    monkeypatch.setattr(loop, "run_iterations", lambda *a, **k: None)  # the stages: already run
+    iterate.run(iterate.IterateConfig.from_options(run=tiny_run, model=tiny_run, judge="oracle:exact", iterations=2))
     err = capsys.readouterr().err
     table = err[err.index("per iteration"):]
     assert "winrate_vs_teacher_pct" in table and "new_pairs" in table

@@ -83,11 +83,11 @@ def test_training_order_does_not_depend_on_the_row_order():
 
 def _pipeline(run: Path, tiny_model: Path, stamp: str = "", eval_too: bool = False) -> Path:
     """prompts -> sample (policy in RUN/policy, K = 4, T = 1) -> judge (oracle:addition) -> pairs -> train."""
-    from stages.judge import JudgeConfig, run as judge
-    from stages.pairs import PairsConfig, run as pairs
-    from stages.prompts import PromptsConfig, run as prompts
-    from stages.sample import SampleConfig, run as sample
-    from stages.train import TrainConfig, run as train
+    from dno_data.stages.judge import JudgeConfig, run as judge
+    from dno_data.stages.pairs import PairsConfig, run as pairs
+    from dno_data.stages.prompts import PromptsConfig, run as prompts
+    from dno_data.stages.sample import SampleConfig, run as sample
+    from dno_data.stages.train import TrainConfig, run as train
 
     run.mkdir(parents=True)
     policy = run / "policy"
@@ -95,16 +95,16 @@ def _pipeline(run: Path, tiny_model: Path, stamp: str = "", eval_too: bool = Fal
     if stamp:  # what differs between two runs' checkpoints: the manifest's paths and write time
         (policy / "dno-manifest.json").write_text(json.dumps({"lineage": {"created_at": stamp, "run": str(run)}}))
     src = write_jsonl(run / "problems.jsonl", problem_rows(16))
-    p = prompts(PromptsConfig(src=src, output=run / "prompts.parquet", reference_column="reference"))
-    s = sample(SampleConfig(prompts=p, output=run / "samples.parquet", model=policy, k=4, max_new_tokens=4,
+    p = prompts(PromptsConfig.from_options(src=src, output=run / "prompts.parquet", reference_column="reference"))
+    s = sample(SampleConfig.from_options(prompts=p, output=run / "samples.parquet", model=policy, k=4, max_new_tokens=4,
                             temperature=1.0, batch_size=8, teacher="reference", seed=0))
-    j = judge(JudgeConfig(samples=s, output=run / "judgments.parquet", judge="oracle:addition"))
-    pr = pairs(PairsConfig(judgments=j, samples=s, output=run / "pairs.parquet"))
-    train(TrainConfig(pairs=pr, model=policy, output=run / "checkpoint", batch_size=4, learning_rate=1e-3,
+    j = judge(JudgeConfig.from_options(samples=s, output=run / "judgments.parquet", judge="oracle:addition"))
+    pr = pairs(PairsConfig.from_options(judgments=j, samples=s, output=run / "pairs.parquet"))
+    train(TrainConfig.from_options(pairs=pr, model=policy, output=run / "checkpoint", batch_size=4, learning_rate=1e-3,
                       max_length=32, save_every=0, seed=0))
     if eval_too:
-        from stages.eval import EvalConfig, run as evaluate
+        from dno_data.stages.eval import EvalConfig, run as evaluate
 
-        evaluate(EvalConfig(prompts=p, model=run / "checkpoint", judge="oracle:addition", output=run / "eval.parquet", split="train",
+        evaluate(EvalConfig.from_options(prompts=p, model=run / "checkpoint", judge="oracle:addition", output=run / "eval.parquet", split="train",
                             max_new_tokens=4))
     return run

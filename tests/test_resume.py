@@ -18,10 +18,10 @@ class Crash(RuntimeError):
 
 @pytest.fixture
 def prompts16(tmp_path) -> Path:
-    from stages.prompts import PromptsConfig, run
+    from dno_data.stages.prompts import PromptsConfig, run
 
     src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(16))
-    return run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+    return run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
 
 
 def _sorted(table, key):
@@ -32,10 +32,10 @@ def _sorted(table, key):
 
 def test_sampling_resumes_after_a_crash(tmp_path, prompts16, tiny_model, monkeypatch):
     import dno_data.generation.hf as generation
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     def cfg(out):
-        return SampleConfig(prompts=prompts16, output=tmp_path / out, model=tiny_model, k=2, max_new_tokens=4,
+        return SampleConfig.from_options(prompts=prompts16, output=tmp_path / out, model=tiny_model, k=2, max_new_tokens=4,
                             batch_size=4, teacher="reference", threads=1)  # 16 prompts -> 4 batches
 
     real = generation.HFGenerator.generate
@@ -74,7 +74,7 @@ def test_sampling_resumes_after_a_crash(tmp_path, prompts16, tiny_model, monkeyp
 
 def test_sampling_parts_of_other_settings_need_force(tmp_path, prompts16, tiny_model, monkeypatch):
     import dno_data.generation.hf as generation
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     real = generation.HFGenerator.generate
     calls = []
@@ -89,33 +89,33 @@ def test_sampling_parts_of_other_settings_need_force(tmp_path, prompts16, tiny_m
     base = dict(prompts=prompts16, output=tmp_path / "s.parquet", model=tiny_model, k=2, max_new_tokens=4,
                 batch_size=8, threads=1)
     with pytest.raises(Crash):
-        run(SampleConfig(**base))
+        run(SampleConfig.from_options(**base))
     monkeypatch.setattr(generation.HFGenerator, "generate", real)
     with pytest.raises(DnoError, match="--force"):
-        run(SampleConfig(**{**base, "k": 1}))
-    run(SampleConfig(**{**base, "k": 1, "force": True}))
+        run(SampleConfig.from_options(**{**base, "k": 1}))
+    run(SampleConfig.from_options(**{**base, "k": 1, "force": True}))
     rows = read_artifact(tmp_path / "s.parquet", "samples").to_pylist()
     assert len(rows) == 16 and {r["sample_index"] for r in rows} == {0}
 
 
 def test_teacher_error_leaves_no_parts(tmp_path, monkeypatch):
-    from stages.prompts import PromptsConfig
-    from stages.prompts import run as prompts_run
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.prompts import PromptsConfig
+    from dno_data.stages.prompts import run as prompts_run
+    from dno_data.stages.sample import SampleConfig, run
 
     src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(4))
-    no_ref = prompts_run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet"))
+    no_ref = prompts_run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet"))
     with pytest.raises(DnoError):
-        run(SampleConfig(prompts=no_ref, output=tmp_path / "t.parquet", teacher="reference"))
+        run(SampleConfig.from_options(prompts=no_ref, output=tmp_path / "t.parquet", teacher="reference"))
     assert not (tmp_path / "t.parquet.parts").exists()
-    fixed = prompts_run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
-    run(SampleConfig(prompts=fixed, output=tmp_path / "t.parquet", teacher="reference"))
+    fixed = prompts_run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+    run(SampleConfig.from_options(prompts=fixed, output=tmp_path / "t.parquet", teacher="reference"))
 
 
 def test_teacher_only_sampling(tmp_path, prompts16):
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
-    run(SampleConfig(prompts=prompts16, output=tmp_path / "t.parquet", teacher="reference", batch_size=5))
+    run(SampleConfig.from_options(prompts=prompts16, output=tmp_path / "t.parquet", teacher="reference", batch_size=5))
     rows = read_artifact(tmp_path / "t.parquet", "samples").to_pylist()
     assert len(rows) == 16
     assert all(r["source"] == "teacher" and r["response"] == r["reference"] for r in rows)
@@ -124,17 +124,17 @@ def test_teacher_only_sampling(tmp_path, prompts16):
 # ---------------------------------------------------------------- judging
 
 def _teacher_samples(tmp_path, prompts16):
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
-    return run(SampleConfig(prompts=prompts16, output=tmp_path / "samples.parquet", teacher="reference"))
+    return run(SampleConfig.from_options(prompts=prompts16, output=tmp_path / "samples.parquet", teacher="reference"))
 
 
 def test_judging_resumes_after_a_crash(tmp_path, prompts16, monkeypatch):
     from dno_data.judges import python_fn as judges
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
     samples = _teacher_samples(tmp_path, prompts16)
-    run(JudgeConfig(samples=samples, output=tmp_path / "a.parquet", judge="oracle:addition", prompts_per_part=2))
+    run(JudgeConfig.from_options(samples=samples, output=tmp_path / "a.parquet", judge="oracle:addition", prompts_per_part=2))
 
     real = judges.PointwiseJudge.judge
     calls = []
@@ -147,13 +147,13 @@ def test_judging_resumes_after_a_crash(tmp_path, prompts16, monkeypatch):
 
     monkeypatch.setattr(judges.PointwiseJudge, "judge", die_in_part_two)
     with pytest.raises(SystemExit):
-        run(JudgeConfig(samples=samples, output=tmp_path / "b.parquet", judge="oracle:addition", prompts_per_part=2))
+        run(JudgeConfig.from_options(samples=samples, output=tmp_path / "b.parquet", judge="oracle:addition", prompts_per_part=2))
     assert not (tmp_path / "b.parquet").exists()
     assert [p.name for p in (tmp_path / "b.parquet.parts").glob("part-*.parquet")] == ["part-000000.parquet"]
 
     calls.clear()
     monkeypatch.setattr(judges.PointwiseJudge, "judge", lambda self, g: (calls.append(g.prompt_id), real(self, g))[1])
-    run(JudgeConfig(samples=samples, output=tmp_path / "b.parquet", judge="oracle:addition", prompts_per_part=2))
+    run(JudgeConfig.from_options(samples=samples, output=tmp_path / "b.parquet", judge="oracle:addition", prompts_per_part=2))
     assert len(calls) == 14  # 2 of 16 prompts were already judged
     b = read_artifact(tmp_path / "b.parquet", "judgments")
     ids = b["judgment_id"].to_pylist()
@@ -180,9 +180,9 @@ def pairs_file(tmp_path):
 
 
 def _train_cfg(pairs, model, out, **kw):
-    from stages.train import TrainConfig
+    from dno_data.stages.train import TrainConfig
 
-    return TrainConfig(pairs=pairs, model=model, output=out, batch_size=2, learning_rate=1e-3, max_length=32,
+    return TrainConfig.from_options(pairs=pairs, model=model, output=out, batch_size=2, learning_rate=1e-3, max_length=32,
                        save_every=1, threads=1, **kw)
 
 
@@ -191,7 +191,7 @@ def test_training_resumes_at_the_saved_step(tmp_path, tiny_model, pairs_file, mo
     from safetensors.torch import load_file
 
     import dno_data.losses as losses
-    from stages.train import run
+    from dno_data.stages.train import run
 
     run(_train_cfg(pairs_file, tiny_model, tmp_path / "a"))
     full = json.loads((tmp_path / "a" / "dno-manifest.json").read_text())["metrics"]
@@ -233,7 +233,7 @@ def test_training_resumes_at_the_saved_step(tmp_path, tiny_model, pairs_file, mo
 
 def test_training_state_of_other_settings_needs_force(tmp_path, tiny_model, pairs_file, monkeypatch):
     import dno_data.losses as losses
-    from stages.train import run
+    from dno_data.stages.train import run
 
     real = losses.dno_loss
     calls = []
@@ -262,7 +262,7 @@ def test_a_crash_while_saving_state_resumes_from_the_last_whole_state(tmp_path, 
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
-    from stages.train import run
+    from dno_data.stages.train import run
 
     run(_train_cfg(pairs_file, tiny_model, tmp_path / "a"))
     real = Accelerator.save_state
@@ -293,7 +293,7 @@ def test_a_crash_while_saving_state_resumes_from_the_last_whole_state(tmp_path, 
 def test_damaged_unfinished_work_is_an_error_that_force_recovers(tmp_path, tiny_model, pairs_file, monkeypatch,
                                                                   damage):
     import dno_data.losses as losses
-    from stages.train import run
+    from dno_data.stages.train import run
 
     real, calls = losses.dno_loss, []
 
@@ -333,10 +333,10 @@ def test_sampling_killed_and_resumed_equals_uninterrupted(tmp_path, prompts16, t
 
     from conftest import FAKE_SERVER_SAFETY, ROOT
     from support.fake_openai import FakeOpenAIServer
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     def cfg(out, url, concurrency):
-        return SampleConfig(prompts=prompts16, output=tmp_path / out, model="fake", backend="openai", base_url=url,
+        return SampleConfig.from_options(prompts=prompts16, output=tmp_path / out, model="fake", backend="openai", base_url=url,
                             tokenizer=tiny_model, k=2, batch_size=2, concurrency=concurrency, max_retries=0,
                             teacher="reference")  # 16 prompts -> 8 parts of 2 prompts x 2 samples
 
@@ -371,11 +371,11 @@ def test_sampling_killed_and_resumed_equals_uninterrupted(tmp_path, prompts16, t
 
 def test_sampling_resumed_in_other_batches_equals_uninterrupted(tmp_path, prompts16, tiny_model, monkeypatch):
     """A prompt's samples are seeded by its key, so they do not depend on the batch they fall in."""
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
-    run(SampleConfig(prompts=prompts16, output=tmp_path / "a.parquet", model=tiny_model, k=2, max_new_tokens=4,
+    run(SampleConfig.from_options(prompts=prompts16, output=tmp_path / "a.parquet", model=tiny_model, k=2, max_new_tokens=4,
                      batch_size=16, threads=1, temperature=1.0))
-    run(SampleConfig(prompts=prompts16, output=tmp_path / "b.parquet", model=tiny_model, k=2, max_new_tokens=4,
+    run(SampleConfig.from_options(prompts=prompts16, output=tmp_path / "b.parquet", model=tiny_model, k=2, max_new_tokens=4,
                      batch_size=3, threads=1, temperature=1.0))
     a = _sorted(read_artifact(tmp_path / "a.parquet", "samples"), "sample_id")
     b = _sorted(read_artifact(tmp_path / "b.parquet", "samples"), "sample_id")

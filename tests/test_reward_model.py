@@ -86,18 +86,18 @@ def test_reward_judge_scores_and_pairs(reward_model):
 
 
 def test_reward_judge_stage_and_best_worst_pairs(tmp_path, reward_model):
-    from stages.judge import JudgeConfig, run
-    from stages.pairs import PairsConfig, run as pairs_run
+    from dno_data.stages.judge import JudgeConfig, run
+    from dno_data.stages.pairs import PairsConfig, run as pairs_run
 
     groups = [(f"{a}+{b}", [(str(a + b), "policy"), (str(a + b + 1), "policy"), (str(a * b), "policy"),
                             (str(a + b), "teacher")]) for a, b in ((12, 34), (5, 7), (40, 2))]
     samples = write_judge_samples(tmp_path / "samples.parquet", groups)
-    out = run(JudgeConfig(samples, tmp_path / "judgments.parquet", f"reward:{reward_model}", batch_size=4,
+    out = run(JudgeConfig.from_options(samples=samples, output=tmp_path / "judgments.parquet", judge=f"reward:{reward_model}", batch_size=4,
                           prompts_per_part=2))
     rows = read_artifact(out, "judgments").to_pylist()
     assert sum(r["kind"] == "score" for r in rows) == 12 and sum(r["kind"] == "pair" for r in rows) == 3 * 6
     assert all(r["status"] == "ok" for r in rows)
-    pairs = read_artifact(pairs_run(PairsConfig(out, samples, tmp_path / "pairs.parquet", rule="best-worst")),
+    pairs = read_artifact(pairs_run(PairsConfig.from_options(judgments=out, samples=samples, output=tmp_path / "pairs.parquet", rule="best-worst")),
                           "pairs").to_pylist()
     assert pairs and {p["rule"] for p in pairs} == {"best-worst"}
     score = {r["sample_id_a"]: r["score"] for r in rows if r["kind"] == "score"}

@@ -15,24 +15,24 @@ from support.fake_openai import FakeOpenAIServer
 
 @pytest.fixture
 def prompts6(tmp_path):
-    from stages.prompts import PromptsConfig, run
+    from dno_data.stages.prompts import PromptsConfig, run
 
     src = write_jsonl(tmp_path / "p.jsonl", problem_rows(6))
-    return run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+    return run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
 
 
 def _cfg(prompts, out, tokenizer, url, **kw):
-    from stages.sample import SampleConfig
+    from dno_data.stages.sample import SampleConfig
 
     base = dict(prompts=prompts, output=out, model="fake-policy", backend="openai", base_url=url, tokenizer=tokenizer,
                 k=3, max_new_tokens=16, temperature=0.7, top_p=0.9, seed=5, batch_size=4, concurrency=4,
                 max_retries=2, timeout=10)
     base.update(kw)
-    return SampleConfig(**base)
+    return SampleConfig.from_options(**base)
 
 
 def test_openai_backend_samples_k_per_prompt(tmp_path, prompts6, tiny_model, monkeypatch):
-    from stages.sample import run
+    from dno_data.stages.sample import run
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123")
 
@@ -55,7 +55,7 @@ def test_openai_backend_samples_k_per_prompt(tmp_path, prompts6, tiny_model, mon
 
 
 def test_openai_backend_retries_and_fails_loudly(tmp_path, prompts6, tiny_model):
-    from stages.sample import run
+    from dno_data.stages.sample import run
 
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY, script=["429", "500"], retry_after=0) as srv:
         run(_cfg(prompts6, tmp_path / "s.parquet", tiny_model, srv.base_url, k=1))
@@ -69,7 +69,7 @@ def test_openai_backend_retries_and_fails_loudly(tmp_path, prompts6, tiny_model)
 
 
 def test_openai_backend_needs_a_tokenizer(tmp_path, prompts6):
-    from stages.sample import run
+    from dno_data.stages.sample import run
 
     with pytest.raises(DnoError, match="--backend openai needs --tokenizer DIR"):
         run(_cfg(prompts6, tmp_path / "s.parquet", None, "http://127.0.0.1:9/v1"))
@@ -78,7 +78,7 @@ def test_openai_backend_needs_a_tokenizer(tmp_path, prompts6):
 
 
 def test_openai_backend_cache_pays_once(tmp_path, prompts6, tiny_model):
-    from stages.sample import run
+    from dno_data.stages.sample import run
 
     cache = tmp_path / "calls.sqlite"
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:
@@ -92,7 +92,7 @@ def test_openai_backend_cache_pays_once(tmp_path, prompts6, tiny_model):
 
 
 def test_openai_teacher(tmp_path, prompts6, tiny_model):
-    from stages.sample import run
+    from dno_data.stages.sample import run
 
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY, keep_bodies=100, model="gold") as srv:
         run(_cfg(prompts6, tmp_path / "s.parquet", tiny_model, srv.base_url, backend="hf", model=tiny_model, k=1,
@@ -117,7 +117,7 @@ def test_openai_teacher(tmp_path, prompts6, tiny_model):
 
 
 def test_openai_teacher_errors(tmp_path, prompts6, monkeypatch):
-    from stages.sample import run
+    from dno_data.stages.sample import run
 
     with pytest.raises(DnoError, match="openai:MODEL needs a model name"):
         run(_cfg(prompts6, tmp_path / "s.parquet", None, None, backend="hf", model=None, teacher="openai:"))

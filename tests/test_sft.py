@@ -106,11 +106,11 @@ def _write_samples(tmp_path):
 
 
 def test_sft_on_teacher_answers_cycles_to_max_steps_and_writes_a_checkpoint(tiny_model, tmp_path):
-    from stages.sft import SftConfig, run
+    from dno_data.stages.sft import SftConfig, run
 
     samples = _write_samples(tmp_path)
     out = tmp_path / "sft"
-    cfg = SftConfig(data=samples, model=tiny_model, output=out, source="teacher", batch_size=2, max_steps=7,
+    cfg = SftConfig.from_options(data=samples, model=tiny_model, output=out, source="teacher", batch_size=2, max_steps=7,
                     learning_rate=3e-3, warmup_ratio=0.0, max_length=32, save_every=0, threads=1)
     run(cfg)
     m = json.loads((out / "dno-manifest.json").read_text())
@@ -139,9 +139,9 @@ def test_bad_input_is_one_line(cli, tiny_model, tmp_path, args, message):
 
 
 def test_no_teacher_rows_is_one_line(tiny_model, tmp_path):
-    from stages.sft import SftConfig, run
+    from dno_data.stages.sft import SftConfig, run
 
     rows = [sample_row("a", "p1", "2")]
     samples = write_artifact(rows, tmp_path / "s.parquet", "samples", None)
     with pytest.raises(DnoError, match="nothing to fine-tune on with --source teacher"):
-        run(SftConfig(data=samples, model=tiny_model, output=tmp_path / "o", source="teacher"))
+        run(SftConfig.from_options(data=samples, model=tiny_model, output=tmp_path / "o", source="teacher"))

@@ -19,31 +19,31 @@ from dno_data.sharding import parse_shard, shard_of
 @pytest.fixture
 def prompts12(tmp_path) -> Path:
     """16 problems: 12 train (partition 1), 4 eval."""
-    from stages.prompts import PromptsConfig, run
+    from dno_data.stages.prompts import PromptsConfig, run
 
     src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(16))
-    return run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference", eval_size=4))
+    return run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference", eval_size=4))
 
 
 def _cfg(prompts, out, model, **kw):
-    from stages.sample import SampleConfig
+    from dno_data.stages.sample import SampleConfig
 
     base = dict(prompts=prompts, output=out, model=model, k=2, max_new_tokens=4, batch_size=3, teacher="reference",
                 threads=1, temperature=1.0)
     base.update(kw)
-    return SampleConfig(**base)
+    return SampleConfig.from_options(**base)
 
 
 def _sample(*a, **kw) -> Path:
-    from stages.sample import run
+    from dno_data.stages.sample import run
 
     return run(_cfg(*a, **kw))
 
 
 def _merge(shards, out, prompts=None) -> Path:
-    from stages.merge import MergeConfig, run
+    from dno_data.stages.merge import MergeConfig, run
 
-    return run(MergeConfig(tuple(shards), out, prompts))
+    return run(MergeConfig.from_options(shards=tuple(shards), output=out, prompts=prompts))
 
 
 @pytest.fixture

@@ -221,9 +221,9 @@ def samples(tmp_path) -> Path:
 
 def _judge(samples: Path, out: Path, url: str, cache: Path, mode: str, max_tokens: int) -> list[dict]:
     from dno_data.artifacts import read_artifact
-    from stages.judge import JudgeConfig, run
+    from dno_data.stages.judge import JudgeConfig, run
 
-    run(JudgeConfig(samples, out, judge=f"openai:{SERVED_NAME}", base_url=url, cache=cache, mode=mode,
+    run(JudgeConfig.from_options(samples=samples, output=out, judge=f"openai:{SERVED_NAME}", base_url=url, cache=cache, mode=mode,
                     max_new_tokens=max_tokens, concurrency=4, timeout=120, max_retries=1))
     return read_artifact(out, "judgments").to_pylist()
 

@@ -62,9 +62,9 @@ def test_vllm_backend_through_the_cli(tmp_path, prompts, smollm2_dir):  # noqa: 
 
 
 def test_openai_backend_against_vllm_serve(tmp_path, prompts, smollm2_dir, vllm_server):  # noqa: F811
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
-    run(SampleConfig(prompts=prompts, output=tmp_path / "s.parquet", model=SERVED_NAME, backend="openai",
+    run(SampleConfig.from_options(prompts=prompts, output=tmp_path / "s.parquet", model=SERVED_NAME, backend="openai",
                      base_url=vllm_server, tokenizer=smollm2_dir, k=2, max_new_tokens=16, concurrency=4,
                      timeout=120, max_retries=1, teacher=f"openai:{SERVED_NAME}", teacher_base_url=vllm_server,
                      teacher_max_new_tokens=24))

@@ -44,16 +44,16 @@ def _attempts(tmp_path: Path, run: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(_attempts(Path("/t"), Path("/r"))))
 def test_dno_sql_refuses_to_reach_outside(tmp_path, run_dir, name):
-    from stages.sql import SqlConfig, run
+    from dno_data.stages.sql import SqlConfig, run
 
     before = file_sha256(run_dir / "iter-01" / "samples.parquet")
     with pytest.raises(DnoError) as info:
-        run(SqlConfig(run_dir, _attempts(tmp_path, run_dir)[name]))
+        run(SqlConfig.from_options(run=run_dir, query=_attempts(tmp_path, run_dir)[name]))
     assert "\n" not in str(info.value)
     assert file_sha256(run_dir / "iter-01" / "samples.parquet") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.csv", "outside.parquet", "run"]
     # the views keep working
-    df = run(SqlConfig(run_dir, "SELECT (SELECT count(*) FROM samples) AS s, (SELECT count(*) FROM pairs) AS p, "
+    df = run(SqlConfig.from_options(run=run_dir, query="SELECT (SELECT count(*) FROM samples) AS s, (SELECT count(*) FROM pairs) AS p, "
                                 "(SELECT count(*) FROM prompts) AS q", format="csv"))
     assert df.row(0) == (2, 1, 2)
 
@@ -66,14 +66,14 @@ def test_dno_sql_refusal_is_one_error_line(tmp_path, run_dir, cli):
 
 
 def test_a_file_of_another_kind_is_not_served_as_a_view(tmp_path, run_dir):
-    from stages.sql import SqlConfig, run
+    from dno_data.stages.sql import SqlConfig, run
 
     write_example(run_dir / "iter-02" / "samples.parquet", "pairs")
     with pytest.raises(DnoError, match="iter-02"):
-        run(SqlConfig(run_dir, "SELECT count(*) FROM samples"))
+        run(SqlConfig.from_options(run=run_dir, query="SELECT count(*) FROM samples"))
     (run_dir / "iter-02" / "samples.parquet").write_bytes(b"not parquet")
     with pytest.raises(DnoError, match="iter-02"):
-        run(SqlConfig(run_dir, "SELECT count(*) FROM samples"))
+        run(SqlConfig.from_options(run=run_dir, query="SELECT count(*) FROM samples"))
 
 
 @pytest.mark.parametrize("name", ["copy outside", "read_csv outside", "attach", "install", "re-enable", "glob",

@@ -69,23 +69,23 @@ def test_check_passes_for_the_char_model(tiny_tokenizer):
 @pytest.fixture
 def prompts4(tmp_path):
     from conftest import problem_rows, write_jsonl
-    from stages.prompts import PromptsConfig, run
+    from dno_data.stages.prompts import PromptsConfig, run
 
     src = write_jsonl(tmp_path / "p.jsonl", problem_rows(4))
-    return run(PromptsConfig(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
+    return run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference"))
 
 
 def test_hf_sampling_fails_fast_naming_the_prompt(tmp_path, prompts4, bad_model, monkeypatch):
     import dno_data.generation.hf as generation
     from dno_data.artifacts import read_artifact
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     calls = []
     real = generation.HFGenerator.generate
     monkeypatch.setattr(generation.HFGenerator, "generate", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
     first = read_artifact(prompts4, "prompts")["prompt_id"][0].as_py()
     with pytest.raises(DnoError, match=f"prompt {first}: the rendered prompt's tokens are not a prefix"):
-        run(SampleConfig(prompts=prompts4, output=tmp_path / "s.parquet", model=bad_model, k=2, max_new_tokens=4,
+        run(SampleConfig.from_options(prompts=prompts4, output=tmp_path / "s.parquet", model=bad_model, k=2, max_new_tokens=4,
                          threads=1))
     assert calls == []  # before any generation
     assert not (tmp_path / "s.parquet").exists()
@@ -95,7 +95,7 @@ def test_check_covers_generated_and_teacher_responses(tmp_path, prompts4, tiny_m
     """Responses that break the property are caught after generation, before their part is written;
     when every response of a batch breaks it, the stage fails (the template, not a response, is wrong)."""
     import dno_data.sampling as sampling
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     seen = []
 
@@ -106,7 +106,7 @@ def test_check_covers_generated_and_teacher_responses(tmp_path, prompts4, tiny_m
 
     monkeypatch.setattr(sampling, "check_template_prefix", strict)
     with pytest.raises(DnoError, match="prompt .*: not a prefix"):
-        run(SampleConfig(prompts=prompts4, output=tmp_path / "s.parquet", model=tiny_model, k=2, max_new_tokens=2,
+        run(SampleConfig.from_options(prompts=prompts4, output=tmp_path / "s.parquet", model=tiny_model, k=2, max_new_tokens=2,
                          threads=1, teacher="reference", batch_size=1))
     responses = seen[0]  # the prompt's responses together, then one by one
     assert len(responses) == 3 and responses[-1] in {"46", "76", "47", "99"}  # 2 samples + the teacher's answer
@@ -115,11 +115,11 @@ def test_check_covers_generated_and_teacher_responses(tmp_path, prompts4, tiny_m
 
 def test_openai_backend_runs_the_check_with_its_tokenizer(tmp_path, prompts4, bad_model):
     from support.fake_openai import FakeOpenAIServer
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:
         with pytest.raises(DnoError, match="not a prefix"):
-            run(SampleConfig(prompts=prompts4, output=tmp_path / "s.parquet", model="fake", backend="openai",
+            run(SampleConfig.from_options(prompts=prompts4, output=tmp_path / "s.parquet", model="fake", backend="openai",
                              base_url=srv.base_url, tokenizer=bad_model, k=2, max_new_tokens=8))
         assert srv.stats.chat_requests == 0
 
@@ -160,7 +160,7 @@ def test_a_response_that_merges_with_the_header_is_dropped_and_counted(tmp_path,
     from dno_data.artifacts import read_artifact
     from dno_data.generation import Completion
     from dno_data.models import load_tokenizer
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     tok = load_tokenizer(newline_model)
     prompt = render_prompt(tok, MSGS)
@@ -175,7 +175,7 @@ def test_a_response_that_merges_with_the_header_is_dropped_and_counted(tmp_path,
                 for i in range(len(prompts))]
 
     monkeypatch.setattr(hf.HFGenerator, "generate", generate)
-    out = run(SampleConfig(prompts=prompts4, output=tmp_path / "s.parquet", model=newline_model, k=2, threads=1,
+    out = run(SampleConfig.from_options(prompts=prompts4, output=tmp_path / "s.parquet", model=newline_model, k=2, threads=1,
                            batch_size=2))
     rows = read_artifact(out, "samples").to_pylist()
     assert len(rows) == 4 * 2 - 2  # the first prompt of each batch lost its second sample

@@ -34,11 +34,11 @@ def pairs_file(tmp_path):
 
 
 def train_cfg(pairs, model, out, **kw):
-    from stages.train import TrainConfig
+    from dno_data.stages.train import TrainConfig
 
     base = dict(pairs=pairs, model=model, output=out, batch_size=2, learning_rate=1e-3, max_length=32,
                 save_every=0, threads=1, warmup_ratio=0.0)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_options(**{**base, **kw})
 
 
 def history(ckpt: Path) -> list[dict]:
@@ -65,7 +65,7 @@ def dropout_model(tiny_model: Path, tmp_path: Path, p: float = 0.5) -> Path:
 # ---------------------------------------------------------------- the direction of training
 
 def test_first_loss_is_ln2_and_reward_accuracy_rises(tmp_path, tiny_model):
-    from stages.train import run
+    from dno_data.stages.train import run
 
     pairs = write_pairs(tmp_path / "pairs.parquet", n=32)
     run(train_cfg(pairs, tiny_model, tmp_path / "ckpt", batch_size=4, learning_rate=1e-2))
@@ -80,7 +80,7 @@ def test_first_loss_is_ln2_and_reward_accuracy_rises(tmp_path, tiny_model):
 
 
 def test_dropout_is_off_in_the_policy_unless_kept(tmp_path, tiny_model, pairs_file):
-    from stages.train import run
+    from dno_data.stages.train import run
 
     model = dropout_model(tiny_model, tmp_path)
     run(train_cfg(pairs_file, model, tmp_path / "off", max_steps=1))
@@ -94,7 +94,7 @@ def test_dropout_is_off_in_the_policy_unless_kept(tmp_path, tiny_model, pairs_fi
 def test_max_steps_scores_only_the_pairs_it_uses(tmp_path, tiny_model, pairs_file, capsys):
     import pyarrow.parquet as pq
 
-    from stages.train import run
+    from dno_data.stages.train import run
 
     run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=2))
     m = manifest(tmp_path / "ckpt")["metrics"]
@@ -107,7 +107,7 @@ def test_a_fixed_reference_is_used_for_the_reference_pass(tmp_path, tiny_model, 
     """--reference DIR: the log-ratios are taken against DIR, not against the input model."""
     import pyarrow.parquet as pq
 
-    from stages.train import run
+    from dno_data.stages.train import run
 
     run(train_cfg(pairs_file, tiny_model, tmp_path / "pi2"))  # a model that differs from the fixture
     run(train_cfg(pairs_file, tmp_path / "pi2", tmp_path / "dpo", reference=tiny_model, loss="dpo", max_steps=1))
@@ -122,7 +122,7 @@ def test_a_fixed_reference_is_used_for_the_reference_pass(tmp_path, tiny_model, 
 
 def test_reference_with_another_tokenizer_is_refused(tmp_path, tiny_model, pairs_file):
     from dno_data.errors import DnoError
-    from stages.train import run
+    from dno_data.stages.train import run
 
     other = tmp_path / "other"
     shutil.copytree(tiny_model, other)
@@ -144,7 +144,7 @@ def test_unknown_loss_is_a_one_line_error(tmp_path, tiny_model, pairs_file, cli)
 
 @pytest.mark.parametrize("loss", ["ipo", "sppo", "soft", "dpo"])
 def test_every_loss_trains(tmp_path, tiny_model, loss):
-    from stages.train import run
+    from dno_data.stages.train import run
 
     pairs = write_pairs(tmp_path / "pairs.parquet", n=32)
     run(train_cfg(pairs, tiny_model, tmp_path / loss, loss=loss, batch_size=4, learning_rate=1e-2))
@@ -198,7 +198,7 @@ def test_truncated_side_gets_no_eos_in_training(tmp_path, tiny_model, tiny_token
 
 
 def test_truncated_responses_are_counted_in_the_manifest(tmp_path, tiny_model):
-    from stages.train import run
+    from dno_data.stages.train import run
 
     pairs = write_pairs(tmp_path / "pairs.parquet", n=4, rejected_truncated=True)
     run(train_cfg(pairs, tiny_model, tmp_path / "ckpt"))
@@ -228,7 +228,7 @@ def test_group_by_length_cuts_padding_and_keeps_every_pair(tiny_tokenizer):
 
 
 def test_group_by_length_trains(tmp_path, tiny_model, pairs_file):
-    from stages.train import run
+    from dno_data.stages.train import run
 
     run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", group_by_length=True))
     h = history(tmp_path / "ckpt")
@@ -239,7 +239,7 @@ def test_group_by_length_trains(tmp_path, tiny_model, pairs_file):
 
 def test_lr_schedule_counts_optimizer_steps(tmp_path, tiny_model):
     """Linear warm-up then decay over exactly the run's optimizer steps (grad_accum 2)."""
-    from stages.train import run
+    from dno_data.stages.train import run
 
     pairs = write_pairs(tmp_path / "pairs.parquet", n=32)
     run(train_cfg(pairs, tiny_model, tmp_path / "ckpt", batch_size=2, grad_accum=2, warmup_ratio=0.25,
@@ -299,7 +299,7 @@ def test_lora_trains_adapters_and_saves_a_merged_model(tmp_path, tiny_model, pai
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from stages.train import run
+    from dno_data.stages.train import run
 
     run(train_cfg(pairs_file, tiny_model, tmp_path / "lora", lora_r=4, lora_alpha=8.0,
                   lora_target_modules="q_proj,v_proj", learning_rate=1e-2))
@@ -317,7 +317,7 @@ def test_lora_trains_adapters_and_saves_a_merged_model(tmp_path, tiny_model, pai
 
 def test_lora_with_unknown_target_modules_is_an_error(tmp_path, tiny_model, pairs_file):
     from dno_data.errors import DnoError
-    from stages.train import run
+    from dno_data.stages.train import run
 
     with pytest.raises(DnoError, match="lora-target-modules"):
         run(train_cfg(pairs_file, tiny_model, tmp_path / "x", lora_r=4, lora_target_modules="no_such_module"))
@@ -326,7 +326,7 @@ def test_lora_with_unknown_target_modules_is_an_error(tmp_path, tiny_model, pair
 def test_bf16_mixed_precision_trains(tmp_path, tiny_model, pairs_file):
     import json as _json
 
-    from stages.train import run
+    from dno_data.stages.train import run
 
     run(train_cfg(pairs_file, tiny_model, tmp_path / "bf16", mixed_precision="bf16", max_steps=3))
     h = history(tmp_path / "bf16")
@@ -340,7 +340,7 @@ def test_gradient_checkpointing_gives_the_same_weights(tmp_path, tiny_model, pai
     import transformers.modeling_utils as modeling_utils
     from safetensors.torch import load_file
 
-    from stages.train import run
+    from dno_data.stages.train import run
 
     real, calls = modeling_utils.checkpoint, []
     monkeypatch.setattr(modeling_utils, "checkpoint", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
@@ -358,7 +358,7 @@ def test_training_and_reference_pass_show_one_progress_bar_each(tmp_path, tiny_m
     """A bar per long phase (steps with ETA, reference batches); tqdm itself hides them off a terminal."""
     import dno_data.training.fit as fit_mod
     import dno_data.training.reference as ref_mod
-    from stages.train import run
+    from dno_data.stages.train import run
 
     bars = []
 
@@ -401,7 +401,7 @@ def test_report_to_logs_every_step_to_an_accelerate_tracker(tmp_path, tiny_model
     from accelerate.tracking import GeneralTracker
 
     import dno_data.training.setup as setup_mod
-    from stages.train import run
+    from dno_data.stages.train import run
 
     seen = {"config": None, "steps": []}
 
