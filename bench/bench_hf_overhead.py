@@ -4,7 +4,7 @@
 
 Same model (SmolLM2-135M-Instruct by default), prompts, chat template and settings (n=K,
 temperature 0.7, top-p 0.95, batches of 16 prompts). dno: the whole `dno sample` stage in process
-(stages.sample.run: read prompts, hash inputs for the lineage, load the model, the template check,
+(dno_data.stages.sample.run: read prompts, hash inputs for the lineage, load the model, the template check,
 per-sample seeding, resumable parts, the final Parquet file). Hand-written: load the tokenizer and
 model, render, `generate(do_sample=True, num_return_sequences=K)`, decode. Each side runs
 `--repeats` times, alternating, and the best time counts (other jobs may share the machine).
@@ -51,10 +51,10 @@ def hand_written(model_dir: str, questions: list[str], k: int, max_new_tokens: i
 def through_dno(model_dir: str, prompts: Path, out: Path, k: int, max_new_tokens: int, batch: int, threads: int,
                 seed: int):
     from dno_data.artifacts import read_artifact
-    from stages.sample import SampleConfig, run
+    from dno_data.stages.sample import SampleConfig, run
 
     t0 = time.perf_counter()
-    run(SampleConfig(prompts=prompts, output=out, model=model_dir, backend="hf", k=k, temperature=0.7, top_p=0.95,
+    run(SampleConfig.from_options(prompts=prompts, output=out, model=model_dir, backend="hf", k=k, temperature=0.7, top_p=0.95,
                      max_new_tokens=max_new_tokens, batch_size=batch, threads=threads, dtype="float32", seed=seed,
                      force=True, split=None))
     secs = time.perf_counter() - t0
@@ -68,8 +68,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
 
-    from stages.prompts import PromptsConfig
-    from stages.prompts import run as make_prompts
+    from dno_data.stages.prompts import PromptsConfig
+    from dno_data.stages.prompts import run as make_prompts
 
     questions = (QUESTIONS * 4)[: a.prompts]
     tmp = Path(tempfile.mkdtemp(prefix="dno-bench-hf-"))
