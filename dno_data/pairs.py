@@ -24,17 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import schemas
 
-from .artifacts import check_artifact_file, to_table
+from .artifacts import to_table
 from .errors import DnoError
-from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql, used_params
+from .duckdb_sql import connect, load_sql, query_arrow, used_params
+from .pairs_checks import RULES, TRUNCATED, Source, check_inputs, rule_sql, sql_literal
+from .repetition import repetition_table
 
-RULES = ("paper", "paper-best", "best-worst")
-TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
 # DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond. Measured at 1M prompts x 6
 # (bench/bench_pairs.py): best-worst (1M pairs) 12.4 s and a peak RSS of 1.80 GB at 1.5GB (at 3GB, 10.2 s but
 # 2.44 GB); the paper rule (5.85M pairs) fits its joins in 3GB (27.2 s, 3.36 GB), where at 1.5GB they spilled
@@ -54,9 +52,6 @@ def memory_limit_for(memory_limit: str | None, rule: str, sql_file=None) -> str 
 DEFAULT_PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
                   "max_negatives": None, "distinct_negatives": True, "min_margin": 0.0}
 
-Source = Path | str | pa.Table  # a Parquet file, or a table already in memory
-
-
 @dataclass
 class PairsResult:
     table: pa.Table | None  # the pairs, or None when they were written straight to `output`
@@ -73,72 +68,13 @@ class PairsResult:
     capped: int = 0  # new pairs left out by max_pairs
 
 
-# ---------------------------------------------------------------- checks from metadata
-
-def _may_hold(path: Path, column: str, value: str) -> bool:
-    """Whether a Parquet file may have a row with column == value, from its row-group statistics."""
-    pf = pq.ParquetFile(path)
-    idx = pf.schema_arrow.get_field_index(column)
-    for g in range(pf.metadata.num_row_groups):
-        st = pf.metadata.row_group(g).column(idx).statistics
-        if st is None or not st.has_min_max or st.min <= value <= st.max:
-            return True
-    return False
-
-
-def _has_score_judgments(judgments: Source) -> bool:
-    if isinstance(judgments, pa.Table):
-        return bool(pc.any(pc.equal(judgments["kind"], "score")).as_py())
-    if not _may_hold(Path(judgments), "kind", "score"):
-        return False
-    import duckdb
-
-    q = f"SELECT 1 FROM read_parquet({_literal(judgments)}) WHERE kind = 'score' LIMIT 1"
-    return bool(duckdb.connect().sql(q).fetchall())
-
-
-def _rows(src: Source, schema_name: str) -> int:
-    if isinstance(src, pa.Table):
-        return len(src)
-    return check_artifact_file(src, schema_name)
-
-
-def _rule_sql(rule: str, sql_file) -> tuple[str, str]:
-    if sql_file is not None:
-        return read_user_sql(sql_file), f"sql:{Path(sql_file).name}"
-    if rule in RULES:  # paper-best is rule_paper.sql with $best_only
-        return load_sql("rule_" + rule.removesuffix("-best").replace("-", "_")), rule
-    raise DnoError(f"--rule {rule!r}: choose one of {', '.join(RULES)}, or pass --sql FILE")
-
-
-def check_inputs(samples: Source, judgments: Source, *, rule: str = "paper", sql_file=None,
-                 truncated: str = "negative", replay=()) -> None:
-    """Everything that can be refused before any work, from the files' metadata."""
-    if truncated not in TRUNCATED:
-        raise DnoError(f"--truncated {truncated!r}: choose one of {', '.join(TRUNCATED)}")
-    n_judgments = _rows(judgments, "judgments")
-    _rows(samples, "samples")
-    for f in replay:
-        check_artifact_file(f, "pairs")
-    _rule_sql(rule, sql_file)
-    if n_judgments == 0:
-        where = judgments if not isinstance(judgments, pa.Table) else "the judgments"
-        raise DnoError(f"{where}: no judgments; rerun `dno judge`")
-    if sql_file is None and rule.startswith("paper") and not _has_score_judgments(judgments):
-        raise DnoError(f"--rule {rule} needs score judgments (these are pairwise); use --rule best-worst")
-
-
 # ---------------------------------------------------------------- DuckDB
-
-def _literal(value) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
 
 def _view(con, name: str, src: Source) -> None:
     if isinstance(src, pa.Table):
         con.register(name, src)
     else:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_literal(src)})")
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({sql_literal(src)})")
 
 
 def _tmp_path(output: Path) -> Path:
@@ -158,64 +94,6 @@ def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[
     except Exception as e:  # duckdb.InvalidInputException and kin: a bad --memory-limit
         first = (str(e).strip().splitlines() or ["?"])[0]
         raise DnoError(f"--memory-limit {memory_limit!r}: {first}") from None
-
-
-def repetition_ratios(texts: list[str]) -> list[float]:
-    """repetition.sql on a list of texts: the fraction of word 3-grams that repeat an earlier one.
-
-    >>> repetition_ratios(["the cat sat on the mat", "go on go on go on go on", "42"])
-    [0.0, 0.6666666666666667, 0.0]
-    """
-    con = connect()
-    con.register("texts", pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts}))
-    sql = load_sql("repetition")
-    rows = dict(con.execute(f"SELECT sample_id, repetition_ratio FROM ({sql})", {"max_repetition": -1.0}).fetchall())
-    return [rows[str(i)] for i in range(len(texts))]
-
-
-def repetition_suspects(samples: Source, max_repetition: float, batch_rows: int = 65_536) -> pa.Table:
-    """(sample_id, response) of the samples whose repetition ratio may exceed `max_repetition`.
-
-    A cheap upper bound of the ratio (repetition.sql's: distinct 3-grams >= distinct words - 2, with
-    the word count taken from above and the distinct count from below, so it never misses a text) as
-    a polars expression over the response column, read in batches of `batch_rows` (two columns,
-    bounded memory). Only the texts that pass are kept, typically none or a few; repetition.sql gives
-    them their exact ratio. The flags are therefore those of repetition.sql over all samples
-    (tests/test_pairs_reference.py checks it).
-    """
-    import polars as pl
-    import pyarrow.parquet as pq
-
-    columns = ["sample_id", "response"]
-    if isinstance(samples, pa.Table):
-        batches = samples.select(columns).to_batches(max_chunksize=batch_rows)
-    else:
-        batches = pq.ParquetFile(samples).iter_batches(batch_size=batch_rows, columns=columns)
-    # words as repetition.sql splits them: between spaces, tabs and line breaks. Splitting on the
-    # space alone leaves empty strings between two separators; they only raise the bound: n counts
-    # them (an upper bound of the words) and d drops one distinct value for them (a lower bound).
-    words = pl.col("response").str.replace_all(r"[\t\n\r]", " ").str.split(" ")
-    n, d = pl.col("n"), pl.col("d")
-    may_repeat = (n >= 3) & (1.0 - pl.max_horizontal(d - 2, pl.lit(1)) / (n - 2) > max_repetition)
-    kept = [pl.from_arrow(pa.Table.from_batches([b])).lazy()
-            .with_columns(words.alias("w"))
-            .with_columns(n=pl.col("w").list.len().cast(pl.Int64), d=pl.col("w").list.n_unique().cast(pl.Int64) - 1)
-            .filter(may_repeat).select(columns).collect() for b in batches]
-    out = pl.concat(kept) if kept else pl.DataFrame({"sample_id": [], "response": []})
-    return out.to_arrow().cast(pa.schema([("sample_id", pa.string()), ("response", pa.string())]))
-
-
-def repetition_table(con, samples: Source, max_repetition: float) -> None:
-    """The temp table repetition(sample_id, repetitive) of the samples over `max_repetition`
-    (automatic negatives); empty when the check cannot fire (a threshold >= 1)."""
-    if max_repetition >= 1.0:  # the ratio is always < 1
-        con.execute("CREATE TEMP TABLE repetition (sample_id VARCHAR, repetitive BOOLEAN)")
-        return
-    con.register("texts", repetition_suspects(samples, max_repetition))
-    rep = load_sql("repetition")
-    con.execute(f"CREATE TEMP TABLE repetition AS SELECT sample_id, repetitive FROM ({rep}) WHERE repetitive",
-                {"max_repetition": max_repetition})
-    con.unregister("texts")
 
 
 def _first_line(e: BaseException) -> str:
@@ -247,7 +125,7 @@ def build_pairs(
     new pairs, a seeded random subset (max_pairs.sql), e.g. to match another method's pair budget.
     """
     check_inputs(samples, judgments, rule=rule, sql_file=sql_file, truncated=truncated, replay=replay)
-    rule_sql, rule_name = _rule_sql(rule, sql_file)
+    rule_text, rule_name = rule_sql(rule, sql_file)
     params = {**DEFAULT_PARAMS, **(params or {}), "best_only": rule == "paper-best" and sql_file is None}
     spill = Path(temp_directory) if temp_directory else None
     made_spill = False
@@ -259,7 +137,7 @@ def build_pairs(
         paths += [Path(output), _tmp_path(Path(output))]
     con = _connect(memory_limit_for(memory_limit, rule, sql_file), spill, paths)
     try:
-        return _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated,
+        return _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated,
                       list(replay), replay_fraction, seed, output, lineage, max_pairs)
     finally:
         con.close()
@@ -267,7 +145,7 @@ def build_pairs(
             shutil.rmtree(spill, ignore_errors=True)
 
 
-def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated, replay,
+def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated, replay,
            replay_fraction, seed, output, lineage, max_pairs=None) -> PairsResult:
     _view(con, "samples", samples)
     _view(con, "judgments", judgments)
@@ -285,7 +163,7 @@ def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_r
             """SELECT EXISTS (SELECT 1 FROM judgments j JOIN samples s ON s.sample_id = j.sample_id_a)""").fetchall()[0][0]:
         raise DnoError("the judgments and samples share no sample_id: pass the samples file that was judged")
 
-    _rule_output(con, rule_sql, params, sql_file or rule_name, user=sql_file is not None)
+    _rule_output(con, rule_text, params, sql_file or rule_name, user=sql_file is not None)
     dropped = Counter(dict(con.sql(
         "SELECT drop_reason, count(*) FROM rule_output WHERE drop_reason IS NOT NULL GROUP BY 1").fetchall()))
     without = con.sql(
@@ -306,7 +184,7 @@ def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_r
         con.register("written", result.table)
     else:
         _copy_atomic(con, query, Path(output), lineage)
-        con.execute(f"CREATE VIEW written AS SELECT * FROM read_parquet({_literal(output)})")
+        con.execute(f"CREATE VIEW written AS SELECT * FROM read_parquet({sql_literal(output)})")
     for pair_type, replayed_from, n in con.sql(
             "SELECT pair_type, replayed_from, count(*) FROM written GROUP BY ALL").fetchall():
         result.by_type[pair_type] += n
@@ -316,11 +194,11 @@ def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_r
     return result
 
 
-def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
+def _rule_output(con, rule_text: str, params: dict, where, user: bool) -> None:
     """The rule's rows as a temp table rule_output(prompt_id, chosen_sample_id, rejected_sample_id,
     target, drop_reason); a user's rule is checked to pair two different samples of one prompt."""
     try:
-        cols = [d[0] for d in con.sql(f"SELECT * FROM ({rule_sql}) LIMIT 0", params=used_params(rule_sql, params)
+        cols = [d[0] for d in con.sql(f"SELECT * FROM ({rule_text}) LIMIT 0", params=used_params(rule_text, params)
                                       or None).description]
     except Exception as e:  # duckdb errors in a user's file are bad input, not a crash
         raise DnoError(f"{where}: the rule query failed: {_first_line(e)}") from None
@@ -332,9 +210,9 @@ def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
     sql = (f"CREATE TEMP TABLE rule_output AS SELECT CAST(prompt_id AS VARCHAR) AS prompt_id, "
            f"CAST(chosen_sample_id AS VARCHAR) AS chosen_sample_id, "
            f"CAST(rejected_sample_id AS VARCHAR) AS rejected_sample_id, {target} AS target, {reason} AS drop_reason "
-           f"FROM ({rule_sql})")
+           f"FROM ({rule_text})")
     try:
-        con.execute(sql, used_params(rule_sql, params) or None)
+        con.execute(sql, used_params(rule_text, params) or None)
     except Exception as e:
         raise DnoError(f"{where}: the rule query failed: {_first_line(e)}") from None
     if not user:
@@ -366,7 +244,7 @@ def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed:
                  max_pairs: int | None = None) -> str:
     """One query giving the pairs rows in the schema's column order: new pairs, then replayed ones."""
     cols = ", ".join(f'"{n}"' for n in schemas.get("pairs").schema.names)
-    assemble = load_sql("assemble_pairs").replace("$rule", _literal(rule_name))
+    assemble = load_sql("assemble_pairs").replace("$rule", sql_literal(rule_name))
     if max_pairs is not None:
         assemble = (load_sql("max_pairs").replace("$assembled", f"({assemble})")
                     .replace("$max_pairs", str(int(max_pairs))).replace("$seed", str(int(seed))))
@@ -375,7 +253,7 @@ def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed:
         ordered = f"(SELECT * FROM ({assemble}) ORDER BY prompt_id, chosen_sample_id, rejected_sample_id)"
         return f"SELECT {cols} FROM ({lists.replace('$rows', ordered)})"
     assemble = lists.replace("$rows", f"({assemble})")
-    parts = [f"SELECT {cols}, {_literal(f)} AS source_file, {age} AS age FROM read_parquet({_literal(f)})"
+    parts = [f"SELECT {cols}, {sql_literal(f)} AS source_file, {age} AS age FROM read_parquet({sql_literal(f)})"
              for age, f in enumerate(replay)]
     con.execute("CREATE TEMP VIEW old_pairs AS " + " UNION ALL ".join(parts))
     con.execute("""CREATE TEMP VIEW new_pairs AS
@@ -393,11 +271,11 @@ def _copy_atomic(con, query: str, output: Path, lineage: dict | None) -> None:
     meta = {"dno.schema": spec.name, "dno.schema_version": str(spec.version)}
     if lineage is not None:
         meta["dno.lineage"] = json.dumps(lineage, sort_keys=True)
-    kv = "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items()) + "}"
+    kv = "{" + ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in meta.items()) + "}"
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(output)
     try:
-        con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {kv})")
+        con.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {kv})")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, output)

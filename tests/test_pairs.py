@@ -11,7 +11,8 @@ import pytest
 from conftest import pair_row, sample_row, score_row
 from dno_data.artifacts import read_artifact, to_table, write_artifact
 from dno_data.errors import DnoError
-from dno_data.pairs import build_pairs, repetition_ratios
+from dno_data.pairs import build_pairs
+from dno_data.repetition import repetition_ratios
 
 DEFAULTS = dict(min_positive_score=5.0, teacher_margin=2.0, policy_margin=1.0, prefer_positive="policy",
                 max_negatives=None, min_margin=0.0)
@@ -722,17 +723,17 @@ def test_auto_memory_limit_follows_the_rule(tmp_path, monkeypatch):
 
 
 def test_repetition_check_is_skipped_when_it_cannot_fire(tmp_path, monkeypatch):
-    import dno_data.pairs as pairs_mod
+    import dno_data.repetition as repetition_mod
 
     loaded = []
-    real = pairs_mod.load_sql
-    monkeypatch.setattr(pairs_mod, "load_sql", lambda name: loaded.append(name) or real(name))
+    real = repetition_mod.load_sql
+    monkeypatch.setattr(repetition_mod, "load_sql", lambda name: loaded.append(name) or real(name))
     s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
     build(s, j)
     assert "repetition" in loaded
     loaded.clear()
     r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=1.0)
-    assert "repetition" not in loaded and "candidates" in loaded
+    assert "repetition" not in loaded
     assert r.repetitive_samples == 0 and ("rep", "a") in pairs_of(r)
 
 

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dno_data.artifacts import to_table
-from dno_data.pairs import build_pairs, repetition_ratios, repetition_table
+from dno_data.pairs import build_pairs
+from dno_data.repetition import repetition_ratios, repetition_table
 from dno_data.duckdb_sql import connect, load_sql
 from paper_rule_reference import paper_best_pairs, paper_pairs, repetition_ratio, synthetic_rows
 

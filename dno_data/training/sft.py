@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..duckdb_sql import connect, load_sql, query_arrow, used_params
-from ..pairs import repetition_table
+from ..repetition import repetition_table
 from ..errors import DnoError
 from .data import build_sft_examples, collate_sft, row_logps
 from .fit import Objective
