@@ -27,7 +27,8 @@ def sql_literal(value) -> str:
 def _may_hold(path: Path, column: str, value: str) -> bool:
     """Whether a Parquet file may have a row with column == value, from its row-group statistics."""
     pf = pq.ParquetFile(path)
-    idx = pf.schema_arrow.get_field_index(column)
+    leaves = pf.metadata.schema  # the column chunks are by leaf (a nested column has several), not by field
+    idx = next(i for i in range(len(leaves)) if leaves.column(i).path == column)
     for g in range(pf.metadata.num_row_groups):
         st = pf.metadata.row_group(g).column(idx).statistics
         if st is None or not st.has_min_max or st.min <= value <= st.max:
