@@ -101,8 +101,11 @@ class ChatText:
         return pc.binary_join(listed, " ")
 
 
-def _samples_chunk(p0: int, p1: int, text: ChatText | None, rng: np.random.Generator) -> pa.Table:
-    """The samples of prompts p0..p1-1: K policy answers and a teacher answer each, grouped by prompt."""
+def _samples_chunk(p0: int, p1: int, text: ChatText | None, rng: np.random.Generator, spent: list) -> pa.Table:
+    """The samples of prompts p0..p1-1: K policy answers and a teacher answer each, grouped by prompt.
+    Adds to spent[0] the seconds the repetition ratios took to measure."""
+    from dno_data.repetition import ratio_array
+
     n = K + 1
     m = (p1 - p0) * n
     pids = pa.array([f"p{p:07d}" for p in range(p0, p1)])
@@ -124,6 +127,9 @@ def _samples_chunk(p0: int, p1: int, text: ChatText | None, rng: np.random.Gener
         response = text.answers(m, ~teacher & (rng.random(m) < 0.01))
     msg = pa.StructArray.from_arrays([pa.array(["user"] * m), question], names=["role", "content"])
     messages = pa.ListArray.from_arrays(pa.array(np.arange(m + 1, dtype=np.int32)), msg)
+    t0 = time.perf_counter()
+    repetition = ratio_array(response)  # as `dno sample` measures it when it writes a sample
+    spent[0] += time.perf_counter() - t0
     return pa.table({
         "sample_id": sample_id, "prompt_id": prompt_id, "messages": messages, "prompt_text": question,
         "reference": pa.nulls(m, pa.string()), "response": response,
@@ -134,6 +140,7 @@ def _samples_chunk(p0: int, p1: int, text: ChatText | None, rng: np.random.Gener
         "top_p": pa.array(np.full(m, 0.95, np.float32)),
         "num_tokens": pc.cast(pc.divide(pc.utf8_length(response), 4), pa.int32()),
         "finish_reason": pa.array(np.where(teacher, "teacher", "stop")),
+        "repetition": repetition,
     })
 
 
@@ -146,7 +153,7 @@ def synthetic(folder: Path, n_prompts: int, pairwise: bool, seed: int = 0, chars
     import pyarrow.parquet as pq
 
     import schemas
-    from dno_data.artifacts import to_table, write_artifact
+    from dno_data.artifacts import rows_per_group, to_table, write_artifact
 
     rng = np.random.default_rng(seed)
     text = ChatText(rng, chars) if chars else None
@@ -154,9 +161,13 @@ def synthetic(folder: Path, n_prompts: int, pairwise: bool, seed: int = 0, chars
     s_path = folder / "samples.parquet"
     meta = {b"dno.schema": spec.name.encode(), b"dno.schema_version": str(spec.version).encode()}
     chunk = 20_000 if chars else 200_000
+    spent = [0.0]
     with pq.ParquetWriter(s_path, spec.schema.with_metadata(meta), compression="zstd") as writer:
         for p0 in range(0, n_prompts, chunk):
-            writer.write_table(to_table(_samples_chunk(p0, min(n_prompts, p0 + chunk), text, rng), "samples"))
+            table = to_table(_samples_chunk(p0, min(n_prompts, p0 + chunk), text, rng, spent), "samples")
+            # row groups as dno's own writer (write_artifact) makes them
+            writer.write_table(table, row_group_size=rows_per_group(table.nbytes / len(table)))
+    (folder / "measured.txt").write_text(f"{spent[0]:.3f}\n")
 
     n = K + 1
     m = n_prompts * n
@@ -323,6 +334,11 @@ def main() -> None:
     print(f"{args.prompts} prompts x {K + 1} candidates, {kind}; inputs written in {time.perf_counter() - t0:.1f} s "
           f"({s_path.stat().st_size / 1e6:.0f} MB samples, {j_path.stat().st_size / 1e6:.0f} MB judgments); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    measured = folder / "measured.txt"
+    if measured.exists():
+        n = args.prompts * (K + 1)
+        print(f"  the repetition ratios took {float(measured.read_text()):.1f} s to measure when the samples were "
+              f"written ({float(measured.read_text()) / n * 1e6:.0f} us a sample: what `dno sample` adds, once)")
     skip = set(filter(None, args.skip.split(",")))
     results = {}
     cmd = [sys.executable, "-m", "stages.cli", "pairs", str(j_path), str(s_path), "--rule", args.rule, "--force"]

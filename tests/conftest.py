@@ -38,7 +38,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent)
   dno_data/pairs.py                test_pairs.py (also --max-pairs), test_pairs_reference.py, test_sql_lockdown.py (--sql rules), test_trl_interop.py (TRL reads the file)
   dno_data/pairs_checks.py         test_pairs.py (refused before any work)
-  dno_data/repetition.py           test_pairs.py, test_pairs_reference.py (the n-gram check)
+  dno_data/repetition.py           test_pairs.py, test_pairs_reference.py (the n-gram check), test_resume.py (sampling)
   dno_data/export.py               test_trl_interop.py (dno export: TRL's data utilities accept it)
   dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)
   dno_data/losses.py               test_losses.py
@@ -190,6 +190,7 @@ def sample_row(sample_id: str, prompt_id: str, response: str, source: str = "pol
         "seed": 0 if source == "policy" else None, "temperature": 0.5 if source == "policy" else None,
         "top_p": 0.75 if source == "policy" else None, "num_tokens": len(response),
         "finish_reason": "stop" if source == "policy" else "teacher",
+        "repetition": None,  # not measured: `dno pairs` measures it
     }
 
 

@@ -141,6 +141,18 @@ def test_only_repetitive_candidates_give_no_positive():
     assert r.dropped == {"no_positive": 1}
 
 
+def test_the_stored_repetition_ratio_is_used_and_a_missing_one_measured():
+    """The samples column `repetition` (measured when the sample was written) decides; a sample without
+    it is measured from its text."""
+    s, j = group("p1", [("loop", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
+    s[0]["repetition"], s[1]["repetition"] = 0.0, 0.9  # stored: the loop passes, "x1" is the repetitive one
+    r = build(s, j)
+    assert pairs_of(r) == {("loop", "a"), ("loop", "b")} and r.repetitive_samples == 1
+    s[0]["repetition"] = None  # not stored: measured from its text (0.75), an automatic negative again
+    r = build(s, j)
+    assert pairs_of(r) == set() and r.repetitive_samples == 2 and r.dropped == {"no_positive": 1}
+
+
 def test_max_repetition_threshold():
     s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
     r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=0.9)
