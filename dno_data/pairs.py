@@ -1,22 +1,22 @@
 """Pairs from judgments, in DuckDB: win-rates, a pair rule, replay of earlier iterations.
 
-The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check, on the texts a polars bound
-lets through), candidates.sql (scores and
-win-rates per sample), rule_paper.sql (also --rule paper-best) / rule_best_worst.sql (or a user's
-file), assemble_pairs.sql, max_pairs.sql (a seeded subset), replay.sql, pairs_lists.sql (TRL's lists, last).
+The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check's automatic negatives, from the
+ratio each sample carries), candidates.sql (scores and win-rates per sample), rule_paper.sql (also
+--rule paper-best) / rule_best_worst.sql (or a user's file), pairs_narrow.sql, max_pairs.sql (a
+seeded subset), pairs_texts.sql (each pair's texts), replay.sql.
 
 Inputs are Parquet files (or, in tests, pyarrow tables) that DuckDB reads as views, so each query
-reads only the columns it needs (projection pushdown) and nothing is looped over in Python. With
-`output`, the pairs go from DuckDB straight into the Parquet file (COPY): the whole stage is a
-few DuckDB statements under a memory limit, spilling to a temporary folder when needed.
+reads only the columns it needs (projection pushdown) and nothing is looped over row by row. The
+rules work on ids and numbers; the texts join the pairs last, in one sorted stream that
+pairs_write.py writes batch by batch. DuckDB runs under --memory-limit, spilling to a temporary
+folder beside the output; running out of it is one error line that says to raise it.
 Preconditions (schemas, the rule, score judgments for the paper rules) are checked from the
-files' metadata before any work.
+files' metadata before any work (pairs_checks.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -25,12 +25,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-import schemas
-
-from .artifacts import to_table
 from .errors import DnoError
-from .duckdb_sql import connect, load_sql, query_arrow, used_params
+from .duckdb_sql import connect, load_sql, used_params
 from .pairs_checks import RULES, TRUNCATED, Source, check_inputs, rule_sql, sql_literal
+from .pairs_write import write_pairs
 from .repetition import repetition_table
 
 # DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond. Measured at 1M prompts x 6
@@ -77,13 +75,9 @@ def _view(con, name: str, src: Source) -> None:
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({sql_literal(src)})")
 
 
-def _tmp_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.{os.getpid()}.tmp")
-
-
 def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[Path]):
-    """A locked-down connection (duckdb_sql.connect) that may touch only `paths`: the inputs, the
-    output and its temporary file; a user's --sql rule runs in it."""
+    """A locked-down connection (duckdb_sql.connect) that may read only `paths`, the inputs (pyarrow
+    writes the output); a user's --sql rule runs in it."""
     settings = {"enable_progress_bar": False}
     if memory_limit:
         settings["memory_limit"] = str(memory_limit)
@@ -98,6 +92,20 @@ def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or ["?"])[0]
+
+
+def _out_of_memory(e: BaseException, limit: str | None) -> DnoError | None:
+    """The one-line error for DuckDB running out of memory (raised by a query, or through the Arrow stream
+    of the texts), naming the setting to raise; None for any other error."""
+    first = _first_line(e)
+    if "Out of Memory Error" not in first:
+        return None
+    detail = first.split("Out of Memory Error:", 1)[-1].strip()
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(limit or ""))
+    bigger = f"{float(m.group(1)) * 2:g}{m.group(2)}" if m else "a larger value"
+    under = f"--memory-limit {limit}" if limit else "DuckDB's default memory limit"
+    return DnoError(f"dno pairs ran out of memory under {under} ({detail}); raise --memory-limit "
+                    f"(e.g. --memory-limit {bigger}), or free memory")
 
 
 def build_pairs(
@@ -132,13 +140,17 @@ def build_pairs(
     if spill is None and output is not None:
         spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-", dir=Path(output).parent))
         made_spill = True
-    paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]
-    if output is not None:
-        paths += [Path(output), _tmp_path(Path(output))]
-    con = _connect(memory_limit_for(memory_limit, rule, sql_file), spill, paths)
+    paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]  # DuckDB reads only these
+    limit = memory_limit_for(memory_limit, rule, sql_file)
+    con = _connect(limit, spill, paths)
     try:
         return _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated,
                       list(replay), replay_fraction, seed, output, lineage, max_pairs)
+    except Exception as e:
+        oom = _out_of_memory(e, limit)
+        if oom is None:
+            raise
+        raise oom from None
     finally:
         con.close()
         if made_spill:
@@ -173,24 +185,15 @@ def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_
     if without:
         dropped["dropped_by_rule"] += without
 
-    query = _pairs_query(con, rule_name, replay, replay_fraction, seed, max_pairs)
     result = PairsResult(None, 0, prompts_in, samples_in, failed, unjudged, n_repetitive, n_truncated, dropped=dropped)
     if max_pairs is not None:
         new = con.sql("SELECT count(DISTINCT (chosen_sample_id, rejected_sample_id)) FROM rule_output "
                       "WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL").fetchall()[0][0]
         result.capped = max(0, new - max_pairs)
-    if output is None:
-        result.table = to_table(query_arrow(con, query), "pairs")
-        con.register("written", result.table)
-    else:
-        _copy_atomic(con, query, Path(output), lineage)
-        con.execute(f"CREATE VIEW written AS SELECT * FROM read_parquet({sql_literal(output)})")
-    for pair_type, replayed_from, n in con.sql(
-            "SELECT pair_type, replayed_from, count(*) FROM written GROUP BY ALL").fetchall():
-        result.by_type[pair_type] += n
-        result.pairs += n
-        if replayed_from is not None:
-            result.replayed[replayed_from] += n
+    written = write_pairs(con, samples, rule_name, replay=replay, replay_fraction=replay_fraction, seed=seed,
+                          max_pairs=max_pairs, output=output, lineage=lineage)
+    result.table, result.pairs, result.by_type, result.replayed = (written.table, written.pairs, written.by_type,
+                                                                   written.replayed)
     return result
 
 
@@ -238,55 +241,3 @@ def _rule_output(con, rule_text: str, params: dict, where, user: bool) -> None:
     if off:
         raise DnoError(f"{where}: pair ({off[0][0]}, {off[0][1]}) has target {off[0][2]:g}; a target is the "
                        f"probability that chosen beats rejected, in [0, 1]")
-
-
-def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed: int,
-                 max_pairs: int | None = None) -> str:
-    """One query giving the pairs rows in the schema's column order: new pairs, then replayed ones."""
-    cols = ", ".join(f'"{n}"' for n in schemas.get("pairs").schema.names)
-    assemble = load_sql("assemble_pairs").replace("$rule", sql_literal(rule_name))
-    if max_pairs is not None:
-        assemble = (load_sql("max_pairs").replace("$assembled", f"({assemble})")
-                    .replace("$max_pairs", str(int(max_pairs))).replace("$seed", str(int(seed))))
-    lists = load_sql("pairs_lists")
-    if not replay:  # a stable order: the same inputs give the same file; the lists built after the sort
-        ordered = f"(SELECT * FROM ({assemble}) ORDER BY prompt_id, chosen_sample_id, rejected_sample_id)"
-        return f"SELECT {cols} FROM ({lists.replace('$rows', ordered)})"
-    assemble = lists.replace("$rows", f"({assemble})")
-    parts = [f"SELECT {cols}, {sql_literal(f)} AS source_file, {age} AS age FROM read_parquet({sql_literal(f)})"
-             for age, f in enumerate(replay)]
-    con.execute("CREATE TEMP VIEW old_pairs AS " + " UNION ALL ".join(parts))
-    con.execute("""CREATE TEMP VIEW new_pairs AS
-                   SELECT substr(sha256(chosen_sample_id || '>' || rejected_sample_id), 1, 16) AS pair_id, prompt_id
-                   FROM rule_output WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL""")
-    rep = load_sql("replay").replace("$fraction", repr(float(fraction))).replace("$seed", str(int(seed)))
-    return (f"SELECT {cols} FROM (SELECT {cols}, NULL AS age, NULL AS k FROM ({assemble}) "
-            f"UNION ALL SELECT {cols}, age, k FROM ({rep})) "
-            "ORDER BY age NULLS FIRST, k, prompt_id, chosen_sample_id, rejected_sample_id")
-
-
-def _copy_atomic(con, query: str, output: Path, lineage: dict | None) -> None:
-    """COPY the query to `output` with the pairs schema's metadata: tmp file, fsync, rename."""
-    spec = schemas.get("pairs")
-    meta = {"dno.schema": spec.name, "dno.schema_version": str(spec.version)}
-    if lineage is not None:
-        meta["dno.lineage"] = json.dumps(lineage, sort_keys=True)
-    kv = "{" + ", ".join(f"{sql_literal(k)}: {sql_literal(v)}" for k, v in meta.items()) + "}"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(output)
-    try:
-        con.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {kv})")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(output.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass

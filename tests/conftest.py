@@ -38,6 +38,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent)
   dno_data/pairs.py                test_pairs.py (also --max-pairs), test_pairs_reference.py, test_sql_lockdown.py (--sql rules), test_trl_interop.py (TRL reads the file)
   dno_data/pairs_checks.py         test_pairs.py (refused before any work)
+  dno_data/pairs_write.py          test_pairs.py (chat-length answers under a small memory limit), test_pairs_reference.py
   dno_data/repetition.py           test_pairs.py, test_pairs_reference.py (the n-gram check), test_resume.py (sampling)
   dno_data/export.py               test_trl_interop.py (dno export: TRL's data utilities accept it)
   dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)

@@ -708,6 +708,55 @@ def test_stage_refuses_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "pairs.parquet").exists()
 
 
+@pytest.fixture(scope="module")
+def chat_files(tmp_path_factory):
+    """4,000 prompts x 6 chat-length answers (150-350 words of a 3,000-word vocabulary, about 1.5k
+    characters, 36 MB of text) with their repetition ratios (as `dno sample` writes them), a random
+    score 1..6 each, as a samples and a judgments file."""
+    import random
+
+    rng = random.Random(0)
+    vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(1, 9))) for _ in range(3000)]
+    samples, judgments = [], []
+    for p in range(4000):
+        for i in range(6):
+            sid = f"p{p:04d}-{i}"
+            samples.append(sample_row(sid, f"p{p:04d}", " ".join(rng.choices(vocab, k=rng.randint(150, 350))), index=i))
+            judgments.append(score_row(sid, f"p{p:04d}", float(rng.randint(1, 6)), position=i))
+    for row, ratio in zip(samples, repetition_ratios(r["response"] for r in samples)):
+        row["repetition"] = ratio
+    folder = tmp_path_factory.mktemp("chat")
+    s_path, j_path = _files(folder, samples, judgments)
+    scores: dict = {}
+    for j in judgments:
+        scores.setdefault(j["prompt_id"], []).append(j["score"])
+    return s_path, j_path, sum(max(v) > min(v) for v in scores.values())
+
+
+def test_chat_length_answers_fit_a_small_memory_limit(tmp_path, chat_files):
+    """36 MB of answers under a 56MB limit: the pairs spill instead of running out of memory (joining
+    each side's texts to the pairs, then sorting the finished rows, and writing them in row groups of
+    122,880 rows made it fail up to 56MB), and the file is the same bytes as without a limit."""
+    s_path, j_path, expected = chat_files
+    small, free = tmp_path / "small.parquet", tmp_path / "free.parquet"
+    r = build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=small, memory_limit="56MB")
+    build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=free, memory_limit=None)
+    assert r.pairs == expected and small.read_bytes() == free.read_bytes()
+    samples = read_artifact(s_path, "samples")
+    texts = dict(zip(samples["sample_id"].to_pylist(), samples["response"].to_pylist()))
+    rows = read_artifact(small, "pairs").to_pylist()
+    assert all(r["chosen"][0]["content"] == texts[r["chosen_sample_id"]] for r in rows)
+    assert all(r["rejected"][0]["content"] == texts[r["rejected_sample_id"]] for r in rows)
+
+
+def test_out_of_memory_is_one_line_naming_the_limit(tmp_path, chat_files):
+    s_path, j_path, _ = chat_files
+    out = tmp_path / "pairs.parquet"
+    with pytest.raises(DnoError, match=r"out of memory under --memory-limit 4MB.*raise --memory-limit") as e:
+        build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=out, memory_limit="4MB")
+    assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.iterdir())
+
+
 def test_bad_memory_limit_is_one_line(tmp_path):
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 1.0)])
     s_path, j_path = _files(tmp_path, s, j)

@@ -60,9 +60,9 @@ def test_repetition_ratio_equals_python(tmp_path):
 
 
 def test_pairs_file_is_the_same_bytes_run_to_run(tmp_path):
-    """DuckDB writes in parallel; the rows are sorted before TRL's lists are built (pairs_lists.sql), and
-    the file must still come out in (prompt_id, chosen, rejected) order and byte for byte the same, or a
-    rerun would make every later stage's input look changed."""
+    """DuckDB sorts in parallel and the texts are put beside their pairs batch by batch (pairs_texts.sql,
+    pairs_write.py); the file must still come out in (prompt_id, chosen, rejected) order and byte for byte
+    the same, or a rerun would make every later stage's input look changed."""
     from dno_data.artifacts import write_artifact
 
     samples, judgments = synthetic_rows(20_000, k=4, seed=3)

@@ -6,7 +6,7 @@
 -- orders weigh the same, P(a > b) = (P_ab + 1 - P_ba) / 2 (or the one order judged); rows comparing
 -- a sample with itself are left out.
 -- field_winrate is the same against every OTHER candidate of the prompt, the teacher included (the
--- DNO-Prct estimate compares all K+1 candidates): the soft target of assemble_pairs.sql uses it.
+-- DNO-Prct estimate compares all K+1 candidates): the soft target of pairs_narrow.sql uses it.
 -- A sample is truncated when it stopped at the length limit (finish_reason 'length'), not by EOS.
 -- $truncated says what a truncated sample is: 'negative' (never a positive, an automatic negative
 -- like a repetitive one), 'drop' (left out, as if never sampled), 'keep' (an ordinary candidate).
