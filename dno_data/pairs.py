@@ -164,7 +164,9 @@ def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_
     repetition_table(con, samples, max_repetition)
 
     cand = load_sql("candidates")
-    con.execute(f"CREATE TEMP TABLE candidates AS {cand}", used_params(cand, {"truncated": truncated}))
+    hashed = re.search(r"\bresponse_hash\b", rule_text, re.I) is not None  # else the texts are not read here
+    con.execute(f"CREATE TEMP TABLE candidates AS {cand}",
+                used_params(cand, {"truncated": truncated, "hash_responses": hashed}))
     prompts_in, samples_in, unjudged, n_repetitive, n_judged = con.sql(
         """SELECT count(DISTINCT prompt_id), count(*), count(*) FILTER (WHERE NOT judged),
                   count(*) FILTER (WHERE repetitive), count(*) FILTER (WHERE judged) FROM candidates""").fetchall()[0]

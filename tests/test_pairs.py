@@ -465,6 +465,20 @@ def test_user_sql_rule_with_target_and_params(tmp_path):
     assert r.table["target"].to_pylist() == [pytest.approx(0.9)]
 
 
+def test_user_sql_rule_naming_response_hash_gets_it(tmp_path):
+    """response_hash is computed for a rule whose text names it (reading every response), else NULL."""
+    s, j = group("p1", [("a", "same", 6.0), ("b", "same", 1.0), ("c", "other", 1.0)])
+    same = """SELECT c.prompt_id, c.sample_id AS chosen_sample_id, d.sample_id AS rejected_sample_id
+              FROM candidates c JOIN candidates d
+                ON c.prompt_id = d.prompt_id AND c.response_hash = d.response_hash AND c.sample_id < d.sample_id"""
+    r, _ = _user_rule(tmp_path, same, samples=s, judgments=j)
+    assert pairs_of(r) == {("a", "b")}
+    none = """SELECT prompt_id, arg_max(sample_id, score) AS chosen_sample_id, arg_min(sample_id, score) AS rejected_sample_id
+              FROM candidates GROUP BY prompt_id HAVING count(*) FILTER (WHERE response_hash IS NULL) = 0"""
+    r, _ = _user_rule(tmp_path, none.replace("response_hash", "RESPONSE_HASH"), samples=s, judgments=j)
+    assert len(pairs_of(r)) == 1  # named in another case: still computed
+
+
 def test_user_sql_syntax_error_names_the_file(tmp_path):
     with pytest.raises(DnoError) as info:
         _user_rule(tmp_path, "SELEC prompt_id FROM candidates")
