@@ -101,8 +101,8 @@ def _with_texts(batches):
             yield to_table(pairs.append_column("prompt", texts["messages"].take(ci))
                            .append_column("prompt_text", pc.coalesce(texts["prompt_text"].take(ci),
                                                                      texts["prompt_text"].take(ri)))
-                           .append_column("chosen", _messages(chosen)).append_column("rejected", _messages(rejected))
-                           .append_column("chosen_text", chosen).append_column("rejected_text", rejected), "pairs")
+                           .append_column("chosen", _messages(chosen)).append_column("rejected", _messages(rejected)),
+                           "pairs")
         last = batch.column("prompt_id")[len(batch) - 1]
         carry = texts.filter(pc.equal(texts["prompt_id"], last))
 
@@ -114,8 +114,8 @@ def _replayed(batches):
 
 
 def pair_row_bytes(samples: Source) -> int:
-    """About how many bytes a row of pairs takes: its two answers twice (messages and text) and its
-    prompt twice (messages and text), from the samples' average sizes (Parquet metadata, or the table)."""
+    """About how many bytes a row of pairs takes: its two answers and its prompt twice (messages and
+    text), from the samples' average sizes (Parquet metadata, or the table)."""
     if isinstance(samples, pa.Table):
         n = max(1, len(samples))
         size = {c: samples[c].nbytes / n for c in ("response", "prompt_text", "messages")}
@@ -130,7 +130,7 @@ def pair_row_bytes(samples: Source) -> int:
                 top = col.path_in_schema.split(".")[0]
                 if top in size:
                     size[top] += col.total_uncompressed_size / n
-    return int(4 * size["response"] + size["prompt_text"] + size["messages"] + 200)
+    return int(2 * size["response"] + size["prompt_text"] + size["messages"] + 200)
 
 
 class _Output:

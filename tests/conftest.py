@@ -226,7 +226,6 @@ def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", cho
         "pair_id": f"{chosen_id}>{rejected_id}", "prompt_id": pid, "prompt": MSGS, "prompt_text": prompt_text,
         "chosen_sample_id": chosen_id, "rejected_sample_id": rejected_id,
         "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
-        "chosen_text": chosen, "rejected_text": rejected,
         "chosen_source": "teacher", "rejected_source": "policy", "chosen_truncated": False,
         "rejected_truncated": False, "chosen_score": 6.0, "rejected_score": 1.0,
         "chosen_winrate": 1.0, "rejected_winrate": 0.0, "margin": 5.0, "pair_type": "teacher>policy",

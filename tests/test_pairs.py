@@ -64,7 +64,8 @@ def test_teacher_positive_needs_margin_two():
     by = rows_by_pair(r)
     assert by[("t", "b")]["margin"] == 2.0 and by[("t", "d")]["margin"] == 5.0
     assert by[("t", "b")]["chosen_score"] == 6.0 and by[("t", "b")]["rejected_score"] == 4.0
-    assert by[("t", "b")]["chosen_text"] == "teacher answer" and by[("t", "b")]["rejected_text"] == "x2"
+    assert by[("t", "b")]["chosen"] == [{"role": "assistant", "content": "teacher answer"}]
+    assert by[("t", "b")]["rejected"] == [{"role": "assistant", "content": "x2"}]
     assert by[("t", "b")]["chosen_source"] == "teacher" and by[("t", "b")]["rejected_source"] == "policy"
     assert all(x is None for x in r.table["replayed_from"].to_pylist())
 

@@ -76,5 +76,6 @@ def test_pairs_file_is_the_same_bytes_run_to_run(tmp_path):
     t = pq.read_table(outs[0])
     keys = list(zip(t["prompt_id"].to_pylist(), t["chosen_sample_id"].to_pylist(), t["rejected_sample_id"].to_pylist()))
     assert len(keys) > 20_000 and keys == sorted(keys)
-    assert [c[0]["content"] for c in t["chosen"].to_pylist()] == t["chosen_text"].to_pylist()
-    assert [r[0]["content"] for r in t["rejected"].to_pylist()] == t["rejected_text"].to_pylist()
+    texts = dict(zip(*(c.to_pylist() for c in pq.read_table(s_path, columns=["sample_id", "response"]).columns)))
+    assert [c[0]["content"] for c in t["chosen"].to_pylist()] == [texts[i] for i in t["chosen_sample_id"].to_pylist()]
+    assert [r[0]["content"] for r in t["rejected"].to_pylist()] == [texts[i] for i in t["rejected_sample_id"].to_pylist()]

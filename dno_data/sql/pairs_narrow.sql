@@ -1,5 +1,5 @@
 -- Turn a rule's (prompt_id, chosen_sample_id, rejected_sample_id[, target]) rows into pairs rows,
--- every column but the texts (prompt, prompt_text, chosen, rejected, chosen_text, rejected_text),
+-- every column but the texts (prompt, prompt_text, chosen, rejected),
 -- which pairs_texts.sql puts beside them.
 -- Views: rule_output, candidates. Parameter: $rule (recorded in each row).
 -- target: the soft label of DNO's Algorithm 1, sigmoid(r(chosen) - r(rejected)), unless the rule gave
