@@ -780,13 +780,13 @@ def test_bad_memory_limit_is_one_line(tmp_path):
 
 
 def test_auto_memory_limit_follows_the_rule(tmp_path, monkeypatch):
-    """One pair a prompt fits in 1.5GB; the paper rules' several pairs a prompt get 3GB (their joins
-    spilled at 1.5GB: the COPY took 2.5x as long at 1M prompts); a limit given is used as given."""
+    """One pair a prompt runs in 1GB (1.74 GB for the whole process at 1M prompts x 6 chat-length answers);
+    the paper rules' and --sql's several pairs a prompt get 1.5GB; a limit given is used as given."""
     import dno_data.pairs as pairs_mod
 
-    assert pairs_mod.memory_limit_for("auto", "best-worst") == "1.5GB"
-    assert pairs_mod.memory_limit_for("auto", "paper") == pairs_mod.memory_limit_for("auto", "paper-best") == "3GB"
-    assert pairs_mod.memory_limit_for("auto", "best-worst", sql_file=tmp_path / "r.sql") == "3GB"
+    assert pairs_mod.memory_limit_for("auto", "best-worst") == "1GB"
+    assert pairs_mod.memory_limit_for("auto", "paper") == pairs_mod.memory_limit_for("auto", "paper-best") == "1.5GB"
+    assert pairs_mod.memory_limit_for("auto", "best-worst", sql_file=tmp_path / "r.sql") == "1.5GB"
     assert pairs_mod.memory_limit_for("700MB", "paper") == "700MB"
     seen = []
     real = pairs_mod._connect
@@ -795,7 +795,7 @@ def test_auto_memory_limit_follows_the_rule(tmp_path, monkeypatch):
     s_path, j_path = _files(tmp_path, s, j)
     for rule in ("best-worst", "paper"):
         build_pairs(s_path, j_path, rule=rule, params=DEFAULTS)
-    assert seen == ["1.5GB", "3GB"]
+    assert seen == ["1GB", "1.5GB"]
 
 
 def test_repetition_check_is_skipped_when_it_cannot_fire(tmp_path, monkeypatch):
