@@ -95,16 +95,20 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or ["?"])[0]
 
 
-def _out_of_memory(e: BaseException, limit: str | None) -> DnoError | None:
+def _out_of_memory(e: BaseException, limit: str | None, given: str | None) -> DnoError | None:
     """The one-line error for DuckDB running out of memory (raised by a query, or through the Arrow stream
-    of the texts), naming the setting to raise; None for any other error."""
+    of the texts), naming the setting to raise; None for any other error. `limit` is the limit it ran
+    under, `given` the --memory-limit it came from (auto, or the same)."""
     first = _first_line(e)
     if "Out of Memory Error" not in first:
         return None
     detail = first.split("Out of Memory Error:", 1)[-1].strip()
     m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(limit or ""))
     bigger = f"{float(m.group(1)) * 2:g}{m.group(2)}" if m else "a larger value"
-    under = f"--memory-limit {limit}" if limit else "DuckDB's default memory limit"
+    if not limit:
+        under = "DuckDB's default memory limit"
+    else:
+        under = f"--memory-limit {limit}" if given == limit else f"--memory-limit {given} ({limit})"
     return DnoError(f"dno pairs ran out of memory under {under} ({detail}); raise --memory-limit "
                     f"(e.g. --memory-limit {bigger}), or free memory")
 
@@ -148,7 +152,7 @@ def build_pairs(
         return _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated,
                       list(replay), replay_fraction, seed, output, lineage, max_pairs)
     except Exception as e:
-        oom = _out_of_memory(e, limit)
+        oom = _out_of_memory(e, limit, memory_limit)
         if oom is None:
             raise
         raise oom from None

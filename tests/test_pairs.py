@@ -764,12 +764,23 @@ def test_chat_length_answers_fit_a_small_memory_limit(tmp_path, chat_files):
     assert all(r["rejected"][0]["content"] == texts[r["rejected_sample_id"]] for r in rows)
 
 
-def test_out_of_memory_is_one_line_naming_the_limit(tmp_path, chat_files):
+def test_out_of_memory_is_one_line_naming_the_limit(tmp_path, chat_files, cli):
     s_path, j_path, _ = chat_files
     out = tmp_path / "pairs.parquet"
     with pytest.raises(DnoError, match=r"out of memory under --memory-limit 4MB.*raise --memory-limit") as e:
         build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=out, memory_limit="4MB")
     assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.iterdir())
+    r = cli("pairs", j_path, s_path, "-o", out, "--rule", "best-worst", "--memory-limit", "4MB")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert re.fullmatch(r"error: dno pairs ran out of memory under --memory-limit 4MB \(.*\); raise --memory-limit "
+                        r"\(e\.g\. --memory-limit 8MB\), or free memory\n", r.stderr), r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".pairs.parquet*"))
+    import dno_data.pairs as pairs_mod  # under auto, the limit it stood for
+
+    auto = pairs_mod._out_of_memory(RuntimeError("Out of Memory Error: failed to pin block"), "1GB", "auto")
+    assert str(auto).startswith("dno pairs ran out of memory under --memory-limit auto (1GB) (failed to pin block)")
+    assert "e.g. --memory-limit 2GB" in str(auto)
+    assert pairs_mod._out_of_memory(RuntimeError("Binder Error: no such column"), "1GB", "auto") is None
 
 
 def test_bad_memory_limit_is_one_line(tmp_path):
