@@ -6,33 +6,42 @@
     python bench/bench_pairs.py --prompts 200000 --chat           # chat-length answers (about 1.5k characters)
     python bench/bench_pairs.py --prompts 2000 --chat 300         # ... of about 300 characters; a quick check
 
-Writes synthetic samples.parquet and judgments.parquet (vectorised, not timed), then times, each
-as its own process (wall seconds and the process's peak RSS from wait4):
+Writes synthetic samples.parquet (with each answer's repetition ratio, measured as `dno sample`
+measures it; the time it took is printed) and judgments.parquet, not timed (--folder DIR --reuse
+keeps and reuses them), then times, each as its own process (wall seconds and the process's peak
+RSS from wait4):
   dno     `python -m stages.cli pairs J S -o pairs.parquet --rule RULE --max-repetition 1` (the
           whole command, with the lineage hashing of its inputs; no n-gram check, as the loop)
-  dno-rep the same with the default --max-repetition 0.5: the n-gram check on every response
+  dno-rep the same with the default --max-repetition 0.5: the n-gram check of every response
           (a failed run, e.g. out of memory, is reported with its last error line, not fatal)
   loop    the research scripts' plain-Python best-vs-worst loop, streaming both files in prompt
           order (the files are written grouped by prompt, which the loop relies on) and writing
-          (prompt, chosen, rejected, texts, margin) rows with a pyarrow ParquetWriter
+          (prompt, chosen, rejected, texts, margin) rows with a pyarrow ParquetWriter; no n-gram check
   floor   a bare DuckDB scan of the columns dno reads and a write of the samples columns it
-          copies into pairs (COPY ... TO parquet), no logic
+          copies into pairs, every sample's (COPY ... TO parquet), no logic
 With --rule best-worst, checks that dno and the loop give the same number of pairs and the
-same total score margin (which pair wins a tie may differ). The CPU may be shared: the note
-says so next to the figures.
+same total score margin (which pair wins a tie may differ).
 
-Measured on 2 idle cores (load average 1.1-1.6 from the benchmark itself), default --memory-limit
-(auto: 1.5GB for best-worst, 3GB for the paper rules), each line one run of this script:
+Measured on 2 cores shared with other work (load average 1.0-2.3), 2026-12-05, default --memory-limit
+(auto: 1GB for best-worst, 1.5GB for the paper rules), each line one run of this script; whole-process
+times, the imports (about 2 s) and the lineage's hashing of the inputs (4 s for 5 GB) included:
   best-worst, scores      dno (no n-gram check)   with the check     Python loop       DuckDB floor
-    100k x 6               3.43 s, 0.61 GB         3.80 s, 0.80 GB    2.34 s, 0.35 GB   0.99 s
-    300k x 6               4.75 s, 1.08 GB         5.32 s, 1.20 GB    6.63 s, 0.37 GB   1.74 s
-    1M x 6                 12.41 s, 1.80 GB        14.51 s, 1.97 GB   25.76 s, 0.42 GB  4.54 s
-  (whole-process times: the imports and the lineage's hashing of the inputs are in them)
-  best-worst, pairwise    200k x 30 rows: 5.37 s, 1.15 GB (loop 9.40 s, floor 2.82 s);
-                          1M x 30 rows: 30.05 s, 1.95 GB (loop 48.78 s, floor 10.93 s)
-  paper rule, scores      1M x 6 (teacher included, 5.85M pairs): 27.18 s and 27.38 s, 3.35-3.36 GB (floor 4.97 s);
-                          --rule paper-best 17.41 s, 3.29 GB; with --memory-limit 1.5GB the paper rule's joins
-                          spill: its COPY alone took 33.5 s instead of 13.6 s (unordered, in a profile)
+  chat answers, --chat (1.5k characters; the ratios took 85 us a sample to measure when written):
+    200k x 6               9.20 s, 1.68 GB         9.24 s, 1.68 GB    8.94 s, 2.07 GB   11.90 s, 3.69 GB
+    1M x 6                 46.42 s, 1.74 GB        42.81 s, 1.72 GB   50.05 s, 6.00 GB  52.57 s, 5.54 GB
+  chat answers of 300 characters, --chat 300 (9 us a sample):
+    1M x 6                 20.25 s, 1.73 GB        21.06 s, 1.72 GB   23.19 s, 1.52 GB  16.41 s, 1.84 GB
+  short templated answers (about 90 characters):
+    1M x 6                 14.61 s, 1.57 GB        13.54 s, 1.58 GB   16.75 s, 0.43 GB  4.28 s, 1.17 GB
+    2000 x 6, --chat       2.51 s, 0.48 GB         2.80 s, 0.48 GB    0.75 s            0.64 s
+  best-worst, pairwise    200k x 30 rows: 6.24 s, 1.14 GB (loop 10.56 s, floor 2.80 s)
+  paper rule, scores      1M x 6 short (5.85M pairs): 31.9 and 33.4 s, 2.08-2.09 GB; with --memory-limit 3GB
+                          30.0 s, 3.55 GB (the build before the texts-last stream: 30.5 and 31.4 s, 3.46-3.51 GB);
+                          1M x 6 --chat (5.85M pairs, a 5.1 GB file): 114.4 s, 2.25 GB
+Before the texts-last stream and the stored repetition ratio, at 200k x 6 --chat the command ran out of
+DuckDB's memory with its defaults, with the traceback: after 25.2 s (1.82 GB) without the n-gram check,
+after 169.5 s (4.96 GB) with it (samples written in row groups of 120k rows); the loop took 10.6 s and
+the floor 12.7 s.
 """
 
 from __future__ import annotations
