@@ -5,7 +5,8 @@ the texts are what is big (at 1M prompts x 6 chat-length answers, 9 GB of sample
 pairs use 3 GB). So DuckDB sorts one stream, pairs_texts.sql: prompt by prompt, the texts its pairs use
 (each once), then its pairs; `_with_texts` walks it a batch at a time and takes each pair's texts
 from those of its prompt (pyarrow takes by index). DuckDB holds nothing wider than one text a row,
-and spills the sort under --memory-limit; Python holds a batch and one row group. Replayed pairs
+and spills the sort under --memory-limit; Python holds a batch and a few row groups (one being
+assembled, up to three being compressed and written by a thread of their own). Replayed pairs
 (replay.sql) come after the new ones, as they are in their own files. The file is written by a
 pyarrow ParquetWriter in row groups of a fixed number of rows (from the samples' text sizes), so the
 same inputs give the same bytes; atomically (temporary file, fsync, rename).
@@ -27,12 +28,12 @@ import pyarrow.parquet as pq
 
 import schemas
 
-from .artifacts import rows_per_group, to_table
+from .artifacts import first_line, rows_per_group, to_table
 from .duckdb_sql import load_sql
+from .errors import DnoError
 from .pairs_checks import Source, sql_literal
 
 BATCH_ROWS = 4096  # rows a batch of the sorted stream (texts and pairs together)
-TEXT_COLUMNS = ["sample_id", "prompt_id", "response", "messages", "prompt_text"]
 
 
 @dataclass
@@ -68,8 +69,8 @@ def replay_query(con, replay: list[Path], fraction: float, seed: int) -> str | N
 
 
 def _stream(con, sql: str):
-    reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
-    return reader if hasattr(reader, "__iter__") else iter(reader.read_next_batch, None)
+    """The query's rows as Arrow record batches, fetched as they are consumed."""
+    return con.sql(sql).to_arrow_reader(BATCH_ROWS)
 
 
 def _messages(texts: pa.Array) -> pa.Array:
@@ -162,9 +163,14 @@ class _File:
                 except BaseException as e:  # raised in the caller's thread, at its next write or at close
                     self.error = e
 
-    def write(self, table: pa.Table) -> None:
+    def _raise(self) -> None:
+        if isinstance(self.error, OSError):  # a full disk, an unwritable folder: the user's to fix
+            raise DnoError(f"{self.output}: cannot write it ({first_line(self.error)})") from None
         if self.error is not None:
             raise self.error
+
+    def write(self, table: pa.Table) -> None:
+        self._raise()
         self.queue.put(table)
 
     def _close(self) -> None:
@@ -175,8 +181,7 @@ class _File:
 
     def publish(self) -> None:
         self._close()
-        if self.error is not None:
-            raise self.error
+        self._raise()
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.output)

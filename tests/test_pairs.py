@@ -783,6 +783,22 @@ def test_out_of_memory_is_one_line_naming_the_limit(tmp_path, chat_files, cli):
     assert pairs_mod._out_of_memory(RuntimeError("Binder Error: no such column"), "1GB", "auto") is None
 
 
+def test_a_failed_write_is_one_line_and_leaves_no_file(tmp_path, chat_files, monkeypatch):
+    """The row groups are written by a thread of their own; its error (here a full disk) reaches the caller."""
+    import dno_data.pairs_write as pairs_write
+
+    class FullDisk(pairs_write.pq.ParquetWriter):
+        def write_table(self, table, *a, **k):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pairs_write.pq, "ParquetWriter", FullDisk)
+    s_path, j_path, _ = chat_files
+    out = tmp_path / "pairs.parquet"
+    with pytest.raises(DnoError, match=r"pairs.parquet: cannot write it \(.*No space left on device\)"):
+        build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=out)
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_memory_limit_is_one_line(tmp_path):
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 1.0)])
     s_path, j_path = _files(tmp_path, s, j)
