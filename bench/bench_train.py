@@ -75,7 +75,7 @@ def pairs_parquet(rows: list[dict], path: Path) -> Path:
             "prompt_text": r["prompt_text"], "chosen_sample_id": f"c{r['i']}", "rejected_sample_id": f"r{r['i']}",
             "chosen": [{"role": "assistant", "content": r["chosen"]}],
             "rejected": [{"role": "assistant", "content": r["rejected"]}],
-            "chosen_text": r["chosen"], "rejected_text": r["rejected"], "chosen_source": "policy", "rejected_source": "policy",
+            "chosen_source": "policy", "rejected_source": "policy",
             "chosen_truncated": False, "rejected_truncated": False, "chosen_score": 6.0, "rejected_score": 1.0,
             "chosen_winrate": 1.0, "rejected_winrate": 0.0, "margin": 5.0, "pair_type": "policy>policy",
             "rule": "paper", "target": 1.0, "replayed_from": None,

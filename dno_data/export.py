@@ -42,8 +42,15 @@ def preference_rows(pairs: pa.Table, string: bool = False, tokenizer=None) -> pa
     texts = pairs["prompt_text"].to_pylist()
     prompts = [render_prompt(tokenizer, m) if tokenizer is not None or t is None else t
                for m, t in zip(pairs["prompt"].to_pylist(), texts)]
-    return pa.table({"prompt": pa.array(prompts, pa.string()), "chosen": pairs["chosen_text"],
-                     "rejected": pairs["rejected_text"], "pair_id": pairs["pair_id"]})
+    return pa.table({"prompt": pa.array(prompts, pa.string()), "chosen": answer_text(pairs["chosen"]),
+                     "rejected": answer_text(pairs["rejected"]), "pair_id": pairs["pair_id"]})
+
+
+def answer_text(messages: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """The answers' texts of a pairs file's chosen or rejected column: the content of its one message."""
+    import pyarrow.compute as pc
+
+    return pc.struct_field(pc.list_element(messages, 0), "content")
 
 
 def file_kind(output: Path) -> str:

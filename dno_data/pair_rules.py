@@ -24,12 +24,13 @@ from .config import Config, Option, above, at_least, finite, in_range, one_of
 from .errors import DnoError
 
 TRUNCATED = ("negative", "drop", "keep")  # what a sample cut at the length limit is (candidates.sql)
-# DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond. Measured at 1M prompts x 6
-# (bench/bench_pairs.py): best-worst (1M pairs) 12.4 s and a peak RSS of 1.80 GB at 1.5GB (at 3GB, 10.2 s but
-# 2.44 GB); the paper rule (5.85M pairs) fits its joins in 3GB (27.2 s, 3.36 GB), where at 1.5GB they spilled
-# and its COPY took 2.5x as long.
+# DuckDB's memory limit for `dno pairs` ("auto": by rule); it spills to disk beyond (the whole process takes about
+# 0.5-0.7 GB more). Measured with bench/bench_pairs.py on 2 shared cores, the n-gram check included: best-worst at
+# 1M prompts x 6 chat-length answers (1.5k characters) 42.3 s and a peak RSS of 1.74 GB at 1GB (40.4 s, 2.19 GB at
+# 1.5GB); at 1M x 6 short answers 12.5 s, 1.58 GB. The paper rule (5.85M pairs of short answers) 28.6 s, 2.09 GB
+# at 1.5GB (27.8 s but 3.55 GB at 3GB, 30.3 s at 1GB): its joins carry ids only, the texts come last.
 DEFAULT_MEMORY_LIMIT = "auto"
-AUTO_MEMORY_LIMIT = {"best-worst": "1.5GB", "paper": "3GB", "paper-best": "3GB", "sql": "3GB"}  # sql: a --sql rule
+AUTO_MEMORY_LIMIT = {"best-worst": "1GB", "paper": "1.5GB", "paper-best": "1.5GB", "sql": "1.5GB"}  # sql: a --sql rule
 PANEL = "Pair rule parameters (--rule)"
 
 _RULE = re.compile(r"^--\s*@rule\s+([a-z0-9][a-z0-9-]*)((?:\s+[a-z_]+)*)\s*:\s*(.+)$")

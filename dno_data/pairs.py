@@ -1,22 +1,22 @@
 """Pairs from judgments, in DuckDB: win-rates, a pair rule, replay of earlier iterations.
 
-The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check, on the texts a polars bound
-lets through), candidates.sql (scores and
-win-rates per sample), rule_paper.sql (also --rule paper-best) / rule_best_worst.sql (or a user's
-file), assemble_pairs.sql, max_pairs.sql (a seeded subset), replay.sql, pairs_lists.sql (TRL's lists, last).
+The SQL lives in `dno_data/sql/`: repetition.sql (the n-gram check's automatic negatives, from the
+ratio each sample carries), candidates.sql (scores and win-rates per sample), rule_paper.sql (also
+--rule paper-best) / rule_best_worst.sql (or a user's file), pairs_narrow.sql, max_pairs.sql (a
+seeded subset), pairs_texts.sql (each pair's texts), replay.sql.
 
 Inputs are Parquet files (or, in tests, pyarrow tables) that DuckDB reads as views, so each query
-reads only the columns it needs (projection pushdown) and nothing is looped over in Python. With
-`output`, the pairs go from DuckDB straight into the Parquet file (COPY): the whole stage is a
-few DuckDB statements under a memory limit, spilling to a temporary folder when needed.
+reads only the columns it needs (projection pushdown) and nothing is looped over row by row. The
+rules work on ids and numbers; the texts join the pairs last, in one sorted stream that
+pairs_write.py writes batch by batch. DuckDB runs under --memory-limit, spilling to a temporary
+folder beside the output; running out of it is one error line that says to raise it.
 Preconditions (schemas, the rule, score judgments for the paper rules) are checked from the
-files' metadata before any work.
+files' metadata before any work (pairs_checks.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -24,20 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-import schemas
+from .errors import DnoError, first_line
+from .duckdb_sql import connect, load_sql, used_params
+from .pairs_checks import RULES, TRUNCATED, Source, check_inputs, rule_sql, sql_literal
+from .pairs_write import write_pairs
+from .repetition import repetition_table
 
-from .artifacts import check_artifact_file, to_table
-from .errors import DnoError
-from .duckdb_sql import connect, load_sql, query_arrow, read_user_sql, used_params
-
-from .pair_rules import AUTO_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_PARAMS, RULES, TRUNCATED  # noqa: F401
-from .pair_rules import memory_limit_for, rule_sql
-
-Source = Path | str | pa.Table  # a Parquet file, or a table already in memory
-
+from .pair_rules import AUTO_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_PARAMS, memory_limit_for  # noqa: F401
 
 @dataclass
 class PairsResult:
@@ -55,81 +49,18 @@ class PairsResult:
     capped: int = 0  # new pairs left out by max_pairs
 
 
-# ---------------------------------------------------------------- checks from metadata
-
-def _may_hold(path: Path, column: str, value: str) -> bool:
-    """Whether a Parquet file may have a row with column == value, from its row-group statistics."""
-    pf = pq.ParquetFile(path)
-    idx = pf.schema_arrow.get_field_index(column)
-    for g in range(pf.metadata.num_row_groups):
-        st = pf.metadata.row_group(g).column(idx).statistics
-        if st is None or not st.has_min_max or st.min <= value <= st.max:
-            return True
-    return False
-
-
-def _has_score_judgments(judgments: Source) -> bool:
-    if isinstance(judgments, pa.Table):
-        return bool(pc.any(pc.equal(judgments["kind"], "score")).as_py())
-    if not _may_hold(Path(judgments), "kind", "score"):
-        return False
-    import duckdb
-
-    q = f"SELECT 1 FROM read_parquet({_literal(judgments)}) WHERE kind = 'score' LIMIT 1"
-    return bool(duckdb.connect().sql(q).fetchall())
-
-
-def _rows(src: Source, schema_name: str) -> int:
-    if isinstance(src, pa.Table):
-        return len(src)
-    return check_artifact_file(src, schema_name)
-
-
-def _rule_sql(rule: str, sql_file) -> tuple[str, str, dict]:
-    """The rule's SQL, its name in the pairs file, and the flags it sets (paper-best: $best_only)."""
-    if sql_file is not None:
-        return read_user_sql(sql_file), f"sql:{Path(sql_file).name}", {}
-    sql, flags = rule_sql(rule)  # the shipped rules, declared in their files' headers (dno_data/pair_rules.py)
-    return sql, rule, flags
-
-
-def check_inputs(samples: Source, judgments: Source, *, rule: str = "paper", sql_file=None,
-                 truncated: str = "negative", replay=()) -> None:
-    """Everything that can be refused before any work, from the files' metadata."""
-    if truncated not in TRUNCATED:
-        raise DnoError(f"--truncated {truncated!r}: choose one of {', '.join(TRUNCATED)}")
-    n_judgments = _rows(judgments, "judgments")
-    _rows(samples, "samples")
-    for f in replay:
-        check_artifact_file(f, "pairs")
-    _rule_sql(rule, sql_file)
-    if n_judgments == 0:
-        where = judgments if not isinstance(judgments, pa.Table) else "the judgments"
-        raise DnoError(f"{where}: no judgments; rerun `dno judge`")
-    if sql_file is None and rule.startswith("paper") and not _has_score_judgments(judgments):
-        raise DnoError(f"--rule {rule} needs score judgments (these are pairwise); use --rule best-worst")
-
-
 # ---------------------------------------------------------------- DuckDB
-
-def _literal(value) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
 
 def _view(con, name: str, src: Source) -> None:
     if isinstance(src, pa.Table):
         con.register(name, src)
     else:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_literal(src)})")
-
-
-def _tmp_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.{os.getpid()}.tmp")
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({sql_literal(src)})")
 
 
 def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[Path]):
-    """A locked-down connection (duckdb_sql.connect) that may touch only `paths`: the inputs, the
-    output and its temporary file; a user's --sql rule runs in it."""
+    """A locked-down connection (duckdb_sql.connect) that may read only `paths`, the inputs (pyarrow
+    writes the output); a user's --sql rule runs in it."""
     settings = {"enable_progress_bar": False}
     if memory_limit:
         settings["memory_limit"] = str(memory_limit)
@@ -138,70 +69,25 @@ def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[
     try:
         return connect(read_paths=paths, settings=settings)
     except Exception as e:  # duckdb.InvalidInputException and kin: a bad --memory-limit
-        first = (str(e).strip().splitlines() or ["?"])[0]
-        raise DnoError(f"--memory-limit {memory_limit!r}: {first}") from None
+        raise DnoError(f"--memory-limit {memory_limit!r}: {first_line(e)}") from None
 
 
-def repetition_ratios(texts: list[str]) -> list[float]:
-    """repetition.sql on a list of texts: the fraction of word 3-grams that repeat an earlier one.
-
-    >>> repetition_ratios(["the cat sat on the mat", "go on go on go on go on", "42"])
-    [0.0, 0.6666666666666667, 0.0]
-    """
-    con = connect()
-    con.register("texts", pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts}))
-    sql = load_sql("repetition")
-    rows = dict(con.execute(f"SELECT sample_id, repetition_ratio FROM ({sql})", {"max_repetition": -1.0}).fetchall())
-    return [rows[str(i)] for i in range(len(texts))]
-
-
-def repetition_suspects(samples: Source, max_repetition: float, batch_rows: int = 65_536) -> pa.Table:
-    """(sample_id, response) of the samples whose repetition ratio may exceed `max_repetition`.
-
-    A cheap upper bound of the ratio (repetition.sql's: distinct 3-grams >= distinct words - 2, with
-    the word count taken from above and the distinct count from below, so it never misses a text) as
-    a polars expression over the response column, read in batches of `batch_rows` (two columns,
-    bounded memory). Only the texts that pass are kept, typically none or a few; repetition.sql gives
-    them their exact ratio. The flags are therefore those of repetition.sql over all samples
-    (tests/test_pairs_reference.py checks it).
-    """
-    import polars as pl
-    import pyarrow.parquet as pq
-
-    columns = ["sample_id", "response"]
-    if isinstance(samples, pa.Table):
-        batches = samples.select(columns).to_batches(max_chunksize=batch_rows)
+def _out_of_memory(e: BaseException, limit: str | None, given: str | None) -> DnoError | None:
+    """The one-line error for DuckDB running out of memory (raised by a query, or through the Arrow stream
+    of the texts), naming the setting to raise; None for any other error. `limit` is the limit it ran
+    under, `given` the --memory-limit it came from (auto, or the same)."""
+    first = first_line(e)
+    if "Out of Memory Error" not in first:
+        return None
+    detail = first.split("Out of Memory Error:", 1)[-1].strip()
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(limit or ""))
+    bigger = f"{float(m.group(1)) * 2:g}{m.group(2)}" if m else "a larger value"
+    if not limit:
+        under = "DuckDB's default memory limit"
     else:
-        batches = pq.ParquetFile(samples).iter_batches(batch_size=batch_rows, columns=columns)
-    # words as repetition.sql splits them: between spaces, tabs and line breaks. Splitting on the
-    # space alone leaves empty strings between two separators; they only raise the bound: n counts
-    # them (an upper bound of the words) and d drops one distinct value for them (a lower bound).
-    words = pl.col("response").str.replace_all(r"[\t\n\r]", " ").str.split(" ")
-    n, d = pl.col("n"), pl.col("d")
-    may_repeat = (n >= 3) & (1.0 - pl.max_horizontal(d - 2, pl.lit(1)) / (n - 2) > max_repetition)
-    kept = [pl.from_arrow(pa.Table.from_batches([b])).lazy()
-            .with_columns(words.alias("w"))
-            .with_columns(n=pl.col("w").list.len().cast(pl.Int64), d=pl.col("w").list.n_unique().cast(pl.Int64) - 1)
-            .filter(may_repeat).select(columns).collect() for b in batches]
-    out = pl.concat(kept) if kept else pl.DataFrame({"sample_id": [], "response": []})
-    return out.to_arrow().cast(pa.schema([("sample_id", pa.string()), ("response", pa.string())]))
-
-
-def repetition_table(con, samples: Source, max_repetition: float) -> None:
-    """The temp table repetition(sample_id, repetitive) of the samples over `max_repetition`
-    (automatic negatives); empty when the check cannot fire (a threshold >= 1)."""
-    if max_repetition >= 1.0:  # the ratio is always < 1
-        con.execute("CREATE TEMP TABLE repetition (sample_id VARCHAR, repetitive BOOLEAN)")
-        return
-    con.register("texts", repetition_suspects(samples, max_repetition))
-    rep = load_sql("repetition")
-    con.execute(f"CREATE TEMP TABLE repetition AS SELECT sample_id, repetitive FROM ({rep}) WHERE repetitive",
-                {"max_repetition": max_repetition})
-    con.unregister("texts")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or ["?"])[0]
+        under = f"--memory-limit {limit}" if given == limit else f"--memory-limit {given} ({limit})"
+    return DnoError(f"dno pairs ran out of memory under {under} ({detail}); raise --memory-limit "
+                    f"(e.g. --memory-limit {bigger}), or free memory")
 
 
 def build_pairs(
@@ -229,34 +115,40 @@ def build_pairs(
     new pairs, a seeded random subset (max_pairs.sql), e.g. to match another method's pair budget.
     """
     check_inputs(samples, judgments, rule=rule, sql_file=sql_file, truncated=truncated, replay=replay)
-    rule_text, rule_name, flags = _rule_sql(rule, sql_file)
+    rule_text, rule_name, flags = rule_sql(rule, sql_file)
     params = {**DEFAULT_PARAMS, **(params or {}), **flags}
     spill = Path(temp_directory) if temp_directory else None
     made_spill = False
     if spill is None and output is not None:
         spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-", dir=Path(output).parent))
         made_spill = True
-    paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]
-    if output is not None:
-        paths += [Path(output), _tmp_path(Path(output))]
-    con = _connect(memory_limit_for(memory_limit, rule, sql_file), spill, paths)
+    paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]  # DuckDB reads only these
+    limit = memory_limit_for(memory_limit, rule, sql_file)
+    con = _connect(limit, spill, paths)
     try:
         return _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated,
                       list(replay), replay_fraction, seed, output, lineage, max_pairs)
+    except Exception as e:
+        oom = _out_of_memory(e, limit, memory_limit)
+        if oom is None:
+            raise
+        raise oom from None
     finally:
         con.close()
         if made_spill:
             shutil.rmtree(spill, ignore_errors=True)
 
 
-def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_repetition, truncated, replay,
+def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated, replay,
            replay_fraction, seed, output, lineage, max_pairs=None) -> PairsResult:
     _view(con, "samples", samples)
     _view(con, "judgments", judgments)
     repetition_table(con, samples, max_repetition)
 
     cand = load_sql("candidates")
-    con.execute(f"CREATE TEMP TABLE candidates AS {cand}", used_params(cand, {"truncated": truncated}))
+    hashed = re.search(r"\bresponse_hash\b", rule_text, re.I) is not None  # else the texts are not read here
+    con.execute(f"CREATE TEMP TABLE candidates AS {cand}",
+                used_params(cand, {"truncated": truncated, "hash_responses": hashed}))
     prompts_in, samples_in, unjudged, n_repetitive, n_judged = con.sql(
         """SELECT count(DISTINCT prompt_id), count(*), count(*) FILTER (WHERE NOT judged),
                   count(*) FILTER (WHERE repetitive), count(*) FILTER (WHERE judged) FROM candidates""").fetchall()[0]
@@ -267,7 +159,7 @@ def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_r
             """SELECT EXISTS (SELECT 1 FROM judgments j JOIN samples s ON s.sample_id = j.sample_id_a)""").fetchall()[0][0]:
         raise DnoError("the judgments and samples share no sample_id: pass the samples file that was judged")
 
-    _rule_output(con, rule_sql, params, sql_file or rule_name, user=sql_file is not None)
+    _rule_output(con, rule_text, params, sql_file or rule_name, user=sql_file is not None)
     dropped = Counter(dict(con.sql(
         "SELECT drop_reason, count(*) FROM rule_output WHERE drop_reason IS NOT NULL GROUP BY 1").fetchall()))
     without = con.sql(
@@ -277,35 +169,26 @@ def _build(con, samples, judgments, rule_sql, rule_name, sql_file, params, max_r
     if without:
         dropped["dropped_by_rule"] += without
 
-    query = _pairs_query(con, rule_name, replay, replay_fraction, seed, max_pairs)
     result = PairsResult(None, 0, prompts_in, samples_in, failed, unjudged, n_repetitive, n_truncated, dropped=dropped)
     if max_pairs is not None:
         new = con.sql("SELECT count(DISTINCT (chosen_sample_id, rejected_sample_id)) FROM rule_output "
                       "WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL").fetchall()[0][0]
         result.capped = max(0, new - max_pairs)
-    if output is None:
-        result.table = to_table(query_arrow(con, query), "pairs")
-        con.register("written", result.table)
-    else:
-        _copy_atomic(con, query, Path(output), lineage)
-        con.execute(f"CREATE VIEW written AS SELECT * FROM read_parquet({_literal(output)})")
-    for pair_type, replayed_from, n in con.sql(
-            "SELECT pair_type, replayed_from, count(*) FROM written GROUP BY ALL").fetchall():
-        result.by_type[pair_type] += n
-        result.pairs += n
-        if replayed_from is not None:
-            result.replayed[replayed_from] += n
+    written = write_pairs(con, samples, rule_name, replay=replay, replay_fraction=replay_fraction, seed=seed,
+                          max_pairs=max_pairs, output=output, lineage=lineage)
+    result.table, result.pairs, result.by_type, result.replayed = (written.table, written.pairs, written.by_type,
+                                                                   written.replayed)
     return result
 
 
-def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
+def _rule_output(con, rule_text: str, params: dict, where, user: bool) -> None:
     """The rule's rows as a temp table rule_output(prompt_id, chosen_sample_id, rejected_sample_id,
     target, drop_reason); a user's rule is checked to pair two different samples of one prompt."""
     try:
-        cols = [d[0] for d in con.sql(f"SELECT * FROM ({rule_sql}) LIMIT 0", params=used_params(rule_sql, params)
+        cols = [d[0] for d in con.sql(f"SELECT * FROM ({rule_text}) LIMIT 0", params=used_params(rule_text, params)
                                       or None).description]
     except Exception as e:  # duckdb errors in a user's file are bad input, not a crash
-        raise DnoError(f"{where}: the rule query failed: {_first_line(e)}") from None
+        raise DnoError(f"{where}: the rule query failed: {first_line(e)}") from None
     for col in ("prompt_id", "chosen_sample_id", "rejected_sample_id"):
         if col not in cols:
             raise DnoError(f"{where}: the rule must return a column {col} (and may return target, drop_reason)")
@@ -314,11 +197,11 @@ def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
     sql = (f"CREATE TEMP TABLE rule_output AS SELECT CAST(prompt_id AS VARCHAR) AS prompt_id, "
            f"CAST(chosen_sample_id AS VARCHAR) AS chosen_sample_id, "
            f"CAST(rejected_sample_id AS VARCHAR) AS rejected_sample_id, {target} AS target, {reason} AS drop_reason "
-           f"FROM ({rule_sql})")
+           f"FROM ({rule_text})")
     try:
-        con.execute(sql, used_params(rule_sql, params) or None)
+        con.execute(sql, used_params(rule_text, params) or None)
     except Exception as e:
-        raise DnoError(f"{where}: the rule query failed: {_first_line(e)}") from None
+        raise DnoError(f"{where}: the rule query failed: {first_line(e)}") from None
     if not user:
         return
     bad = con.sql(
@@ -342,43 +225,3 @@ def _rule_output(con, rule_sql: str, params: dict, where, user: bool) -> None:
     if off:
         raise DnoError(f"{where}: pair ({off[0][0]}, {off[0][1]}) has target {off[0][2]:g}; a target is the "
                        f"probability that chosen beats rejected, in [0, 1]")
-
-
-def _pairs_query(con, rule_name: str, replay: list[Path], fraction: float, seed: int,
-                 max_pairs: int | None = None) -> str:
-    """One query giving the pairs rows in the schema's column order: new pairs, then replayed ones."""
-    cols = ", ".join(f'"{n}"' for n in schemas.get("pairs").schema.names)
-    assemble = load_sql("assemble_pairs").replace("$rule", _literal(rule_name))
-    if max_pairs is not None:
-        assemble = (load_sql("max_pairs").replace("$assembled", f"({assemble})")
-                    .replace("$max_pairs", str(int(max_pairs))).replace("$seed", str(int(seed))))
-    lists = load_sql("pairs_lists")
-    if not replay:  # a stable order: the same inputs give the same file; the lists built after the sort
-        ordered = f"(SELECT * FROM ({assemble}) ORDER BY prompt_id, chosen_sample_id, rejected_sample_id)"
-        return f"SELECT {cols} FROM ({lists.replace('$rows', ordered)})"
-    assemble = lists.replace("$rows", f"({assemble})")
-    parts = [f"SELECT {cols}, {_literal(f)} AS source_file, {age} AS age FROM read_parquet({_literal(f)})"
-             for age, f in enumerate(replay)]
-    con.execute("CREATE TEMP VIEW old_pairs AS " + " UNION ALL ".join(parts))
-    con.execute("""CREATE TEMP VIEW new_pairs AS
-                   SELECT substr(sha256(chosen_sample_id || '>' || rejected_sample_id), 1, 16) AS pair_id, prompt_id
-                   FROM rule_output WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL""")
-    rep = load_sql("replay").replace("$fraction", repr(float(fraction))).replace("$seed", str(int(seed)))
-    return (f"SELECT {cols} FROM (SELECT {cols}, NULL AS age, NULL AS k FROM ({assemble}) "
-            f"UNION ALL SELECT {cols}, age, k FROM ({rep})) "
-            "ORDER BY age NULLS FIRST, k, prompt_id, chosen_sample_id, rejected_sample_id")
-
-
-def _copy_atomic(con, query: str, output: Path, lineage: dict | None) -> None:
-    """COPY the query to `output` with the pairs schema's metadata: tmp file, fsync, rename
-    (dno_data.atomic; an existing `output` is replaced only when it is a pairs artifact)."""
-    from .atomic import atomic_path
-    from .paths import publisher
-
-    spec = schemas.get("pairs")
-    meta = {"dno.schema": spec.name, "dno.schema_version": str(spec.version)}
-    if lineage is not None:
-        meta["dno.lineage"] = json.dumps(lineage, sort_keys=True)
-    kv = "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items()) + "}"
-    with atomic_path(output, tmp=_tmp_path(output), publish=publisher("pairs")) as tmp:
-        con.execute(f"COPY ({query}) TO {_literal(tmp)} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {kv})")

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from .parts import Parts
 from .errors import DnoError
+from .repetition import repetition_ratios
 from .generation import Generator, SamplingParams, prompt_seed
 from .ids import stable_hash
 from .models import PROBE_RESPONSE, check_template_prefix, render_prompt
@@ -48,7 +49,8 @@ def sample_rows(
     template check (check_template_prefix) before its part is written: a response that breaks it
     (one that starts with a blank line or two spaces, which a BPE joins to the header's newline)
     is left out and counted; the stage fails only when every response of a batch breaks it,
-    which is the template's fault, not a response's.
+    which is the template's fault, not a response's. Each row carries its response's repetition
+    ratio (dno_data/repetition.py), the n-gram check of `dno pairs`, measured here once.
     """
     counts: Counter = Counter()
     batches, todo = parts.split(prompts, batch_size)
@@ -81,6 +83,8 @@ def sample_rows(
             elif answer is not None:
                 rows.append(_row(p, text, answer, "teacher", teacher.spec, teacher.teacher_id, 0, None, None,
                                  None, "teacher"))
+        for row, ratio in zip(rows, repetition_ratios(r["response"] for r in rows)):  # once, for every `dno pairs`
+            row["repetition"] = ratio
         parts.write(b, rows)
     return counts
 

@@ -2,8 +2,8 @@
 
 `prompt`, `chosen` and `rejected` are in TRL's conversational preference form (a list of
 {role, content} messages; chosen / rejected hold one assistant message), so the file loads
-straight into TRL's DPOTrainer with its real prompt; the plain texts are `prompt_text`,
-`chosen_text` and `rejected_text`.
+straight into TRL's DPOTrainer with its real prompt. Each answer is stored once, there: its text is
+the message's content (DuckDB `chosen[1].content`). `prompt_text` is the prompt as the policy saw it.
 """
 
 import pyarrow as pa
@@ -11,7 +11,8 @@ import pyarrow as pa
 from .common import MESSAGES
 
 NAME = "pairs"
-VERSION = 3  # 2: chosen_truncated, rejected_truncated; 3: TRL form (prompt, chosen, rejected as messages; *_text)
+VERSION = 4  # 2: chosen_truncated, rejected_truncated; 3: TRL form (prompt, chosen, rejected as messages; *_text)
+# 4: chosen_text / rejected_text dropped (each answer once, in chosen / rejected: half the file at chat length)
 MADE_BY = "dno pairs JUDGMENTS SAMPLES -o pairs.parquet"
 
 PAIR_TYPES = ("teacher>policy", "policy>teacher", "policy>policy")
@@ -24,10 +25,8 @@ SCHEMA = pa.schema(
         pa.field("prompt_text", pa.string()),  # rendered prompt the policy sampled from
         pa.field("chosen_sample_id", pa.string(), nullable=False),
         pa.field("rejected_sample_id", pa.string(), nullable=False),
-        pa.field("chosen", MESSAGES, nullable=False),  # [{"role": "assistant", "content": chosen_text}]
+        pa.field("chosen", MESSAGES, nullable=False),  # [{"role": "assistant", "content": the chosen answer}]
         pa.field("rejected", MESSAGES, nullable=False),
-        pa.field("chosen_text", pa.string(), nullable=False),  # the chosen answer as plain text
-        pa.field("rejected_text", pa.string(), nullable=False),
         pa.field("chosen_source", pa.string(), nullable=False),  # policy | teacher
         pa.field("rejected_source", pa.string(), nullable=False),
         pa.field("chosen_truncated", pa.bool_(), nullable=False),  # stopped at the length limit, not by EOS

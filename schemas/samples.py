@@ -5,7 +5,7 @@ import pyarrow as pa
 from .common import MESSAGES
 
 NAME = "samples"
-VERSION = 1
+VERSION = 2  # 2: repetition
 MADE_BY = "dno sample PROMPTS -o samples.parquet --model DIR"
 
 SCHEMA = pa.schema(
@@ -25,5 +25,8 @@ SCHEMA = pa.schema(
         pa.field("top_p", pa.float32()),
         pa.field("num_tokens", pa.int32()),  # response tokens under the generator's tokenizer
         pa.field("finish_reason", pa.string()),  # "stop" | "length" | "teacher"
+        # fraction of the response's word 3-grams that repeat an earlier one (dno_data/repetition.py), measured
+        # when the sample is written; null: not measured (`dno pairs` measures it)
+        pa.field("repetition", pa.float64()),
     ]
 )

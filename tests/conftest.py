@@ -68,6 +68,9 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/openai_api/call_cache.py  test_call_cache.py
   dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent)
   dno_data/pairs.py                test_pairs.py (also --max-pairs), test_pairs_reference.py, test_sql_lockdown.py (--sql rules), test_trl_interop.py (TRL reads the file)
+  dno_data/pairs_checks.py         test_pairs.py (refused before any work)
+  dno_data/pairs_write.py          test_pairs.py (chat-length answers under a small memory limit), test_pairs_reference.py
+  dno_data/repetition.py           test_pairs.py, test_pairs_reference.py (the n-gram check), test_resume.py (sampling)
   dno_data/export.py               test_trl_interop.py (dno export: TRL's data utilities accept it)
   dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)
   dno_data/losses.py               test_losses.py
@@ -218,6 +221,7 @@ def sample_row(sample_id: str, prompt_id: str, response: str, source: str = "pol
         "seed": 0 if source == "policy" else None, "temperature": 0.5 if source == "policy" else None,
         "top_p": 0.75 if source == "policy" else None, "num_tokens": len(response),
         "finish_reason": "stop" if source == "policy" else "teacher",
+        "repetition": None,  # not measured: `dno pairs` measures it
     }
 
 
@@ -252,7 +256,6 @@ def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", cho
         "pair_id": f"{chosen_id}>{rejected_id}", "prompt_id": pid, "prompt": MSGS, "prompt_text": prompt_text,
         "chosen_sample_id": chosen_id, "rejected_sample_id": rejected_id,
         "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}],
-        "chosen_text": chosen, "rejected_text": rejected,
         "chosen_source": "teacher", "rejected_source": "policy", "chosen_truncated": False,
         "rejected_truncated": False, "chosen_score": 6.0, "rejected_score": 1.0,
         "chosen_winrate": 1.0, "rejected_winrate": 0.0, "margin": 5.0, "pair_type": "teacher>policy",

@@ -61,6 +61,19 @@ def test_round_trip_empty_table(tmp_path):
     assert read_lineage(path) is None
 
 
+def test_row_groups_hold_about_row_group_bytes(tmp_path):
+    """Chat-length answers: row groups of about ROW_GROUP_BYTES, not pyarrow's default of 1Mi rows (a
+    reader holds a row group's column chunk: 1.2M such answers were one row group of 1.8 GB)."""
+    from conftest import sample_row
+    from dno_data.artifacts import ROW_GROUP_BYTES
+
+    rows = [sample_row(f"s{i}", "p", f"{i} " + "word " * 400) for i in range(40_000)]  # 2 KB each, 80 MB
+    meta = pq.ParquetFile(write_artifact(rows, tmp_path / "s.parquet", "samples", None)).metadata
+    sizes = [meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)]
+    assert meta.num_row_groups >= 3 and max(sizes) <= 1.25 * ROW_GROUP_BYTES
+    assert len(read_artifact(tmp_path / "s.parquet", "samples")) == 40_000
+
+
 def test_write_accepts_a_table_with_extra_and_reordered_columns(tmp_path):
     rows = EXAMPLE_ROWS["prompts"]()
     t = pa.Table.from_pylist(rows, schema=schemas.get("prompts").schema)

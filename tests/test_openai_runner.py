@@ -47,9 +47,9 @@ def test_failures_never_show_credentials():
 
 def test_sample_and_eval_with_credentials_in_a_url_stop_before_any_work(tmp_path, tiny_model):
     from conftest import problem_rows, write_jsonl
-    from dno_data.stages.eval import EvalConfig, run as eval_run
+    from dno_data.stages.eval import EvalConfig
     from dno_data.stages.prompts import PromptsConfig, run as prompts_run
-    from dno_data.stages.sample import SampleConfig, run as sample_run
+    from dno_data.stages.sample import SampleConfig
 
     src = write_jsonl(tmp_path / "p.jsonl", problem_rows(2))
     prompts = prompts_run(PromptsConfig.from_options(src=src, output=tmp_path / "prompts.parquet", reference_column="reference",
@@ -63,4 +63,3 @@ def test_sample_and_eval_with_credentials_in_a_url_stop_before_any_work(tmp_path
             cls.from_options(prompts=prompts, **kw)
         assert "s3cret" not in str(e.value) and "alice" not in str(e.value)
         assert not kw["output"].exists() and not kw["output"].with_name(kw["output"].name + ".parts").exists()
-    assert (sample_run, eval_run)  # the stages never started

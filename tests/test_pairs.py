@@ -11,7 +11,8 @@ import pytest
 from conftest import pair_row, sample_row, score_row
 from dno_data.artifacts import read_artifact, to_table, write_artifact
 from dno_data.errors import DnoError
-from dno_data.pairs import build_pairs, repetition_ratios
+from dno_data.pairs import build_pairs
+from dno_data.repetition import repetition_ratios
 
 DEFAULTS = dict(min_positive_score=5.0, teacher_margin=2.0, policy_margin=1.0, prefer_positive="policy",
                 max_negatives=None, min_margin=0.0)
@@ -63,7 +64,8 @@ def test_teacher_positive_needs_margin_two():
     by = rows_by_pair(r)
     assert by[("t", "b")]["margin"] == 2.0 and by[("t", "d")]["margin"] == 5.0
     assert by[("t", "b")]["chosen_score"] == 6.0 and by[("t", "b")]["rejected_score"] == 4.0
-    assert by[("t", "b")]["chosen_text"] == "teacher answer" and by[("t", "b")]["rejected_text"] == "x2"
+    assert by[("t", "b")]["chosen"] == [{"role": "assistant", "content": "teacher answer"}]
+    assert by[("t", "b")]["rejected"] == [{"role": "assistant", "content": "x2"}]
     assert by[("t", "b")]["chosen_source"] == "teacher" and by[("t", "b")]["rejected_source"] == "policy"
     assert all(x is None for x in r.table["replayed_from"].to_pylist())
 
@@ -138,6 +140,18 @@ def test_only_repetitive_candidates_give_no_positive():
     r = build(s, j)
     assert len(r.table) == 0
     assert r.dropped == {"no_positive": 1}
+
+
+def test_the_stored_repetition_ratio_is_used_and_a_missing_one_measured():
+    """The samples column `repetition` (measured when the sample was written) decides; a sample without
+    it is measured from its text."""
+    s, j = group("p1", [("loop", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
+    s[0]["repetition"], s[1]["repetition"] = 0.0, 0.9  # stored: the loop passes, "x1" is the repetitive one
+    r = build(s, j)
+    assert pairs_of(r) == {("loop", "a"), ("loop", "b")} and r.repetitive_samples == 1
+    s[0]["repetition"] = None  # not stored: measured from its text (0.75), an automatic negative again
+    r = build(s, j)
+    assert pairs_of(r) == set() and r.repetitive_samples == 2 and r.dropped == {"no_positive": 1}
 
 
 def test_max_repetition_threshold():
@@ -452,6 +466,20 @@ def test_user_sql_rule_with_target_and_params(tmp_path):
     assert r.table["target"].to_pylist() == [pytest.approx(0.9)]
 
 
+def test_user_sql_rule_naming_response_hash_gets_it(tmp_path):
+    """response_hash is computed for a rule whose text names it (reading every response), else NULL."""
+    s, j = group("p1", [("a", "same", 6.0), ("b", "same", 1.0), ("c", "other", 1.0)])
+    same = """SELECT c.prompt_id, c.sample_id AS chosen_sample_id, d.sample_id AS rejected_sample_id
+              FROM candidates c JOIN candidates d
+                ON c.prompt_id = d.prompt_id AND c.response_hash = d.response_hash AND c.sample_id < d.sample_id"""
+    r, _ = _user_rule(tmp_path, same, samples=s, judgments=j)
+    assert pairs_of(r) == {("a", "b")}
+    none = """SELECT prompt_id, arg_max(sample_id, score) AS chosen_sample_id, arg_min(sample_id, score) AS rejected_sample_id
+              FROM candidates GROUP BY prompt_id HAVING count(*) FILTER (WHERE response_hash IS NULL) = 0"""
+    r, _ = _user_rule(tmp_path, none.replace("response_hash", "RESPONSE_HASH"), samples=s, judgments=j)
+    assert len(pairs_of(r)) == 1  # named in another case: still computed
+
+
 def test_user_sql_syntax_error_names_the_file(tmp_path):
     with pytest.raises(DnoError) as info:
         _user_rule(tmp_path, "SELEC prompt_id FROM candidates")
@@ -695,6 +723,82 @@ def test_stage_refuses_before_any_work(tmp_path, monkeypatch):
     assert not (tmp_path / "pairs.parquet").exists()
 
 
+@pytest.fixture(scope="module")
+def chat_files(tmp_path_factory):
+    """4,000 prompts x 6 chat-length answers (150-350 words of a 3,000-word vocabulary, about 1.5k
+    characters, 36 MB of text) with their repetition ratios (as `dno sample` writes them), a random
+    score 1..6 each, as a samples and a judgments file."""
+    import random
+
+    rng = random.Random(0)
+    vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(1, 9))) for _ in range(3000)]
+    samples, judgments = [], []
+    for p in range(4000):
+        for i in range(6):
+            sid = f"p{p:04d}-{i}"
+            samples.append(sample_row(sid, f"p{p:04d}", " ".join(rng.choices(vocab, k=rng.randint(150, 350))), index=i))
+            judgments.append(score_row(sid, f"p{p:04d}", float(rng.randint(1, 6)), position=i))
+    for row, ratio in zip(samples, repetition_ratios(r["response"] for r in samples)):
+        row["repetition"] = ratio
+    folder = tmp_path_factory.mktemp("chat")
+    s_path, j_path = _files(folder, samples, judgments)
+    scores: dict = {}
+    for j in judgments:
+        scores.setdefault(j["prompt_id"], []).append(j["score"])
+    return s_path, j_path, sum(max(v) > min(v) for v in scores.values())
+
+
+def test_chat_length_answers_fit_a_small_memory_limit(tmp_path, chat_files):
+    """36 MB of answers under a 56MB limit: the pairs spill instead of running out of memory (joining
+    each side's texts to the pairs, then sorting the finished rows, and writing them in row groups of
+    122,880 rows made it fail up to 56MB), and the file is the same bytes as without a limit."""
+    s_path, j_path, expected = chat_files
+    small, free = tmp_path / "small.parquet", tmp_path / "free.parquet"
+    r = build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=small, memory_limit="56MB")
+    build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=free, memory_limit=None)
+    assert r.pairs == expected and small.read_bytes() == free.read_bytes()
+    samples = read_artifact(s_path, "samples")
+    texts = dict(zip(samples["sample_id"].to_pylist(), samples["response"].to_pylist()))
+    rows = read_artifact(small, "pairs").to_pylist()
+    assert all(r["chosen"][0]["content"] == texts[r["chosen_sample_id"]] for r in rows)
+    assert all(r["rejected"][0]["content"] == texts[r["rejected_sample_id"]] for r in rows)
+
+
+def test_out_of_memory_is_one_line_naming_the_limit(tmp_path, chat_files, cli):
+    s_path, j_path, _ = chat_files
+    out = tmp_path / "pairs.parquet"
+    with pytest.raises(DnoError, match=r"out of memory under --memory-limit 4MB.*raise --memory-limit") as e:
+        build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=out, memory_limit="4MB")
+    assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.iterdir())
+    r = cli("pairs", j_path, s_path, "-o", out, "--rule", "best-worst", "--memory-limit", "4MB")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert re.fullmatch(r"error: dno pairs ran out of memory under --memory-limit 4MB \(.*\); raise --memory-limit "
+                        r"\(e\.g\. --memory-limit 8MB\), or free memory\n", r.stderr), r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".pairs.parquet*"))
+    import dno_data.pairs as pairs_mod  # under auto, the limit it stood for
+
+    auto = pairs_mod._out_of_memory(RuntimeError("Out of Memory Error: failed to pin block"), "1GB", "auto")
+    assert str(auto).startswith("dno pairs ran out of memory under --memory-limit auto (1GB) (failed to pin block)")
+    assert "e.g. --memory-limit 2GB" in str(auto)
+    assert pairs_mod._out_of_memory(RuntimeError("Binder Error: no such column"), "1GB", "auto") is None
+
+
+def test_a_failed_write_is_one_line_and_leaves_no_file(tmp_path, chat_files, monkeypatch):
+    """The row groups are written by a thread of their own; its error (here a full disk) reaches the caller."""
+    import dno_data.pairs_write as pairs_write
+
+    class FullDisk(pairs_write.pq.ParquetWriter):
+        def write_table(self, table, *a, **k):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pairs_write.pq, "ParquetWriter", FullDisk)
+    s_path, j_path, _ = chat_files
+    out = tmp_path / "pairs.parquet"
+    with pytest.raises(DnoError, match=r"pairs.parquet: cannot write it \(.*No space left on device\)"):
+        build_pairs(s_path, j_path, rule="best-worst", params=DEFAULTS, output=out)
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_memory_limit_is_one_line(tmp_path):
     s, j = group("p1", [("a", "x1", 6.0), ("b", "x2", 1.0)])
     s_path, j_path = _files(tmp_path, s, j)
@@ -703,13 +807,13 @@ def test_bad_memory_limit_is_one_line(tmp_path):
 
 
 def test_auto_memory_limit_follows_the_rule(tmp_path, monkeypatch):
-    """One pair a prompt fits in 1.5GB; the paper rules' several pairs a prompt get 3GB (their joins
-    spilled at 1.5GB: the COPY took 2.5x as long at 1M prompts); a limit given is used as given."""
+    """One pair a prompt runs in 1GB (1.74 GB for the whole process at 1M prompts x 6 chat-length answers);
+    the paper rules' and --sql's several pairs a prompt get 1.5GB; a limit given is used as given."""
     import dno_data.pairs as pairs_mod
 
-    assert pairs_mod.memory_limit_for("auto", "best-worst") == "1.5GB"
-    assert pairs_mod.memory_limit_for("auto", "paper") == pairs_mod.memory_limit_for("auto", "paper-best") == "3GB"
-    assert pairs_mod.memory_limit_for("auto", "best-worst", sql_file=tmp_path / "r.sql") == "3GB"
+    assert pairs_mod.memory_limit_for("auto", "best-worst") == "1GB"
+    assert pairs_mod.memory_limit_for("auto", "paper") == pairs_mod.memory_limit_for("auto", "paper-best") == "1.5GB"
+    assert pairs_mod.memory_limit_for("auto", "best-worst", sql_file=tmp_path / "r.sql") == "1.5GB"
     assert pairs_mod.memory_limit_for("700MB", "paper") == "700MB"
     seen = []
     real = pairs_mod._connect
@@ -718,21 +822,21 @@ def test_auto_memory_limit_follows_the_rule(tmp_path, monkeypatch):
     s_path, j_path = _files(tmp_path, s, j)
     for rule in ("best-worst", "paper"):
         build_pairs(s_path, j_path, rule=rule, params=DEFAULTS)
-    assert seen == ["1.5GB", "3GB"]
+    assert seen == ["1GB", "1.5GB"]
 
 
 def test_repetition_check_is_skipped_when_it_cannot_fire(tmp_path, monkeypatch):
-    import dno_data.pairs as pairs_mod
+    import dno_data.repetition as repetition_mod
 
     loaded = []
-    real = pairs_mod.load_sql
-    monkeypatch.setattr(pairs_mod, "load_sql", lambda name: loaded.append(name) or real(name))
+    real = repetition_mod.load_sql
+    monkeypatch.setattr(repetition_mod, "load_sql", lambda name: loaded.append(name) or real(name))
     s, j = group("p1", [("rep", REPETITIVE, 6.0), ("a", "x1", 5.0), ("b", "x2", 1.0)])
     build(s, j)
     assert "repetition" in loaded
     loaded.clear()
     r = build_pairs(to_table(s, "samples"), to_table(j, "judgments"), params=DEFAULTS, max_repetition=1.0)
-    assert "repetition" not in loaded and "candidates" in loaded
+    assert "repetition" not in loaded
     assert r.repetitive_samples == 0 and ("rep", "a") in pairs_of(r)
 
 

@@ -2,13 +2,14 @@
 
 import random
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dno_data.artifacts import to_table
-from dno_data.pairs import build_pairs, repetition_ratios, repetition_table
-from dno_data.duckdb_sql import connect, load_sql
+from conftest import sample_row
+from dno_data.artifacts import to_table, write_artifact
+from dno_data.pairs import build_pairs
+from dno_data.repetition import repetition_ratios, repetition_table
+from dno_data.duckdb_sql import connect
 from paper_rule_reference import paper_best_pairs, paper_pairs, repetition_ratio, synthetic_rows
 
 PARAMS = {"min_positive_score": 5.0, "teacher_margin": 2.0, "policy_margin": 1.0, "prefer_positive": "policy",
@@ -31,7 +32,7 @@ def test_sql_rule_equals_python_rule(seed, rule, reference, variant):
     assert len(got) > 100  # the random data exercises the rule
 
 
-def test_sql_repetition_ratio_equals_python(tmp_path):
+def test_repetition_ratio_equals_python(tmp_path):
     rng = random.Random(0)
     words = ["go", "on", "the", "cat", "a", "b", "é", "猫"]
     seps = [" ", "  ", "\n", "\t", " \n ", "\r\n"]
@@ -43,29 +44,25 @@ def test_sql_repetition_ratio_equals_python(tmp_path):
     expected = [repetition_ratio(t) for t in texts]
     assert got == pytest.approx(expected)
     assert sum(x > 0.5 for x in got) > 20  # the data has repetitive texts
-    # the flags `dno pairs` uses, where a cheap bound skips the 3-grams of most texts, are exact:
-    # in repetition.sql alone, and with the polars bound picking the texts it sees (from a table and a file)
-    table = pa.table({"sample_id": [str(i) for i in range(len(texts))], "response": texts})
-    con = connect()
-    con.register("texts", table)
-    sql = load_sql("repetition")
-    path = tmp_path / "texts.parquet"
-    pq.write_table(table, path)
+    # the flags `dno pairs` uses (repetition.sql): from the stored ratio, and measured for the samples
+    # without one (from a table and a file, whose row groups are read only where a ratio is missing)
+    rows = [{**sample_row(str(i), "p", t), "repetition": None if i % 3 else x}
+            for i, (t, x) in enumerate(zip(texts, expected))]
+    table = to_table(rows, "samples")
+    path = write_artifact(rows, tmp_path / "samples.parquet", "samples", None)
     for threshold in (0.0, 0.2, 0.5, 0.8):
-        want = [x > threshold for x in expected]
-        flags = dict(con.execute(f"SELECT sample_id, repetitive FROM ({sql})", {"max_repetition": threshold}).fetchall())
-        assert [flags[str(i)] for i in range(len(texts))] == want
+        want = {str(i) for i, x in enumerate(expected) if x > threshold}
         for src in (table, path):
             c = connect(read_paths=[path])
+            c.register("samples", table)
             repetition_table(c, src, threshold)
-            flagged = {row[0] for row in c.execute("SELECT sample_id FROM repetition").fetchall()}
-            assert flagged == {str(i) for i, w in enumerate(want) if w}
+            assert {row[0] for row in c.execute("SELECT sample_id FROM repetition").fetchall()} == want
 
 
 def test_pairs_file_is_the_same_bytes_run_to_run(tmp_path):
-    """DuckDB writes in parallel; the rows are sorted before TRL's lists are built (pairs_lists.sql), and
-    the file must still come out in (prompt_id, chosen, rejected) order and byte for byte the same, or a
-    rerun would make every later stage's input look changed."""
+    """DuckDB sorts in parallel and the texts are put beside their pairs batch by batch (pairs_texts.sql,
+    pairs_write.py); the file must still come out in (prompt_id, chosen, rejected) order and byte for byte
+    the same, or a rerun would make every later stage's input look changed."""
     from dno_data.artifacts import write_artifact
 
     samples, judgments = synthetic_rows(20_000, k=4, seed=3)
@@ -79,5 +76,6 @@ def test_pairs_file_is_the_same_bytes_run_to_run(tmp_path):
     t = pq.read_table(outs[0])
     keys = list(zip(t["prompt_id"].to_pylist(), t["chosen_sample_id"].to_pylist(), t["rejected_sample_id"].to_pylist()))
     assert len(keys) > 20_000 and keys == sorted(keys)
-    assert [c[0]["content"] for c in t["chosen"].to_pylist()] == t["chosen_text"].to_pylist()
-    assert [r[0]["content"] for r in t["rejected"].to_pylist()] == t["rejected_text"].to_pylist()
+    texts = dict(zip(*(c.to_pylist() for c in pq.read_table(s_path, columns=["sample_id", "response"]).columns)))
+    assert [c[0]["content"] for c in t["chosen"].to_pylist()] == [texts[i] for i in t["chosen_sample_id"].to_pylist()]
+    assert [r[0]["content"] for r in t["rejected"].to_pylist()] == [texts[i] for i in t["rejected_sample_id"].to_pylist()]

@@ -119,6 +119,11 @@ def test_teacher_only_sampling(tmp_path, prompts16):
     rows = read_artifact(tmp_path / "t.parquet", "samples").to_pylist()
     assert len(rows) == 16
     assert all(r["source"] == "teacher" and r["response"] == r["reference"] for r in rows)
+    # each sample carries its n-gram repetition ratio, measured once here for every `dno pairs`
+    from dno_data.repetition import repetition_ratios
+
+    assert [r["repetition"] for r in rows] == repetition_ratios(r["response"] for r in rows)
+    assert None not in [r["repetition"] for r in rows]
 
 
 # ---------------------------------------------------------------- judging

@@ -193,7 +193,7 @@ def test_truncated_side_gets_no_eos_in_training(tmp_path, tiny_model, tiny_token
     for ex in examples:
         assert ex["chosen_ids"][-1] == eos
         assert ex["rejected_ids"][-1] != eos
-        assert sum(ex["rejected_mask"]) == len(tiny_tokenizer(table["rejected_text"][0].as_py(),
+        assert sum(ex["rejected_mask"]) == len(tiny_tokenizer(table["rejected"][0][0]["content"].as_py(),
                                                               add_special_tokens=False)["input_ids"])
 
 

@@ -50,8 +50,8 @@ def test_trl_dpo_trainer_trains_on_pairs_parquet_with_its_real_prompt(tmp_path, 
     seen = trainer.train_dataset
     for i, row in enumerate(rows):  # the prompt TRL tokenized is the prompt the policy sampled from
         assert tok.decode(seen[i]["prompt_ids"]) == row["prompt_text"]
-        assert tok.decode(seen[i]["chosen_ids"]).startswith(row["chosen_text"])
-        assert tok.decode(seen[i]["rejected_ids"]).startswith(row["rejected_text"])
+        assert tok.decode(seen[i]["chosen_ids"]).startswith(row["chosen"][0]["content"])
+        assert tok.decode(seen[i]["rejected_ids"]).startswith(row["rejected"][0]["content"])
     out = trainer.train()
     assert out.global_step == 1 and math.isfinite(out.training_loss)
 

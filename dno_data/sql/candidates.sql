@@ -6,13 +6,15 @@
 -- orders weigh the same, P(a > b) = (P_ab + 1 - P_ba) / 2 (or the one order judged); rows comparing
 -- a sample with itself are left out.
 -- field_winrate is the same against every OTHER candidate of the prompt, the teacher included (the
--- DNO-Prct estimate compares all K+1 candidates): the soft target of assemble_pairs.sql uses it.
+-- DNO-Prct estimate compares all K+1 candidates): the soft target of pairs_narrow.sql uses it.
 -- A sample is truncated when it stopped at the length limit (finish_reason 'length'), not by EOS.
 -- $truncated says what a truncated sample is: 'negative' (never a positive, an automatic negative
 -- like a repetitive one), 'drop' (left out, as if never sampled), 'keep' (an ordinary candidate).
 -- automatic_negative = repetitive, or truncated under 'negative': the rules never choose such a
 -- sample and pair it below every positive.
--- response_hash: a 64-bit hash of the response, to find identical texts without carrying them.
+-- response_hash: a 64-bit hash of the response, to find identical texts without carrying them; only
+-- when $hash_responses (the rule's text names response_hash: the paper rules do), else NULL, and the
+-- responses are not read at all (at 1M prompts x 6 chat-length answers, hashing 9 GB of text took 8 s).
 -- Views: samples, judgments, repetition(sample_id, repetitive).
 WITH scores AS (
     SELECT sample_id_a AS sample_id, avg(score) AS score
@@ -20,7 +22,8 @@ WITH scores AS (
     GROUP BY 1
 ),
 base AS (
-    SELECT s.prompt_id, s.sample_id, s.source, sc.score, hash(s.response) AS response_hash,
+    SELECT s.prompt_id, s.sample_id, s.source, sc.score,
+           CASE WHEN $hash_responses THEN hash(s.response) END AS response_hash,
            coalesce(r.repetitive, false) AS repetitive,
            coalesce(s.finish_reason = 'length', false) AS truncated
     FROM samples s

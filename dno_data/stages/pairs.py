@@ -33,7 +33,8 @@ class PairsConfig(Config):
     rule: str = opt(f"The pair rule: {rule_help()}.", "paper", check=one_of(*RULES))
     sql: Path | None = opt("Your own rule: a .sql file over the `candidates` view (overrides --rule).", None)
     params: RuleParams = group(RuleParams)  # each rule file's $parameters, declared in its header
-    max_repetition: float = opt("Repeated word 3-gram fraction above which a sample is an automatic negative.", 0.5,
+    max_repetition: float = opt("Repeated word 3-gram fraction above which a sample is an automatic negative "
+                                "(compared with the ratio each sample carries, measured by `dno sample`).", 0.5,
                                 check=in_range(0, 1))
     truncated: str = opt("A sample cut at the length limit (finish_reason length): negative (may be rejected, never "
                          "chosen) | drop | keep.", "negative", check=one_of(*TRUNCATED))
@@ -44,10 +45,9 @@ class PairsConfig(Config):
     seed: int = opt("Seed of the replay selection and of the --max-pairs subset.", 0)
     max_pairs: int | None = opt("Keep at most this many new pairs, a seeded random subset (e.g. another method's "
                                 "pair count, to match budgets).", None, check=at_least(1))
-    memory_limit: str = opt("DuckDB memory limit (e.g. 4GB), or auto: 1.5GB for best-worst (a pair a prompt), 3GB "
-                            "for the paper rules and --sql (several pairs a prompt); beyond it, it spills to disk "
-                            "beside the output.",
-                            DEFAULT_MEMORY_LIMIT, changes_output=False)
+    memory_limit: str = opt("DuckDB memory limit (e.g. 4GB), or auto: 1GB for best-worst, 1.5GB for the paper rules "
+                            "and --sql; beyond it, it spills to disk beside the output; running out of it is one "
+                            "error line that says to raise it.", DEFAULT_MEMORY_LIMIT, changes_output=False)
     force: bool = FORCE.field(False)
 
 

@@ -39,7 +39,8 @@ def build_examples(pairs: pa.Table, tokenizer, max_length: int) -> tuple[list[di
               "rejected_winrate": _float_or_nan(row.get("rejected_winrate"))}
         ex["truncated_sides"] = sum(bool(row.get(f"{side}_truncated")) for side in ("chosen", "rejected"))
         for side in ("chosen", "rejected"):
-            ids, mask = encode_pair(tokenizer, prompt, row[f"{side}_text"], bool(row.get(f"{side}_truncated")))
+            answer = row[side][0]["content"]  # one assistant message
+            ids, mask = encode_pair(tokenizer, prompt, answer, bool(row.get(f"{side}_truncated")))
             if sum(1 for m in mask if m == 0) >= max_length:
                 break
             ex[f"{side}_ids"], ex[f"{side}_mask"] = ids[:max_length], mask[:max_length]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..duckdb_sql import connect, load_sql, query_arrow, used_params
-from ..pairs import repetition_table
+from ..repetition import repetition_table
 from ..errors import DnoError
 from .data import build_sft_examples, collate_sft, row_logps
 from .fit import Objective
@@ -46,7 +46,8 @@ def select_examples(source: str, *, samples: pa.Table | None = None, judgments: 
         con.register("judgments", judgments)
         repetition_table(con, samples, max_repetition)
         cand = load_sql("candidates")
-        con.execute(f"CREATE TEMP TABLE candidates AS {cand}", used_params(cand, {"truncated": "keep"}))
+        con.execute(f"CREATE TEMP TABLE candidates AS {cand}",
+                    used_params(cand, {"truncated": "keep", "hash_responses": False}))  # sft_best.sql needs no hash
         best = load_sql("sft_best")
         return query_arrow(con, best, {"min_score": min_score})
     finally:

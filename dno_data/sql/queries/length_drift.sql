@@ -6,8 +6,8 @@ WITH its AS (
 p AS (
     SELECT iteration,
            count(*) AS pairs,
-           avg(length(chosen_text)) AS chosen_chars,
-           avg(length(rejected_text)) AS rejected_chars
+           avg(length(chosen[1].content)) AS chosen_chars,
+           avg(length(rejected[1].content)) AS rejected_chars
     FROM pairs WHERE replayed_from IS NULL
     GROUP BY iteration
 ),

@@ -1,5 +1,7 @@
--- Turn a rule's (prompt_id, chosen_sample_id, rejected_sample_id[, target]) rows into pairs rows.
--- Views: rule_output, candidates, samples. Parameter: $rule (recorded in each row).
+-- Turn a rule's (prompt_id, chosen_sample_id, rejected_sample_id[, target]) rows into pairs rows,
+-- every column but the texts (prompt, prompt_text, chosen, rejected),
+-- which pairs_texts.sql puts beside them.
+-- Views: rule_output, candidates. Parameter: $rule (recorded in each row).
 -- target: the soft label of DNO's Algorithm 1, sigmoid(r(chosen) - r(rejected)), unless the rule gave
 -- its own target column. r is the field_winrate of candidates.sql: the win-rate against every other
 -- candidate of the prompt, the teacher included (against the policy alone, a teacher > policy pair
@@ -7,23 +9,14 @@
 -- A target never contradicts its pair: when r does not favour the chosen side (an automatic negative
 -- that scored higher, or a user's rule), the rule's verdict is the only evidence and the target is
 -- the hard label 1.0.
--- All columns of pairs but chosen and rejected (TRL's conversational form of the two texts), which
--- pairs_lists.sql adds last: after `dno pairs` has sorted the rows, so the sort moves less.
--- Each side is joined straight to candidates (narrow) and to samples (its texts, read from the file
--- with only the columns used): no materialized copy of the samples in pairs, whose wide rows would
--- be hashed twice (about 1.7x slower at 1M prompts x 6 with the paper rule's 5.85M pairs).
 WITH r AS (
     SELECT * FROM rule_output WHERE chosen_sample_id IS NOT NULL AND rejected_sample_id IS NOT NULL
 )
 SELECT
     substr(sha256(r.chosen_sample_id || '>' || r.rejected_sample_id), 1, 16) AS pair_id,
     r.prompt_id,
-    cs.messages AS prompt,
-    coalesce(cs.prompt_text, rs.prompt_text) AS prompt_text,
     r.chosen_sample_id,
     r.rejected_sample_id,
-    cs.response AS chosen_text,
-    rs.response AS rejected_text,
     cc.source AS chosen_source,
     rc.source AS rejected_source,
     cc.truncated AS chosen_truncated,
@@ -42,6 +35,3 @@ SELECT
 FROM r
 JOIN candidates cc ON cc.sample_id = r.chosen_sample_id
 JOIN candidates rc ON rc.sample_id = r.rejected_sample_id
-JOIN samples cs ON cs.sample_id = r.chosen_sample_id
-JOIN samples rs ON rs.sample_id = r.rejected_sample_id
--- (`dno pairs` orders the rows by prompt_id, chosen_sample_id, rejected_sample_id)
