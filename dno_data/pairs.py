@@ -120,6 +120,7 @@ def build_pairs(
     spill = Path(temp_directory) if temp_directory else None
     made_spill = False
     if spill is None and output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)  # -o may name a folder that does not exist yet
         spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-", dir=Path(output).parent))
         made_spill = True
     paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]  # DuckDB reads only these

@@ -883,3 +883,16 @@ def test_a_rule_file_declares_its_rules_and_parameters(tmp_path):
     with pytest.raises(Exception, match="--teacher-margin -1.0: must be at least 0"):
         PairsConfig.from_options(judgments="j", samples="s", output="o", teacher_margin=-1)
     assert RuleParams().prefer_positive == "policy"
+
+
+def test_output_in_a_folder_that_does_not_exist_yet(tmp_path):
+    """`dno pairs -o new/folder/pairs.parquet` makes the folder (its spill folder lives there): no traceback."""
+    from conftest import run_cli, write_example
+
+    s_path = write_example(tmp_path / "s.parquet", "samples")
+    j_path = write_example(tmp_path / "j.parquet", "judgments")
+    proc = run_cli("pairs", j_path, s_path, "-o", tmp_path / "new" / "folder" / "pairs.parquet", "--rule", "best-worst",
+                   cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert (tmp_path / "new" / "folder" / "pairs.parquet").exists()
+    assert not list((tmp_path / "new" / "folder").glob(".*spill*"))
