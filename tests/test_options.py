@@ -82,9 +82,9 @@ def test_a_config_is_checked_when_it_is_built():
 
     with pytest.raises(OptionError, match=r"TrainOptions.beta = 'high': expected a number"):
         TrainOptions(beta="high")
-    with pytest.raises(OptionError, match=r"--beta -1.0: must be greater than 0"):
+    with pytest.raises(OptionError, match=r"--beta -1: must be greater than 0"):
         TrainConfig.from_options(pairs="p.parquet", model="m", output="o", beta=-1)
-    with pytest.raises(OptionError, match=r"--judge-temperature -1.0: must be at least 0"):
+    with pytest.raises(OptionError, match=r"--judge-temperature -1: must be at least 0"):
         eval_stage.EvalConfig.from_options(prompts="p", model="m", judge="oracle:exact", output="e.parquet",
                                            judge_temperature=-1)
     with pytest.raises(Exception, match=r"unknown option 'betta'"):

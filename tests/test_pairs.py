@@ -880,7 +880,7 @@ def test_a_rule_file_declares_its_rules_and_parameters(tmp_path):
     assert DEFAULT_PARAMS["min_positive_score"] == 5.0 and DEFAULT_PARAMS["teacher_margin"] == 2.0
     flags = {x.flag for x in flat_fields(PairsConfig)}
     assert {"--min-positive-score", "--teacher-margin", "--policy-margin", "--min-margin"} <= flags
-    with pytest.raises(Exception, match="--teacher-margin -1.0: must be at least 0"):
+    with pytest.raises(Exception, match="--teacher-margin -1: must be at least 0"):
         PairsConfig.from_options(judgments="j", samples="s", output="o", teacher_margin=-1)
     assert RuleParams().prefer_positive == "policy"
 

@@ -68,13 +68,7 @@ class Config:
             if o is None:
                 raise TypeError(f"{type(self).__name__}.{f.name}: declare it with opt(...), a shared Option or group(...)")
             try:
-                if o.normalize is not None:
-                    value = o.normalize(value)
-                if o.none_word is not None and value == o.none_word:
-                    value = None
-                value = _coerce(value, hints[f.name])
-                if o.check is not None:
-                    o.check(value)
+                value = settle(o, hints[f.name], value)
             except (ValueError, TypeError) as e:
                 raise OptionError(type(self), f.name, value, str(e)) from None
             object.__setattr__(self, f.name, value)
@@ -90,6 +84,19 @@ class Config:
 
 
 # ---------------------------------------------------------------- types
+
+def settle(o: Option, hint: Any, value: Any) -> Any:
+    """A value as a config holds it: normalized, the none-word as None, converted to the declared type,
+    checked; ValueError or TypeError with the reason."""
+    if o.normalize is not None:
+        value = o.normalize(value)
+    if o.none_word is not None and value == o.none_word:
+        value = None
+    value = _coerce(value, hint)
+    if o.check is not None:
+        o.check(value)
+    return value
+
 
 @functools.cache
 def _hints(cls: type) -> dict:
@@ -128,29 +135,25 @@ def _coerce(value: Any, hint: Any) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError("expected a table of options")
         return dict(value)
-    if hint is Path:
-        if isinstance(value, Path):
-            return value
-        if isinstance(value, str):
-            return Path(value)
-        raise TypeError("expected a path")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError("expected true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TypeError("expected an integer")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise TypeError("expected a number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError("expected a string")
+    simple = _SIMPLE.get(hint)
+    if simple is not None:
+        accepts, convert, expected = simple
+        if not accepts(value):
+            raise TypeError(f"expected {expected}")
+        return convert(value)
     return value
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# type -> (what it accepts, the conversion, the word an error uses)
+_SIMPLE = {Path: (lambda v: isinstance(v, (str, Path)), Path, "a path"),
+           bool: (lambda v: isinstance(v, bool), bool, "true or false"),
+           int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "an integer"),
+           float: (_number, float, "a number"),
+           str: (lambda v: isinstance(v, str), str, "a string")}
 
 
 def _is(value: Any, hint: Any) -> bool:
@@ -293,15 +296,8 @@ def check_option(cls: type, name: str, value: Any, where: str = "") -> Any:
     except KeyError:
         known = ", ".join(n.replace("_", "-") for n in option_names(cls))
         raise DnoError(f"{where + ': ' if where else ''}unknown option {name!r}; the options are: {known}") from None
-    o = x.option
     try:
-        if o.normalize is not None:
-            value = o.normalize(value)
-        if o.none_word is not None and value == o.none_word:
-            value = None
-        value = _coerce(value, x.hint)
-        if o.check is not None:
-            o.check(value)
+        value = settle(x.option, x.hint, value)
     except (ValueError, TypeError) as e:
         raise OptionError(cls, x.name, value, str(e), flag=(f"{where}: " if where else "") + x.flag) from None
     return value
