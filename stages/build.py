@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING
@@ -69,7 +70,7 @@ def _cli_type(x: Flat):
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is tuple:
         return list[typing.get_args(hint)[0]]
-    if args and typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
+    if args and typing.get_origin(hint) in (typing.Union, types.UnionType):
         if len(args) == 1:
             return Optional[_cli_type(Flat(x.name, x.path, x.option, args[0], x.default))]
     if x.option.none_word is not None:
@@ -86,9 +87,7 @@ def _parameter(x: Flat, all_optional: bool) -> tuple[inspect.Parameter, list[ins
         info = typer.Argument(help=help_, metavar=x.name.upper(), show_default=default not in (MISSING, None))
     else:
         flags = x.option.flags or ("--" + x.name.replace("_", "-"),)
-        if typ is bool and default is False and len(flags) == 1 and "/" not in flags[0]:
-            flags = flags  # an on-switch: --force, not --force/--no-force
-        elif typ is bool:
+        if typ is bool and default is not False:  # --x/--no-x; a switch that is off by default is one flag (--force)
             flags = tuple(f"{f}/--no-{f[2:]}" for f in flags if f.startswith("--"))
         info = typer.Option(*flags, help=help_, rich_help_panel=x.option.panel,
                             show_default=not all_optional and default not in (None, MISSING, ""))
