@@ -75,7 +75,7 @@ def _tiny_run(tmp_path: Path, tiny_model: Path) -> Path:
     return tmp_path / "run"
 
 
-@pytest.mark.parametrize("how", ["--train-args", "[train] table", "--dry-run"])
+@pytest.mark.parametrize("how", ["--train-args", "[train] table", "[train] typo", "--dry-run"])
 def test_a_typo_in_any_stage_stops_the_loop_before_it_starts(tmp_path, tiny_model, how):
     """`--train-args "--betta 0.2"` or a `[train] beta = "high"` table: one error line before the first stage runs
     (nothing sampled), with or without --dry-run."""
@@ -87,6 +87,10 @@ def test_a_typo_in_any_stage_stops_the_loop_before_it_starts(tmp_path, tiny_mode
         (tmp_path / "run.toml").write_text('[train]\nbeta = "high"\n')
         args += ["--config", tmp_path / "run.toml"]
         expect = ['run.toml [train]: --beta', "'high'"]
+    elif how == "[train] typo":
+        (tmp_path / "run.toml").write_text('[train]\nbetta = 0.2\n')
+        args += ["--config", tmp_path / "run.toml"]
+        expect = ["run.toml: unknown key [train] 'betta'", "beta"]
     else:
         args += ["--train-args", "--betta 0.2"]
         expect = ["--train-args", "--betta"]
