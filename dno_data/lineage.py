@@ -205,6 +205,22 @@ def read_lineage(path: Path | str) -> dict | None:
 
 
 def is_up_to_date(output: Path | str, lineage: Mapping) -> bool:
-    """True when `output` exists and was made by the same stage from the same inputs and config."""
+    """True when `output` exists, was made by the same stage from the same inputs and config, and is of its
+    schema's current version (a file an older dno wrote is made again, not refused later by the next stage)."""
     old = read_lineage(output)
-    return old is not None and lineage_fingerprint(old) == lineage_fingerprint(lineage)
+    return old is not None and lineage_fingerprint(old) == lineage_fingerprint(lineage) and _current_version(output)
+
+
+def _current_version(path: Path | str) -> bool:
+    """Whether an artifact file is of its schema's current version (a checkpoint folder has no schema: True)."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    import schemas
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        spec = schemas.get(meta.get(b"dno.schema", b"").decode())
+    except Exception:  # unreadable, or not a schema this dno knows: not up to date; its reader says why
+        return False
+    return meta.get(b"dno.schema_version", b"").decode() == str(spec.version)

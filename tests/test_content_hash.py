@@ -76,3 +76,16 @@ def test_pairs_forced_twice_leaves_train_up_to_date(tmp_path, tiny_model, capsys
     train(cfg)
     assert "up to date" in capsys.readouterr().err
     assert (tmp_path / "ckpt" / "dno-manifest.json").stat().st_mtime_ns == before
+
+
+def test_an_artifact_of_an_older_schema_version_is_not_up_to_date(tmp_path):
+    """A file an older dno wrote (same inputs and settings, an older schema version) is made again by its stage
+    instead of being called up to date and then refused by the next stage."""
+    from conftest import rewrite_metadata, write_example
+    from dno_data.lineage import is_up_to_date, read_lineage
+
+    out = write_example(tmp_path / "samples.parquet", "samples")
+    lin = read_lineage(out)
+    assert is_up_to_date(out, lin)
+    rewrite_metadata(out, **{"dno.schema_version": 1})
+    assert not is_up_to_date(out, lin)
