@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from .errors import DnoError, first_line
 from .duckdb_sql import connect, load_sql, used_params
-from .pairs_checks import RULES, TRUNCATED, Source, check_inputs, rule_sql, sql_literal
+from .pairs_checks import Source, check_inputs, rule_sql, sql_literal
 from .pairs_write import write_pairs
 from .repetition import repetition_table
 

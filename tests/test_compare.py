@@ -53,8 +53,6 @@ OUTPUT: list[str] = []
 
 
 def settings(run: Path, model: Path):
-    import shlex
-
     from dno_data.compare import CompareSettings, sft_options_from_train
     from dno_data.loop import LoopSettings
     from stages.build import parse_stage_args
