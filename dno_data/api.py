@@ -39,29 +39,26 @@ _EXPORTS = {
     "LoopSettings": ("dno_data.loop", "LoopSettings"),
     "command_line": ("dno_data.loop", "command_line"),
 }
-_STAGE_FUNCTIONS = {"prompts": "prompts", "sample": "sample", "merge": "merge", "judge": "judge", "pairs": "pairs",
-                    "train": "train", "sft": "sft", "evaluate": "eval", "iterate": "iterate", "compare": "compare",
-                    "export": "export", "sql": "sql", "report": "report", "demo": "demo",
-                    "import_gguf": "model import-gguf"}
 
 
-def _stage(name: str):
+def _functions() -> dict[str, str]:
+    """Python name -> command, from the registry: `sample`, ..., `evaluate` (eval is a builtin), `import_gguf`."""
     from .stages import STAGES
 
-    return STAGES[name]
+    return {{"eval": "evaluate"}.get(n, n.split()[-1].replace("-", "_")): n for n in STAGES}
 
 
 def __getattr__(name: str) -> Any:
+    from .stages import STAGES, load
+
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
         return getattr(importlib.import_module(module), attr)
-    if name in _STAGE_FUNCTIONS:  # e.g. sample(cfg): dno_data.stages.sample.run
-        return importlib.import_module(f"dno_data.stages.{_stage(_STAGE_FUNCTIONS[name]).module}").run
-    from .stages import STAGES
-
-    for stage in STAGES.values():  # e.g. SampleConfig
+    if name in _functions():  # e.g. sample(cfg): dno_data.stages.sample.run
+        return load(_functions()[name])[1]
+    for command, stage in STAGES.items():  # e.g. SampleConfig
         if stage.config == name:
-            return getattr(importlib.import_module(f"dno_data.stages.{stage.module}"), name)
+            return load(command)[0]
     raise AttributeError(f"module 'dno_data.api' has no attribute {name!r}")
 
 
@@ -75,7 +72,7 @@ def run(cfg) -> Any:
 def __dir__() -> list[str]:
     from .stages import STAGES
 
-    return sorted([*_EXPORTS, *_STAGE_FUNCTIONS, *(s.config for s in STAGES.values()), "run", "from_options",
+    return sorted([*_EXPORTS, *_functions(), *(s.config for s in STAGES.values()), "run", "from_options",
                    "replace", "to_options"])
 
 

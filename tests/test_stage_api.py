@@ -176,3 +176,15 @@ def test_light_commands_import_no_torch(tmp_path, args):
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert not {m for m in imported if m.split(".")[0] in HEAVY}, (args, sorted(m for m in imported if m in HEAVY))
     assert "Traceback" not in proc.stderr
+
+
+def test_every_command_is_a_function_of_the_python_api():
+    """A stage's registry line is all the API needs: every command is `dno_data.api.<name>` and its config too."""
+    import dno_data.api as api
+    from dno_data.stages import STAGES, load
+
+    for command, stage in STAGES.items():
+        name = {"eval": "evaluate"}.get(command, command.split()[-1].replace("-", "_"))
+        cls, run = load(command)
+        assert getattr(api, name) is run and getattr(api, stage.config) is cls, command
+    assert "import_gguf" in dir(api) and "SampleConfig" in dir(api)

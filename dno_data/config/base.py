@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -41,12 +40,11 @@ class OptionError(DnoError):
         super().__init__(f"{where} {_shown(value)}: {reason}")
 
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
-
-
 def _shown(value: Any) -> str:
     """A value as an error line quotes it: a URL's user:password@ never (the line reaches logs and terminals)."""
-    return _USERINFO.sub("***@", repr(value))
+    from ..openai_api.runner import redact_url
+
+    return redact_url(repr(value))
 
 
 class Config:

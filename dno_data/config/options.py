@@ -193,11 +193,6 @@ def lr_scheduler_name(v) -> None:
 
 # ---------------------------------------------------------------- normalizers (idempotent)
 
-def none_if(word: str) -> Callable[[Any], Any]:
-    """A word that stands for None (e.g. --split all, --teacher none); None stays None."""
-    return lambda v: None if v == word or v == "" and word == "none" else v
-
-
 def as_tuple(v) -> tuple:
     if v is None:
         return ()
