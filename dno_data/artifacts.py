@@ -21,7 +21,6 @@ import schemas
 from .atomic import atomic_path
 from .errors import DnoError, first_line
 from .paths import check_input, write_output
-from .paths import check_output  # noqa: F401  (the stages import it from here)
 
 # ---------------------------------------------------------------- writes
 

@@ -4,7 +4,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
 
   dno_data/api.py                  test_stage_api.py (the Python API makes what the CLI makes)
   dno_data/stages/__init__.py      test_help.py (the registry), test_options.py (every command's config)
-  dno_data/stages/common.py        test_bad_input.py (-o checks), test_options.py (one way to redo)
+  dno_data/stages/common.py        test_output_guard.py (-o), test_options.py (one way to redo)
   dno_data/stages/prompts.py       test_prompts.py, test_cli.py
   dno_data/stages/sample.py        test_resume.py, test_sample_openai.py, test_cli.py
   dno_data/stages/merge.py         test_sharding.py

@@ -53,10 +53,10 @@ def run(cfg: EvalConfig) -> Path:
     from ..reproducibility import configure_torch
     from ..sampling import select_prompts
     from ..teachers import Teacher, TeacherApi
-    from .common import check_output_path
+    from ..paths import check_output
 
     prompts = read_artifact(cfg.prompts, "prompts")
-    check_output_path(cfg.output, [cfg.prompts], kind="eval")
+    check_output(cfg.output, [cfg.prompts], kind="eval")
     check_model_dir(cfg.model)
     judge = cfg.judge.make()
     settings = cfg.api.settings()  # the one server and call policy of this command's openai: judge and teacher

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from ..config import Config, Option, one_of, opt, output_folder
 from ..errors import DnoError
+from ..export import FORMATS
 from .common import FORCE
-
-FORMATS = ("trl", "hf-dataset")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -71,12 +71,12 @@ def run(cfg: JudgeConfig) -> Path:
     from ..judges.run import RetryingCache, failed_calls, groups_of, judge_groups, not_ok_rows
     from ..lineage import make_lineage
     from ..parts import Parts
-    from .common import check_output_path
+    from ..paths import check_output
 
     samples = read_artifact(cfg.samples, "samples")
     if len(samples) == 0:
         raise DnoError(f"{cfg.samples}: no samples to judge; rerun `dno sample`")
-    check_output_path(cfg.output, [cfg.samples], kind="judgments")
+    check_output(cfg.output, [cfg.samples], kind="judgments")
     judge = cfg.judge.make()
     lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id)
     groups = groups_of(samples)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, as_tuple, opt
-from .common import OUTPUT_FILE, check_output_path
+from .common import OUTPUT_FILE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,9 +33,10 @@ class MergeConfig(Config):
 def run(cfg: MergeConfig) -> Path:
     from ..artifacts import write_artifact
     from ..console import summary
+    from ..paths import check_output
     from ..sharding import merge_shards
 
-    check_output_path(cfg.output, list(cfg.shards), kind="samples")
+    check_output(cfg.output, list(cfg.shards), kind="samples")
     table, lineage = merge_shards(list(cfg.shards), cfg.prompts)
     write_artifact(table, cfg.output, "samples", lineage)
     summary(f"merged {len(cfg.shards)} shard(s) -> {cfg.output}",

@@ -57,11 +57,11 @@ def run(cfg: PairsConfig) -> Path:
     from ..errors import DnoError
     from ..lineage import make_lineage
     from ..pairs import build_pairs, check_inputs
-    from .common import check_output_path
+    from ..paths import check_output
 
     check_inputs(cfg.samples, cfg.judgments, rule=cfg.rule, sql_file=cfg.sql, truncated=cfg.truncated,
                  replay=cfg.replay)  # from the files' metadata, before any work
-    check_output_path(cfg.output, [cfg.judgments, cfg.samples, *cfg.replay], kind="pairs")
+    check_output(cfg.output, [cfg.judgments, cfg.samples, *cfg.replay], kind="pairs")
     inputs = [cfg.judgments, cfg.samples, *cfg.replay, *([cfg.sql] if cfg.sql else [])]
     for p in inputs:
         if not Path(p).exists():

@@ -39,9 +39,10 @@ class PromptsConfig(Config):
 
 
 def run(cfg: PromptsConfig) -> Path:
-    from ..artifacts import check_output, write_artifact
+    from ..artifacts import write_artifact
     from ..console import summary, up_to_date
     from ..lineage import make_lineage
+    from ..paths import check_output
     from ..prompts_import import KINDS, import_prompts
 
     if not Path(cfg.src).exists():

@@ -93,14 +93,14 @@ def run(cfg: SampleConfig) -> Path:
     from ..sampling import sample_rows, select_prompts
     from ..sharding import in_shard, parse_shard
     from ..teachers import Teacher, TeacherApi
-    from .common import check_output_path
+    from ..paths import check_output
 
     shard = parse_shard(cfg.shard)
     engine_args = parse_engine_args(cfg.engine_args)
     if cfg.model is not None:
         check_backend(cfg.backend)
     prompts = read_artifact(cfg.prompts, "prompts")
-    check_output_path(cfg.output, [cfg.prompts], kind="samples")
+    check_output(cfg.output, [cfg.prompts], kind="samples")
     policy_files = None  # the folder whose content identifies the policy (lineage input)
     if cfg.model is not None:
         if cfg.backend == "openai":

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, finite, group, in_range, one_of, opt, output_folder
+from ..config import Config, finite, group, in_range, one_of, opt
 from ..errors import DnoError
 from ..training.options import CONTRASTIVE_ONLY, TrainOptions
-from .common import FORCE
+from .common import CHECKPOINT, FORCE
 
 SOURCES = ("teacher", "best", "chosen")
 
@@ -30,8 +30,7 @@ class SftConfig(Config):
 
     data: Path = opt("samples.parquet (--source teacher|best) or pairs.parquet (its chosen side).", argument=True)
     model: Path = opt("HF folder of the model to fine-tune.")
-    output: Path = opt("Checkpoint folder to write.", flags=("-o", "--output"), changes_output=False,
-                       check=output_folder)
+    output: Path = CHECKPOINT.field()
     source: str | None = opt("teacher: the teacher rows of a samples file | best: each prompt's best judged policy "
                              "sample (needs --judgments) | chosen: a pairs file's chosen side (the default for a pairs "
                              "file).", None, check=one_of(*SOURCES))
@@ -47,8 +46,10 @@ class SftConfig(Config):
     def validate(self) -> None:
         if self.source == "best" and self.judgments is None:
             raise DnoError("--source best needs --judgments JUDGMENTS (the judgments of the samples file, `dno judge`)")
-        if self.source not in (None, "best") and (self.judgments is not None or self.min_score is not None):
-            raise DnoError(f"--judgments and --min-score are for --source best, not --source {self.source}")
+        if self.source != "best" and (self.judgments is not None or self.min_score is not None):
+            # without --source, a samples file means teacher and a pairs file chosen: never best
+            given = "" if self.source is None else f", not --source {self.source}"
+            raise DnoError(f"--judgments and --min-score are for --source best{given}")
 
 
 def _schema_of(path: Path) -> str | None:
@@ -62,10 +63,11 @@ def _schema_of(path: Path) -> str | None:
 
 def run(cfg: SftConfig) -> Path:
     """Write the checkpoint folder cfg.output and return its path."""
-    from ..artifacts import check_output, read_artifact
+    from ..artifacts import read_artifact
     from ..console import summary, up_to_date
     from ..lineage import make_lineage
     from ..models import check_model_dir
+    from ..paths import check_output
     from ..parts import release_output
     from ..reproducibility import configure_torch
     from ..training.sft import select_examples, sft
@@ -78,10 +80,6 @@ def run(cfg: SftConfig) -> Path:
         data = read_artifact(cfg.data, "pairs")
     else:
         data = read_artifact(cfg.data, "samples")
-    if source == "best" and cfg.judgments is None:
-        raise DnoError("--source best needs --judgments JUDGMENTS (the judgments of the samples file, `dno judge`)")
-    if source != "best" and (cfg.judgments is not None or cfg.min_score is not None):
-        raise DnoError(f"--judgments and --min-score are for --source best, not --source {source}")
     judgments = read_artifact(cfg.judgments, "judgments") if source == "best" else None
     check_model_dir(cfg.model)
     if cfg.output.resolve() == Path(cfg.model).resolve():

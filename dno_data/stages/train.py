@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, group, opt, output_folder
+from ..config import Config, group, opt
 from ..errors import DnoError
 from ..training.options import TrainOptions
-from .common import FORCE
+from .common import CHECKPOINT, FORCE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,8 +27,7 @@ class TrainConfig(Config):
 
     pairs: Path = opt("pairs.parquet (from `dno pairs`).", argument=True)
     model: Path = opt("HF folder of the policy that sampled (pi_t; also the reference unless --reference).")
-    output: Path = opt("Checkpoint folder to write (pi_{t+1}).", flags=("-o", "--output"), changes_output=False,
-                       check=output_folder)
+    output: Path = CHECKPOINT.field(help="Checkpoint folder to write (pi_{t+1}).")
     # beta (the paper: 0.1 or 0.05), the loss, the reference, the optimizer, LoRA, precision
     training: TrainOptions = group(TrainOptions)
     force: bool = FORCE.field(False)
@@ -41,10 +40,11 @@ class TrainConfig(Config):
 
 def run(cfg: TrainConfig) -> Path:
     """Write the checkpoint folder cfg.output (resuming <output>.partial/) and return its path."""
-    from ..artifacts import check_output, read_artifact
+    from ..artifacts import read_artifact
     from ..console import summary, up_to_date
     from ..lineage import make_lineage
     from ..models import check_model_dir
+    from ..paths import check_output
     from ..parts import release_output
     from ..reproducibility import configure_torch
     from ..training import train
