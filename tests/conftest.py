@@ -25,7 +25,9 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/config/base.py          test_options.py (checked on construction, argv round trips)
   dno_data/config/groups.py        test_options.py (one declaration per shared group)
   dno_data/config/run_file.py      test_run_config.py (--config run.toml), test_stage_api.py (a bad [train] table)
-  dno_data/console.py              test_cli.py (summaries, up to date)
+  dno_data/console.py              test_cli.py (summaries, up to date), test_engine_ray_faults.py (progress lines)
+  dno_data/engines/__init__.py     test_engine_ray.py
+  dno_data/engines/ray.py          test_engine_ray.py (ray == local; errors), test_engine_ray_faults.py (faults)
   dno_data/pair_rules.py           test_pairs.py (rules and parameters from the rule files' headers)
   dno_data/compare_table.py        test_compare.py (the table, intervals, the plot)
   bench/bench_startup.py           test_bench_startup.py (runs at its smallest size)
