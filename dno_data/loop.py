@@ -53,6 +53,7 @@ class LoopSettings:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     method: str = "dno"  # dno | offline-dpo (pi_1 samples every partition; reference pi_1)
     folder: str | None = None  # iterations in RUN/FOLDER/iter-NN (dno compare: the method's name)
+    train_launcher: str | None = None  # e.g. "accelerate launch --config_file fsdp.yaml": train and sft run under it
 
     def of(self, stage: str) -> dict:
         return dict(self.options.get(stage) or {})
@@ -154,21 +155,53 @@ def dno_executable() -> list[str]:
     return [sys.executable, "-c", "import sys; del sys.path[0]; from stages.cli import main; main()"]
 
 
-def run_step(cfg, echo: Callable[[str], None] | None = None) -> None:
-    """Run one stage config as its `dno` command in its own process; a failure stops the loop with its message."""
+LAUNCHED = ("train", "sft")  # the stages --train-launcher starts (the ones that train a model)
+
+
+def dno_script() -> str:
+    """The `dno` console script beside this Python (what a launcher such as `accelerate launch` or
+    `torchrun` starts on every process)."""
+    import shutil
+
+    script = Path(sys.executable).with_name("dno")
+    if script.exists():
+        return str(script)
+    found = shutil.which("dno")
+    if found is None:
+        raise DnoError("--train-launcher starts the `dno` console script, which is not installed beside "
+                       f"{sys.executable}; pip install -e . (or pip install dno-data) in this environment")
+    return found
+
+
+def launch_args(cfg, launcher: str | None) -> list[str]:
+    """The argv of one step: `python -P -m stages.cli ARGS`, or for train and sft under a launcher,
+    `LAUNCHER .../dno ARGS` (e.g. accelerate launch --config_file fsdp.yaml .../bin/dno train ...)."""
+    args = command_args(cfg)
+    if launcher and stage_name(cfg) in LAUNCHED:
+        return [*shlex.split(launcher), dno_script(), *args]
+    return [*dno_executable(), *args]
+
+
+def run_step(cfg, echo: Callable[[str], None] | None = None, launcher: str | None = None) -> None:
+    """Run one stage config as its `dno` command in its own process (train and sft under `launcher`
+    when one is given); a failure stops the loop with its message."""
     from .console import say
 
     args = command_args(cfg)
-    (echo or say)("$ dno " + shlex.join(args))
-    proc = subprocess.run([*dno_executable(), *args])
+    launched = bool(launcher) and stage_name(cfg) in LAUNCHED
+    (echo or say)("$ " + (f"{launcher} " if launched else "") + "dno " + shlex.join(args))
+    proc = subprocess.run(launch_args(cfg, launcher))
     if proc.returncode != 0:
         raise DnoError(f"`dno {args[0]}` failed (exit {proc.returncode}); fix it and rerun: finished stages are skipped")
 
 
 def run_iterations(s: LoopSettings, first: int = 1, eval_initial: bool = False,
-                   run: Callable[[Any], None] = run_step) -> None:
+                   run: Callable[[Any], None] | None = None) -> None:
     """Iterations first..s.iterations (and the initial policy's eval, iter-00, first when asked)."""
     check(s, first, eval_initial)
+    if run is None:
+        def run(cfg):
+            run_step(cfg, launcher=s.train_launcher)
     if eval_initial:
         run(eval_config(s, 0))
     for t in range(first, s.iterations + 1):
