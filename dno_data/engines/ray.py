@@ -120,7 +120,7 @@ def run_units(units: Iterable[tuple[int, Any]], *, setup: Callable[[], Any], wor
 
     `before_submit(unit, payload)` may replace a payload just before it is sent (work that must stay
     in the driver, e.g. API calls with the driver's cache). Returns counts (actors lost, batches
-    retried). `setup` and `work` must be picklable: module-level functions or partials of them.
+    retried, seconds until every worker was ready). `setup` and `work` must be picklable: module-level functions or partials of them.
     """
     ray = _ray()
     queue = collections.deque(units)
@@ -163,9 +163,10 @@ def run_units(units: Iterable[tuple[int, Any]], *, setup: Callable[[], Any], wor
                 pass
             start(slot)
 
+    t0 = waiting_since = time.monotonic()
+    all_ready = None  # seconds until every first worker was ready (model loaded)
     for slot in range(workers):
         start(slot)
-    waiting_since = time.monotonic()
     try:
         while queue or inflight:
             for actor, refs in live.items():
@@ -198,6 +199,8 @@ def run_units(units: Iterable[tuple[int, Any]], *, setup: Callable[[], Any], wor
                         dno, line = error
                         raise DnoError(line if dno else f"{what}: a Ray worker could not start: {line}")
                     live[actor] = set()
+                    if all_ready is None and len(live) == workers:
+                        all_ready = time.monotonic() - t0
                     continue
                 unit, payload, actor = inflight.pop(ref)
                 live.get(actor, set()).discard(ref)
@@ -226,4 +229,6 @@ def run_units(units: Iterable[tuple[int, Any]], *, setup: Callable[[], Any], wor
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+    if all_ready is not None:
+        counts["seconds until every worker was ready"] = round(all_ready, 1)
     return dict(counts)
