@@ -247,7 +247,8 @@ def pair_row(a: str, b: str, prompt_id: str, p: float | None, position: int, sta
 
 def prompt_row(pid: str = "p1", partition=1, split: str = "train", content: str = "1+1", reference="2") -> dict:
     return {"prompt_id": pid, "messages": [{"role": "user", "content": content}], "reference": reference,
-            "partition": partition, "split": split, "source": "x.jsonl:1"}
+            "follow_ups": None, "follow_up_references": None, "partition": partition, "split": split,
+            "source": "x.jsonl:1"}
 
 
 def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", chosen: str = "2",
@@ -264,9 +265,9 @@ def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", cho
 
 
 def eval_row(pid: str = "p1") -> dict:
-    return {"prompt_id": pid, "messages": MSGS, "model": "m", "response": "2", "teacher_response": "2",
+    return {"prompt_id": pid, "turn": 1, "messages": MSGS, "model": "m", "response": "2", "teacher_response": "2",
             "judge_id": "J", "policy_score": 6.0, "teacher_score": 6.0, "win": 0.5, "correct": True,
-            "status": "ok", "error": None}
+            "justification": None, "status": "ok", "error": None}
 
 
 EXAMPLE_ROWS = {
