@@ -220,9 +220,10 @@ def turns_prompt(value, where: str) -> tuple[str, list[str]]:
 
 def turn_references(ref, turns: int, where: str) -> tuple[str | None, list[str | None]]:
     """A reference cell as the first turn's reference and the follow-ups': a list (MT-Bench's `reference`)
-    gives one per turn, from the first; anything else is the first turn's.
+    gives one per turn, from the first, an empty entry none (MT-Bench writes "" for a turn without one);
+    anything else is the first turn's.
 
-    >>> turn_references(["46", "10"], 2, "x"), turn_references("46", 2, "x"), turn_references(["46"], 2, "x")
+    >>> turn_references(["46", "10"], 2, "x"), turn_references("46", 2, "x"), turn_references(["46", ""], 2, "x")
     (('46', ['10']), ('46', [None]), ('46', [None]))
     """
     if isinstance(ref, tuple):
@@ -231,7 +232,7 @@ def turn_references(ref, turns: int, where: str) -> tuple[str | None, list[str |
         return (None if ref is None else str(ref)), [None] * (turns - 1)
     if len(ref) > turns:
         raise DnoError(f"{where}: {len(ref)} reference answers for {turns} turn(s); give at most one a turn")
-    ref = [None if r is None else str(r) for r in ref] + [None] * (turns - len(ref))
+    ref = [None if r is None or not str(r).strip() else str(r) for r in ref] + [None] * (turns - len(ref))
     return ref[0], ref[1:]
 
 

@@ -15,7 +15,7 @@ from dno_data.errors import DnoError
 # MT-Bench's question.jsonl, in its own shape (question_id, category, turns, and reference for some)
 MT_BENCH = [
     {"question_id": 81, "category": "math", "turns": ["12+34", "55+21"], "reference": ["46", "76"]},
-    {"question_id": 82, "category": "math", "turns": ["40+7", "3+96"], "reference": ["47"]},
+    {"question_id": 82, "category": "math", "turns": ["40+7", "3+96"], "reference": ["47", ""]},  # "": none
     {"question_id": 83, "category": "writing", "turns": ["18+18", "70+22"]},
     {"question_id": 84, "category": "writing", "turns": ["61+9"]},
 ]
