@@ -118,7 +118,7 @@ def eval_summary(rows: list[dict], with_teacher: bool, *, seed: int = 0) -> dict
     counts |= _figures(ok, with_teacher, seed)
     for t in turns if len(turns) > 1 else ():
         for key, value in _figures([r for r in ok if (r.get("turn") or 1) == t], with_teacher, seed).items():
-            if not value.startswith("n/a") and "empty" not in key:
+            if "empty" not in key and not value.startswith("n/a"):  # the counts of empty answers: once, above
                 counts[f"turn {t}: {key}"] = value
     return counts
 

@@ -201,3 +201,17 @@ def test_the_report_shows_each_turn_beside_the_figures_over_all_turns(tmp_path, 
         assert res.turns[turn]["accuracy"] is not None and res.turns[turn]["winrate"] is None
     page = write_report([run], run / "report.html", resamples=200).html_path.read_text()
     assert "turn 1 mean score [95 % CI]" in page and "turn 2 accuracy [95 % CI]" in page
+
+
+def test_the_summary_per_turn_leaves_out_what_a_turn_does_not_have():
+    from dno_data.evaluation import eval_summary
+
+    def row(pid, turn, win, teacher, score):
+        return {"prompt_id": pid, "turn": turn, "status": "ok", "win": win, "teacher_response": teacher,
+                "correct": None, "policy_score": score}
+
+    s = eval_summary([row("a", 1, 1.0, "t", 8.0), row("a", 2, None, None, 4.0), row("b", 1, 0.0, "t", 6.0)], True)
+    assert s["prompts"] == 2 and s["answers (every turn)"] == 3
+    assert s["empty teacher answers (left out of the win-rate)"] == 1  # turn 2 had no teacher answer: counted once
+    assert s["turn 1: win-rate vs teacher [95 % CI]"].startswith("50.0 %") and "turn 2: win-rate" not in str(s)
+    assert s["turn 2: mean score [95 % CI]"].startswith("4.00") and "turn 1: accuracy" not in s
