@@ -10,7 +10,8 @@ config), in a process of its own started so that no working folder can shadow dn
 
 `method="offline-dpo"` (`dno compare`) changes only who samples and the reference: pi_1 samples
 every partition, the reference stays pi_1, and training continues from the method's own t-1
-checkpoint; `max_pairs` caps the pairs (a budget). `sft_config` is the supervised baselines' step.
+checkpoint; `max_pairs` caps the pairs (a budget). `train_config` is its training step alone (offline KTO
+trains so on offline DPO's pairs); `sft_config` is the supervised baselines' step.
 Paths come from dno_data.run_layout. Every stage skips itself when its output is up to date.
 """
 
@@ -93,14 +94,11 @@ def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None) -> 
     from .stages.judge import JudgeConfig
     from .stages.pairs import PairsConfig
     from .stages.sample import SampleConfig
-    from .stages.train import TrainConfig
 
     if s.method not in ("dno", "offline-dpo"):
         raise DnoError(f"method {s.method!r}: iterations are dno or offline-dpo (sft: sft_config)")
     run = layout(s)
-    offline = s.method == "offline-dpo"
-    policy = policy_for(s, t)
-    sampler = s.model if offline else policy  # offline DPO: pi_1 samples every partition
+    sampler = s.model if s.method == "offline-dpo" else policy_for(s, t)  # offline DPO: pi_1 samples every partition
     sample = _config(s, "sample", SampleConfig, {"prompts": run.prompts, "output": run.samples(t), "model": sampler,
                                                  "partition": t, "teacher": s.teacher})
     judge = _config(s, "judge", JudgeConfig, {"samples": run.samples(t), "output": run.judgments(t),
@@ -108,11 +106,18 @@ def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None) -> 
     replay = [run.pairs(t - back) for back in (1, 2) if s.replay and t - back >= 1]
     pairs = _config(s, "pairs", PairsConfig, {"judgments": run.judgments(t), "samples": run.samples(t),
                                               "output": run.pairs(t), "replay": replay, "max_pairs": max_pairs})
-    train_owned = {"pairs": run.pairs(t), "model": policy, "output": run.checkpoint(t)}
-    if offline:  # offline DPO: the reference stays pi_1
-        train_owned["reference"] = s.model
-    train = _config(s, "train", TrainConfig, train_owned)
-    return [sample, judge, pairs, train] + ([eval_config(s, t)] if s.evaluate else [])
+    return [sample, judge, pairs, train_config(s, t, run.pairs(t))] + ([eval_config(s, t)] if s.evaluate else [])
+
+
+def train_config(s: LoopSettings, t: int, pairs: Path):
+    """Iteration t's training: the method's pi_t on `pairs` into its iteration-t checkpoint, with the reference
+    pi_t (dno) or pi_1 (offline-dpo)."""
+    from .stages.train import TrainConfig
+
+    owned = {"pairs": pairs, "model": policy_for(s, t), "output": layout(s).checkpoint(t)}
+    if s.method == "offline-dpo":  # offline: the reference stays pi_1
+        owned["reference"] = s.model
+    return _config(s, "train", TrainConfig, owned)
 
 
 def sft_config(s: LoopSettings, t: int, samples: Path, *, judgments: Path | None = None,

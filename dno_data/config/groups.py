@@ -116,7 +116,7 @@ class TeacherCall(Config):
 
 
 TEACHER_SPECS = "reference | python:module:function | openai:MODEL"
-JUDGE_MODES = ("score", "pairwise", "rubric")
+JUDGE_MODES = ("score", "pairwise", "rubric", "single")
 
 
 def judge_specs() -> str:
@@ -132,10 +132,12 @@ class JudgeSettings(Config):
 
     spec: str = Option(f"The preference oracle: {judge_specs()}.", flags=("--judge",), name="judge",
                        check=nonempty).field()
-    mode: str | None = Option("Judge mode: openai: rubric|pairwise; python: score|pairwise (default: rubric for "
-                              "openai, score for the others).", check=one_of(*JUDGE_MODES)).field(None)
+    mode: str | None = Option("Judge mode: openai: rubric|pairwise|single (single: each answer graded alone on "
+                              "1..10, MT-Bench's form); python: score|pairwise (default: rubric for openai, score "
+                              "for the others).", check=one_of(*JUDGE_MODES)).field(None)
     both_orders: bool = Option("Pairwise: judge (a,b) and (b,a).").field(True)
-    template: Path | None = Option("openai judges: Jinja template of the judge prompt.", panel=API).field(None)
+    template: Path | None = Option("openai judges: Jinja template of the judge prompt (shipped: "
+                                   "dno_data/templates/MODE.jinja).", panel=API).field(None)
     system_prompt: str | None = Option("openai judges: system message for the judge.", panel=API).field(None)
     temperature: float = Option("openai judges: the judge's sampling temperature.", check=at_least(0),
                                 panel=API).field(0.0)

@@ -17,6 +17,7 @@ from .setup import Setup
 
 def metrics_of(s: Setup, result: FitResult) -> dict:
     h = result.history
+    kl = {"final_kl": h[-1]["kl"]} if h and "kl" in h[-1] else {}  # --loss kto's reference point
     return {
         "pairs": s.pairs_in, "pairs_used": len(s.examples), "dropped_too_long": s.dropped_too_long,
         "truncated_responses": sum(ex.get("truncated_sides", 0) for ex in s.examples),  # trained without EOS
@@ -25,6 +26,7 @@ def metrics_of(s: Setup, result: FitResult) -> dict:
         "final_loss": h[-1]["loss"] if h else None,
         "mean_loss": sum(x["loss"] for x in h) / len(h) if h else None,
         "final_reward_accuracy": h[-1]["reward_accuracy"] if h else None,
+        **kl,
     }
 
 
