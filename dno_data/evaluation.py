@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from tqdm.auto import tqdm
 
 from .parts import Parts
@@ -23,24 +25,42 @@ def evaluate_rows(prompts: list[dict], parts: Parts, *, generator, params: Sampl
     """
     batches, todo = parts.split(prompts, batch_size)
     for b in tqdm(todo, desc="eval", unit="batch", disable=None):
-        batch = batches[b]
-        conversations = [list(p["messages"]) for p in batch]
-        answers: list[str | None] = [None] * len(batch)
-        rows = []
-        for turn in range(1, 1 + max(turns_of(p) for p in batch)):
-            asked = [i for i, p in enumerate(batch) if turns_of(p) >= turn]
-            for i in asked if turn > 1 else ():  # the policy's own answer, then the next user turn
-                conversations[i] = conversations[i] + [{"role": "assistant", "content": answers[i]},
-                                                       {"role": "user", "content": batch[i]["follow_ups"][turn - 2]}]
-            turn_seed = stable_hash("eval", seed, b) if turn == 1 else stable_hash("eval", seed, b, turn)
-            out = _evaluate_turn([batch[i] for i in asked], [conversations[i] for i in asked], turn,
-                                 generator=generator, params=params, teacher=teacher, judge=judge,
-                                 model_name=model_name, seed=int(turn_seed, 16) % (2**31),
-                                 runner_factory=runner_factory)
-            for i, row in zip(asked, out):
-                answers[i] = row["response"]
-            rows += out
-        parts.write(b, rows)
+        answered = answer_batch(batches[b], b, generator=generator, params=params, seed=seed)
+        parts.write(b, judge_batch_answers(batches[b], answered, teacher=teacher, judge=judge, model_name=model_name,
+                                           runner_factory=runner_factory))
+
+
+def answer_batch(batch: list[dict], b: int, *, generator, params: SamplingParams, seed: int) -> list[list[tuple]]:
+    """The policy's answers to batch `b`, turn by turn: per turn, (index in the batch, conversation,
+    answer) for the prompts that ask it. Judging never feeds the next turn, so every turn is answered
+    first and judged after (judge_batch_answers): the work a generation engine does alone."""
+    conversations = [list(p["messages"]) for p in batch]
+    answers: list[str | None] = [None] * len(batch)
+    turns = []
+    for turn in range(1, 1 + max(turns_of(p) for p in batch)):
+        asked = [i for i, p in enumerate(batch) if turns_of(p) >= turn]
+        for i in asked if turn > 1 else ():  # the policy's own answer, then the next user turn
+            conversations[i] = conversations[i] + [{"role": "assistant", "content": answers[i]},
+                                                   {"role": "user", "content": batch[i]["follow_ups"][turn - 2]}]
+        turn_seed = stable_hash("eval", seed, b) if turn == 1 else stable_hash("eval", seed, b, turn)
+        texts = [render_prompt(generator.tokenizer, conversations[i]) for i in asked]
+        outs = generator.generate(texts, params, int(turn_seed, 16) % (2**31))
+        for i, c in zip(asked, outs):
+            answers[i] = c[0].text
+        turns.append([(i, conversations[i], answers[i]) for i in asked])
+    return turns
+
+
+def judge_batch_answers(batch: list[dict], answered: list[list[tuple]], *, teacher: Teacher | None, judge: Judge,
+                        model_name: str, runner_factory=None) -> list[dict]:
+    """The eval rows of a batch whose answers answer_batch made: per turn, the teacher's answers and
+    the judge's verdicts."""
+    rows = []
+    for turn, items in enumerate(answered, start=1):
+        rows += _evaluate_turn([batch[i] for i, _, _ in items], [conv for _, conv, _ in items],
+                               [answer for _, _, answer in items], turn, teacher=teacher, judge=judge,
+                               model_name=model_name, runner_factory=runner_factory)
+    return rows
 
 
 def turns_of(prompt: dict) -> int:
@@ -55,21 +75,19 @@ def _turn_reference(prompt: dict, turn: int) -> str | None:
     return refs[turn - 2] if turn - 2 < len(refs) else None
 
 
-def _evaluate_turn(batch: list[dict], conversations: list[list[dict]], turn: int, *, generator, params, teacher,
-                   judge: Judge, model_name: str, seed: int, runner_factory) -> list[dict]:
-    """The eval rows of one turn of `batch`: generate, ask the teacher, judge."""
+def _evaluate_turn(batch: list[dict], conversations: list[list[dict]], policy_answers: list[str], turn: int, *,
+                   teacher, judge: Judge, model_name: str, runner_factory) -> list[dict]:
+    """The eval rows of one turn of `batch`, whose policy answers are given: ask the teacher, judge."""
     # Turn 1 is keyed and judged as the prompt itself; a later turn as the conversation it is.
     items = [{"prompt_id": p["prompt_id"] if turn == 1 else prompt_id(conv), "messages": conv,
               "reference": _turn_reference(p, turn)} for p, conv in zip(batch, conversations)]
-    texts = [render_prompt(generator.tokenizer, conv) for conv in conversations]
-    outs = generator.generate(texts, params, seed)
     if teacher is None:
         golds = [None] * len(items)
     elif turn > 1 and teacher.spec == "reference":  # a follow-up without a reference answer has no teacher answer
         golds = [it["reference"] for it in items]
     else:
         golds = teacher.respond_many(items)
-    answers = [(c[0].text, gold) for c, gold in zip(outs, golds)]
+    answers = list(zip(policy_answers, golds))
     # Without a teacher answer (no teacher, or an empty reference), only the policy's answer is judged.
     groups = [Group(it["prompt_id"], it["messages"], it["reference"],
                     [Candidate("policy", policy, "policy")]
@@ -170,3 +188,67 @@ def outcome(judgments: list[dict]) -> dict:
         win = 1.0 if ps > ts else 0.5 if ps == ts else 0.0
     return {"policy_score": ps, "teacher_score": ts, "win": win, "correct": scores.get("policy", {}).get("correct"),
             "justification": scores.get("policy", {}).get("justification"), "status": "ok", "error": None}
+
+
+# --engine ray: answer_batch (and, for a judge and teacher that run here, the judging) on Ray actors
+
+
+@dataclass(frozen=True)
+class EvalWorker:
+    """What a Ray worker builds once: the policy's generator, and the judge and teacher when they run
+    code or a model (an openai: judge or teacher is asked by the driver, with its call cache)."""
+
+    model: str
+    options: dict = field(default_factory=dict)  # make_generator's keyword options
+    judge: object = None  # JudgeSettings, when the worker judges
+    teacher: str | None = None
+
+    def __call__(self):
+        from .generation import make_generator
+
+        generator = make_generator("hf", self.model, **self.options)
+        judge = self.judge.make() if self.judge is not None else None
+        return generator, judge, Teacher(self.teacher) if self.teacher else None
+
+
+def eval_work(state, payload, *, params: SamplingParams, seed: int, model_name: str):
+    generator, judge, teacher = state
+    b, batch = payload
+    answered = answer_batch(batch, b, generator=generator, params=params, seed=seed)
+    if judge is None:  # judged by the driver
+        return answered
+    return judge_batch_answers(batch, answered, teacher=teacher, judge=judge, model_name=model_name)
+
+
+def evaluate_rows_ray(prompts: list[dict], parts: Parts, *, worker: EvalWorker, engine, params: SamplingParams,
+                      teacher: Teacher | None, judge: Judge, model_name: str, seed: int, batch_size: int,
+                      runner_factory=None) -> dict:
+    """evaluate_rows with the batches on Ray actors; this process checks and writes each part."""
+    from functools import partial
+
+    from .console import Progress
+    from .engines.ray import run_units
+    from .errors import DnoError
+
+    batches, todo = parts.split(prompts, batch_size)
+    progress = Progress("eval", len(prompts), "prompts",
+                        done=sum(len(batches[b]) for b in set(range(len(batches))) - set(todo)))
+
+    def on_result(unit: int, result) -> None:
+        batch = batches[unit]
+        rows = result if worker.judge is not None else judge_batch_answers(
+            batch, result, teacher=teacher, judge=judge, model_name=model_name, runner_factory=runner_factory)
+        ids = {p["prompt_id"] for p in batch}
+        stray = next((r["prompt_id"] for r in rows if r["prompt_id"] not in ids), None)
+        if stray is not None:
+            raise DnoError(f"batch {unit}: a worker returned an answer for prompt {stray}, which is not in that batch; "
+                           "nothing of it was written")
+        parts.write(unit, rows)
+        progress.add(len(batch))
+
+    counts = run_units([(b, (b, batches[b])) for b in todo], setup=worker,
+                       work=partial(eval_work, params=params, seed=seed, model_name=model_name), on_result=on_result,
+                       workers=engine.workers, cpus_per_worker=engine.cpus_per_worker,
+                       gpus_per_worker=engine.gpus_per_worker, what="dno eval", on_progress=progress.tick)
+    progress.close()
+    return counts

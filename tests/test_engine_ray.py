@@ -109,3 +109,37 @@ def test_no_room_for_a_worker_is_one_line(tmp_path, prompts24, tiny_model, ray_c
                                     max_new_tokens=2, engine="ray", gpus_per_worker=1)
     with pytest.raises(DnoError, match=r"no node of the cluster has 1 CPU and 1 GPU free for one worker"):
         run(cfg)
+
+
+def test_eval_on_ray_equals_local(tmp_path, prompts24, tiny_model, ray_cluster):
+    """Greedy answers judged on the workers (oracle, reference teacher): the same rows as locally."""
+    from dno_data.stages.eval import EvalConfig, run
+
+    base = dict(prompts=prompts24, model=tiny_model, judge="oracle:addition", split="all", max_new_tokens=4,
+                batch_size=5, threads=1)
+    local = run(EvalConfig.from_options(output=tmp_path / "local.parquet", **base))
+    remote = run(EvalConfig.from_options(output=tmp_path / "ray.parquet", engine="ray", workers=2, **base))
+    a, b = _rows(local, "eval", "prompt_id"), _rows(remote, "eval", "prompt_id")
+    assert len(a) == 24 and a == b
+
+
+def test_multi_turn_eval_on_ray_with_a_judge_in_the_driver(tmp_path, tiny_model, ray_cluster):
+    """Two-turn prompts answered on the workers (turn 2 after the model's own turn-1 answer), graded by an
+    openai: judge that the driver asks, with its call cache: the same rows as locally."""
+    pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
+    from support.fake_openai import FakeOpenAIServer
+    from test_multiturn import FAKE_SERVER_SAFETY, MT_BENCH, import_prompts
+
+    from dno_data.stages.eval import EvalConfig, run
+
+    prompts = import_prompts(tmp_path, MT_BENCH, reference_column="reference")
+    with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as srv:
+        base = dict(prompts=prompts, model=tiny_model, judge="openai:m", judge_mode="single", teacher=None, split=None,
+                    max_new_tokens=4, batch_size=1, threads=1, base_url=srv.base_url, timeout=5.0, max_retries=1)
+        local = run(EvalConfig.from_options(output=tmp_path / "local.parquet", cache=tmp_path / "a.sqlite", **base))
+        remote = run(EvalConfig.from_options(output=tmp_path / "ray.parquet", cache=tmp_path / "b.sqlite",
+                                             engine="ray", workers=2, **base))
+    key = lambda r: (r["prompt_id"], r["turn"])  # noqa: E731
+    a = sorted(read_artifact(local, "eval").to_pylist(), key=key)
+    b = sorted(read_artifact(remote, "eval").to_pylist(), key=key)
+    assert {r["turn"] for r in a} == {1, 2} and all(r["status"] == "ok" for r in a) and a == b
