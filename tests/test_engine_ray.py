@@ -143,3 +143,15 @@ def test_multi_turn_eval_on_ray_with_a_judge_in_the_driver(tmp_path, tiny_model,
     a = sorted(read_artifact(local, "eval").to_pylist(), key=key)
     b = sorted(read_artifact(remote, "eval").to_pylist(), key=key)
     assert {r["turn"] for r in a} == {1, 2} and all(r["status"] == "ok" for r in a) and a == b
+
+
+def test_without_ray_installed_it_is_one_line(tmp_path, prompts24, monkeypatch):
+    import sys
+
+    from dno_data.stages.sample import SampleConfig, run
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
+    with pytest.raises(DnoError, match=r"--engine ray needs Ray: pip install 'dno-data\[ray\]'"):
+        run(SampleConfig.from_options(prompts=prompts24, output=tmp_path / "t.parquet", teacher="reference",
+                                      engine="ray"))
+    assert not (tmp_path / "t.parquet.parts").exists()
