@@ -16,13 +16,16 @@ from dno_data.errors import DnoError
 
 from conftest import problem_rows, write_jsonl
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when Ray is imported: nodes on 127.0.0.1
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     from ray.cluster_utils import Cluster
+
+    from dno_data.engines.ray import local_cluster_only
+
+    local_cluster_only()  # nodes and drivers on 127.0.0.1 only
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
     nodes = [cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1") for _ in range(2)]

@@ -21,7 +21,6 @@ from dno_data.artifacts import read_artifact
 
 from conftest import ROOT, problem_rows, write_jsonl
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read when Ray is imported: nodes on 127.0.0.1
 ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +30,10 @@ N = 40  # prompts; batches of 2: 20 parts
 @pytest.fixture
 def cluster():
     from ray.cluster_utils import Cluster
+
+    from dno_data.engines.ray import local_cluster_only
+
+    local_cluster_only()  # nodes and drivers on 127.0.0.1 only
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"})
     nodes = [c.add_node(num_cpus=2, node_ip_address="127.0.0.1") for _ in range(2)]

@@ -37,16 +37,24 @@ START_TIMEOUT = float(os.environ.get("DNO_RAY_START_TIMEOUT", 900))  # seconds w
 
 
 def _ray():
-    if _loopback(os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
-        # A cluster on this machine listens on 127.0.0.1 only; without this (read when Ray is
-        # imported), Ray resolves 127.0.0.1 to the host's first network address and the driver
-        # cannot reach its own cluster.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if _loopback(os.environ.get("RAY_ADDRESS")):
+        local_cluster_only()
     try:
         import ray
     except ImportError:
         raise DnoError("--engine ray needs Ray: pip install 'dno-data[ray]' (or pip install 'ray[data]')") from None
     return ray
+
+
+def local_cluster_only() -> None:
+    """Keep a cluster on this machine on 127.0.0.1. Without this, Ray turns 127.0.0.1 into the host's
+    first network address, and a driver cannot reach a cluster that listens on 127.0.0.1 only.
+    The variable is read when Ray is imported; when Ray already was, its constant is set too."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if "ray" in sys.modules and sys.modules["ray"] is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _loopback(address: str | None) -> bool:
