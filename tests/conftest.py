@@ -36,6 +36,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/reproducibility.py      test_reproducibility.py (threads, identical reruns)
   dno_data/parts.py                test_artifacts.py, test_resume.py (parts), test_concurrency.py (work folders)
   dno_data/output_lock.py          test_concurrency.py (two commands on one output)
+  dno_data/storage.py              test_object_storage.py (URLs stay URLs, staging paths map back)
   dno_data/paths.py                test_output_guard.py (every command against every wrong -o; pipes as inputs),
                                    test_outputs.py
   dno_data/atomic.py               test_output_guard.py, test_artifacts.py (a crash keeps the old file)
