@@ -94,6 +94,7 @@ def run(cfg: SampleConfig) -> Path:
     from ..sharding import in_shard, parse_shard
     from ..teachers import Teacher, TeacherApi
     from ..paths import check_output
+    from ..storage import public
 
     shard = parse_shard(cfg.shard)
     engine_args = parse_engine_args(cfg.engine_args)
@@ -144,7 +145,7 @@ def run(cfg: SampleConfig) -> Path:
                     if cfg.backend == "openai" else None),
             api_settings=policy_api)
     try:
-        counts = sample_rows(rows, parts, generator=generator, params=params, generator_name=str(cfg.model),
+        counts = sample_rows(rows, parts, generator=generator, params=params, generator_name=public(str(cfg.model)),
                              generator_id=generator_id, seed=sp.seed, batch_size=cfg.batch_size, teacher=teacher)
     except DnoError:
         if parts.count_done() == 0:  # nothing to resume: leave nothing that would refuse the corrected command
