@@ -278,6 +278,53 @@ def test_a_folder_whose_objects_are_not_its_index_is_refused(s3, tiny_model):
         staging.fetch(url)
 
 
+def test_a_killed_sample_resumes_on_another_machine(s3, tmp_path, tiny_model, monkeypatch):
+    """Parts go to the bucket as they are written; the output object appears only when complete; a rerun with
+    another staging mirror takes the finished parts and samples only the rest."""
+    import dno_data.generation.hf as generation
+    from dno_data import api
+    from dno_data.artifacts import read_artifact
+    from dno_data.staging import fetch, upload
+
+    src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(16))
+    upload(src, f"{s3}/problems.jsonl")
+    api.prompts(api.PromptsConfig.from_options(src=f"{s3}/problems.jsonl", output=f"{s3}/prompts.parquet",
+                                               reference_column="reference"))
+
+    def cfg(out):
+        return api.SampleConfig.from_options(prompts=f"{s3}/prompts.parquet", output=f"{s3}/{out}", model=tiny_model,
+                                             k=2, max_new_tokens=4, batch_size=4, teacher="reference")
+
+    real = generation.HFGenerator.generate
+    calls = []
+
+    def crash_after_two(self, prompts, params, seed, **kw):
+        calls.append(seed)
+        if len(calls) > 2:
+            raise KeyboardInterrupt  # killed
+        return real(self, prompts, params, seed, **kw)
+
+    monkeypatch.setattr(generation.HFGenerator, "generate", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        api.sample(cfg("b.parquet"))
+    keys = sorted(k.split("/", 1)[1] for k in _fs().find(s3[5:]))
+    assert "b.parquet" not in keys  # never a half-written artifact
+    assert [k for k in keys if k.startswith("b.parquet.parts/")] == [
+        "b.parquet.parts/fingerprint.json", "b.parquet.parts/part-000000.parquet", "b.parquet.parts/part-000001.parquet"]
+    assert ".b.parquet.lock" not in keys  # the lease went with the command
+
+    monkeypatch.setenv("DNO_CACHE", str(tmp_path / "machine-b"))
+    calls.clear()
+    monkeypatch.setattr(generation.HFGenerator, "generate", lambda self, *a, **kw: (calls.append(1), real(self, *a, **kw))[1])
+    api.sample(cfg("b.parquet"))
+    assert len(calls) == 2  # only the two unfinished batches
+    monkeypatch.setattr(generation.HFGenerator, "generate", real)
+    api.sample(cfg("a.parquet"))  # uninterrupted
+    a, b = (read_artifact(fetch(f"{s3}/{n}"), "samples").sort_by("sample_id") for n in ("a.parquet", "b.parquet"))
+    assert a.select(["sample_id", "response"]).equals(b.select(["sample_id", "response"]))
+    assert not [k for k in _fs().find(s3[5:]) if ".parts/" in k]
+
+
 # ---------------------------------------------------------------- one writer per output: the lease
 
 GATE = """
