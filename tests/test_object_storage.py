@@ -452,3 +452,23 @@ def test_without_the_storage_packages_a_url_is_one_line_naming_the_extra(tmp_pat
 
 
 # ---------------------------------------------------------------- dno iterate --run s3://
+
+@pytest.mark.e2e
+def test_iterate_over_an_s3_run(s3, tmp_path, tiny_model):
+    """One tiny iteration of `dno iterate --run s3://...`, each stage its own process staging its own files."""
+    from dno_data.staging import upload
+
+    upload(tiny_model, f"{s3}/models/tiny")
+    upload(write_jsonl(tmp_path / "problems.jsonl", problem_rows(16)), f"{s3}/problems.jsonl")
+    env = dict(os.environ)
+    run = f"{s3}/runs/r1"
+    _ok(run_cli("prompts", f"{s3}/problems.jsonl", "-o", f"{run}/prompts.parquet", "--reference-column", "reference",
+                "--eval-size", "4", cwd=tmp_path, env=env))
+    args = ("iterate", "--run", run, "--model", f"{s3}/models/tiny", "--judge", "oracle:addition", "--iterations", "1",
+            "--sample-args", "-k 2 --max-new-tokens 4 --batch-size 4",
+            "--train-args", "--batch-size 2 --learning-rate 1e-3 --max-length 32", "--eval-args", "--max-new-tokens 4")
+    proc = _ok(run_cli(*args, cwd=tmp_path, env=env))
+    assert f"$ dno sample {run}/prompts.parquet -o {run}/iter-01/samples.parquet" in proc.stderr
+    keys = {k.split("/", 1)[1] for k in _fs().find(s3[5:])}
+    assert {"runs/r1/iter-01/eval.parquet", "runs/r1/iter-01/checkpoint/.dno-objects.json"} <= keys
+    assert f"{run}: per iteration" in proc.stderr  # the summary, from the run's local copy
