@@ -450,6 +450,8 @@ class _Staged:
 
         if self.output is None:
             return self._call(replace(self.cfg, **self._inputs()))
+        if not _main_process():  # another rank of `accelerate launch` / torchrun: rank 0 holds and uploads
+            return self._call(replace(self.cfg, **{**self._inputs(), "output": _stage_output(self.output).local}))
         with holding(self.output) as lease:
             mapped = self._inputs()
             out = _stage_output(self.output)
@@ -480,6 +482,12 @@ class _Staged:
         except DnoError as e:
             raise DnoError(public(str(e))) from None
         return public(result) if isinstance(result, (Path, str)) else result
+
+
+def _main_process() -> bool:
+    """Not one of the other ranks of a multi-process launch (torchrun and accelerate set RANK): only the main
+    process writes a checkpoint, so only it takes the lease and uploads."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def _activate(state: _Active | None) -> _Active | None:

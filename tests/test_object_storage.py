@@ -409,6 +409,24 @@ def test_a_lapsed_lease_is_taken_over_and_its_holder_uploads_nothing(s3):
     assert not _fs().exists(f"{s3[5:]}/.y.parquet.lock")
 
 
+def test_another_rank_of_a_launch_neither_leases_nor_uploads(s3, tmp_path, prompts_jsonl, monkeypatch):
+    """Under torchrun / accelerate launch every rank runs the command and only the main process writes the
+    checkpoint: the others work on the same local copies, take no lease and upload nothing."""
+    from dno_data import api
+    from dno_data.object_lease import Lease
+    from dno_data.staging import upload
+
+    upload(prompts_jsonl, f"{s3}/problems.jsonl")
+    held = Lease(f"{s3}/prompts.parquet")
+    held.acquire()  # as rank 0 would
+    monkeypatch.setenv("RANK", "1")
+    try:
+        out = api.prompts(api.PromptsConfig.from_options(src=f"{s3}/problems.jsonl", output=f"{s3}/prompts.parquet"))
+    finally:
+        held.release()
+    assert out == f"{s3}/prompts.parquet" and not _fs().exists(f"{s3[5:]}/prompts.parquet")
+
+
 # ---------------------------------------------------------------- one-line errors
 
 def test_storage_errors_are_one_line(s3, tmp_path):
