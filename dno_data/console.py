@@ -8,7 +8,9 @@ from pathlib import Path
 
 
 def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    from .storage import public
+
+    print(public(msg), file=sys.stderr, flush=True)  # a staging path as the URL it stands for
 
 
 def summary(title: str, counts: Mapping[str, object]) -> None:

@@ -206,7 +206,9 @@ class EvalWorker:
     def __call__(self):
         from .generation import make_generator
 
-        generator = make_generator("hf", self.model, **self.options)
+        from .sampling import worker_local
+
+        generator = make_generator("hf", worker_local(self.model), **self.options)
         judge = self.judge.make() if self.judge is not None else None
         return generator, judge, Teacher(self.teacher) if self.teacher else None
 

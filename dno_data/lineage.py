@@ -161,8 +161,12 @@ def operational_keys(config: Any) -> list[str]:
 
 
 def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any, **extra: Any) -> dict:
-    """Provenance of an output; `extra` adds derived settings to the config (e.g. judge_id)."""
-    return {
+    """Provenance of an output; `extra` adds derived settings to the config (e.g. judge_id). A staging path
+    (a local copy of an object: dno_data.staging) is recorded as the URL it stands for, so the lineage and
+    its fingerprint are the same on every machine."""
+    from .storage import public
+
+    return public({
         "stage": stage,
         "inputs": describe_inputs(inputs),
         "config": {**redact(config_values(config)), **redact(extra)},
@@ -170,7 +174,7 @@ def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any, **extra:
         "package_version": __version__,
         "environment": environment(),  # not in the fingerprint: work done on another machine stays up to date
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    })
 
 
 def outcome_config(lineage: Mapping) -> dict:

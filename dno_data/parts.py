@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 import schemas
 
-from . import output_lock
+from . import output_lock, staging
 from .artifacts import write_artifact, write_json_atomic
 from .errors import DnoError
 from .lineage import lineage_fingerprint
@@ -64,13 +64,17 @@ class Parts:
     Units are numbered by the caller (a fixed batching of the input), so a rerun skips
     exactly the units whose part file exists. The folder `<output>.parts/` holds a
     `fingerprint.json`; parts from a run with other inputs or settings are never mixed in.
+    For an output on object storage each part is also written through to the bucket
+    (dno_data.staging), so the rerun that resumes may run on another machine.
     """
 
     def __init__(self, output: Path, lineage: Mapping, schema_name: str, fresh: bool = False):
         self.output = Path(output)
         self.schema_name = schema_name
         self.dir = self.output.with_name(self.output.name + ".parts")
+        staging.parts_opened(self.dir)
         claim_work_dir(self.dir, lineage, fresh, output=self.output)
+        staging.parts_claimed(self.dir)
 
     def _path(self, unit: int) -> Path:
         return self.dir / f"part-{unit:06d}.parquet"
@@ -92,6 +96,7 @@ class Parts:
 
     def write(self, unit: int, rows: list[dict] | pa.Table) -> None:
         write_artifact(rows, self._path(unit), self.schema_name, lineage=None, durable=False)
+        staging.part_written(self._path(unit))
 
     def finish(self, lineage: Mapping) -> pa.Table:
         """Concatenate all parts in unit order into the output file; remove the parts."""
@@ -101,5 +106,6 @@ class Parts:
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         write_artifact(table, self.output, self.schema_name, lineage)
         shutil.rmtree(self.dir)
+        staging.parts_finished(self.dir)
         release_output(self.output)
         return table

@@ -81,7 +81,7 @@ def run_query(run: Path | str | None, name: str, params: dict | None = None, con
     """A canned query's result over a run folder (or an open connection) as a polars DataFrame."""
     sql = load_query(name)
     if con is None:
-        con = open_run_all_views(Path(run))
+        con = open_run_all_views(run)
     try:
         return query_polars(con, sql, params or {})
     except Exception as e:  # a missing column in an old artifact, a bad parameter

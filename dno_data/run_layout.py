@@ -11,6 +11,8 @@
                                    RUN/prompts.parquet and RUN/iter-00/eval.parquet stay shared
   RUN/compare.parquet (.csv .md .png)  `dno compare`'s table and plot
 
+RUN may be an object-storage URL (s3://bucket/runs/r1): every path of the layout is then a URL.
+
 Shell recipes ask for a path rather than spelling it:
 
     python -m dno_data.run_layout runs/demo prompts        # runs/demo/prompts.parquet
@@ -23,6 +25,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .storage import is_url, join
+
 # `dno sql` view -> the file name of that artifact in every iteration folder
 ITERATION_ARTIFACTS = {"samples": "samples.parquet", "judgments": "judgments.parquet", "pairs": "pairs.parquet",
                        "evals": "eval.parquet"}
@@ -32,45 +36,45 @@ ITERATION_PATTERN = r"iter-([0-9]+)/[^/]*$"  # the iteration number in a file pa
 
 @dataclass(frozen=True)
 class RunLayout:
-    root: Path
+    root: Path  # a folder, or an object-storage URL (s3://bucket/runs/r1): then every path is a URL too
     method: str | None = None  # `dno compare`: the method's iterations live in RUN/METHOD/iter-NN
 
     def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", self.root if is_url(self.root) else Path(self.root))
 
     @property
     def prompts(self) -> Path:
-        return self.root / "prompts.parquet"
+        return join(self.root, "prompts.parquet")
 
     def iteration(self, t: int) -> Path:
-        return (self.root / self.method if self.method else self.root) / f"iter-{t:02d}"
+        return join(self.root, *([self.method] if self.method else []), f"iter-{t:02d}")
 
     @property
     def compare_table(self) -> Path:
-        return self.root / "compare.parquet"
+        return join(self.root, "compare.parquet")
 
     def samples(self, t: int) -> Path:
-        return self.iteration(t) / ITERATION_ARTIFACTS["samples"]
+        return join(self.iteration(t), ITERATION_ARTIFACTS["samples"])
 
     def judgments(self, t: int) -> Path:
-        return self.iteration(t) / ITERATION_ARTIFACTS["judgments"]
+        return join(self.iteration(t), ITERATION_ARTIFACTS["judgments"])
 
     def pairs(self, t: int) -> Path:
-        return self.iteration(t) / ITERATION_ARTIFACTS["pairs"]
+        return join(self.iteration(t), ITERATION_ARTIFACTS["pairs"])
 
     def eval(self, t: int) -> Path:
-        return self.iteration(t) / ITERATION_ARTIFACTS["evals"]
+        return join(self.iteration(t), ITERATION_ARTIFACTS["evals"])
 
     def checkpoint(self, t: int) -> Path:
-        return self.iteration(t) / "checkpoint"
+        return join(self.iteration(t), "checkpoint")
 
     def policy(self, t: int, initial: Path) -> Path:
         """pi_t: the initial model for t = 1 (and t = 0, the baseline eval), else iteration t-1's checkpoint."""
-        return Path(initial) if t <= 1 else self.checkpoint(t - 1)
+        return (initial if is_url(initial) else Path(initial)) if t <= 1 else self.checkpoint(t - 1)
 
     def iteration_files(self, view: str) -> list[Path]:
-        """Every iteration's file of one artifact (a `dno sql` view), in iteration order."""
-        return sorted(self.root.glob(f"{ITERATION_GLOB}/{ITERATION_ARTIFACTS[view]}"))
+        """Every iteration's file of one artifact (a `dno sql` view), in iteration order (a local run folder)."""
+        return sorted(Path(self.root).glob(f"{ITERATION_GLOB}/{ITERATION_ARTIFACTS[view]}"))
 
 
 ARTIFACTS = ("prompts", "iteration", "samples", "judgments", "pairs", "eval", "checkpoint")
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m dno_data.run_layout RUN prompts | RUN {{{'|'.join(ARTIFACTS[1:])}}} T",
               file=sys.stderr)
         return 2
-    layout = RunLayout(Path(args[0]))
+    layout = RunLayout(args[0])
     print(layout.prompts if args[1] == "prompts" else getattr(layout, args[1])(int(args[2])))
     return 0
 

@@ -25,8 +25,15 @@ def open_run(run: Path):
     """A locked-down DuckDB connection (see duckdb_sql.connect) with one view per kind of artifact of `run`.
 
     Each file must be the artifact its name says (checked from its metadata); the connection
-    may read these files and nothing else.
+    may read these files and nothing else. A run on object storage (s3://...) is read from its local
+    copy (dno_data.staging.fetch_run: its artifacts, downloaded when they changed).
     """
+    from .storage import is_url
+
+    if is_url(run):
+        from .staging import fetch_run
+
+        run = fetch_run(run)
     run = Path(run)
     if not run.is_dir():
         raise DnoError(f"{run}: no such run folder; pass --run runs/NAME")

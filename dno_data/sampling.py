@@ -182,8 +182,21 @@ class SampleWorker:
     def __call__(self) -> tuple[Generator | None, Teacher | None]:
         from .generation import make_generator
 
-        generator = make_generator(self.backend, self.model, **self.options) if self.model is not None else None
+        generator = (make_generator(self.backend, worker_local(self.model), **self.options)
+                     if self.model is not None else None)
         return generator, Teacher(self.teacher) if self.teacher else None
+
+
+def worker_local(model: str) -> str:
+    """A worker's copy of the model: an s3:// (or other object-storage) URL is fetched into this node's
+    staging mirror, once per version; a path is used as it is (the same on every node: a shared disk)."""
+    from .storage import is_url
+
+    if not is_url(model):
+        return model
+    from .staging import fetch
+
+    return str(fetch(model))
 
 
 def work_batch(state, payload, **kw) -> tuple[list[dict], Counter]:

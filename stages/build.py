@@ -41,7 +41,9 @@ def one_line_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except DnoError as e:
-            typer.echo(f"error: {e}", err=True)
+            from dno_data.storage import public
+
+            typer.echo(f"error: {public(str(e))}", err=True)  # a staging path as the URL it stands for
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; rerun the same command to resume", err=True)
@@ -78,18 +80,27 @@ def _cli_type(x: Flat):
     return hint
 
 
+def _path_type(x: Flat):
+    """str for a path option: the command line passes its text as given (the help shows <path>); the config
+    makes it a Path and keeps an s3:// URL as it is (a Path here would make it s3:/...)."""
+    hint = x.hint
+    args = typing.get_args(hint)
+    return str if hint is Path or Path in args or (args and Path in typing.get_args(args[0])) else None
+
+
 def _parameter(x: Flat, all_optional: bool) -> tuple[inspect.Parameter, list[inspect.Parameter]]:
     typ = _cli_type(x)
     default = _cli_default(x)  # a list, or another stage's options: None, not given unless on the command line
     cli_default = None if all_optional else default
     help_ = _escape(x.option.help)
     if x.option.argument:
-        info = typer.Argument(help=help_, metavar=x.name.upper(), show_default=default not in (MISSING, None))
+        info = typer.Argument(help=help_, metavar=x.name.upper(), show_default=default not in (MISSING, None),
+                              path_type=_path_type(x))
     else:
         flags = x.option.flags or ("--" + x.name.replace("_", "-"),)
         if typ is bool and default is not False:  # --x/--no-x; a switch that is off by default is one flag (--force)
             flags = tuple(f"{f}/--no-{f[2:]}" for f in flags if f.startswith("--"))
-        info = typer.Option(*flags, help=help_, rich_help_panel=x.option.panel,
+        info = typer.Option(*flags, help=help_, rich_help_panel=x.option.panel, path_type=_path_type(x),
                             show_default=not all_optional and default not in (None, MISSING, ""))
     if cli_default is MISSING:
         cli_default = inspect.Parameter.empty  # required

@@ -38,6 +38,10 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/reproducibility.py      test_reproducibility.py (threads, identical reruns)
   dno_data/parts.py                test_artifacts.py, test_resume.py (parts), test_concurrency.py (work folders)
   dno_data/output_lock.py          test_concurrency.py (two commands on one output)
+  dno_data/storage.py              test_object_storage.py (URLs stay URLs, staging paths map back, one-line errors)
+  dno_data/staging.py              test_object_storage.py (the loop on s3://, half-written folders refused, parts
+                                   resumed on another machine, no secret in any object)
+  dno_data/object_lease.py         test_object_storage.py (two writers on one s3:// output, a lapsed lease)
   dno_data/paths.py                test_output_guard.py (every command against every wrong -o; pipes as inputs),
                                    test_outputs.py
   dno_data/atomic.py               test_output_guard.py, test_artifacts.py (a crash keeps the old file)
@@ -105,6 +109,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   stages/cli.py                    test_help.py, test_cli.py (end to end), test_stage_api.py (nothing heavy loaded)
   schemas/*.py                     test_artifacts.py
   tests/support/fake_openai.py     test_fake_openai.py
+  tests/support/s3_server.py       test_object_storage.py (the S3-compatible server every test there uses)
 """
 
 from __future__ import annotations
@@ -359,3 +364,37 @@ def standard_groups(n: int, neutral: bool = True) -> list[tuple[str, list[tuple[
         cands.append((f"teacher answer {i} GOOD", "teacher"))
         out.append((f"question number {i}?", cands))
     return out
+
+
+# ---------------------------------------------------------------- object storage
+
+S3_SECRET = "dno-test-SECRET-aws-7c41e9"  # AWS_SECRET_ACCESS_KEY while a test talks to the local S3 server
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server on 127.0.0.1 (moto's server mode, tests/support/s3_server.py) for the session."""
+    for package in ("moto.server", "s3fs", "boto3"):
+        pytest.importorskip(package, reason="the object-storage tests need pip install 'dno-data[dev]'")
+    from support.s3_server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+def s3_env(endpoint: str, cache: Path) -> dict:
+    """What a machine needs to reach the test server: the standard AWS variables (a recognisable secret), and
+    its own dno cache folder (the staging mirror)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "dno-test-access-key", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true", "DNO_CACHE": str(cache)}
+
+
+def new_bucket(endpoint: str) -> str:
+    import uuid
+
+    import boto3
+
+    name = f"dno-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="y",
+                 region_name="us-east-1").create_bucket(Bucket=name)
+    return name

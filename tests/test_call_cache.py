@@ -351,3 +351,39 @@ def test_an_empty_answer_is_a_failure_and_a_rerun_asks_failed_calls_again(tmp_pa
     assert {r["status"] for r in again} == {"ok"}
     assert {r["call_key"] for r in again if not r["cached"]} == failed
     assert "up to date" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 7. judging from several machines
+
+def test_shards_judged_on_several_machines_with_caches_merged_pay_each_call_once(tmp_path, monkeypatch):
+    """The README's recipe: each machine judges its shard of the samples into a cache of its own; the driver merges
+    the caches (sqlite3 .backup, then ATTACH + INSERT OR IGNORE) and judges the whole samples file: every call a
+    cache hit."""
+    from dno_data import api
+    from dno_data.artifacts import write_artifact
+    from dno_data.sharding import in_shard
+
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    samples = write_judge_samples(tmp_path / "samples.parquet", groups(12))
+    rows = read_artifact(samples, "samples").to_pylist()
+
+    def judge(samples_file, out, cache):
+        return api.judge(api.JudgeConfig.from_options(samples=samples_file, output=out, judge="openai:m",
+                                                      base_url=srv.base_url, cache=cache, timeout=10, max_retries=1))
+
+    with FakeOpenAIServer(keep_bodies=100, **FAKE_SERVER_SAFETY) as srv:
+        for i in range(2):  # machine i of 2
+            shard = write_artifact(in_shard(rows, (i, 2)), tmp_path / f"shard-{i}.parquet", "samples", None)
+            judge(shard, tmp_path / f"judgments-{i}.parquet", tmp_path / f"judge-{i}.sqlite")
+        paid = srv.stats.chat_requests
+        merged = tmp_path / "judge.sqlite"
+        first, db = sqlite3.connect(tmp_path / "judge-0.sqlite"), sqlite3.connect(merged)
+        first.backup(db)  # sqlite3 judge-0.sqlite ".backup judge.sqlite"
+        first.close()
+        db.execute("ATTACH ? AS s", (str(tmp_path / "judge-1.sqlite"),))
+        db.execute("INSERT OR IGNORE INTO calls SELECT * FROM s.calls")
+        db.commit()
+        db.close()
+        judge(samples, tmp_path / "judgments.parquet", merged)
+        assert paid == 12 and srv.stats.chat_requests == paid  # the driver paid nothing
+    assert len(check_judgments(tmp_path / "judgments.parquet", samples)) == 12 * 3

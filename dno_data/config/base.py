@@ -102,7 +102,7 @@ def _hints(cls: type) -> dict:
 
 
 def _coerce(value: Any, hint: Any) -> Any:
-    """`value` as the declared type: a path from a str, a float from an int, a tuple from a list;
+    """`value` as the declared type: a path from a str (a URL stays a str), a float from an int, a tuple from a list;
     TypeError for anything else that does not fit (a str for a number, a float for an int)."""
     if hint is Any:
         return value
@@ -142,12 +142,19 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
+def _path(v: str | Path) -> str | Path:
+    """A Path; a URL (`s3://bucket/key`) stays the string it is (a Path would make it `s3:/bucket/key`)."""
+    from ..storage import is_url
+
+    return v if is_url(v) else Path(v)
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # type -> (what it accepts, the conversion, the word an error uses)
-_SIMPLE = {Path: (lambda v: isinstance(v, (str, Path)), Path, "a path"),
+_SIMPLE = {Path: (lambda v: isinstance(v, (str, Path)), _path, "a path"),
            bool: (lambda v: isinstance(v, bool), bool, "true or false"),
            int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "an integer"),
            float: (_number, float, "a number"),

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ..reproducibility import DEFAULT_THREADS
 from .base import Config
-from .options import UNSET, Option, above, all_of, at_least, in_range, nonempty, one_of, url
+from .options import UNSET, Option, above, all_of, at_least, in_range, local_path, nonempty, one_of, url
 
 API = "OpenAI-compatible API (openai: specs)"
 ENGINE = "Engine (where the work runs)"
@@ -57,9 +57,9 @@ class Api(Config):
                             panel=API).field(API_TIMEOUT)
     max_retries: int = Option("Retries on 429/5xx/timeouts (backoff with jitter, Retry-After).", changes_output=False,
                               check=at_least(0), panel=API).field(6)
-    cache: Path | None = Option("SQLite cache of API calls, keyed by request content (default: sample none; judge "
-                                "and eval $DNO_CACHE or ~/.cache/dno/judge.sqlite).", changes_output=False,
-                                panel=API).field(None)
+    cache: Path | None = Option("SQLite cache of API calls, keyed by request content, on this machine's disk "
+                                "(default: sample none; judge and eval $DNO_CACHE or ~/.cache/dno/judge.sqlite).",
+                                changes_output=False, check=local_path, panel=API).field(None)
     no_cache: bool = Option("Do not read or write the call cache.", changes_output=False, panel=API).field(False)
 
     def settings(self, base_url=UNSET):

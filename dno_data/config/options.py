@@ -149,7 +149,7 @@ def all_of(*checks: Check) -> Check:
 
 def output_file(v) -> None:
     """An output file: not a folder, in a folder that exists or can be made, and writable."""
-    if v is None:
+    if v is None or _url(v):
         return
     from ..paths import describe
 
@@ -161,12 +161,26 @@ def output_file(v) -> None:
 
 def output_folder(v) -> None:
     """An output folder (a checkpoint): not an existing file, its parent writable."""
+    if _url(v):  # checked where it is written (dno_data.staging)
+        return
     from ..paths import describe
 
     p = Path(v)
     if (p.exists() or p.is_symlink()) and not p.is_dir():
         raise ValueError(f"is {describe(p)}; pass a folder path")
     _writable_parent(p)
+
+
+def _url(v) -> bool:
+    from ..storage import is_url
+
+    return is_url(v)
+
+
+def local_path(v) -> None:
+    """A path on this machine's disk: not an object-storage URL (a SQLite file, a folder a command writes in place)."""
+    if _url(v):
+        raise ValueError("must be a local path (object storage holds artifacts and checkpoints, not this)")
 
 
 def _writable_parent(p: Path) -> None:

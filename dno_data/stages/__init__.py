@@ -18,6 +18,7 @@ pyarrow or DuckDB inside `run`).
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
@@ -57,10 +58,24 @@ GROUPS = {"model": "Model folders: import a GGUF checkpoint as an HF folder."}  
 
 
 def load(name: str):
-    """(config class, run function) of the command `name`."""
+    """(config class, run function) of the command `name`; the function takes object-storage URLs
+    (`s3://...`) wherever the config takes paths (dno_data.staging)."""
     stage = STAGES[name]
     module = importlib.import_module(f"{__name__}.{stage.module}")
-    return getattr(module, stage.config), module.run
+    return getattr(module, stage.config), _located(module.run)
+
+
+@functools.cache  # one function per stage: load(name)[1] is load(name)[1]
+def _located(run):
+    """run(cfg), on local copies of the config's storage URLs when it has any (dno_data.staging.run_staged)."""
+
+    @functools.wraps(run)
+    def run_at(cfg):
+        from ..staging import run_staged
+
+        return run_staged(cfg, run)
+
+    return run_at
 
 
 def stage_name(cfg) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compare import DEFAULT_METHODS, METHODS
-from ..config import Config, at_least, comma_list, opt
+from ..config import Config, at_least, comma_list, local_path, opt
 from ..config.groups import TEACHER_SPECS, judge_specs
 from ..config.options import stage_options
 from ..errors import DnoError
@@ -31,9 +31,9 @@ from ..errors import DnoError
 class CompareConfig(Config):
     """Compare SFT, offline DPO and DNO on one run folder, with matched budgets."""
 
-    run: Path = opt("Run folder (runs/NAME) holding prompts.parquet (from `dno prompts --partitions T`).",
-                    flags=("--run",))
-    model: Path = opt("The initial policy pi_1 (HF folder), where every method starts.")
+    run: Path = opt("Run folder (runs/NAME) holding prompts.parquet (from `dno prompts --partitions T`); a local "
+                    "folder.", flags=("--run",), check=local_path)
+    model: Path = opt("The initial policy pi_1 (HF folder), where every method starts.", check=local_path)
     judge: str = opt(f"The preference oracle: {judge_specs()}.")
     teacher: str | None = opt(f"Teacher answers (sft's data; eval's opponent): {TEACHER_SPECS} | none.", "reference",
                               none_word="none")

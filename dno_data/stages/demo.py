@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compare import DEFAULT_METHODS, METHODS
-from ..config import Config, above, at_least, comma_list, in_range, opt, to_options
+from ..config import Config, above, at_least, comma_list, in_range, local_path, opt, to_options
 from ..config.groups import TEMPERATURE, THREADS, TOP_P
 from ..reproducibility import DEFAULT_THREADS
 
@@ -30,7 +30,8 @@ from ..reproducibility import DEFAULT_THREADS
 class DemoConfig(Config):
     """Run the whole DNO loop on a toy addition task (CPU, a few minutes)."""
 
-    output: Path = opt("Run folder to write.", Path("runs/demo"), flags=("-o", "--output"), changes_output=False)
+    output: Path = opt("Run folder to write.", Path("runs/demo"), flags=("-o", "--output"), changes_output=False,
+                       check=local_path)
     iterations: int = opt("DNO iterations.", 3, check=at_least(1))
     digits: int = opt("Operand digits (2: 47+85).", 2, check=in_range(1, 6))
     # one disjoint partition per iteration; gains grow with pairs

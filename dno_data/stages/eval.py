@@ -57,6 +57,7 @@ def run(cfg: EvalConfig) -> Path:
     from ..sampling import select_prompts
     from ..teachers import Teacher, TeacherApi
     from ..paths import check_output
+    from ..storage import public
 
     prompts = read_artifact(cfg.prompts, "prompts")
     check_output(cfg.output, [cfg.prompts], kind="eval")
@@ -79,7 +80,7 @@ def run(cfg: EvalConfig) -> Path:
     parts = Parts(cfg.output, lineage, "eval", fresh=cfg.force)
     sp = cfg.sampling
     params = SamplingParams(n=1, temperature=sp.temperature, top_p=sp.top_p, max_new_tokens=sp.max_new_tokens)
-    common = dict(params=params, teacher=teacher, judge=judge, model_name=str(cfg.model), seed=sp.seed,
+    common = dict(params=params, teacher=teacher, judge=judge, model_name=public(str(cfg.model)), seed=sp.seed,
                   batch_size=cfg.batch_size, runner_factory=lambda: make_runner(settings, cache, cfg.api.no_cache))
     if cfg.engine.ray:
         from ..evaluation import EvalWorker, evaluate_rows_ray
@@ -88,7 +89,7 @@ def run(cfg: EvalConfig) -> Path:
         # a judge that runs code or a model judges on the workers (with a teacher that does too); an
         # openai: judge or teacher is asked here, with this machine's call cache
         local = isinstance(judge, SyncJudge) and (teacher is None or teacher.runs_code)
-        worker = EvalWorker(str(cfg.model), dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads),
+        worker = EvalWorker(public(str(cfg.model)),  # an s3:// model: each worker fetches its copy dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads),
                             judge=cfg.judge if local else None, teacher=cfg.teacher if local else None)
         evaluate_rows_ray(rows, parts, worker=worker, engine=cfg.engine, **common)
     else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..config import Config, at_least, opt
 from ..config.groups import TEACHER_SPECS, judge_specs
@@ -34,8 +35,11 @@ from ..errors import DnoError
 class IterateConfig(Config):
     """Run DNO iterations over a run folder: sample, judge, pairs, train, eval."""
 
-    run: Path = opt("Run folder (runs/NAME) holding prompts.parquet (from `dno prompts`).", flags=("--run",))
-    model: Path = opt("The initial policy pi_1 (HF folder).")
+    PASS_URLS: ClassVar[bool] = True  # an s3:// run goes to each stage as it is; each stage stages its own files
+
+    run: Path = opt("Run folder (runs/NAME, or s3://BUCKET/runs/NAME) holding prompts.parquet (from `dno prompts`).",
+                    flags=("--run",))
+    model: Path = opt("The initial policy pi_1 (HF folder, or its s3:// URL).")
     judge: str = opt(f"The preference oracle: {judge_specs()}.")
     teacher: str | None = opt(f"Teacher answers: {TEACHER_SPECS} | none.", "reference", none_word="none")
     iterations: int = opt("Last iteration to run.", 3, check=at_least(1))
@@ -76,6 +80,7 @@ def run(cfg: IterateConfig) -> Path:
     from ..loop import LAUNCHED, command_line, eval_config, iteration_configs, run_iterations
     from . import stage_name
     from ..run_layout import RunLayout
+    from ..storage import exists
 
     s = cfg.settings()
     if cfg.dry_run:
@@ -86,10 +91,10 @@ def run(cfg: IterateConfig) -> Path:
             print(launcher + command_line(c))
         return cfg.run
     layout = RunLayout(cfg.run)
-    if not layout.prompts.exists():
+    if not exists(layout.prompts):
         raise DnoError(f"{layout.prompts}: no such file; import prompts with "
                        f"`dno prompts SRC -o {layout.prompts} --partitions {cfg.iterations}`")
-    if cfg.start == 1 and not Path(cfg.model).exists():
+    if cfg.start == 1 and not exists(cfg.model):
         raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR (the initial policy)")
     run_iterations(s, first=cfg.start, eval_initial=cfg.eval_initial)
     _print_summary(cfg.run)

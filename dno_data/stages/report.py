@@ -39,13 +39,19 @@ class ReportConfig(Config):
         if not self.runs:
             raise DnoError("pass at least one run folder")
 
+    def default_output(self):
+        """RUN/report.html of the first run (a URL for a run on object storage)."""
+        from ..storage import join
+
+        return join(self.runs[0], "report.html")
+
 
 def run(cfg: ReportConfig) -> Path:
     """Write the HTML page (and its PNGs beside it) and return its path."""
     from ..console import say, summary
     from ..report import write_report
 
-    output = cfg.output or Path(cfg.runs[0]) / "report.html"
+    output = cfg.output or cfg.default_output()
     rep = write_report(list(cfg.runs), output, metric=cfg.metric, resamples=cfg.resamples, seed=cfg.seed,
                        cache=cfg.cache, prices=cfg.prices)
     for d in rep.runs:

@@ -99,6 +99,7 @@ def run(cfg: SampleConfig) -> Path:
     from ..sharding import in_shard, parse_shard
     from ..teachers import Teacher, TeacherApi
     from ..paths import check_output
+    from ..storage import public
 
     shard = parse_shard(cfg.shard)
     engine_args = parse_engine_args(cfg.engine_args)
@@ -141,7 +142,7 @@ def run(cfg: SampleConfig) -> Path:
     parts = Parts(cfg.output, lineage, "samples", fresh=cfg.force)
     vllm = VLLMOptions(tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
                        max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager, engine_args=engine_args)
-    common = dict(params=params, generator_name=str(cfg.model), generator_id=generator_id, seed=sp.seed,
+    common = dict(params=params, generator_name=public(str(cfg.model)), generator_id=generator_id, seed=sp.seed,
                   batch_size=cfg.batch_size, teacher=teacher)
     try:
         if cfg.engine.ray:
@@ -149,7 +150,7 @@ def run(cfg: SampleConfig) -> Path:
             from ..sampling import SampleWorker, sample_rows_ray
 
             worker = SampleWorker(cfg.backend if cfg.model is not None else None,
-                                  str(cfg.model) if cfg.model is not None else None,
+                                  public(str(cfg.model)) if cfg.model is not None else None,  # a URL: fetched
                                   dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads, vllm=vllm),
                                   teacher=cfg.teacher if teacher is not None and teacher.runs_code else None)
             tok = load_tokenizer(policy_files) if cfg.model is not None else None

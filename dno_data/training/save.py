@@ -10,6 +10,7 @@ from pathlib import Path
 from ..artifacts import write_json_atomic
 from ..folder_swap import building_folder
 from ..paths import publisher
+from ..storage import public
 from .fit import FitResult
 from .options import MANIFEST, TrainOptions
 from .setup import Setup
@@ -54,7 +55,8 @@ def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path | 
                 f.writelines(json.dumps(h) + "\n" for h in result.history)
             options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
             reference = None if ref_path is None else str(opts.reference or model_dir)
-            write_json_atomic({"lineage": lineage, "objective": objective, "reference_model": reference,
-                               "metrics": metrics, "options": options}, tmp / MANIFEST)
+            manifest = {"lineage": lineage, "objective": objective, "reference_model": reference, "metrics": metrics,
+                        "options": options}
+            write_json_atomic(public(manifest), tmp / MANIFEST)  # a staging path as its URL (dno_data.storage)
         shutil.rmtree(s.partial, ignore_errors=True)
     s.accelerator.wait_for_everyone()
