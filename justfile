@@ -75,14 +75,16 @@ test-slow dir="../vllm-venv":
     {{dir}}/bin/python -m pytest -m slow tests/test_slow_vllm.py tests/test_slow_vllm_sample.py
 
 # Instruction-following constraints (lowercase / word limit / include a word) are checked by code.
+# prompts: per iteration; eval: held-out prompts; model: the HF folder, imported from the GGUF when missing.
+# The slow tier runs it at its smallest size (tests/test_slow_smollm2.py: `just smollm2 RUN 1 8 4 MODEL`).
 # the DNO loop with a real small model, SmolLM2-135M-Instruct, on verifiable instruction following
-smollm2 run="runs/smollm2" iterations="2":
+smollm2 run="runs/smollm2" iterations="2" prompts="128" eval="64" model="models/smollm2-135m-instruct":
     #!/usr/bin/env bash
     set -euo pipefail
-    model=models/smollm2-135m-instruct
+    model='{{model}}'
     [ -f "$model/config.json" ] || dno model import-gguf --smollm2 -o "$model"
     mkdir -p {{run}}
-    python -m dno_data.tasks.constraints --train $((128 * {{iterations}})) --eval 64 -o {{run}}/source.jsonl
+    python -m dno_data.tasks.constraints --train $(({{prompts}} * {{iterations}})) --eval {{eval}} -o {{run}}/source.jsonl
     dno prompts {{run}}/source.jsonl -o "$(python -m dno_data.run_layout {{run}} prompts)" --text-column prompt \
         --reference-column reference --split-column split --partitions {{iterations}}
     dno iterate --run {{run}} --model "$model" --judge oracle:constraints --teacher none --iterations {{iterations}} \
