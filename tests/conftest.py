@@ -118,6 +118,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from support.require_slow import pytest_runtest_makereport  # noqa: F401 (a hook: DNO_REQUIRE_SLOW=1)
 from support.vllm_server import smollm2_dir, vllm_server  # noqa: F401 (the slow tier's session fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
