@@ -82,7 +82,7 @@ test-slow dir="../vllm-venv":
 
 # Instruction-following constraints (lowercase / word limit / include a word) are checked by code.
 # prompts: per iteration; eval: held-out prompts; model: the HF folder, imported from the GGUF when missing.
-# The slow tier runs it at its smallest size (tests/test_slow_smollm2.py: `just smollm2 RUN 1 8 4 MODEL`).
+# The slow tier runs it at its smallest size (tests/test_slow_smollm2.py: `just smollm2 RUN 1 16 4 MODEL`).
 # the DNO loop with a real small model, SmolLM2-135M-Instruct, on verifiable instruction following
 smollm2 run="runs/smollm2" iterations="2" prompts="128" eval="64" model="models/smollm2-135m-instruct":
     #!/usr/bin/env bash
