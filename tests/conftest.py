@@ -8,7 +8,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/stages/prompts.py       test_prompts.py, test_cli.py
   dno_data/stages/sample.py        test_resume.py, test_sample_openai.py, test_cli.py
   dno_data/stages/merge.py         test_sharding.py
-  dno_data/stages/judge.py         test_judges.py, test_openai_chat.py, test_call_cache.py, test_cli.py
+  dno_data/stages/judge.py         test_judges.py, test_openai_chat.py, test_call_cache.py, test_cli.py,
+                                   test_slow_vllm.py (the failure-rate exit on a real bad judge)
   dno_data/stages/pairs.py         test_pairs.py, test_cli.py
   dno_data/stages/train.py         test_training.py, test_outputs.py, test_cli.py
   dno_data/stages/sft.py           test_sft.py, test_compare.py
@@ -59,7 +60,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/generation/openai.py    test_sample_openai.py
   dno_data/sampling.py             test_resume.py, test_template_check.py
   dno_data/sharding.py             test_sharding.py
-  dno_data/teachers.py             test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher)
+  dno_data/teachers.py             test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher),
+                                   test_slow_vllm_sample.py (a vLLM server as the teacher)
   dno_data/gguf_import.py          test_bad_input.py, test_slow_vllm.py
   dno_data/judges/__init__.py      test_judges.py (specs -> judges)
   dno_data/judges/base.py          test_judges.py, test_judge_run.py
@@ -104,7 +106,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/compare.py              test_compare.py (every method, offline-kto too, budgets, intervals, the plot)
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
-  dno_data/tasks/constraints.py    test_constraints_task.py
+  dno_data/tasks/constraints.py    test_constraints_task.py, test_slow_smollm2.py (`just smollm2`, smallest size)
   stages/build.py                  test_options.py (the generated commands), test_run_config.py, test_bad_input.py
   stages/cli.py                    test_help.py, test_cli.py (end to end), test_stage_api.py (nothing heavy loaded)
   schemas/*.py                     test_artifacts.py
@@ -123,6 +125,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from support.require_slow import pytest_runtest_makereport  # noqa: F401 (a hook: DNO_REQUIRE_SLOW=1)
+from support.vllm_server import smollm2_dir, vllm_server  # noqa: F401 (the slow tier's session fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
