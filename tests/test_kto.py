@@ -206,3 +206,12 @@ def test_kto_on_two_processes(tmp_path, tiny_model):
     h = history(tmp_path / "two")
     assert len(h) == 8 and h[0]["loss"] == pytest.approx(0.5, abs=1e-6) and h[0]["kl"] == pytest.approx(0.0)
     assert all(math.isfinite(x["loss"]) and x["kl"] >= 0 for x in h)
+
+
+def test_kto_with_one_pair_a_batch_is_one_error_line(tmp_path, tiny_model, cli):
+    from test_training import write_pairs
+
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=4)
+    r = cli("train", pairs, "--model", tiny_model, "-o", tmp_path / "ckpt", "--loss", "kto", "--batch-size", "1")
+    assert r.returncode == 1 and r.stderr.startswith("error:") and "--batch-size 2" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and not (tmp_path / "ckpt").exists()
