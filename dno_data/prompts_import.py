@@ -354,10 +354,11 @@ def import_prompts(
         follow_ups, refs = [], None
         if messages_column is not None and ask_turns == "all":
             value, follow_ups, answers = conversation_turns(value, where)
+            found = sum(a is not None for a in answers)
             if reference_column is None:
                 refs = answers
-                if any(a is not None for a in answers):
-                    counts["reference from the conversation"] += sum(a is not None for a in answers)
+                if found:
+                    counts["reference from the conversation"] += found
         elif messages_column is not None:
             value, answer = conversation_prompt(value, where)
             if reference_column is None:

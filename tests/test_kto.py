@@ -189,3 +189,29 @@ def test_kto_trains_with_its_reference_point(tmp_path, tiny_model, tiny_tokenize
                                    skip_special_tokens=True)
     first = pq.read_table(pairs).to_pylist()
     assert answer in {r["chosen"][0]["content"] for r in first}  # pair 2's KL sequence: pair 1's chosen answer
+
+
+@pytest.mark.slow  # two torchrun processes load torch: about 30 s on 2 cores
+def test_kto_on_two_processes(tmp_path, tiny_model):
+    """The KL estimate is averaged over the processes (TRL gathers it); the run ends like one process's.
+
+    Run with `pytest -m slow tests/test_kto.py`."""
+    from test_training import _torchrun, history, write_pairs
+
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=32)
+    two = _torchrun(2, pairs, "-o", tmp_path / "two", "--model", tiny_model, "--loss", "kto", "--batch-size", "2",
+                    "--learning-rate", "1e-2", "--max-length", "32", "--save-every", "0", "--warmup-ratio", "0",
+                    "--threads", "1")
+    assert two.returncode == 0, two.stderr[-3000:]
+    h = history(tmp_path / "two")
+    assert len(h) == 8 and h[0]["loss"] == pytest.approx(0.5, abs=1e-6) and h[0]["kl"] == pytest.approx(0.0)
+    assert all(math.isfinite(x["loss"]) and x["kl"] >= 0 for x in h)
+
+
+def test_kto_with_one_pair_a_batch_is_one_error_line(tmp_path, tiny_model, cli):
+    from test_training import write_pairs
+
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=4)
+    r = cli("train", pairs, "--model", tiny_model, "-o", tmp_path / "ckpt", "--loss", "kto", "--batch-size", "1")
+    assert r.returncode == 1 and r.stderr.startswith("error:") and "--batch-size 2" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and not (tmp_path / "ckpt").exists()

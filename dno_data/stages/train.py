@@ -33,6 +33,9 @@ class TrainConfig(Config):
     force: bool = FORCE.field(False)
 
     def validate(self) -> None:
+        if self.training.loss == "kto" and self.training.batch_size < 2:
+            raise DnoError("--loss kto needs --batch-size 2 or more: with one pair a micro-batch, the KL estimate "
+                           "is that pair's own log-ratios, not a reference point (TRL's KTOTrainer refuses it too)")
         if self.training.epochs > 1:
             raise DnoError(f"--epochs {self.training.epochs:g}: dno train takes at most one epoch (0 < epochs <= 1): "
                            "DNO trains each iteration once on its new pairs, the next iteration samples again")
