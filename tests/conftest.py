@@ -32,6 +32,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/pair_rules.py           test_pairs.py (rules and parameters from the rule files' headers)
   dno_data/compare_table.py        test_compare.py (the table, intervals, the plot)
   bench/bench_startup.py           test_bench_startup.py (runs at its smallest size)
+  bench/bench_engine.py            test_bench_engine.py (runs at its smallest size, second tier)
 
   dno_data/artifacts.py            test_artifacts.py, test_outputs.py, test_bad_input.py (checked reads)
   dno_data/lineage.py              test_artifacts.py, test_content_hash.py, test_sharding.py (up to date),
@@ -58,7 +59,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/generation/hf.py        test_generation.py, test_resume.py, test_template_check.py
   dno_data/generation/vllm.py      test_generation.py, test_slow_vllm_sample.py
   dno_data/generation/openai.py    test_sample_openai.py
-  dno_data/sampling.py             test_resume.py, test_template_check.py
+  dno_data/sampling.py             test_resume.py, test_template_check.py, test_engine_ray.py (sample_batch on Ray)
   dno_data/sharding.py             test_sharding.py
   dno_data/teachers.py             test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher),
                                    test_slow_vllm_sample.py (a vLLM server as the teacher)
@@ -92,7 +93,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/training/save.py        test_training.py, test_resume.py, test_sft.py (no reference)
   dno_data/training/sft.py         test_sft.py (the NLL masks the prompt, the sources, cycling), test_compare.py
   dno_data/evaluation.py           test_cli.py, test_eval_any_judge.py, test_constraints_task.py,
-                                   test_multiturn.py (turn after turn)
+                                   test_multiturn.py (turn after turn), test_engine_ray.py (answers on Ray)
   dno_data/run_layout.py           test_cli.py
   dno_data/run_views.py            test_cli.py, test_sql_lockdown.py
   dno_data/queries.py              test_queries.py
@@ -102,6 +103,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/report/plots.py         test_report.py (the PNGs)
   dno_data/report/page.py          test_report.py (the page, dno report)
   dno_data/loop.py                 test_cli.py (dno iterate, the justfile), test_compare.py (offline-dpo, sft),
+                                   test_train_launcher.py (--train-launcher, two processes),
                                    test_stage_api.py (every stage checked first; no working folder shadows dno)
   dno_data/compare.py              test_compare.py (every method, offline-kto too, budgets, intervals, the plot)
   dno_data/tasks/__init__.py       test_constraints_task.py
