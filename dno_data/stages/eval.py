@@ -89,7 +89,8 @@ def run(cfg: EvalConfig) -> Path:
         # a judge that runs code or a model judges on the workers (with a teacher that does too); an
         # openai: judge or teacher is asked here, with this machine's call cache
         local = isinstance(judge, SyncJudge) and (teacher is None or teacher.runs_code)
-        worker = EvalWorker(public(str(cfg.model)),  # an s3:// model: each worker fetches its copy dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads),
+        # an s3:// model: each worker fetches its own copy
+        worker = EvalWorker(public(str(cfg.model)), dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads),
                             judge=cfg.judge if local else None, teacher=cfg.teacher if local else None)
         evaluate_rows_ray(rows, parts, worker=worker, engine=cfg.engine, **common)
     else:
