@@ -79,7 +79,8 @@ def run(cfg: EvalConfig) -> Path:
     sp = cfg.sampling
     params = SamplingParams(n=1, temperature=sp.temperature, top_p=sp.top_p, max_new_tokens=sp.max_new_tokens)
     evaluate_rows(rows, parts, generator=generator, params=params,
-                  teacher=teacher, judge=judge, model_name=public(str(cfg.model)), seed=sp.seed, batch_size=cfg.batch_size,
+                  teacher=teacher, judge=judge, model_name=public(str(cfg.model)), seed=sp.seed,
+                  batch_size=cfg.batch_size,
                   runner_factory=lambda: make_runner(settings, cache, cfg.api.no_cache))
     table = parts.finish(lineage).to_pylist()
     summary(f"eval {cfg.model} -> {cfg.output}", eval_summary(table, teacher is not None, seed=sp.seed))
