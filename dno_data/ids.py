@@ -34,15 +34,29 @@ def normalize_messages(messages: list[dict]) -> list[dict]:
     return [
         {
             "role": str(m["role"]).strip().lower(),
-            "content": unicodedata.normalize("NFC", str(m["content"])).strip(),
+            "content": normalize_text(m["content"]),
         }
         for m in messages
     ]
 
 
-def prompt_id(messages: list[dict]) -> str:
-    """The prompt's key: a hash of its normalized messages."""
-    return stable_hash("prompt", normalize_messages(messages))
+def normalize_text(text: str) -> str:
+    """A text as normalize_messages leaves a message's content: NFC, stripped."""
+    return unicodedata.normalize("NFC", str(text)).strip()
+
+
+def prompt_id(messages: list[dict], follow_ups: list[str] | None = None) -> str:
+    """The prompt's key: a hash of its normalized messages, and of its follow-up turns when it has any
+    (a single-turn prompt's key is the hash of its messages alone).
+
+    >>> msgs = [{"role": "user", "content": "12+34"}]
+    >>> prompt_id(msgs) == prompt_id(msgs, []) != prompt_id(msgs, ["and 5+5?"])
+    True
+    """
+    normalized = normalize_messages(messages)
+    if follow_ups:
+        return stable_hash("prompt", normalized, [normalize_text(t) for t in follow_ups])
+    return stable_hash("prompt", normalized)
 
 
 def file_sha256(path, chunk: int = 1 << 20) -> str:

@@ -10,7 +10,8 @@ config), in a process of its own started so that no working folder can shadow dn
 
 `method="offline-dpo"` (`dno compare`) changes only who samples and the reference: pi_1 samples
 every partition, the reference stays pi_1, and training continues from the method's own t-1
-checkpoint; `max_pairs` caps the pairs (a budget). `sft_config` is the supervised baselines' step.
+checkpoint; `max_pairs` caps the pairs (a budget). `train_config` is its training step alone (offline KTO
+trains so on offline DPO's pairs); `sft_config` is the supervised baselines' step.
 Paths come from dno_data.run_layout. Every stage skips itself when its output is up to date.
 """
 
@@ -53,6 +54,7 @@ class LoopSettings:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     method: str = "dno"  # dno | offline-dpo (pi_1 samples every partition; reference pi_1)
     folder: str | None = None  # iterations in RUN/FOLDER/iter-NN (dno compare: the method's name)
+    train_launcher: str | None = None  # e.g. "accelerate launch --config_file fsdp.yaml": train and sft run under it
 
     def of(self, stage: str) -> dict:
         return dict(self.options.get(stage) or {})
@@ -92,14 +94,11 @@ def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None) -> 
     from .stages.judge import JudgeConfig
     from .stages.pairs import PairsConfig
     from .stages.sample import SampleConfig
-    from .stages.train import TrainConfig
 
     if s.method not in ("dno", "offline-dpo"):
         raise DnoError(f"method {s.method!r}: iterations are dno or offline-dpo (sft: sft_config)")
     run = layout(s)
-    offline = s.method == "offline-dpo"
-    policy = policy_for(s, t)
-    sampler = s.model if offline else policy  # offline DPO: pi_1 samples every partition
+    sampler = s.model if s.method == "offline-dpo" else policy_for(s, t)  # offline DPO: pi_1 samples every partition
     sample = _config(s, "sample", SampleConfig, {"prompts": run.prompts, "output": run.samples(t), "model": sampler,
                                                  "partition": t, "teacher": s.teacher})
     judge = _config(s, "judge", JudgeConfig, {"samples": run.samples(t), "output": run.judgments(t),
@@ -107,11 +106,18 @@ def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None) -> 
     replay = [run.pairs(t - back) for back in (1, 2) if s.replay and t - back >= 1]
     pairs = _config(s, "pairs", PairsConfig, {"judgments": run.judgments(t), "samples": run.samples(t),
                                               "output": run.pairs(t), "replay": replay, "max_pairs": max_pairs})
-    train_owned = {"pairs": run.pairs(t), "model": policy, "output": run.checkpoint(t)}
-    if offline:  # offline DPO: the reference stays pi_1
-        train_owned["reference"] = s.model
-    train = _config(s, "train", TrainConfig, train_owned)
-    return [sample, judge, pairs, train] + ([eval_config(s, t)] if s.evaluate else [])
+    return [sample, judge, pairs, train_config(s, t, run.pairs(t))] + ([eval_config(s, t)] if s.evaluate else [])
+
+
+def train_config(s: LoopSettings, t: int, pairs: Path):
+    """Iteration t's training: the method's pi_t on `pairs` into its iteration-t checkpoint, with the reference
+    pi_t (dno) or pi_1 (offline-dpo)."""
+    from .stages.train import TrainConfig
+
+    owned = {"pairs": pairs, "model": policy_for(s, t), "output": layout(s).checkpoint(t)}
+    if s.method == "offline-dpo":  # offline: the reference stays pi_1
+        owned["reference"] = s.model
+    return _config(s, "train", TrainConfig, owned)
 
 
 def sft_config(s: LoopSettings, t: int, samples: Path, *, judgments: Path | None = None,
@@ -154,21 +160,53 @@ def dno_executable() -> list[str]:
     return [sys.executable, "-c", "import sys; del sys.path[0]; from stages.cli import main; main()"]
 
 
-def run_step(cfg, echo: Callable[[str], None] | None = None) -> None:
-    """Run one stage config as its `dno` command in its own process; a failure stops the loop with its message."""
+LAUNCHED = ("train", "sft")  # the stages --train-launcher starts (the ones that train a model)
+
+
+def dno_script() -> str:
+    """The `dno` console script beside this Python (what a launcher such as `accelerate launch` or
+    `torchrun` starts on every process)."""
+    import shutil
+
+    script = Path(sys.executable).with_name("dno")
+    if script.exists():
+        return str(script)
+    found = shutil.which("dno")
+    if found is None:
+        raise DnoError("--train-launcher starts the `dno` console script, which is not installed beside "
+                       f"{sys.executable}; pip install -e . (or pip install dno-data) in this environment")
+    return found
+
+
+def launch_args(cfg, launcher: str | None) -> list[str]:
+    """The argv of one step: `python -P -m stages.cli ARGS`, or for train and sft under a launcher,
+    `LAUNCHER .../dno ARGS` (e.g. accelerate launch --config_file fsdp.yaml .../bin/dno train ...)."""
+    args = command_args(cfg)
+    if launcher and stage_name(cfg) in LAUNCHED:
+        return [*shlex.split(launcher), dno_script(), *args]
+    return [*dno_executable(), *args]
+
+
+def run_step(cfg, echo: Callable[[str], None] | None = None, launcher: str | None = None) -> None:
+    """Run one stage config as its `dno` command in its own process (train and sft under `launcher`
+    when one is given); a failure stops the loop with its message."""
     from .console import say
 
     args = command_args(cfg)
-    (echo or say)("$ dno " + shlex.join(args))
-    proc = subprocess.run([*dno_executable(), *args])
+    launched = bool(launcher) and stage_name(cfg) in LAUNCHED
+    (echo or say)("$ " + (f"{launcher} " if launched else "") + "dno " + shlex.join(args))
+    proc = subprocess.run(launch_args(cfg, launcher))
     if proc.returncode != 0:
         raise DnoError(f"`dno {args[0]}` failed (exit {proc.returncode}); fix it and rerun: finished stages are skipped")
 
 
 def run_iterations(s: LoopSettings, first: int = 1, eval_initial: bool = False,
-                   run: Callable[[Any], None] = run_step) -> None:
+                   run: Callable[[Any], None] | None = None) -> None:
     """Iterations first..s.iterations (and the initial policy's eval, iter-00, first when asked)."""
     check(s, first, eval_initial)
+    if run is None:
+        def run(cfg):
+            run_step(cfg, launcher=s.train_launcher)
     if eval_initial:
         run(eval_config(s, 0))
     for t in range(first, s.iterations + 1):

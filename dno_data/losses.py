@@ -16,16 +16,29 @@ registry (and the --loss help and check) loads without it.
   sppo (Wu et al.):   (a - (w+ - 1/2) / beta)^2 + (b - (w- - 1/2) / beta)^2, w = the sample's
                       win-rate against the policy; a missing win-rate counts as 1 for the
                       chosen and 0 for the rejected side (then it is TRL's `sppo_hard`)
+  kto (Ethayarajh et al. 2024, as TRL's KTOTrainer computes it):
+                      a pair is one desirable example (the chosen answer) and one undesirable
+                      one (the rejected answer), as TRL's `unpair_preference_dataset` makes
+                      them; per example 1 - sigmoid(beta (a - z0)) (desirable, times
+                      lambda_D) or 1 - sigmoid(beta (z0 - b)) (undesirable, times lambda_U),
+                      and the pair's loss is their mean, so the batch mean is TRL's mean over
+                      its 2n examples. z0, the reference point, is the batch's KL estimate:
+                      mean(log pi - log pi_ref) over mismatched (prompt, answer) sequences,
+                      clamped at 0 and detached (`Labels.kl`; dno_data/training/data.py builds
+                      the sequences as TRL does, dno_data/training/fit.py computes it)
 
 Worked example (used in tests): beta = 0.1, policy log-probs (-10, -14), reference
 (-11, -13): a = 1, b = -1, h = a - b = 2, beta*h = 0.2,
 hard loss = -log sigmoid(0.2) = log(1 + e^-0.2) = 0.598139;
 soft with t = 0.75: 0.75 * 0.598139 + 0.25 * log(1 + e^0.2) = 0.448604 + 0.199533 = 0.648139;
-ipo: (2 - 5)^2 = 9; sppo with w+ = 0.75, w- = 0.25: (1 - 2.5)^2 + (-1 + 2.5)^2 = 4.5.
+ipo: (2 - 5)^2 = 9; sppo with w+ = 0.75, w- = 0.25: (1 - 2.5)^2 + (-1 + 2.5)^2 = 4.5;
+kto with z0 = 0.5 and weights 1: desirable 1 - sigmoid(0.1 * 0.5) = 0.487503, undesirable
+1 - sigmoid(0.1 * 1.5) = 0.462570, the pair's loss their mean 0.475036.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,11 +49,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Labels:
-    """What a pair says besides its two texts (per-pair tensors; None where a loss does not need it)."""
+    """What a loss needs besides the log-ratios: what each pair says (per-pair tensors), and KTO's
+    batch-level reference point and weights (None where a loss does not need them)."""
 
     target: torch.Tensor | None = None  # soft label P(y+ > y-)
     chosen_winrate: torch.Tensor | None = None  # E_{y'~policy} P(y+ > y'); NaN = unknown
     rejected_winrate: torch.Tensor | None = None
+    kl: torch.Tensor | None = None  # KTO's reference point z0: the batch's KL estimate, >= 0, detached
+    desirable_weight: float = 1.0  # KTO's lambda_D, on the chosen answers' losses
+    undesirable_weight: float = 1.0  # KTO's lambda_U, on the rejected answers' losses
 
 
 def hard(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
@@ -68,6 +85,34 @@ def sppo(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch
     return (a - (wc - 0.5) / beta) ** 2 + (b - (wr - 0.5) / beta) ** 2
 
 
+def kto(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
+    if labels.kl is None:
+        raise ValueError("the kto loss needs the batch's KL estimate (Labels.kl)")
+    import torch
+
+    z0 = labels.kl.to(a.dtype)
+    desirable = 1 - torch.sigmoid(beta * (a - z0))
+    undesirable = 1 - torch.sigmoid(beta * (z0 - b))
+    return (labels.desirable_weight * desirable + labels.undesirable_weight * undesirable) / 2
+
+
+def kl_estimate(policy_kl: torch.Tensor, reference_kl: torch.Tensor, reduce=None) -> torch.Tensor:
+    """KTO's reference point as TRL computes it: the mean of log pi - log pi_ref over the batch's
+    mismatched sequences, detached, averaged over processes by `reduce` (a mean across them, or
+    None for one process), clamped at 0.
+
+    >>> import torch
+    >>> kl_estimate(torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -5.0])).item()
+    0.5
+    >>> kl_estimate(torch.tensor([-6.0]), torch.tensor([-4.0])).item()
+    0.0
+    """
+    kl = (policy_kl - reference_kl).mean().detach()
+    if reduce is not None:
+        kl = reduce(kl)
+    return kl.clamp(min=0)
+
+
 def _known(w: torch.Tensor | None, like: torch.Tensor, default: float) -> torch.Tensor:
     import torch
 
@@ -84,6 +129,7 @@ LossFn = Callable[["torch.Tensor", "torch.Tensor", float, Labels], "torch.Tensor
 class Loss:
     fn: LossFn
     help: str  # one line of `dno train --loss`'s help
+    needs_kl: bool = False  # the loss reads Labels.kl: training scores mismatched sequences for it
 
 
 LOSSES: dict[str, Loss] = {
@@ -92,6 +138,8 @@ LOSSES: dict[str, Loss] = {
     "soft": Loss(soft, "Algorithm 1's soft target sigmoid(r(y+) - r(y-))"),
     "ipo": Loss(ipo, "(a - b - 1/(2 beta))^2 over summed log-probs"),
     "sppo": Loss(sppo, "SPPO's squared loss on the samples' win-rates"),
+    "kto": Loss(kto, "KTO (TRL's KTOTrainer): chosen = desirable, rejected = undesirable, against the batch's "
+                     "KL estimate; --desirable-weight, --undesirable-weight", needs_kl=True),
 }
 
 
@@ -120,7 +168,7 @@ def dno_loss(
     if labels is None:
         labels = Labels(target=target)
     elif target is not None:
-        labels = Labels(target, labels.chosen_winrate, labels.rejected_winrate)
+        labels = dataclasses.replace(labels, target=target)
     a = policy_chosen - ref_chosen
     b = policy_rejected - ref_rejected
     losses = LOSSES[name].fn(a, b, beta, labels)

@@ -2,10 +2,20 @@ r"""Import prompts into the `prompts` schema: JSONL / JSON (also gzipped), CSV, 
 Hugging Face `datasets` `save_to_disk` wrote.
 
 The prompt column is the one named, else the first found of: `messages` (OpenAI roles; ShareGPT's
-human / gpt too), `conversations` (ShareGPT: `from` / `value`), `prompt`, `instruction`, `question`,
-`text`. In a conversation the last user turn ends the prompt and an assistant turn after it is the
-reference (unless --reference-column says otherwise). Alpaca's `instruction` is joined with its
-`input` as Alpaca's template does ("instruction\n\ninput" when input is not empty).
+human / gpt too), `conversations` (ShareGPT: `from` / `value`), `turns` (MT-Bench: a list of user
+turns), `prompt`, `instruction`, `question`, `text`. Alpaca's `instruction` is joined with its `input`
+as Alpaca's template does ("instruction\n\ninput" when input is not empty).
+
+Multi-turn prompts (schemas/prompts.py): which user turns are asked, and which are context?
+  --turns-column (MT-Bench's `turns`)  every turn is asked, in order, each after the model's own answer
+                                      to the one before; a list in --reference-column gives each turn
+                                      its reference (MT-Bench's `reference`)
+  a conversation, --ask-turns last    (the default) the last user turn is asked; everything before it,
+                                      assistant turns included, is context written by someone else; the
+                                      assistant turn after it is the reference
+  a conversation, --ask-turns all     every user turn is asked in order, the model's own answers
+                                      replacing the conversation's, whose assistant turns become each
+                                      turn's reference; a system message first stays as context
 """
 
 from __future__ import annotations
@@ -20,12 +30,14 @@ import polars as pl
 
 from .errors import DnoError, first_line
 from .paths import check_input
-from .ids import normalize_messages, prompt_id, stable_hash
+from .ids import normalize_messages, normalize_text, prompt_id, stable_hash
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 KINDS = "JSONL, JSON (or .jsonl.gz / .json.gz), CSV, Parquet, or a datasets save_to_disk folder"
 TEXT_GUESSES = ("prompt", "instruction", "question", "text")
 CONVERSATION_GUESSES = ("messages", "conversations")
+TURNS_GUESSES = ("turns",)  # MT-Bench's question file
+ASK_TURNS = ("last", "all")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
                   "system": "system"}
@@ -92,12 +104,27 @@ def read_source(path: Path) -> pl.DataFrame:
     return df
 
 
+def _json_rows(path: Path, fmt: str) -> list:
+    text = _json_text(path)
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if fmt.startswith("jsonl") else json.loads(text)
+    return rows if isinstance(rows, list) else []
+
+
+def _check_json_turns(path: Path, column: str) -> None:
+    """A turns list as the file has it (polars would read [5] beside ["12+34"] as ["5"])."""
+    fmt = source_format(path)
+    if not fmt.startswith("json"):
+        return
+    for i, row in enumerate(_json_rows(path, fmt)):
+        value = row.get(column) if isinstance(row, dict) else None
+        if isinstance(value, list):
+            turns_prompt(value, f"{path} row {i + 1}, column {column!r}")
+
+
 def _check_json_messages(path: Path, fmt: str) -> None:
     """Message content as the file has it: polars gives a column one type, so a number or a list
     beside text would reach to_messages as text ("5")."""
-    text = _json_text(path)
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if fmt.startswith("jsonl") else json.loads(text)
-    for i, row in enumerate(rows if isinstance(rows, list) else []):
+    for i, row in enumerate(_json_rows(path, fmt)):
         for col, value in (row.items() if isinstance(row, dict) else ()):
             if isinstance(value, list) and all(isinstance(m, dict) and ("content" in m or "value" in m)
                                                for m in value):
@@ -108,11 +135,11 @@ def _check_json_messages(path: Path, fmt: str) -> None:
                                        f"{content!r}; expected text")
 
 
-def conversation_prompt(value, where: str) -> tuple[list[dict], str | None]:
-    """A conversation (OpenAI {role, content} or ShareGPT {from, value}) as the prompt's messages and
-    the reference: everything through the last user turn, and the assistant turn right after it."""
+def _conversation(value, where: str) -> list[dict] | str:
+    """A conversation (OpenAI {role, content} or ShareGPT {from, value}) as {role, content} messages;
+    a plain-text prompt as it is."""
     if isinstance(value, str):  # a plain-text prompt in the messages column
-        return value, None
+        return value
     if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
         raise DnoError(f"{where}: expected a list of {{role, content}} or {{from, value}} messages")
     msgs = []
@@ -130,12 +157,83 @@ def conversation_prompt(value, where: str) -> tuple[list[dict], str | None]:
             msgs.append({"role": role, "content": m["content"]})
         else:
             raise DnoError(f"{where}: message {j + 1} has neither role/content nor from/value")
-    last_user = max((j for j, m in enumerate(msgs) if m["role"] == "user"), default=None)
-    if last_user is None:
+    if not any(m["role"] == "user" for m in msgs):
         raise DnoError(f"{where}: the conversation has no user turn")
+    return msgs
+
+
+def conversation_prompt(value, where: str) -> tuple[list[dict], str | None]:
+    """A conversation as the prompt's messages and the reference: everything through the last user turn,
+    and the assistant turn right after it (--ask-turns last)."""
+    msgs = _conversation(value, where)
+    if isinstance(msgs, str):
+        return msgs, None
+    last_user = max(j for j, m in enumerate(msgs) if m["role"] == "user")
     after = msgs[last_user + 1] if last_user + 1 < len(msgs) else None
     reference = after["content"] if after is not None and after["role"] == "assistant" else None
     return msgs[:last_user + 1], reference
+
+
+def conversation_turns(value, where: str) -> tuple[list[dict] | str, list[str], list[str | None]]:
+    """A conversation with every user turn asked (--ask-turns all): the messages through the first user
+    turn (system messages before it are context), the later user turns, and each turn's reference (the
+    assistant turn right after it, or None).
+
+    >>> conversation_turns([{"from": "human", "value": "12+34"}, {"from": "gpt", "value": "46"},
+    ...                     {"from": "human", "value": "and 5+5?"}], "x")
+    ([{'role': 'user', 'content': '12+34'}], ['and 5+5?'], ['46', None])
+    """
+    msgs = _conversation(value, where)
+    if isinstance(msgs, str):
+        return msgs, [], [None]
+    users = [j for j, m in enumerate(msgs) if m["role"] == "user"]
+    if any(m["role"] != "system" for m in msgs[:users[0]]):
+        raise DnoError(f"{where}: --ask-turns all: an assistant turn before the first user turn; pass "
+                       "--ask-turns last to keep the conversation as context")
+    follow_ups, references = [], []
+    for k, j in enumerate(users):
+        between = msgs[j + 1:users[k + 1] if k + 1 < len(users) else len(msgs)]
+        if len(between) > 1 or any(m["role"] != "assistant" for m in between):
+            raise DnoError(f"{where}: --ask-turns all: user turn {k + 1} is followed by "
+                           f"{', '.join(m['role'] for m in between)}; expected at most one assistant answer")
+        references.append(between[0]["content"] if between else None)
+        if k:
+            follow_ups.append(msgs[j]["content"])
+    return msgs[:users[0] + 1], follow_ups, references
+
+
+def turns_prompt(value, where: str) -> tuple[str, list[str]]:
+    """MT-Bench's `turns`: the first user turn, and the turns asked after it.
+
+    >>> turns_prompt(["Write a haiku.", "Now in French."], "x")
+    ('Write a haiku.', ['Now in French.'])
+    """
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list) or not value:
+        raise DnoError(f"{where}: expected a list of user turns (text), e.g. MT-Bench's \"turns\"")
+    for j, t in enumerate(value):
+        if not isinstance(t, str) or not t.strip():
+            raise DnoError(f"{where}: turn {j + 1} is {t!r}; expected non-empty text")
+    return value[0], value[1:]
+
+
+def turn_references(ref, turns: int, where: str) -> tuple[str | None, list[str | None]]:
+    """A reference cell as the first turn's reference and the follow-ups': a list (MT-Bench's `reference`)
+    gives one per turn, from the first, an empty entry none (MT-Bench writes "" for a turn without one);
+    anything else is the first turn's.
+
+    >>> turn_references(["46", "10"], 2, "x"), turn_references("46", 2, "x"), turn_references(["46", ""], 2, "x")
+    (('46', ['10']), ('46', [None]), ('46', [None]))
+    """
+    if isinstance(ref, tuple):
+        ref = list(ref)
+    if not isinstance(ref, list):
+        return (None if ref is None else str(ref)), [None] * (turns - 1)
+    if len(ref) > turns:
+        raise DnoError(f"{where}: {len(ref)} reference answers for {turns} turn(s); give at most one a turn")
+    ref = [None if r is None or not str(r).strip() else str(r) for r in ref] + [None] * (turns - len(ref))
+    return ref[0], ref[1:]
 
 
 def alpaca_text(instruction, input_) -> str | None:
@@ -180,6 +278,8 @@ def import_prompts(
     *,
     text_column: str | None = None,
     messages_column: str | None = None,
+    turns_column: str | None = None,
+    ask_turns: str = "last",
     reference_column: str | None = None,
     split_column: str | None = None,
     system: str | None = None,
@@ -191,32 +291,46 @@ def import_prompts(
     """Rows of the prompts schema, counts (read, duplicates, too long, eval, per partition) and
     which columns were used (`{"prompt": ..., "reference": ...}`, for the summary).
 
-    A prompt whose messages hold more than `max_prompt_chars` characters is dropped and counted:
-    no later stage has to tokenize or allocate for it.
+    A prompt whose messages (and follow-up turns) hold more than `max_prompt_chars` characters is dropped
+    and counted: no later stage has to tokenize or allocate for it.
     """
+    if ask_turns not in ASK_TURNS:
+        raise DnoError(f"--ask-turns {ask_turns!r}: choose {' or '.join(ASK_TURNS)}")
+    if turns_column is not None and (text_column or messages_column):
+        raise DnoError("--turns-column is the prompt column: pass it without --text-column or --messages-column")
     df = read_source(src)
     cols = df.columns
-    if messages_column is None and text_column is None:
-        guess = next((c for c in (*CONVERSATION_GUESSES, *TEXT_GUESSES) if c in cols), None)
+    if messages_column is None and text_column is None and turns_column is None:
+        guess = next((c for c in (*CONVERSATION_GUESSES, *TURNS_GUESSES, *TEXT_GUESSES) if c in cols), None)
         if guess is None:
-            raise DnoError(f"{src}: no prompt column found (columns: {', '.join(cols)}); pass --text-column or "
-                           "--messages-column")
+            raise DnoError(f"{src}: no prompt column found (columns: {', '.join(cols)}); pass --text-column, "
+                           "--messages-column or --turns-column")
         if guess in CONVERSATION_GUESSES:
             messages_column = guess
+        elif guess in TURNS_GUESSES:
+            turns_column = guess
         else:
             text_column = guess
-    col = messages_column or text_column
+    if turns_column is not None:
+        _check_json_turns(src, turns_column)
+    if ask_turns == "all" and messages_column is None:
+        raise DnoError("--ask-turns all is for a conversation column (--messages-column); every turn of "
+                       "--turns-column is asked anyway")
+    col = messages_column or turns_column or text_column
     for c in filter(None, (col, reference_column, split_column)):
         if c not in cols:
             raise DnoError(f"{src}: no column {c!r} (columns: {', '.join(cols)}); pass the right --*-column option")
     alpaca_input = "input" if text_column == "instruction" and "input" in cols else None
     used = {"prompt": col + (f" + {alpaca_input} (Alpaca)" if alpaca_input else "")}
     if messages_column is not None:
-        used["prompt"] += " (through the last user turn)"
+        used["prompt"] += " (through the last user turn)" if ask_turns == "last" else " (every user turn asked)"
+    elif turns_column is not None:
+        used["prompt"] += " (every turn asked, each after the model's own answer to the one before)"
     if reference_column is not None:
         used["reference"] = reference_column
     elif messages_column is not None:
-        used["reference"] = f"{messages_column}: the assistant turn after the last user turn"
+        used["reference"] = f"{messages_column}: the assistant turn after " + (
+            "the last user turn" if ask_turns == "last" else "each user turn")
     if partitions < 1:
         raise DnoError("--partitions must be at least 1")
     if eval_size < 0:
@@ -237,26 +351,44 @@ def import_prompts(
     for i, (value, ref, split, input_) in enumerate(zip(df[col].to_list(), refs, given, inputs)):
         counts["read"] += 1
         where = f"{src} row {i + 1}, column {col!r}"
-        if messages_column is not None:
+        follow_ups, refs = [], None
+        if messages_column is not None and ask_turns == "all":
+            value, follow_ups, answers = conversation_turns(value, where)
+            if reference_column is None:
+                refs = answers
+                if any(a is not None for a in answers):
+                    counts["reference from the conversation"] += sum(a is not None for a in answers)
+        elif messages_column is not None:
             value, answer = conversation_prompt(value, where)
             if reference_column is None:
                 ref = answer
                 counts["reference from the conversation"] += answer is not None
+        elif turns_column is not None:
+            value, follow_ups = turns_prompt(value, where)
         elif alpaca_input:
             counts["instruction joined with input"] += bool(input_ is not None and str(input_).strip())
             value = alpaca_text(value, input_)
         msgs = to_messages(value, system, where)
-        if max_prompt_chars is not None and sum(len(m["content"]) for m in msgs) > max_prompt_chars:
+        follow_ups = [normalize_text(t) for t in follow_ups]
+        if not all(follow_ups):
+            raise DnoError(f"{where}: a later user turn is empty")
+        ref, follow_refs = turn_references(ref if refs is None else refs, 1 + len(follow_ups), where)
+        chars = sum(len(m["content"]) for m in msgs) + sum(len(t) for t in follow_ups)
+        if max_prompt_chars is not None and chars > max_prompt_chars:
             counts["dropped_longer_than_max_prompt_chars"] += 1
             continue
-        pid = prompt_id(msgs)
+        if follow_ups:
+            counts["multi-turn prompts"] += 1
+        pid = prompt_id(msgs, follow_ups)
         if pid in seen:
             counts["dropped_duplicate"] += 1
             continue
         seen.add(pid)
         if split is not None:
             split_of[pid] = split
-        rows.append({"prompt_id": pid, "messages": msgs, "reference": None if ref is None else str(ref),
+        rows.append({"prompt_id": pid, "messages": msgs, "reference": ref,
+                     "follow_ups": follow_ups or None,
+                     "follow_up_references": follow_refs if any(r is not None for r in follow_refs) else None,
                      "source": f"{src.name}:{i + 1}"})
     if eval_size >= len(rows):
         raise DnoError(f"--eval-size {eval_size} leaves no training prompts out of {len(rows)}; lower it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,35 +59,61 @@ def sample_rows(
     tok = generator.tokenizer if generator is not None else None
     where = str(generator.model_dir if generator is not None else generator_name)
     if tok is not None and todo:  # fail fast, before any generation: a probe response
-        first = batches[todo[0]][0]
-        check_template_prefix(tok, render_prompt(tok, first["messages"]), [PROBE_RESPONSE], first["prompt_id"], where)
+        probe_template(tok, batches[todo[0]][0], where)
     for b in tqdm(todo, desc="sample", unit="batch", disable=None):
         batch = batches[b]
-        texts = [render_prompt(tok, p["messages"]) for p in batch] if tok is not None else [None] * len(batch)
-        rows = []
-        outs = [[] for _ in batch]
-        if generator is not None:
-            seeds = [prompt_seed(seed, p["prompt_id"]) for p in batch]
-            outs = generator.generate(texts, params, seeds, messages=[p["messages"] for p in batch])
-        answers = teacher.respond_many(batch) if teacher is not None else [None] * len(batch)
-        fits = _fits_template(tok, batch, texts, outs, answers, where)
-        for p, text, completions, answer, ok in zip(batch, texts, outs, answers, fits):
-            for k, c in enumerate(completions):
-                if not ok[k]:
-                    counts[DROPPED] += 1
-                    continue
-                rows.append(_row(p, text, c.text, "policy", generator_name, generator_id, k, seed, params,
-                                 c.num_tokens, c.finish_reason))
-                counts[f"finish_{c.finish_reason}"] += 1
-            if answer is not None and not ok[-1]:
-                counts[DROPPED] += 1
-            elif answer is not None:
-                rows.append(_row(p, text, answer, "teacher", teacher.spec, teacher.teacher_id, 0, None, None,
-                                 None, "teacher"))
-        for row, ratio in zip(rows, repetition_ratios(r["response"] for r in rows)):  # once, for every `dno pairs`
-            row["repetition"] = ratio
+        answers = teacher.respond_many(batch) if teacher is not None else None
+        rows, batch_counts = sample_batch(batch, generator=generator, params=params, generator_name=generator_name,
+                                          generator_id=generator_id, seed=seed, teacher=teacher_tag(teacher),
+                                          answers=answers)
+        counts.update(batch_counts)
         parts.write(b, rows)
     return counts
+
+
+def probe_template(tok, first: dict, where: str) -> None:
+    """The template check on a probe response, before any generation."""
+    check_template_prefix(tok, render_prompt(tok, first["messages"]), [PROBE_RESPONSE], first["prompt_id"], where)
+
+
+def teacher_tag(teacher: Teacher | None) -> tuple[str, str] | None:
+    """(spec, teacher_id): what a teacher row records."""
+    return None if teacher is None else (teacher.spec, teacher.teacher_id)
+
+
+def sample_batch(batch: list[dict], *, generator: Generator | None, params: SamplingParams, generator_name: str,
+                 generator_id: str, seed: int, teacher: tuple[str, str] | None,
+                 answers: list[str] | None) -> tuple[list[dict], Counter]:
+    """The rows of one batch of prompts: `params.n` samples each from `generator` (seeded per
+    prompt) and the teacher's answer (`answers`, one per prompt, made by `teacher`: its spec and
+    id), each checked against the template; and the batch's counts. The one function every
+    engine runs over a batch (the local loop above, a Ray worker: dno_data/engines)."""
+    counts: Counter = Counter()
+    tok = generator.tokenizer if generator is not None else None
+    where = str(generator.model_dir if generator is not None else generator_name)
+    texts = [render_prompt(tok, p["messages"]) for p in batch] if tok is not None else [None] * len(batch)
+    rows = []
+    outs = [[] for _ in batch]
+    if generator is not None:
+        seeds = [prompt_seed(seed, p["prompt_id"]) for p in batch]
+        outs = generator.generate(texts, params, seeds, messages=[p["messages"] for p in batch])
+    answers = answers if answers is not None else [None] * len(batch)
+    fits = _fits_template(tok, batch, texts, outs, answers, where)
+    for p, text, completions, answer, ok in zip(batch, texts, outs, answers, fits):
+        for k, c in enumerate(completions):
+            if not ok[k]:
+                counts[DROPPED] += 1
+                continue
+            rows.append(_row(p, text, c.text, "policy", generator_name, generator_id, k, seed, params,
+                             c.num_tokens, c.finish_reason))
+            counts[f"finish_{c.finish_reason}"] += 1
+        if answer is not None and not ok[-1]:
+            counts[DROPPED] += 1
+        elif answer is not None:
+            rows.append(_row(p, text, answer, "teacher", teacher[0], teacher[1], 0, None, None, None, "teacher"))
+    for row, ratio in zip(rows, repetition_ratios(r["response"] for r in rows)):  # once, for every `dno pairs`
+        row["repetition"] = ratio
+    return rows, counts
 
 
 DROPPED = "dropped: response breaks the template prefix"
@@ -137,3 +164,98 @@ def _row(p, prompt_text, response, source, generator, generator_id, index, seed,
         "num_tokens": num_tokens,
         "finish_reason": finish,
     }
+
+
+# --engine ray: the same sample_batch on Ray actors (dno_data/engines/ray.py)
+
+
+@dataclass(frozen=True)
+class SampleWorker:
+    """What a Ray worker builds once: the policy's generator (and a teacher that runs code here:
+    `reference`, `python:`; an `openai:` teacher answers in the driver, with its call cache)."""
+
+    backend: str | None
+    model: str | None
+    options: dict = field(default_factory=dict)  # make_generator's keyword options
+    teacher: str | None = None
+
+    def __call__(self) -> tuple[Generator | None, Teacher | None]:
+        from .generation import make_generator
+
+        generator = (make_generator(self.backend, worker_local(self.model), **self.options)
+                     if self.model is not None else None)
+        return generator, Teacher(self.teacher) if self.teacher else None
+
+
+def worker_local(model: str) -> str:
+    """A worker's copy of the model: an s3:// (or other object-storage) URL is fetched into this node's
+    staging mirror, once per version; a path is used as it is (the same on every node: a shared disk)."""
+    from .storage import is_url
+
+    if not is_url(model):
+        return model
+    from .staging import fetch
+
+    return str(fetch(model))
+
+
+def work_batch(state, payload, **kw) -> tuple[list[dict], Counter]:
+    """A Ray worker's batch: payload is (batch, the teacher's answers made in the driver, or None)."""
+    generator, teacher = state
+    batch, answers = payload
+    if answers is None and teacher is not None:
+        answers = teacher.respond_many(batch)
+    return sample_batch(batch, generator=generator, answers=answers, **kw)
+
+
+def sample_rows_ray(prompts: list[dict], parts: Parts, *, worker: SampleWorker, engine, params: SamplingParams,
+                    generator_name: str, generator_id: str, seed: int, batch_size: int, teacher: Teacher | None,
+                    tokenizer=None, where: str = "") -> Counter:
+    """sample_rows with the batches on Ray actors; this process checks and writes each part."""
+    from functools import partial
+
+    from .console import Progress
+    from .engines.ray import run_units
+
+    counts: Counter = Counter()
+    batches, todo = parts.split(prompts, batch_size)
+    counts["batches_resumed"] = len(batches) - len(todo)
+    if tokenizer is not None and todo:
+        probe_template(tokenizer, batches[todo[0]][0], where)
+    resumed = sum(len(batches[b]) for b in range(len(batches)) if b not in set(todo))
+    progress = Progress("sample", len(prompts), "prompts", done=resumed)
+    in_driver = teacher if teacher is not None and worker.teacher is None else None
+
+    def before_submit(unit, payload):
+        batch, _ = payload
+        return batch, in_driver.respond_many(batch) if in_driver is not None else None
+
+    def on_result(unit, result):
+        rows, batch_counts = result
+        check_batch_rows(rows, batches[unit], unit)
+        counts.update(batch_counts)
+        parts.write(unit, rows)
+        progress.add(len(batches[unit]))
+
+    work = partial(work_batch, params=params, generator_name=generator_name, generator_id=generator_id, seed=seed,
+                   teacher=teacher_tag(teacher))
+    counts.update(run_units([(b, (batches[b], None)) for b in todo], setup=worker, work=work, on_result=on_result,
+                            workers=engine.workers, cpus_per_worker=engine.cpus_per_worker,
+                            gpus_per_worker=engine.gpus_per_worker, what="dno sample", before_submit=before_submit,
+                            on_progress=progress.tick))
+    progress.close()
+    return counts
+
+
+def check_batch_rows(rows: list[dict], batch: list[dict], unit: int) -> None:
+    """Before a worker's rows become a part: every row belongs to a prompt of this batch, and no
+    sample key appears twice."""
+    ids = {p["prompt_id"] for p in batch}
+    seen: set[str] = set()
+    for r in rows:
+        if r["prompt_id"] not in ids:
+            raise DnoError(f"batch {unit}: a worker returned a sample of prompt {r['prompt_id']}, which is not in "
+                           "that batch; nothing of it was written")
+        if r["sample_id"] in seen:
+            raise DnoError(f"batch {unit}: a worker returned sample {r['sample_id']} twice; nothing of it was written")
+        seen.add(r["sample_id"])

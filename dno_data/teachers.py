@@ -58,6 +58,12 @@ class Teacher:
             raise DnoError(f"--teacher {spec!r}: expected 'reference', 'python:module:function' or 'openai:MODEL'")
         self._pass_reference = self._fn is not None and accepts(self._fn, "reference")
 
+    @property
+    def runs_code(self) -> bool:
+        """True for a teacher that answers by code in this process (reference, python:); False for
+        an API one (openai:), whose calls go through the caller's call cache."""
+        return self._model is None
+
     def check_prompts(self, rows: list[dict], path) -> None:
         """Fail before any work starts when `reference` is the teacher and answers are missing."""
         if self._fn is None and self._model is None:

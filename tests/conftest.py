@@ -8,7 +8,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/stages/prompts.py       test_prompts.py, test_cli.py
   dno_data/stages/sample.py        test_resume.py, test_sample_openai.py, test_cli.py
   dno_data/stages/merge.py         test_sharding.py
-  dno_data/stages/judge.py         test_judges.py, test_openai_chat.py, test_call_cache.py, test_cli.py
+  dno_data/stages/judge.py         test_judges.py, test_openai_chat.py, test_call_cache.py, test_cli.py,
+                                   test_slow_vllm.py (the failure-rate exit on a real bad judge)
   dno_data/stages/pairs.py         test_pairs.py, test_cli.py
   dno_data/stages/train.py         test_training.py, test_outputs.py, test_cli.py
   dno_data/stages/sft.py           test_sft.py, test_compare.py
@@ -25,7 +26,9 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/config/base.py          test_options.py (checked on construction, argv round trips)
   dno_data/config/groups.py        test_options.py (one declaration per shared group)
   dno_data/config/run_file.py      test_run_config.py (--config run.toml), test_stage_api.py (a bad [train] table)
-  dno_data/console.py              test_cli.py (summaries, up to date)
+  dno_data/console.py              test_cli.py (summaries, up to date), test_engine_ray_faults.py (progress lines)
+  dno_data/engines/__init__.py     test_engine_ray.py
+  dno_data/engines/ray.py          test_engine_ray.py (ray == local; errors), test_engine_ray_faults.py (faults)
   dno_data/pair_rules.py           test_pairs.py (rules and parameters from the rule files' headers)
   dno_data/compare_table.py        test_compare.py (the table, intervals, the plot)
   bench/bench_startup.py           test_bench_startup.py (runs at its smallest size)
@@ -47,7 +50,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/errors.py               test_help.py (hints name only declared extras), test_bad_input.py
   dno_data/ids.py                  test_artifacts.py, test_prompts.py
   dno_data/callables.py            test_judges.py (python: judges), test_resume.py (python: teachers)
-  dno_data/prompts_import.py       test_prompts.py
+  dno_data/prompts_import.py       test_prompts.py, test_multiturn.py (MT-Bench turns, --ask-turns)
   dno_data/models.py               test_template_check.py, test_tokenization.py, test_generation.py,
                                    test_reproducibility.py (model identity)
   dno_data/generation/__init__.py  test_generation.py (the registry, stop ids)
@@ -57,15 +60,16 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/generation/openai.py    test_sample_openai.py
   dno_data/sampling.py             test_resume.py, test_template_check.py
   dno_data/sharding.py             test_sharding.py
-  dno_data/teachers.py             test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher)
+  dno_data/teachers.py             test_sample_openai.py, test_resume.py, test_options.py (eval's openai teacher),
+                                   test_slow_vllm_sample.py (a vLLM server as the teacher)
   dno_data/gguf_import.py          test_bad_input.py, test_slow_vllm.py
   dno_data/judges/__init__.py      test_judges.py (specs -> judges)
   dno_data/judges/base.py          test_judges.py, test_judge_run.py
   dno_data/judges/python_fn.py     test_judges.py, test_resume.py
   dno_data/judges/oracles.py       test_judges.py (oracle:addition), test_constraints_task.py (oracle:constraints)
-  dno_data/judges/openai_chat.py   test_openai_chat.py, test_slow_vllm.py
+  dno_data/judges/openai_chat.py   test_openai_chat.py, test_single_grade.py (--mode single), test_slow_vllm.py
   dno_data/judges/reward_model.py  test_reward_model.py
-  dno_data/judges/parsing.py       test_openai_chat.py (and its doctests)
+  dno_data/judges/parsing.py       test_openai_chat.py, test_single_grade.py (and its doctests)
   dno_data/judges/run.py           test_judge_run.py, test_judges.py, test_resume.py
   dno_data/openai_api/__init__.py  test_openai_runner.py
   dno_data/openai_api/runner.py    test_openai_runner.py, test_options.py (API settings pass-through)
@@ -77,31 +81,32 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/repetition.py           test_pairs.py, test_pairs_reference.py (the n-gram check), test_resume.py (sampling)
   dno_data/export.py               test_trl_interop.py (dno export: TRL's data utilities accept it)
   dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)
-  dno_data/losses.py               test_losses.py
+  dno_data/losses.py               test_losses.py, test_kto.py (KTO against TRL's own code)
   dno_data/training/__init__.py    test_training.py, test_tokenization.py
   dno_data/training/options.py     test_training.py
   dno_data/training/data.py        test_tokenization.py, test_training.py (truncated responses, length groups),
-                                   test_reproducibility.py (order independent of the rows)
+                                   test_reproducibility.py (order independent of the rows), test_kto.py (KL sequences)
   dno_data/training/setup.py       test_training.py (dropout off, LoRA, mixed precision)
   dno_data/training/reference.py   test_training.py, test_resume.py
   dno_data/training/fit.py         test_training.py (ln 2 first loss, the schedule on N processes), test_resume.py
   dno_data/training/save.py        test_training.py, test_resume.py, test_sft.py (no reference)
   dno_data/training/sft.py         test_sft.py (the NLL masks the prompt, the sources, cycling), test_compare.py
-  dno_data/evaluation.py           test_cli.py, test_eval_any_judge.py, test_constraints_task.py
+  dno_data/evaluation.py           test_cli.py, test_eval_any_judge.py, test_constraints_task.py,
+                                   test_multiturn.py (turn after turn)
   dno_data/run_layout.py           test_cli.py
   dno_data/run_views.py            test_cli.py, test_sql_lockdown.py
   dno_data/queries.py              test_queries.py
   dno_data/stats.py                test_stats.py
   dno_data/report/__init__.py      test_report.py
-  dno_data/report/data.py          test_report.py (numbers, best iterate, costs)
+  dno_data/report/data.py          test_report.py (numbers, best iterate, costs), test_multiturn.py (per turn)
   dno_data/report/plots.py         test_report.py (the PNGs)
   dno_data/report/page.py          test_report.py (the page, dno report)
   dno_data/loop.py                 test_cli.py (dno iterate, the justfile), test_compare.py (offline-dpo, sft),
                                    test_stage_api.py (every stage checked first; no working folder shadows dno)
-  dno_data/compare.py              test_compare.py (every method, budgets, intervals, the plot)
+  dno_data/compare.py              test_compare.py (every method, offline-kto too, budgets, intervals, the plot)
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
-  dno_data/tasks/constraints.py    test_constraints_task.py
+  dno_data/tasks/constraints.py    test_constraints_task.py, test_slow_smollm2.py (`just smollm2`, smallest size)
   stages/build.py                  test_options.py (the generated commands), test_run_config.py, test_bad_input.py
   stages/cli.py                    test_help.py, test_cli.py (end to end), test_stage_api.py (nothing heavy loaded)
   schemas/*.py                     test_artifacts.py
@@ -120,6 +125,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from support.require_slow import pytest_runtest_makereport  # noqa: F401 (a hook: DNO_REQUIRE_SLOW=1)
+from support.vllm_server import smollm2_dir, vllm_server  # noqa: F401 (the slow tier's session fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,7 +260,8 @@ def pair_row(a: str, b: str, prompt_id: str, p: float | None, position: int, sta
 
 def prompt_row(pid: str = "p1", partition=1, split: str = "train", content: str = "1+1", reference="2") -> dict:
     return {"prompt_id": pid, "messages": [{"role": "user", "content": content}], "reference": reference,
-            "partition": partition, "split": split, "source": "x.jsonl:1"}
+            "follow_ups": None, "follow_up_references": None, "partition": partition, "split": split,
+            "source": "x.jsonl:1"}
 
 
 def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", chosen: str = "2",
@@ -269,9 +278,9 @@ def pairs_row(pid: str = "p1", chosen_id: str = "a", rejected_id: str = "b", cho
 
 
 def eval_row(pid: str = "p1") -> dict:
-    return {"prompt_id": pid, "messages": MSGS, "model": "m", "response": "2", "teacher_response": "2",
+    return {"prompt_id": pid, "turn": 1, "messages": MSGS, "model": "m", "response": "2", "teacher_response": "2",
             "judge_id": "J", "policy_score": 6.0, "teacher_score": 6.0, "win": 0.5, "correct": True,
-            "status": "ok", "error": None}
+            "justification": None, "status": "ok", "error": None}
 
 
 EXAMPLE_ROWS = {

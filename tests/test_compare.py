@@ -1,8 +1,10 @@
 """`dno compare` end to end on the tiny model (one iteration, every method): the table's methods,
-intervals and matched budgets, the plot; offline DPO's wiring (pi_1 samples, reference pi_1)."""
+intervals and matched budgets, the plot; offline DPO's wiring (pi_1 samples, reference pi_1) and offline
+KTO's (offline DPO's pairs, --loss kto, reference pi_1)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -53,7 +55,7 @@ OUTPUT: list[str] = []
 
 
 def settings(run: Path, model: Path):
-    from dno_data.compare import CompareSettings, sft_options_from_train
+    from dno_data.compare import METHODS, CompareSettings, sft_options_from_train
     from dno_data.loop import LoopSettings
     from stages.build import parse_stage_args
 
@@ -61,7 +63,7 @@ def settings(run: Path, model: Path):
     loop = LoopSettings(run=run, model=model, judge="oracle:addition", iterations=1,
                         options={"sample": sample, "train": train, "eval": {"max_new_tokens": 5},
                                  "sft": sft_options_from_train(train)})
-    return CompareSettings(loop, resamples=200)
+    return CompareSettings(loop, methods=METHODS, resamples=200)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +83,8 @@ def compared(tmp_path_factory, pi1):
 def test_table_has_every_method_with_intervals(compared):
     run, _ = compared
     rows = pq.read_table(run / "compare.parquet").to_pylist()
-    assert {(r["method"], r["iteration"]) for r in rows} == {(m, t) for m in ("dno", "offline-dpo", "sft", "rft")
-                                                             for t in (0, 1)}
+    assert {(r["method"], r["iteration"]) for r in rows} == {
+        (m, t) for m in ("dno", "offline-dpo", "sft", "rft", "offline-kto") for t in (0, 1)}
     for r in rows:
         for m in ("accuracy", "winrate", "score"):
             assert r[m] is not None and r[f"{m}_low"] <= r[m] <= r[f"{m}_high"], (r["method"], m)
@@ -105,6 +107,7 @@ def test_budgets_are_matched(compared):
     assert at1["offline-dpo"]["accuracy"] == dno["accuracy"]
     for m in ("sft", "rft"):
         assert at1[m]["steps"] == dno["steps"] and at1[m]["examples"] > 0
+    assert at1["offline-kto"]["pairs"] == dno["pairs"] and at1["offline-kto"]["steps"] == dno["steps"]
     assert all(r["prompts"] == dno["prompts"] == r["prompts_seen"] for r in at1.values())  # the same partition
 
 
@@ -115,6 +118,10 @@ def test_offline_dpo_samples_from_pi1_with_reference_pi1(compared, pi1):
     assert str(pi1) in gens
     manifest = json.loads((off / "checkpoint" / "dno-manifest.json").read_text())
     assert Path(manifest["reference_model"]) == pi1
+    kto = json.loads((run / "offline-kto" / "iter-01" / "checkpoint" / "dno-manifest.json").read_text())
+    assert kto["options"]["loss"] == "kto" and kto["options"]["beta"] == 0.5  # --train-args, the loss KTO's
+    assert Path(kto["reference_model"]) == pi1 and "final_kl" in kto["metrics"]
+    assert kto["lineage"]["inputs"][0]["path"].endswith("offline-dpo/iter-01/pairs.parquet")
     sft = json.loads((run / "sft" / "iter-01" / "checkpoint" / "dno-manifest.json").read_text())
     assert sft["objective"] == "sft" and sft["lineage"]["stage"] == "sft"
 
@@ -173,6 +180,13 @@ def test_dry_run_and_offline_wiring(tmp_path):
     assert plan(2, PLACEHOLDER) == ["sample", "judge", "sft", "eval"]  # rft alone: pi_1's samples and judgments
     assert plan(1, PLACEHOLDER) == ["sft", "eval"]  # at t = 1, DNO's (the shared folder)
     assert plan(1, PLACEHOLDER, shared=False) == ["sample", "judge", "sft", "eval"]
+    s = dataclasses.replace(s, methods=("dno", "offline-kto"))  # pi_1's pairs, then KTO's training on them
+    assert plan(2, PLACEHOLDER) == ["sample", "judge", "pairs", "train", "eval"]
+    assert plan(1, PLACEHOLDER) == ["train", "eval"]
+    kto = iteration_plan(s, 2, PLACEHOLDER)[3]
+    assert kto.training.loss == "kto" and kto.training.reference == tmp_path / "m"
+    assert kto.pairs == tmp_path / "r" / "offline-dpo" / "iter-02" / "pairs.parquet"
+    assert kto.model == tmp_path / "r" / "offline-kto" / "iter-01" / "checkpoint"
 
 
 @pytest.mark.parametrize("methods, message", [("sft,offline-dpo", "must include dno"),

@@ -86,7 +86,7 @@ def test_sql_accuracy_is_null_for_a_judge_that_is_not_verifiable(tmp_path):
     from dno_data.queries import open_run_all_views
     from dno_data.duckdb_sql import load_sql, query_polars
 
-    row = {"prompt_id": "p", "messages": [{"role": "user", "content": "q"}], "model": "m", "response": "r",
+    row = {"prompt_id": "p", "turn": 1, "messages": [{"role": "user", "content": "q"}], "model": "m", "response": "r",
            "teacher_response": "t", "judge_id": "J", "policy_score": 5.0, "teacher_score": 3.0, "win": 1.0,
            "correct": None, "status": "ok", "error": None}
     write_example(tmp_path / "iter-01" / "eval.parquet", "eval", [row])

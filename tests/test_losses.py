@@ -139,7 +139,8 @@ def test_every_loss_has_its_minimum_direction():
     """Raising log pi(y+) (from policy = reference) lowers every loss."""
     for name in LOSSES:
         x = torch.tensor([-5.0], dtype=torch.float64, requires_grad=True)
-        labels = Labels(target=t(0.9), chosen_winrate=t(0.8), rejected_winrate=t(0.2))
+        labels = Labels(target=t(0.9), chosen_winrate=t(0.8), rejected_winrate=t(0.2),
+                        kl=torch.tensor(0.0, dtype=torch.float64))  # kto's reference point at policy = reference
         loss, _ = dno_loss(x, t(-6.0), t(-5.0), t(-6.0), beta=0.1, loss=name, labels=labels)
         loss.backward()
         assert x.grad.item() < 0, name

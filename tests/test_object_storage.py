@@ -5,6 +5,7 @@ and the one-line errors.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -100,6 +101,8 @@ class Loop:
         self.run = f"{url}/runs/r1"
         self.it = f"{self.run}/iter-01"
         self.printed = ""
+        # sample and eval on Ray workers (a local cluster), which fetch the s3:// models themselves
+        self.ray = {"engine": "ray", "workers": 2} if importlib.util.find_spec("ray") else {}
 
     def configs(self) -> list:
         from dno_data import api
@@ -110,7 +113,7 @@ class Loop:
                                            reference_column="reference", partitions=2, eval_size=4),
             api.SampleConfig.from_options(prompts=f"{r}/prompts.parquet", output=f"{it}/samples.parquet",
                                           model=self.model, partition=1, k=2, max_new_tokens=4, teacher="reference",
-                                          batch_size=4),
+                                          batch_size=4, **self.ray),
             api.JudgeConfig.from_options(samples=f"{it}/samples.parquet", output=f"{it}/judgments.parquet",
                                          judge="oracle:addition"),
             api.PairsConfig.from_options(judgments=f"{it}/judgments.parquet", samples=f"{it}/samples.parquet",
@@ -118,14 +121,15 @@ class Loop:
             api.TrainConfig.from_options(pairs=f"{it}/pairs.parquet", model=self.model, output=f"{it}/checkpoint",
                                          batch_size=2, learning_rate=1e-3, max_length=32),
             api.EvalConfig.from_options(prompts=f"{r}/prompts.parquet", model=f"{it}/checkpoint",
-                                        judge="oracle:addition", max_new_tokens=4, output=f"{it}/eval.parquet"),
+                                        judge="oracle:addition", max_new_tokens=4, output=f"{it}/eval.parquet",
+                                        **self.ray),
         ]
 
 
 @pytest.fixture(scope="module")
 def loop(s3_endpoint, tmp_path_factory, tiny_model):
-    """prompts -> sample -> judge -> pairs -> train -> eval through the Python API, every path on s3://, with a
-    recognisable secret in AWS_SECRET_ACCESS_KEY and OPENAI_API_KEY."""
+    """prompts -> sample (ray) -> judge -> pairs -> train -> eval (ray) through the Python API, every path on s3://,
+    with a recognisable secret in AWS_SECRET_ACCESS_KEY and OPENAI_API_KEY."""
     from dno_data import api
     from dno_data.staging import upload
 

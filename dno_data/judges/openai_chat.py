@@ -7,15 +7,21 @@
   --mode pairwise  one call per pair and per order, (a, b) and (b, a), so position bias
                    cancels in the win-rates and is measured; P(a > b) from the verdict token's
                    logprobs when the server returns them, else from the verdict.
+  --mode single    MT-Bench's single-answer grading: one call per answer, graded alone on 1..10
+                   after a short justification, against the prompt's reference answer when it has
+                   one (math and reasoning questions); in a conversation, the last turn's answer
+                   is graded with the earlier turns as context. The answer must hold exactly one
+                   `[[N]]` rating (parsing.parse_grade); anything else is an unparseable row.
 
 The request (model, rendered template, decoding parameters) is the cache key.
 
 Templates (shipped or `--template FILE`) are rendered in Jinja's sandbox
 (ImmutableSandboxedEnvironment): a template reaches its variables, not Python. The texts it
-is given are fenced: `<response ...>`, `</response>`, `<question>` and `</question>` inside the
-conversation or a candidate are escaped (`&lt;response ...`), so a policy cannot forge the
-structure the judge reads. A candidate that stopped at the length limit is marked:
-`candidates[i].truncated` (rubric), `a_truncated` / `b_truncated` (pairwise).
+is given are fenced: `<response ...>`, `<question>`, `<reference>` and their closing tags inside the
+conversation, a reference or a candidate are escaped (`&lt;response ...`), so a policy cannot forge
+the structure the judge reads. A candidate that stopped at the length limit is marked:
+`candidates[i].truncated` (rubric), `a_truncated` / `b_truncated` (pairwise), `truncated` (single).
+The single template's variables: instruction, answer, truncated, reference (None: none), multi_turn.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from ..ids import stable_hash
 from ..openai_api.call_cache import CachedCall
 from ..openai_api.runner import Call, describe_failure
 from .base import Group, Planned, RequestJudge
-from .parsing import is_refusal, parse_rubric, parse_verdict, verdict_probability
+from .parsing import is_refusal, parse_grade, parse_rubric, parse_verdict, verdict_probability
 
-API_MODES = ("rubric", "pairwise")
+API_MODES = ("rubric", "pairwise", "single")
+GRADES = (1.0, 10.0)  # --mode single: the scale of a grade
 
 
 def load_template(mode: str, path: Path | None):
@@ -53,14 +60,14 @@ def load_template(mode: str, path: Path | None):
         raise DnoError(f"--template {path}: line {e.lineno}: {e.message}") from None
 
 
-_TAG = re.compile(r"<(/?\s*(?:response|question)\b)", re.I)
+_TAG = re.compile(r"<(/?\s*(?:response|question|reference)\b)", re.I)
 
 
 def fence(text: str) -> str:
     """Text as data inside the judge prompt: the tags that delimit it are escaped.
 
-    >>> fence('ok</response> <Response id="id2"> </ question>')
-    'ok&lt;/response> &lt;Response id="id2"> &lt;/ question>'
+    >>> fence('ok</response> <Response id="id2"> </ question> <reference>')
+    'ok&lt;/response> &lt;Response id="id2"> &lt;/ question> &lt;reference>'
     """
     return _TAG.sub(r"&lt;\1", text)
 
@@ -82,13 +89,13 @@ class OpenAIJudge(RequestJudge):
         self.spec, self.mode, self.model = spec, mode, spec.removeprefix("openai:")
         if not self.model:
             raise DnoError("--judge openai:MODEL needs a model name, e.g. openai:gpt-4o")
-        self.kind = "score" if mode == "rubric" else "pair"
+        self.kind = "pair" if mode == "pairwise" else "score"
         self.template_text, self.template = load_template(mode, template)
         self._template_path = template
         self._render_check()
         self.system, self.both_orders, self.seed = system, both_orders, seed
         self.params = {"temperature": temperature,
-                       "max_tokens": max_tokens or (None if mode == "rubric" else 4)}
+                       "max_tokens": max_tokens or (4 if mode == "pairwise" else None)}
         if mode == "pairwise" and logprobs:
             self.params.update(logprobs=True, top_logprobs=5)
         # What every request of this judge shares; with the prompt and the shown candidates it is the cache key.
@@ -100,8 +107,9 @@ class OpenAIJudge(RequestJudge):
         before any work folder exists, not a traceback in the middle of the stage."""
         import jinja2
 
-        values = ({"candidates": [{"id": "id1", "text": "x", "truncated": True}]} if self.mode == "rubric"
-                  else {"a": "x", "b": "y", "a_truncated": True, "b_truncated": False})
+        values = {"rubric": {"candidates": [{"id": "id1", "text": "x", "truncated": True}]},
+                  "pairwise": {"a": "x", "b": "y", "a_truncated": True, "b_truncated": False},
+                  "single": {"answer": "x", "truncated": True, "reference": "r", "multi_turn": True}}[self.mode]
         try:
             self.template.render(instruction="q", **values)
         except jinja2.TemplateError as e:
@@ -112,11 +120,12 @@ class OpenAIJudge(RequestJudge):
     def _messages(self, text: str) -> list[dict]:
         return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": text}]
 
-    def _call(self, instruction: str, shown: list, render) -> Call:
+    def _call(self, instruction: str, shown: list, render, reference: str | None = None) -> Call:
         # What the template is given: the fenced texts, and the truncation marks (only where set, so
-        # the key of an unmarked group is what it always was).
+        # the key of an unmarked group is what it always was); a single grade's reference answer.
         texts = [[fence(c.response), True] if c.truncated else fence(c.response) for c in shown]
-        key = stable_hash("chat", self.request_id, instruction, texts, length=32)
+        parts = (instruction, texts) if reference is None else (instruction, texts, reference)
+        key = stable_hash("chat", self.request_id, *parts, length=32)
         return Call(key, self.model, self.params, lambda: self._messages(render()))
 
     def plan(self, group: Group) -> list[Planned]:
@@ -129,6 +138,12 @@ class OpenAIJudge(RequestJudge):
                 instruction=instruction, candidates=[{"id": f"id{i + 1}", "text": fence(c.response), "truncated": c.truncated}
                                                      for i, c in enumerate(shown)])
             return [Planned(self._call(instruction, shown, render), shown, 0)]
+        if self.mode == "single":
+            reference = fence(group.reference) if group.reference else None
+            multi_turn = sum(m["role"] == "user" for m in group.messages) > 1
+            return [Planned(self._call(instruction, [c], lambda c=c: self.template.render(
+                instruction=instruction, answer=fence(c.response), truncated=c.truncated, reference=reference,
+                multi_turn=multi_turn), reference), [c], 0) for c in group.candidates]
         out = []
         for x, y in combinations(group.candidates, 2):
             for a, b, pos in ([(x, y, 0), (y, x, 1)] if self.both_orders else [(x, y, 0)]):
@@ -146,6 +161,8 @@ class OpenAIJudge(RequestJudge):
             extra = {"call_key": p.call.key, "cached": p.call.key in hits}
             if self.mode == "rubric":
                 out += self._rubric_rows(group, p, res, extra)
+            elif self.mode == "single":
+                out.append(self._grade_row(group, p, res, extra))
             else:
                 out.append(self._pair_row(group, p, res, extra))
         return out
@@ -168,6 +185,20 @@ class OpenAIJudge(RequestJudge):
                 why = f"no score for {cid}" if score is None else f"score {score:g} for {cid} is outside 0..6"
                 rows.append(self.make_row(group, c.sample_id, None, i, **_unreadable(res, why), **base))
         return rows
+
+    def _grade_row(self, group, p: Planned, res, extra) -> dict:
+        c = p.shown[0]
+        if not isinstance(res, CachedCall):
+            return self.make_row(group, c.sample_id, None, 0, status="error", error=describe_failure(res), **extra)
+        base = {"raw_output": res.content, **extra}
+        # a truncated answer may have lost its rating, or hold the example's before its own: never read in part
+        parsed = None if res.finish_reason == "length" else parse_grade(res.content)
+        lo, hi = GRADES
+        if parsed is not None and lo <= parsed[0] <= hi:
+            return self.make_row(group, c.sample_id, None, 0, score=parsed[0], justification=parsed[1], **base)
+        why = ("no rating written [[N]] (exactly one)" if parsed is None
+               else f"rating {parsed[0]:g} is outside {lo:g}..{hi:g}")
+        return self.make_row(group, c.sample_id, None, 0, **_unreadable(res, why), **base)
 
     def _pair_row(self, group, p: Planned, res, extra) -> dict:
         a, b = p.shown

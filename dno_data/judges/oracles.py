@@ -38,8 +38,8 @@ def exact_match(messages, response: str, reference: str | None = None) -> dict:
 
 def oracle_judge(spec: str, mode: str | None, both_orders: bool = True, **_) -> PointwiseJudge:
     """`oracle:NAME`, a score judge."""
-    if mode == "rubric":
-        raise DnoError("--mode rubric is for openai:MODEL judges")
+    if mode in ("rubric", "single"):
+        raise DnoError(f"--mode {mode} is for openai:MODEL judges")
     mode = mode or "score"
     name = spec.removeprefix("oracle:")
     if name not in ORACLES:

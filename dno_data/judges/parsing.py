@@ -14,6 +14,10 @@ True
 'A'
 >>> parse_verdict("both are fine") is None
 True
+>>> parse_grade("Correct and clear. Rating: [[9]]")
+(9.0, 'Correct and clear.')
+>>> parse_grade("Rating: 7/10") is None
+True
 """
 
 from __future__ import annotations
@@ -133,3 +137,30 @@ def verdict_probability(top_logprobs: list[dict] | None) -> float | None:
 
 def is_refusal(text: str | None) -> bool:
     return bool(text) and bool(REFUSAL.search(text))
+
+
+GRADE = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)\s*\]\]")
+RATING_LABEL = re.compile(r"\s*(?:rating|score|grade)\s*:?\s*$", re.I)
+
+
+def parse_grade(text: str | None) -> tuple[float, str | None] | None:
+    """(grade, justification) from a single-answer grade (MT-Bench's form): exactly one rating written
+    `[[N]]`, and the text before it as the justification. None (never a guess) when there is no
+    rating, a rating in another form, or two ratings; the scale (1..10) is the caller's check.
+
+    >>> parse_grade("The answer misses the carry.\\nRating: [[3.5]]")
+    (3.5, 'The answer misses the carry.')
+    >>> parse_grade("[[8]]")
+    (8.0, None)
+    >>> parse_grade("I would say [[6]] or maybe [[7]]") is None
+    True
+    >>> parse_grade("Rating: [8]") is None
+    True
+    """
+    if not text:
+        return None
+    found = list(GRADE.finditer(text))
+    if len(found) != 1:
+        return None
+    before = RATING_LABEL.sub("", text[:found[0].start()]).strip()
+    return float(found[0].group(1)), before or None

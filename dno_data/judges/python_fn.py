@@ -104,8 +104,8 @@ class PairwiseJudge(SyncJudge):
 
 def python_judge(spec: str, mode: str | None, both_orders: bool = True, **_) -> SyncJudge:
     """`python:module:function` in `score` (the default) or `pairwise` mode."""
-    if mode == "rubric":
-        raise DnoError("--mode rubric is for openai:MODEL judges")
+    if mode in ("rubric", "single"):
+        raise DnoError(f"--mode {mode} is for openai:MODEL judges")
     fn = load_callable(spec.removeprefix("python:"), "--judge")
     if mode == "pairwise":
         return PairwiseJudge(spec, fn, code_hash(fn), both_orders=both_orders)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from functools import partial
 
 from pathlib import Path
 
@@ -159,3 +160,43 @@ def judge_all(judge: Judge, groups: list[Group], runner_factory=None) -> list[di
 def _require_sync(judge: Judge) -> None:
     if not isinstance(judge, SyncJudge):
         raise TypeError(f"{type(judge).__name__} is neither a SyncJudge nor a RequestJudge")
+
+
+# --engine ray: the same judge_batch on Ray actors (dno_data/engines/ray.py)
+
+
+def make_judge_from(settings):
+    """A Ray worker's state: the judge built from its settings (a JudgeSettings), once per worker."""
+    return settings.make()
+
+
+def judge_unit(judge: SyncJudge, groups: list[Group]) -> list[dict]:
+    return judge.judge_batch(groups)
+
+
+def judge_groups_ray(groups: list[Group], settings, parts: Parts, prompts_per_part: int, engine) -> Counter:
+    """judge_groups for a judge that runs a model or code (SyncJudge), its parts on Ray actors that
+    each build the judge from `settings`; this process checks and writes each part."""
+    from ..console import Progress
+    from ..engines.ray import run_units
+    from ..errors import DnoError
+
+    counts: Counter = Counter()
+    units, todo = parts.split(groups, prompts_per_part)
+    counts["parts_resumed"] = len(units) - len(todo)
+    progress = Progress("judge", len(groups), "prompts", done=sum(len(units[u]) for u in set(range(len(units))) - set(todo)))
+
+    def on_result(u: int, rows: list[dict]) -> None:
+        ids = {g.prompt_id for g in units[u]}
+        stray = next((r["prompt_id"] for r in rows if r["prompt_id"] not in ids), None)
+        if stray is not None:
+            raise DnoError(f"part {u}: a worker returned a judgment of prompt {stray}, which is not in that part; "
+                           "nothing of it was written")
+        parts.write(u, rows)
+        progress.add(len(units[u]))
+
+    counts.update(run_units([(u, units[u]) for u in todo], setup=partial(make_judge_from, settings), work=judge_unit,
+                            on_result=on_result, workers=engine.workers, cpus_per_worker=engine.cpus_per_worker,
+                            gpus_per_worker=engine.gpus_per_worker, what="dno judge", on_progress=progress.tick))
+    progress.close()
+    return counts

@@ -31,7 +31,9 @@ class IterationResult:
     length_slope: float | None = None
     accuracy: Interval | None = None
     score: Interval | None = None
-    per_prompt: dict = field(default_factory=dict)  # "win" | "correct" | "score" -> {prompt_id: value}
+    per_prompt: dict = field(default_factory=dict)  # "win" | "correct" | "score" -> {(prompt_id, turn): value}
+    # multi-turn evals: turn -> {"winrate" | "accuracy" | "score": Interval | None}; empty for one turn
+    turns: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -80,11 +82,21 @@ def collect_run(run: Path, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
     con = open_run_all_views(run)
     name = run.resolve().name
     tables = {q: run_query(None, q, con=con) for q in TABLE_QUERIES}
-    evals = query_polars(con, load_sql("report_eval_rows"))
+    evals = eval_rows(query_polars(con, load_sql("report_eval_rows")))
     results = [_iteration_result(name, run, t, evals.filter(evals["iteration"] == t), resamples, seed)
                for t in sorted(set(evals["iteration"].to_list()))]
     calls = query_polars(con, load_sql("report_paid_calls"))
     return RunData(run, name, results, tables, read_train_logs(run), judge_costs(run, calls, cache, prices))
+
+
+def eval_rows(df):
+    """The evals view's rows with a `turn` (1 where the file had none: one turn), in a fixed order."""
+    import polars as pl
+
+    if df.height == 0:
+        return df
+    turn = pl.col("turn").fill_null(1) if "turn" in df.columns else pl.lit(1)
+    return df.with_columns(turn.cast(pl.Int64).alias("turn")).sort(["iteration", "prompt_id", "turn"])
 
 
 def _short_model(model: str, run_dir: Path) -> str:
@@ -101,14 +113,23 @@ def _iteration_result(run: str, run_dir: Path, t: int, df, resamples: int, seed:
     with_teacher = [r for r in ok if r["win"] is not None and (r["teacher_response"] or "").strip()]
     graded = [r for r in ok if r["correct"] is not None]
     scored = [r for r in ok if r["policy_score"] is not None]
-    res = IterationResult(run, t, _short_model(rows[0]["model"], run_dir), len(rows), len(ok),
+    res = IterationResult(run, t, _short_model(rows[0]["model"], run_dir), len({r["prompt_id"] for r in rows}), len(ok),
                           sum(1 for r in ok if r["teacher_response"] is not None and not r["teacher_response"].strip()))
-    res.per_prompt = {"win": {r["prompt_id"]: r["win"] for r in with_teacher},
-                      "correct": {r["prompt_id"]: float(r["correct"]) for r in graded},
-                      "score": {r["prompt_id"]: r["policy_score"] for r in scored}}
+    res.per_prompt = {"win": {(r["prompt_id"], r["turn"]): r["win"] for r in with_teacher},
+                      "correct": {(r["prompt_id"], r["turn"]): float(r["correct"]) for r in graded},
+                      "score": {(r["prompt_id"], r["turn"]): r["policy_score"] for r in scored}}
     res.winrate = bootstrap_ci([r["win"] for r in with_teacher], resamples=resamples, seed=seed)
     res.accuracy = bootstrap_ci([float(r["correct"]) for r in graded], resamples=resamples, seed=seed)
     res.score = bootstrap_ci([r["policy_score"] for r in scored], resamples=resamples, seed=seed)
+    turns = sorted({r["turn"] for r in rows})
+    for turn in turns if len(turns) > 1 else ():
+        res.turns[turn] = {
+            "winrate": bootstrap_ci([r["win"] for r in with_teacher if r["turn"] == turn], resamples=resamples,
+                                    seed=seed),
+            "accuracy": bootstrap_ci([float(r["correct"]) for r in graded if r["turn"] == turn], resamples=resamples,
+                                     seed=seed),
+            "score": bootstrap_ci([r["policy_score"] for r in scored if r["turn"] == turn], resamples=resamples,
+                                  seed=seed)}
     if len(with_teacher) >= 2:
         lc = lc_winrate_ci([r["win"] for r in with_teacher], [len(r["response"]) for r in with_teacher],
                            [len(r["teacher_response"]) for r in with_teacher],

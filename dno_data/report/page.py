@@ -97,6 +97,10 @@ def results_rows(runs: list[RunData]) -> list[dict]:
                         "length slope": None if r.length_slope is None else round(r.length_slope, 2),
                         "accuracy [95 % CI]": _fmt_iv(r.accuracy, "accuracy") or "n/a",
                         "mean score [95 % CI]": _fmt_iv(r.score, "score")})
+            for turn, ivs in r.turns.items():  # a multi-turn eval: each turn beside the figures over all turns
+                for metric, label in (("winrate", "win-rate"), ("accuracy", "accuracy"), ("score", "mean score")):
+                    if ivs[metric] is not None:
+                        row[f"turn {turn} {label} [95 % CI]"] = _fmt_iv(ivs[metric], metric)
             if r.empty_teacher:
                 row["empty teacher answers (left out)"] = r.empty_teacher
             rows.append(row)
@@ -194,7 +198,8 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
         "P(policy ≻ teacher), ties count ½; rows whose teacher answer is empty are left out. LC win-rate: the win "
         "predicted at zero length difference by a logistic regression on tanh(Δlength / sd) (AlpacaEval 2's length "
         "control); length slope &gt; 0 means the judge favours the longer answer. Accuracy: n/a when the judge "
-        "does not say what is correct.</p>",
+        "does not say what is correct. Mean score: the judge's score of the policy's answer (a 1-10 grade with "
+        "--judge-mode single). Multi-turn prompts: each figure over every turn's answer, then per turn.</p>",
         html_table(results_rows(runs)),
         img("eval", "win-rate, LC win-rate, accuracy and score per iteration"),
         '<h2 id="best">Best iterate</h2>', best_html,

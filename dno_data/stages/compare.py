@@ -3,13 +3,15 @@
     dno compare --run runs/cmp --model models/sft --judge oracle:addition --iterations 3 \
         --sample-args "-k 8 --temperature 1.0" --train-args "--beta 2 --learning-rate 6e-4 --batch-size 32"
     dno compare ... --methods dno,offline-dpo,sft          # without rejection-sampling fine-tuning
+    dno compare ... --methods dno,offline-dpo,offline-kto  # with offline KTO on offline DPO's pairs
     dno compare ... --dry-run                              # the commands (budgets as DNO_PAIRS / DNO_STEPS)
     just compare                                           # the demo task (`dno demo --compare`)
 
 Per iteration t, on the same partitions and held-out split (dno_data/compare.py): dno (as `dno
 iterate`, RUN/dno/), offline-dpo (pi_1's samples, pairs capped to DNO's count, reference pi_1),
 sft (the teacher's answers) and rft (each prompt's best pi_1 sample), the last two for as many
-optimizer steps as DNO's iteration t. pi_1 is evaluated once. Writes RUN/compare.parquet (.csv,
+optimizer steps as DNO's iteration t; offline-kto when asked for (`--loss kto` on offline-dpo's pairs,
+reference pi_1). pi_1 is evaluated once. Writes RUN/compare.parquet (.csv,
 .md) with bootstrap 95 % intervals and RUN/compare.png. Finished stages are skipped: a rerun resumes.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compare import METHODS
+from ..compare import DEFAULT_METHODS, METHODS
 from ..config import Config, at_least, comma_list, local_path, opt
 from ..config.groups import TEACHER_SPECS, judge_specs
 from ..config.options import stage_options
@@ -37,7 +39,8 @@ class CompareConfig(Config):
                               none_word="none")
     iterations: int = opt("Iterations per method.", 3, check=at_least(1))
     methods: tuple[str, ...] = opt(f"Comma-separated methods among {','.join(METHODS)} (dno is required: it sets "
-                                   "the budgets).", METHODS, cli_type=str, normalize=comma_list)
+                                   "the budgets; offline-kto: --loss kto on offline-dpo's pairs).", DEFAULT_METHODS,
+                                   cli_type=str, normalize=comma_list)
     replay: bool = opt("Replay the pairs of t-1 and t-2 (dno and offline-dpo, each its own).", False)
     resamples: int = opt("Bootstrap resamples of the intervals.", 2000, check=at_least(100))
     sample_args: dict = stage_options("sample", '"-k 5 --temperature 0.7"')

@@ -2,6 +2,7 @@
 
     dno demo                       # writes runs/demo/, prints a table per iteration, plots report.png
     dno demo --compare -o runs/compare   # the paper's comparison on this task (`just compare`, dno_data/compare.py)
+    dno demo --compare --methods dno,offline-dpo,sft,rft,offline-kto -o runs/compare   # with offline KTO
 
 The task is 2-digit addition ("47+85" -> "132"). The initial policy is a tiny
 character-level Llama (132 k parameters) that the demo trains itself: supervised training
@@ -19,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, above, at_least, in_range, local_path, opt, to_options
+from ..compare import DEFAULT_METHODS, METHODS
+from ..config import Config, above, at_least, comma_list, in_range, local_path, opt, to_options
 from ..config.groups import TEMPERATURE, THREADS, TOP_P
 from ..reproducibility import DEFAULT_THREADS
 
@@ -53,6 +55,13 @@ class DemoConfig(Config):
     plot: bool = opt("Write report.png.", True)
     compare: bool = opt("Run the paper's comparison instead (`dno compare`: dno, offline-dpo, sft, rft with matched "
                         "budgets) into the output folder; `just compare`.", False)
+    methods: tuple[str, ...] = opt(f"With --compare: comma-separated methods among {','.join(METHODS)} (dno is "
+                                   "required).", DEFAULT_METHODS, cli_type=str, normalize=comma_list)
+
+    def validate(self) -> None:
+        from ..compare import check_methods
+
+        check_methods(self.methods)
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -100,7 +109,7 @@ def run(cfg: DemoConfig) -> Path:
 
     # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
     if cfg.compare:
-        return _compare(settings, t_start)
+        return _compare(settings, cfg.methods, t_start)
     run_step(eval_config(settings, 0))
     for t in range(1, cfg.iterations + 1):
         say(f"\n=== iteration {t} ===")
@@ -121,7 +130,7 @@ def run(cfg: DemoConfig) -> Path:
     return run_dir
 
 
-def _compare(settings, t_start: float) -> Path:
+def _compare(settings, methods: tuple[str, ...], t_start: float) -> Path:
     from dataclasses import replace
 
     from ..compare import CompareSettings, run_comparison, sft_options_from_train
@@ -129,7 +138,7 @@ def _compare(settings, t_start: float) -> Path:
     from ..console import say
 
     options = {**settings.options, "sft": sft_options_from_train(settings.of("train"))}
-    c = CompareSettings(replace(settings, options=options))
+    c = CompareSettings(replace(settings, options=options), methods=methods)
     out = run_comparison(c, say=say)
     say("\nthe paper's comparison on the demo task (held-out accuracy, bootstrap 95 % intervals)\n"
         + markdown(table_rows(c)))

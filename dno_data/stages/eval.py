@@ -4,6 +4,8 @@
         --judge oracle:addition --teacher reference -o runs/demo/iter-01/eval.parquet
 
 Greedy answers (temperature 0) by default; accuracy is reported for verifiable judges.
+`--engine ray` answers on Ray actors (which also judge, for a judge and teacher that run code or a
+model; an openai: judge or teacher is asked by this process).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, at_least, group, one_of, opt
-from ..config.groups import GREEDY, TEACHER_SPECS, Api, JudgeSettings, ModelLoading, Sampling, TeacherCall
+from ..config.groups import GREEDY, TEACHER_SPECS, Api, Engine, JudgeSettings, ModelLoading, Sampling, TeacherCall
 from .common import FORCE, OUTPUT_FILE
 
 
@@ -36,6 +38,7 @@ class EvalConfig(Config):
     loading: ModelLoading = group(ModelLoading)
     api: Api = group(Api)  # openai judges and teacher: the server and how it is called
     teacher_call: TeacherCall = group(TeacherCall, prefix="teacher_")
+    engine: Engine = group(Engine)
     force: bool = FORCE.field(False)
 
 
@@ -75,13 +78,23 @@ def run(cfg: EvalConfig) -> Path:
     if teacher is not None:
         teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "eval", fresh=cfg.force)
-    generator = make_generator(cfg.backend, cfg.model, dtype=cfg.loading.dtype, threads=cfg.loading.threads)
     sp = cfg.sampling
     params = SamplingParams(n=1, temperature=sp.temperature, top_p=sp.top_p, max_new_tokens=sp.max_new_tokens)
-    evaluate_rows(rows, parts, generator=generator, params=params,
-                  teacher=teacher, judge=judge, model_name=public(str(cfg.model)), seed=sp.seed,
-                  batch_size=cfg.batch_size,
-                  runner_factory=lambda: make_runner(settings, cache, cfg.api.no_cache))
+    common = dict(params=params, teacher=teacher, judge=judge, model_name=public(str(cfg.model)), seed=sp.seed,
+                  batch_size=cfg.batch_size, runner_factory=lambda: make_runner(settings, cache, cfg.api.no_cache))
+    if cfg.engine.ray:
+        from ..evaluation import EvalWorker, evaluate_rows_ray
+        from ..judges.base import SyncJudge
+
+        # a judge that runs code or a model judges on the workers (with a teacher that does too); an
+        # openai: judge or teacher is asked here, with this machine's call cache
+        local = isinstance(judge, SyncJudge) and (teacher is None or teacher.runs_code)
+        worker = EvalWorker(public(str(cfg.model)),  # an s3:// model: each worker fetches its copy dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads),
+                            judge=cfg.judge if local else None, teacher=cfg.teacher if local else None)
+        evaluate_rows_ray(rows, parts, worker=worker, engine=cfg.engine, **common)
+    else:
+        generator = make_generator(cfg.backend, cfg.model, dtype=cfg.loading.dtype, threads=cfg.loading.threads)
+        evaluate_rows(rows, parts, generator=generator, **common)
     table = parts.finish(lineage).to_pylist()
     summary(f"eval {cfg.model} -> {cfg.output}", eval_summary(table, teacher is not None, seed=sp.seed))
     return cfg.output

@@ -5,6 +5,7 @@
         --sample-args "-k 5 --temperature 0.7 --top-p 0.95" --train-args "--beta 0.1"
     dno iterate ... --start 2 --iterations 2          # iteration 2 only (`just iteration 2`)
     dno iterate --config run.toml                     # the options at the top level, a table per stage
+    dno iterate ... --train-launcher "accelerate launch --config_file configs/accelerate/fsdp.yaml"
 
 In Python the per-stage options are dicts of the stage's option names:
 
@@ -51,6 +52,9 @@ class IterateConfig(Config):
     pairs_args: dict = stage_options("pairs")
     train_args: dict = stage_options("train")
     eval_args: dict = stage_options("eval")
+    train_launcher: str | None = opt("Run each train step under this launcher, e.g. \"accelerate launch --config_file "
+                                     "configs/accelerate/fsdp.yaml\" or \"torchrun --nproc_per_node 8\" (multi-GPU, "
+                                     "multi-node); the rest of the loop runs as before.", None, changes_output=False)
     dry_run: bool = opt("Print the commands; run nothing.", False)
 
     def settings(self):
@@ -58,6 +62,7 @@ class IterateConfig(Config):
 
         return LoopSettings(run=self.run, model=self.model, judge=self.judge, iterations=self.iterations,
                             teacher=self.teacher, evaluate=self.evaluate, replay=self.replay,
+                            train_launcher=self.train_launcher,
                             options={"sample": self.sample_args, "judge": self.judge_args, "pairs": self.pairs_args,
                                      "train": self.train_args, "eval": self.eval_args})
 
@@ -72,7 +77,8 @@ class IterateConfig(Config):
 def run(cfg: IterateConfig) -> Path:
     """Run the iterations (each stage in its own process) and return the run folder."""
     from ..console import say
-    from ..loop import command_line, eval_config, iteration_configs, run_iterations
+    from ..loop import LAUNCHED, command_line, eval_config, iteration_configs, run_iterations
+    from . import stage_name
     from ..run_layout import RunLayout
     from ..storage import exists
 
@@ -81,7 +87,8 @@ def run(cfg: IterateConfig) -> Path:
         cfgs = ([eval_config(s, 0)] if cfg.eval_initial else []) + [
             c for t in range(cfg.start, cfg.iterations + 1) for c in iteration_configs(s, t)]
         for c in cfgs:
-            print(command_line(c))
+            launcher = f"{cfg.train_launcher} " if cfg.train_launcher and stage_name(c) in LAUNCHED else ""
+            print(launcher + command_line(c))
         return cfg.run
     layout = RunLayout(cfg.run)
     if not exists(layout.prompts):

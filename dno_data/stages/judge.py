@@ -7,6 +7,7 @@
     dno judge samples.parquet -o judgments.parquet --judge openai:gpt-4o --dry-run       # calls, tokens, cost
     dno judge samples.parquet -o judgments.parquet --judge reward:models/rm --batch-size 32
     dno judge samples.parquet -o judgments.parquet --judge python:my_judges:prefer --mode pairwise
+    dno judge samples.parquet -o judgments.parquet --judge reward:models/rm --engine ray --workers 4 --gpus-per-worker 1
 
 Judges: openai:MODEL (rubric: all candidates in one call, the paper's 6-point annotation;
 pairwise: both orders), reward:PATH (sequence-classification reward model), oracle:NAME (the
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, at_least, group, in_range, opt
-from ..config.groups import Api, JudgeSettings
+from ..config.groups import Api, Engine, JudgeSettings
 from .common import FORCE, OUTPUT_FILE
 
 
@@ -51,6 +52,7 @@ class JudgeConfig(Config):
     retry_failed: bool = opt("Ask again the calls of every row that is not ok, unparseable and refused answers too, "
                              "past their cached answers (which the new ones replace); a python, oracle or reward "
                              "judge judges those prompts again.", False, changes_output=False)
+    engine: Engine = group(Engine)
     force: bool = FORCE.field(False)
 
 
@@ -68,7 +70,7 @@ def run(cfg: JudgeConfig) -> Path:
     from ..console import summary, up_to_date
     from ..errors import DnoError
     from ..judges.base import RequestJudge
-    from ..judges.run import RetryingCache, failed_calls, groups_of, judge_groups, not_ok_rows
+    from ..judges.run import RetryingCache, failed_calls, groups_of, judge_groups, judge_groups_ray, not_ok_rows
     from ..lineage import make_lineage
     from ..parts import Parts
     from ..paths import check_output
@@ -78,6 +80,10 @@ def run(cfg: JudgeConfig) -> Path:
         raise DnoError(f"{cfg.samples}: no samples to judge; rerun `dno sample`")
     check_output(cfg.output, [cfg.samples], kind="judgments")
     judge = cfg.judge.make()
+    if cfg.engine.ray and isinstance(judge, RequestJudge):
+        raise DnoError(f"--judge {cfg.judge.spec}: an API judge runs in this process (its limit is the provider's "
+                       "rate, and its call cache is on this disk); --engine ray is for reward:, python: and "
+                       "oracle: judges")
     lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id)
     groups = groups_of(samples)
     if cfg.dry_run:
@@ -92,7 +98,10 @@ def run(cfg: JudgeConfig) -> Path:
     if retry_keys and runner is not None and runner.cache is not None:
         runner.cache = RetryingCache(runner.cache, retry_keys)
     parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.force)
-    counts = judge_groups(groups, judge, parts, cfg.prompts_per_part, runner)
+    if cfg.engine.ray:
+        counts = judge_groups_ray(groups, cfg.judge, parts, cfg.prompts_per_part, cfg.engine)
+    else:
+        counts = judge_groups(groups, judge, parts, cfg.prompts_per_part, runner)
     table = parts.finish(lineage)
     status = Counter(table["status"].to_pylist())
     report = {"prompts": len(groups), "samples": len(samples), "judgments": len(table),

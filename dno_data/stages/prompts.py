@@ -1,6 +1,7 @@
 """`dno prompts SRC -o prompts.parquet`: import prompts, give them stable ids, partitions and a held-out split.
 
     dno prompts data.jsonl -o runs/demo/prompts.parquet --partitions 3 --eval-size 200
+    dno prompts question.jsonl -o mt_bench.parquet --reference-column reference   # MT-Bench's questions (turns)
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, at_least, opt
+from ..config import Config, at_least, one_of, opt
 from ..errors import DnoError
 from .common import FORCE, OUTPUT_FILE
 
@@ -24,10 +25,17 @@ class PromptsConfig(Config):
     text_column: str | None = opt("Column with a plain-text prompt (`instruction` is joined with an `input` "
                                   "column as Alpaca does).", None)
     messages_column: str | None = opt("Column with a conversation: {role, content} or ShareGPT {from, value} "
-                                      "messages; the prompt ends at the last user turn, the assistant turn "
-                                      "after it is the reference.", None)
+                                      "messages; which user turns are asked: --ask-turns.", None)
+    turns_column: str | None = opt("Column with a list of user turns (MT-Bench's `turns`), each asked after the "
+                                   "model's own answer to the one before (dno eval).", None)
+    # last: the earlier turns are context written by someone else; all: the model answers every turn itself
+    ask_turns: str = opt("Conversations: last (the last user turn is asked, the turns before it are context, "
+                         "the assistant turn after it is the reference) or all (every user turn is asked in "
+                         "order, each after the model's own answer; the conversation's answers are the "
+                         "references).", "last", check=one_of("last", "all"))
     # optional reference answer (verifiable judges, --teacher reference)
-    reference_column: str | None = opt("Column with a reference answer.", None)
+    reference_column: str | None = opt("Column with a reference answer, or a list of one per turn (MT-Bench's "
+                                       "`reference`).", None)
     split_column: str | None = opt("Column of train|eval, for data already split.", None)
     system: str | None = opt("System message to put first, when a row has none.", None)
     partitions: int = opt("Disjoint partitions of the train prompts, one per iteration.", 1, check=at_least(1))
@@ -52,7 +60,8 @@ def run(cfg: PromptsConfig) -> Path:
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     rows, counts, used = import_prompts(
-        cfg.src, text_column=cfg.text_column, messages_column=cfg.messages_column,
+        cfg.src, text_column=cfg.text_column, messages_column=cfg.messages_column, turns_column=cfg.turns_column,
+        ask_turns=cfg.ask_turns,
         reference_column=cfg.reference_column, split_column=cfg.split_column, system=cfg.system, partitions=cfg.partitions,
         eval_size=cfg.eval_size, seed=cfg.seed, max_prompt_chars=cfg.max_prompt_chars,
     )

@@ -7,6 +7,7 @@
     dno sample ... --backend openai --model NAME --base-url http://127.0.0.1:8000/v1 --tokenizer DIR
     dno sample ... --teacher openai:gpt-4-turbo [--teacher-base-url URL]
     dno sample ... --shard 0/4 -o shard-0.parquet   (then `dno merge shard-*.parquet -o samples.parquet`)
+    dno sample ... --engine ray --workers 8 --gpus-per-worker 1 --backend vllm   (on $RAY_ADDRESS's cluster)
 
 Writes finished batches to `<output>.parts/`; after a crash, the same command resumes.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, as_tuple, at_least, group, in_range, one_of, opt
-from ..config.groups import BASE_URL, SAMPLING, TEACHER_SPECS, Api, ModelLoading, Sampling, TeacherCall
+from ..config.groups import BASE_URL, SAMPLING, TEACHER_SPECS, Api, Engine, ModelLoading, Sampling, TeacherCall
 from ..errors import DnoError
 from ..generation import BACKENDS
 from .common import FORCE, OUTPUT_FILE
@@ -44,6 +45,7 @@ class SampleConfig(Config):
                             none_word="all")
     teacher: str | None = opt(f"Add one teacher response per prompt: {TEACHER_SPECS}.", None)
     loading: ModelLoading = group(ModelLoading)
+    engine: Engine = group(Engine)
     force: bool = FORCE.field(False)
     shard: str | None = opt("i/n (0 <= i < n): only the prompts whose prompt_id hashes to i mod n; merge the n "
                             "outputs with `dno merge`.", None)
@@ -73,6 +75,9 @@ class SampleConfig(Config):
 
         parse_shard(self.shard)
         parse_engine_args(self.engine_args)
+        if self.engine.ray and self.model is not None and self.backend == "openai":
+            raise DnoError("--engine ray runs local models (--backend hf or vllm) on Ray workers; a served policy "
+                           "(--backend openai) is called from this process: drop --engine ray")
 
 
 def run(cfg: SampleConfig) -> Path:
@@ -135,18 +140,30 @@ def run(cfg: SampleConfig) -> Path:
     if teacher is not None:
         teacher.check_prompts(rows, cfg.prompts)
     parts = Parts(cfg.output, lineage, "samples", fresh=cfg.force)
-    if cfg.model is not None and parts.split(rows, cfg.batch_size)[1]:  # a model only when batches remain
-        generator = make_generator(
-            cfg.backend, cfg.model, dtype=cfg.loading.dtype, threads=cfg.loading.threads,
-            vllm=VLLMOptions(tensor_parallel_size=cfg.tensor_parallel_size,
-                             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
-                             enforce_eager=cfg.enforce_eager, engine_args=engine_args),
-            openai=(OpenAIOptions(model=str(cfg.model), tokenizer=Path(cfg.tokenizer), cache=cache)
-                    if cfg.backend == "openai" else None),
-            api_settings=policy_api)
+    vllm = VLLMOptions(tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                       max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager, engine_args=engine_args)
+    common = dict(params=params, generator_name=public(str(cfg.model)), generator_id=generator_id, seed=sp.seed,
+                  batch_size=cfg.batch_size, teacher=teacher)
     try:
-        counts = sample_rows(rows, parts, generator=generator, params=params, generator_name=public(str(cfg.model)),
-                             generator_id=generator_id, seed=sp.seed, batch_size=cfg.batch_size, teacher=teacher)
+        if cfg.engine.ray:
+            from ..models import load_tokenizer
+            from ..sampling import SampleWorker, sample_rows_ray
+
+            worker = SampleWorker(cfg.backend if cfg.model is not None else None,
+                                  public(str(cfg.model)) if cfg.model is not None else None,  # a URL: fetched
+                                  dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads, vllm=vllm),
+                                  teacher=cfg.teacher if teacher is not None and teacher.runs_code else None)
+            tok = load_tokenizer(policy_files) if cfg.model is not None else None
+            counts = sample_rows_ray(rows, parts, worker=worker, engine=cfg.engine, tokenizer=tok,
+                                     where=str(policy_files), **common)
+        else:
+            if cfg.model is not None and parts.split(rows, cfg.batch_size)[1]:  # a model only when batches remain
+                generator = make_generator(
+                    cfg.backend, cfg.model, dtype=cfg.loading.dtype, threads=cfg.loading.threads, vllm=vllm,
+                    openai=(OpenAIOptions(model=str(cfg.model), tokenizer=Path(cfg.tokenizer), cache=cache)
+                            if cfg.backend == "openai" else None),
+                    api_settings=policy_api)
+            counts = sample_rows(rows, parts, generator=generator, **common)
     except DnoError:
         if parts.count_done() == 0:  # nothing to resume: leave nothing that would refuse the corrected command
             shutil.rmtree(parts.dir, ignore_errors=True)

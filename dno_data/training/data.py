@@ -144,16 +144,52 @@ def count_steps(n_examples: int, batch_size: int, grad_accum: int, num_processes
     return total, min(n_examples, total * per_step)
 
 
-def collate(batch: list[dict], pad_id: int) -> dict:
-    """Chosen rows then rejected rows in one right-padded batch (one forward pass for both)."""
+def attach_kl_sequences(examples: list[dict], batch_size: int, max_length: int) -> None:
+    """KTO's mismatched (prompt, answer) sequences, built as TRL's KTOTrainer builds them, on each example.
+
+    The examples are in training order; each block of `batch_size` is one micro-batch. Its n pairs are
+    2n unpaired examples, [chosen_1..chosen_n, rejected_1..rejected_n] with prompts [x_1..x_n, x_1..x_n]
+    (TRL's `unpair_preference_dataset`), and the KL sequence of example k is its prompt with the answer
+    of example k - 1, cyclically (TRL's `add_kl_completion_ids`: completions rotated by one within the
+    batch). The sequences are fixed here, with the order, so the reference pass and training score
+    the same ones, however a process's batches are dealt.
+    """
+    def split(ex: dict, side: str) -> tuple[list[int], list[int]]:
+        ids, mask = ex[f"{side}_ids"], ex[f"{side}_mask"]
+        start = mask.index(1)  # the prompt alone is shorter than max_length: an answer token is kept
+        return ids[:start], ids[start:]
+
+    for first in range(0, len(examples), batch_size):
+        block = examples[first:first + batch_size]
+        n = len(block)
+        prompts = [split(ex, "chosen")[0] for ex in block]
+        answers = [split(ex, side)[1] for side in ("chosen", "rejected") for ex in block]
+        for i, ex in enumerate(block):
+            for side, k in (("chosen", i), ("rejected", n + i)):
+                answer = answers[(k - 1) % (2 * n)]
+                ex[f"kl_{side}_ids"] = (prompts[i] + answer)[:max_length]
+                ex[f"kl_{side}_mask"] = ([0] * len(prompts[i]) + [1] * len(answer))[:max_length]
+
+
+def _padded(seqs: list[list[int]], masks: list[list[int]], pad_id: int) -> tuple:
+    """Right-padded input_ids, attention_mask and loss_mask."""
     import torch
 
-    seqs = [ex["chosen_ids"] for ex in batch] + [ex["rejected_ids"] for ex in batch]
-    masks = [ex["chosen_mask"] for ex in batch] + [ex["rejected_mask"] for ex in batch]
     width = max(len(s) for s in seqs)
     ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
     attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
     loss_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], dtype=torch.long)
+    return ids, attn, loss_mask
+
+
+def collate(batch: list[dict], pad_id: int) -> dict:
+    """Chosen rows then rejected rows in one right-padded batch (one forward pass for both); with
+    KTO's KL sequences (attach_kl_sequences), those as a second batch, `kl_*`, in the same order."""
+    import torch
+
+    sides = ("chosen", "rejected")
+    ids, attn, loss_mask = _padded([ex[f"{s}_ids"] for s in sides for ex in batch],
+                                   [ex[f"{s}_mask"] for s in sides for ex in batch], pad_id)
     out = {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask,
            "index": torch.tensor([ex["index"] for ex in batch]),
            "target": torch.tensor([ex["target"] for ex in batch], dtype=torch.float32),
@@ -163,7 +199,19 @@ def collate(batch: list[dict], pad_id: int) -> dict:
     if "ref_chosen" in batch[0]:
         out["ref_chosen"] = torch.tensor([ex["ref_chosen"] for ex in batch], dtype=torch.float32)
         out["ref_rejected"] = torch.tensor([ex["ref_rejected"] for ex in batch], dtype=torch.float32)
+    if "kl_chosen_ids" in batch[0]:
+        out["kl_input_ids"], out["kl_attention_mask"], out["kl_loss_mask"] = _padded(
+            [ex[f"kl_{s}_ids"] for s in sides for ex in batch], [ex[f"kl_{s}_mask"] for s in sides for ex in batch],
+            pad_id)
+    if "ref_kl_chosen" in batch[0]:
+        out["ref_kl"] = torch.tensor([ex[f"ref_kl_{s}"] for s in sides for ex in batch], dtype=torch.float32)
     return out
+
+
+def kl_logps(model, batch: dict, keep_logits: bool = False):
+    """Log-probs of the answers of a batch's KTO KL sequences (collate's `kl_*`), chosen rows' first."""
+    return row_logps(model, {"input_ids": batch["kl_input_ids"], "attention_mask": batch["kl_attention_mask"],
+                             "loss_mask": batch["kl_loss_mask"]}, keep_logits)
 
 
 def batch_logps(model, batch: dict, keep_logits: bool = False):

@@ -27,7 +27,7 @@ from .. import losses
 from ..artifacts import write_json_atomic
 from ..atomic import replace
 from ..errors import DnoError, first_line
-from .data import batch_logps, collate
+from .data import batch_logps, collate, kl_logps
 from .options import TrainOptions
 from .setup import Setup
 
@@ -40,19 +40,37 @@ class Objective:
     step: Callable
 
 
-def _contrastive_step(model, batch, s, opts):
+def _contrastive_step(model, batch, s, opts, kl=None):
     import torch
 
     c, r = batch_logps(model, batch, s.keep_logits)
-    labels = losses.Labels(batch["target"], batch["chosen_winrate"], batch["rejected_winrate"])
+    labels = losses.Labels(batch["target"], batch["chosen_winrate"], batch["rejected_winrate"], kl=kl,
+                           desirable_weight=opts.desirable_weight, undesirable_weight=opts.undesirable_weight)
     loss, rewards = losses.dno_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], opts.beta,
                                     loss=opts.loss, labels=labels)
     margin = rewards["chosen_reward"] - rewards["rejected_reward"]
     return loss, torch.stack([loss.detach().float(), losses.reward_accuracy(margin), margin.mean().float()])
 
 
+def _kto_step(model, batch, s, opts):
+    """The contrastive step with KTO's reference point: the policy's log-probs of the batch's KL sequences
+    (no gradient: TRL detaches the estimate) against the reference's, averaged over the processes."""
+    import torch
+
+    with torch.no_grad():
+        policy_kl = kl_logps(model, batch, s.keep_logits)
+    kl = losses.kl_estimate(policy_kl.float(), batch["ref_kl"], lambda x: s.accelerator.reduce(x, reduction="mean"))
+    loss, figures = _contrastive_step(model, batch, s, opts, kl)
+    return loss, torch.cat([figures, kl.reshape(1).to(figures.dtype)])
+
+
 CONTRASTIVE = Objective(("loss", "reward_accuracy", "margin"), collate, _contrastive_step)
+KTO = Objective(CONTRASTIVE.names + ("kl",), collate, _kto_step)  # --loss kto: also the KL estimate per step
 FIGURES = CONTRASTIVE.names
+
+
+def contrastive_objective(opts: TrainOptions) -> Objective:
+    return KTO if losses.LOSSES[opts.loss].needs_kl else CONTRASTIVE
 
 
 @dataclass
@@ -64,11 +82,13 @@ class FitResult:
     state_dict: dict | None = None  # gathered from every process when the weights are sharded (FSDP, ZeRO-3)
 
 
-def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective = CONTRASTIVE) -> FitResult:
+def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective | None = None) -> FitResult:
+    """Train with `objective` (default: the contrastive loss --loss names)."""
     import torch
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
 
+    objective = objective or contrastive_objective(opts)
     acc, model = s.accelerator, s.model
     pad_id = s.tokenizer.pad_token_id
     loader = DataLoader(s.examples, batch_size=opts.batch_size, collate_fn=lambda b: objective.collate(b, pad_id))

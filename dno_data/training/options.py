@@ -2,7 +2,7 @@
 
 Each field carries its option (help, check, whether it changes the output), so the two commands
 share one declaration of every training flag; `dno sft` leaves out the contrastive ones (beta,
-loss, reference). torch-free: the --loss names come from dno_data.losses' registry.
+loss, reference, KTO's weights). torch-free: the --loss names come from dno_data.losses' registry.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from ..reproducibility import DEFAULT_THREADS
 
 MANIFEST = "dno-manifest.json"  # beside the HF files of a checkpoint
 TRAIN_DTYPES = ("float32", "bfloat16")
-CONTRASTIVE_ONLY = ("beta", "loss", "reference")  # options `dno sft` has no use for
+# options `dno sft` has no use for
+CONTRASTIVE_ONLY = ("beta", "loss", "reference", "desirable_weight", "undesirable_weight")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +27,11 @@ class TrainOptions(Config):
     # the paper: 0.1 or 0.05; higher keeps pi_{t+1} closer to pi_t
     beta: float = Option("Strength of the tie to the reference (> 0).", check=above(0)).field(0.1)
     loss: str = Option(f"Loss by name ({loss_help()}).", check=one_of(*LOSSES)).field("hard")
+    # KTO's lambda_D and lambda_U (TRL's desirable_weight / undesirable_weight); each pair gives one of each
+    desirable_weight: float = Option("--loss kto: weight of the chosen (desirable) answers' loss.",
+                                     check=above(0)).field(1.0)
+    undesirable_weight: float = Option("--loss kto: weight of the rejected (undesirable) answers' loss.",
+                                       check=above(0)).field(1.0)
     learning_rate: float = Option("AdamW learning rate (small models take larger rates).",
                                   check=above(0)).field(5e-7)
     batch_size: int = Option("Pairs (dno sft: examples) per micro-batch per process.", check=at_least(1)).field(4)

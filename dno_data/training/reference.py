@@ -22,36 +22,39 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_path
 from ..errors import DnoError
 from ..models import load_causal_lm, load_tokenizer
-from .data import batch_logps, collate, takes_logits_to_keep
+from .data import batch_logps, collate, kl_logps, takes_logits_to_keep
 from .options import TrainOptions
 from .setup import Setup
 
 REF_FILE = "ref_logps.parquet"
+REF_COLUMNS = ("ref_chosen", "ref_rejected")
+KL_COLUMNS = ("ref_kl_chosen", "ref_kl_rejected")  # KTO: the reference on the KL sequences
 
 
 def reference_logps(s: Setup, opts: TrainOptions, log=print) -> Path:
-    """Attach ref_chosen / ref_rejected to every example; return the file that holds them."""
+    """Attach ref_chosen / ref_rejected (and, for KTO, ref_kl_chosen / ref_kl_rejected: the reference's
+    log-probs of the example's KL sequences) to every example; return the file that holds them."""
     path = s.partial / REF_FILE
+    columns = REF_COLUMNS + (KL_COLUMNS if s.examples and "kl_chosen_ids" in s.examples[0] else ())
     if path.exists():
         try:
             ref = pq.read_table(path).to_pydict()
         except (pa.ArrowException, OSError) as e:
             raise DnoError(f"{path}: the saved reference log-probs cannot be read ({str(e).splitlines()[0][:200]}); "
                            "rerun with --force to discard the unfinished work") from None
-        got = dict(zip(ref["pair_id"], zip(ref["ref_chosen"], ref["ref_rejected"])))
+        got = dict(zip(ref["pair_id"], zip(*(ref[c] for c in columns)))) if set(columns) <= set(ref) else {}
         if all(ex["pair_id"] in got for ex in s.examples):
             for ex in s.examples:
-                ex["ref_chosen"], ex["ref_rejected"] = got[ex["pair_id"]]
+                ex.update(zip(columns, got[ex["pair_id"]]))
             log(f"reference log-probs: resumed from {path}")
             return path
     t0 = time.time()
     values = _score(s, opts)
     for ex in s.examples:
-        ex["ref_chosen"], ex["ref_rejected"] = values[ex["index"]]
+        ex.update(zip(columns, values[ex["index"]]))
     if s.accelerator.is_main_process:
         table = pa.table({"pair_id": [ex["pair_id"] for ex in s.examples],
-                          "ref_chosen": [ex["ref_chosen"] for ex in s.examples],
-                          "ref_rejected": [ex["ref_rejected"] for ex in s.examples]})
+                          **{c: [ex[c] for ex in s.examples] for c in columns}})
         with atomic_path(path, durable=False) as tmp:  # a cache: a power cut costs a recomputation
             pq.write_table(table, tmp)
     s.accelerator.wait_for_everyone()
@@ -59,7 +62,7 @@ def reference_logps(s: Setup, opts: TrainOptions, log=print) -> Path:
     return path
 
 
-def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, float]]:
+def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, ...]]:
     import torch
     from accelerate.utils import gather_object
 
@@ -82,13 +85,15 @@ def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, float]]:
         mine_batches = batches[acc.process_index::acc.num_processes]
         for batch in tqdm(mine_batches, desc="reference", unit="batch", disable=None if acc.is_main_process else True):
             b = {k: v.to(acc.device) for k, v in collate(batch, pad_id).items()}
-            c, r = batch_logps(model, b, keep)
-            mine += list(zip(b["index"].tolist(), c.float().tolist(), r.float().tolist()))
+            values = list(batch_logps(model, b, keep))
+            if "kl_input_ids" in b:
+                values += kl_logps(model, b, keep).chunk(2)  # the chosen rows' KL sequences, then the rejected's
+            mine += list(zip(b["index"].tolist(), *(v.float().tolist() for v in values)))
     if model is not s.model:
         del model
     else:
         model.train(was_training)
-    return {i: (c, r) for i, c, r in gather_object(mine)}
+    return {i: tuple(values) for i, *values in gather_object(mine)}
 
 
 def _check_same_vocabulary(tokenizer, reference: Path) -> None:

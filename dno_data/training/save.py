@@ -18,13 +18,16 @@ from .setup import Setup
 
 def metrics_of(s: Setup, result: FitResult) -> dict:
     h = result.history
+    kl = {"final_kl": h[-1]["kl"]} if h and "kl" in h[-1] else {}  # --loss kto's reference point
     return {
         "pairs": s.pairs_in, "pairs_used": len(s.examples), "dropped_too_long": s.dropped_too_long,
         "truncated_responses": sum(ex.get("truncated_sides", 0) for ex in s.examples),  # trained without EOS
         "steps": result.steps, "train_seconds": round(result.seconds, 2),
+        "processes": s.accelerator.num_processes,
         "final_loss": h[-1]["loss"] if h else None,
         "mean_loss": sum(x["loss"] for x in h) / len(h) if h else None,
         "final_reward_accuracy": h[-1]["reward_accuracy"] if h else None,
+        **kl,
     }
 
 

@@ -13,8 +13,9 @@ import pyarrow as pa
 from ..parts import claim_work_dir
 from ..reproducibility import configure_torch
 from ..errors import DnoError
+from ..losses import LOSSES
 from ..models import check_model_dir, load_causal_lm, load_tokenizer
-from .data import build_examples, count_steps, takes_logits_to_keep, training_order
+from .data import attach_kl_sequences, build_examples, count_steps, takes_logits_to_keep, training_order
 from .options import TrainOptions
 
 
@@ -76,6 +77,8 @@ def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
         examples = [examples[k] for k in order]
     for i, ex in enumerate(examples):
         ex["index"] = i
+    if LOSSES[opts.loss].needs_kl:  # KTO: each micro-batch's mismatched sequences, fixed with the order
+        attach_kl_sequences(examples, opts.batch_size, opts.max_length)
     return Setup(accelerator, tokenizer, model, examples, len(pairs), too_long, total_steps, partial, keep_logits)
 
 

@@ -24,6 +24,9 @@ Answer policy (deterministic, from the LAST user message)
       (tie: P(A) = 0.6).
     * rubric: blocks and no ``Answer with A or B`` -> a JSON object
       ``{"ID_justification": "...", "ID_score": quality, ...}`` for every ID in order.
+    * single: the prompt contains ``Rating: [[`` and exactly one block -> ``"fake judge: ... Rating:
+      [[G]]"`` with G = :func:`grade` of the block (a grade on 1..10); a text containing
+      ``UNRATED`` gets ``"fake judge: fine, 7/10"`` (no ``[[G]]``: unparseable by design).
     * otherwise -> ``"ok: " + the first 40 characters of the prompt``.
     ``logprobs`` are only given for pairwise answers (``null`` otherwise).
 
@@ -89,11 +92,13 @@ __all__ = [
     "Stats",
     "answer_for",
     "estimate_tokens",
+    "grade",
     "main",
     "pairwise_probability",
     "parse_blocks",
     "quality",
     "rubric_answer",
+    "single_answer",
 ]
 
 BEHAVIOURS = ("ok", "429", "500", "hang", "truncate", "garbage", "empty")
@@ -101,6 +106,7 @@ RATE_KEYS = ("error_429_rate", "error_500_rate", "hang_rate", "truncate_rate", "
 _RATE_BEHAVIOUR = dict(zip(RATE_KEYS, ("429", "500", "hang", "truncate", "garbage")))
 REFUSAL = "I'm sorry, I can't help with that."
 PAIRWISE_MARKER = "Answer with A or B"
+SINGLE_MARKER = "Rating: [["
 TIE_PROB_A = 0.6
 _BLOCK_RE = re.compile(r'<response id="([A-Za-z0-9_-]+)"[^>]*>\n?(.*?)\n?</response>', re.S)
 
@@ -132,6 +138,32 @@ def quality(text: str) -> int:
     if "BAD" in text:
         return 1
     return 1 + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big") % 6
+
+
+def grade(text: str) -> int:
+    """The single-answer grade (1..10) of a candidate text: 10 for GOOD, 1 for BAD, else from its hash.
+
+    >>> grade("a GOOD answer"), grade("a BAD answer")
+    (10, 1)
+    """
+    if "GOOD" in text:
+        return 10
+    if "BAD" in text:
+        return 1
+    return 1 + int.from_bytes(hashlib.sha256(text.encode()).digest(), "big") % 10
+
+
+def single_answer(text: str) -> str:
+    """A single-answer judge's grade of one text, MT-Bench's form; UNRATED gives a rating in another form.
+
+    >>> single_answer("GOOD")
+    'fake judge: quality as graded. Rating: [[10]]'
+    >>> single_answer("UNRATED text")
+    'fake judge: fine, 7/10'
+    """
+    if "UNRATED" in text:
+        return "fake judge: fine, 7/10"
+    return f"fake judge: quality as graded. Rating: [[{grade(text)}]]"
 
 
 def rubric_answer(blocks: Iterable[tuple[str, str]]) -> str:
@@ -187,6 +219,8 @@ def answer_for(prompt: str) -> tuple[str, str, float | None]:
     """
     blocks = parse_blocks(prompt) if "<response id=" in prompt else []
     if blocks:
+        if SINGLE_MARKER in prompt and len(blocks) == 1:
+            return single_answer(blocks[0][1]), "single", None
         if PAIRWISE_MARKER in prompt:
             if len(blocks) == 2 and blocks[0][0] == "A" and blocks[1][0] == "B":
                 p_a = pairwise_probability(quality(blocks[0][1]), quality(blocks[1][1]))
