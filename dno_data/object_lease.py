@@ -77,11 +77,12 @@ class Lease:
             if current is None:
                 continue
             body, etag, age = current
-            if age is None or age <= float(body.get("ttl") or self.ttl):
+            ttl = float(body.get("ttl") or self.ttl)
+            if age is None or age <= ttl:
                 holder = f"pid {body.get('pid')} on {body.get('host')}" if body.get("pid") else "unknown"
                 raise DnoError(f"{self.output}: another dno process ({holder}) is writing this output right now; "
-                               f"wait for it to end (its lease {self.url} lapses {float(body.get('ttl') or self.ttl):g} s "
-                               "after it stops) or choose another -o")
+                               f"wait for it to end (its lease {self.url} lapses {ttl:g} s after it stops) or choose "
+                               "another -o")
             etag = self._store.replace(self._body(), etag)
             if etag is not None:
                 self.etag = etag

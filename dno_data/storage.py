@@ -1,4 +1,4 @@
-"""Locations: a local path or an object-storage URL (`s3://bucket/key`, `gs://`, `az://`), and the filesystems behind them.
+"""Locations: a local path or an object-storage URL (`s3://bucket/key`, `gs://`, `az://`), and their filesystems.
 
     is_url("s3://bucket/runs/r1")          # True: a location on object storage
     join("s3://bucket/runs/r1", "iter-01")  # "s3://bucket/runs/r1/iter-01" (a local path: a Path)

@@ -392,8 +392,9 @@ def s3_endpoint():
 def s3_env(endpoint: str, cache: Path) -> dict:
     """What a machine needs to reach the test server: the standard AWS variables (a recognisable secret), and
     its own dno cache folder (the staging mirror)."""
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "dno-test-access-key", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true", "DNO_CACHE": str(cache)}
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "dno-test-access-key",
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true", "DNO_CACHE": str(cache)}
 
 
 def new_bucket(endpoint: str) -> str:

@@ -70,7 +70,8 @@ def test_a_url_stays_a_url_in_a_path_option():
     layout = RunLayout("s3://b/runs/r1/")
     assert layout.prompts == "s3://b/runs/r1/prompts.parquet"
     assert layout.checkpoint(2) == "s3://b/runs/r1/iter-02/checkpoint"
-    assert layout.policy(1, "s3://b/models/sft") == "s3://b/models/sft" and layout.policy(3, "m") == layout.checkpoint(2)
+    assert layout.policy(1, "s3://b/models/sft") == "s3://b/models/sft"
+    assert layout.policy(3, "m") == layout.checkpoint(2)
     assert ReportConfig(runs=("s3://b/runs/r1",)).default_output() == "s3://b/runs/r1/report.html"
     with pytest.raises(DnoError, match="--cache .*must be a local path"):
         JudgeConfig.from_options(samples="s.parquet", output="j.parquet", judge="oracle:addition", cache="s3://b/c.sqlite")
@@ -163,7 +164,8 @@ def test_every_stage_reads_and_writes_s3(loop):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in loop.env.items():
             mp.setenv(k, v)
-        assert len(read_artifact(fetch(f"{loop.it}/samples.parquet"), "samples")) == 6 * 3  # 6 prompts of partition 1 x (2 + teacher)
+        samples = read_artifact(fetch(f"{loop.it}/samples.parquet"), "samples")
+        assert len(samples) == 6 * 3  # the 6 prompts of partition 1, 2 samples and the teacher's answer each
         assert len(read_artifact(fetch(f"{loop.it}/eval.parquet"), "eval")) == 4
 
 
@@ -174,13 +176,14 @@ def test_lineage_names_the_urls_and_no_staging_path(loop):
     meta = pq.read_schema(io.BytesIO(loop.objects[f"{loop.bucket}/runs/r1/iter-01/eval.parquet"])).metadata
     lineage = json.loads(meta[b"dno.lineage"])
     assert [i["path"] for i in lineage["inputs"]] == [f"{loop.run}/prompts.parquet", f"{loop.it}/checkpoint"]
-    assert lineage["config"]["model"] == f"{loop.it}/checkpoint" and lineage["config"]["output"] == f"{loop.it}/eval.parquet"
+    assert lineage["config"]["model"] == f"{loop.it}/checkpoint"
+    assert lineage["config"]["output"] == f"{loop.it}/eval.parquet"
     staging_root = loop.env["DNO_CACHE"]
     assert not [k for k, data in loop.objects.items() if staging_root.encode() in data]
 
 
 def test_no_secret_from_the_environment_reaches_the_bucket(loop):
-    """Every object written (artifacts, checkpoint, manifests, indexes) is scanned for the secrets of the environment."""
+    """Every object written (artifacts, checkpoint, manifests, indexes) is scanned for the environment's secrets."""
     assert loop.objects
     for secret in (S3_SECRET, OPENAI_SECRET, loop.env["AWS_ACCESS_KEY_ID"]):
         found = [k for k, data in loop.objects.items() if secret.encode() in data]
@@ -314,12 +317,17 @@ def test_a_killed_sample_resumes_on_another_machine(s3, tmp_path, tiny_model, mo
     keys = sorted(k.split("/", 1)[1] for k in _fs().find(s3[5:]))
     assert "b.parquet" not in keys  # never a half-written artifact
     assert [k for k in keys if k.startswith("b.parquet.parts/")] == [
-        "b.parquet.parts/fingerprint.json", "b.parquet.parts/part-000000.parquet", "b.parquet.parts/part-000001.parquet"]
+        "b.parquet.parts/fingerprint.json", "b.parquet.parts/part-000000.parquet",
+        "b.parquet.parts/part-000001.parquet"]
     assert ".b.parquet.lock" not in keys  # the lease went with the command
 
     monkeypatch.setenv("DNO_CACHE", str(tmp_path / "machine-b"))
     calls.clear()
-    monkeypatch.setattr(generation.HFGenerator, "generate", lambda self, *a, **kw: (calls.append(1), real(self, *a, **kw))[1])
+    def counted(self, *a, **kw):
+        calls.append(1)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(generation.HFGenerator, "generate", counted)
     api.sample(cfg("b.parquet"))
     assert len(calls) == 2  # only the two unfinished batches
     monkeypatch.setattr(generation.HFGenerator, "generate", real)
