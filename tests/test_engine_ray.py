@@ -158,3 +158,34 @@ def test_without_ray_installed_it_is_one_line(tmp_path, prompts24, monkeypatch):
         run(SampleConfig.from_options(prompts=prompts24, output=tmp_path / "t.parquet", teacher="reference",
                                       engine="ray"))
     assert not (tmp_path / "t.parquet.parts").exists()
+
+
+def test_workers_get_the_model_loading_options(tmp_path, prompts24, tiny_model, monkeypatch):
+    """What a worker builds is what the local engine builds: --dtype and --threads reach it."""
+    import dno_data.evaluation as evaluation
+    import dno_data.sampling as sampling
+    from dno_data.stages.eval import EvalConfig, run as evaluate
+    from dno_data.stages.sample import SampleConfig, run as sample
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(name):
+        def fake(*args, worker, **kw):
+            seen[name] = worker
+            raise Stop
+        return fake
+
+    monkeypatch.setattr(sampling, "sample_rows_ray", capture("sample"))
+    monkeypatch.setattr(evaluation, "evaluate_rows_ray", capture("eval"))
+    opts = dict(model=tiny_model, dtype="float32", threads=2, engine="ray")
+    with pytest.raises(Stop):
+        sample(SampleConfig.from_options(prompts=prompts24, output=tmp_path / "s.parquet", k=1, **opts))
+    with pytest.raises(Stop):
+        evaluate(EvalConfig.from_options(prompts=prompts24, output=tmp_path / "e.parquet", judge="oracle:addition",
+                                         split="all", **opts))
+    assert seen["sample"].options["dtype"] == "float32" and seen["sample"].options["threads"] == 2
+    assert seen["eval"].options == {"dtype": "float32", "threads": 2}
+    assert seen["eval"].judge is not None and seen["eval"].teacher == "reference"  # judged on the workers
