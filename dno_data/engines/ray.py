@@ -128,7 +128,8 @@ def run_units(units: Iterable[tuple[int, Any]], *, setup: Callable[[], Any], wor
 
     `before_submit(unit, payload)` may replace a payload just before it is sent (work that must stay
     in the driver, e.g. API calls with the driver's cache). Returns counts (actors lost, batches
-    retried, seconds until every worker was ready). `setup` and `work` must be picklable: module-level functions or partials of them.
+    retried, seconds until every worker was ready). `setup` and `work` must be picklable:
+    module-level functions or partials of them.
     """
     ray = _ray()
     queue = collections.deque(units)
@@ -225,9 +226,14 @@ def run_units(units: Iterable[tuple[int, Any]], *, setup: Callable[[], Any], wor
                     queue.appendleft((unit, payload))
                     lose(actor, first_line(e, 200))
                     continue
+                except ray.exceptions.ObjectLostError:  # done, but its result was on a node now gone: again
+                    counts["batches retried"] += 1
+                    queue.appendleft((unit, payload))
+                    continue
                 if unit in done_units:  # a batch that came back twice is written once
                     continue
                 done_units.add(unit)
+                sent.pop(unit, None)
                 on_result(unit, result)
             if on_progress is not None:
                 on_progress()
