@@ -110,7 +110,7 @@ def scaling(batches: int, seconds: float) -> dict:
     from dno_data.sampling import work_batch
 
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              _node_ip_address="127.0.0.1")
     prompts = [{"prompt_id": f"p{i}", "messages": [{"role": "user", "content": str(i)}], "reference": None}
                for i in range(batches * 8)]

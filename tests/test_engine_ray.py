@@ -1,4 +1,5 @@
 """`--engine ray`: a stage's batches on Ray actors of a real local cluster (2 nodes on 127.0.0.1).
+The tests that start the cluster are in the second tier (`pytest -m e2e`): about a minute together.
 
 The cluster: `ray.cluster_utils.Cluster`, a head with no CPUs (it schedules nothing) and two worker
 nodes of 2 logical CPUs each, so two 1-CPU actors land on different nodes (SPREAD) while each node
@@ -54,6 +55,7 @@ def _rows(path, schema, key):
     return sorted(read_artifact(path, schema).to_pylist(), key=lambda r: r[key])
 
 
+@pytest.mark.e2e
 def test_sample_on_ray_equals_local(tmp_path, prompts24, tiny_model, ray_cluster):
     """Same rows, keys and texts as the local engine: each prompt's samples are seeded by its key."""
     from dno_data.stages.sample import SampleConfig, run
@@ -68,6 +70,7 @@ def test_sample_on_ray_equals_local(tmp_path, prompts24, tiny_model, ray_cluster
     assert len({r["response"] for r in a if r["source"] == "policy"}) > 10  # really sampled
 
 
+@pytest.mark.e2e
 def test_judge_on_ray_equals_local(tmp_path, prompts24, tiny_model, ray_cluster):
     from dno_data.stages.judge import JudgeConfig, run as judge
     from dno_data.stages.sample import SampleConfig, run as sample
@@ -81,6 +84,7 @@ def test_judge_on_ray_equals_local(tmp_path, prompts24, tiny_model, ray_cluster)
     assert len(a) == 24 * 3 and a == b
 
 
+@pytest.mark.e2e
 def test_worker_error_is_one_line(tmp_path, prompts24, ray_cluster, monkeypatch):
     """An error raised by the work itself on a worker stops the stage with its own line, not a traceback,
     and leaves nothing that would refuse the corrected command."""
@@ -105,6 +109,7 @@ def test_api_judge_stays_in_the_driver(tmp_path, prompts24, tiny_model):
                                        engine="ray"))
 
 
+@pytest.mark.e2e
 def test_no_room_for_a_worker_is_one_line(tmp_path, prompts24, tiny_model, ray_cluster):
     from dno_data.stages.sample import SampleConfig, run
 
@@ -114,6 +119,7 @@ def test_no_room_for_a_worker_is_one_line(tmp_path, prompts24, tiny_model, ray_c
         run(cfg)
 
 
+@pytest.mark.e2e
 def test_eval_on_ray_equals_local(tmp_path, prompts24, tiny_model, ray_cluster):
     """Greedy answers judged on the workers (oracle, reference teacher): the same rows as locally."""
     from dno_data.stages.eval import EvalConfig, run
@@ -126,6 +132,7 @@ def test_eval_on_ray_equals_local(tmp_path, prompts24, tiny_model, ray_cluster):
     assert len(a) == 24 and a == b
 
 
+@pytest.mark.e2e
 def test_multi_turn_eval_on_ray_with_a_judge_in_the_driver(tmp_path, tiny_model, ray_cluster):
     """Two-turn prompts answered on the workers (turn 2 after the model's own turn-1 answer), graded by an
     openai: judge that the driver asks, with its call cache: the same rows as locally."""

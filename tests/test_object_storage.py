@@ -5,7 +5,6 @@ and the one-line errors.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -101,8 +100,7 @@ class Loop:
         self.run = f"{url}/runs/r1"
         self.it = f"{self.run}/iter-01"
         self.printed = ""
-        # sample and eval on Ray workers (a local cluster), which fetch the s3:// models themselves
-        self.ray = {"engine": "ray", "workers": 2} if importlib.util.find_spec("ray") else {}
+        self.ray = {}  # {"engine": "ray", ...}: sample and eval on Ray workers (the second tier's test below)
 
     def configs(self) -> list:
         from dno_data import api
@@ -128,8 +126,8 @@ class Loop:
 
 @pytest.fixture(scope="module")
 def loop(s3_endpoint, tmp_path_factory, tiny_model):
-    """prompts -> sample (ray) -> judge -> pairs -> train -> eval (ray) through the Python API, every path on s3://,
-    with a recognisable secret in AWS_SECRET_ACCESS_KEY and OPENAI_API_KEY."""
+    """prompts -> sample -> judge -> pairs -> train -> eval through the Python API, every path on s3://, with a
+    recognisable secret in AWS_SECRET_ACCESS_KEY and OPENAI_API_KEY."""
     from dno_data import api
     from dno_data.staging import upload
 
@@ -502,3 +500,41 @@ def test_iterate_over_an_s3_run(s3, tmp_path, tiny_model):
     keys = {k.split("/", 1)[1] for k in _fs().find(s3[5:])}
     assert {"runs/r1/iter-01/eval.parquet", "runs/r1/iter-01/checkpoint/.dno-objects.json"} <= keys
     assert f"{run}: per iteration" in proc.stderr  # the summary, from the run's local copy
+
+
+@pytest.mark.e2e
+def test_the_loop_on_s3_with_ray_workers(s3_endpoint, tmp_path, tiny_model):
+    """The same loop with sample and eval on Ray workers (a local cluster), which fetch the s3:// models
+    themselves: the same rows as the local engine's loop, and no secret in any object."""
+    pytest.importorskip("ray")
+    from dno_data import api
+    from dno_data.artifacts import read_artifact
+    from dno_data.engines.ray import local_cluster_only
+    from dno_data.staging import fetch, upload
+
+    local_cluster_only()
+    env = {**s3_env(s3_endpoint, tmp_path / "machine-a"), "OPENAI_API_KEY": OPENAI_SECRET}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        rows = {}
+        for name, ray in (("local", {}), ("ray", {"engine": "ray", "workers": 2})):
+            bucket = new_bucket(s3_endpoint)
+            url = f"s3://{bucket}"
+            upload(write_jsonl(tmp_path / "problems.jsonl", problem_rows(16)), f"{url}/data/problems.jsonl")
+            upload(tiny_model, f"{url}/models/tiny")
+            lp = Loop(url, bucket, env, f"{url}/models/tiny")
+            lp.ray = ray
+            for cfg in lp.configs():
+                api.run(cfg)
+            rows[name] = [sorted(({k: v.replace(url, "URL") if isinstance(v, str) else v for k, v in r.items()}
+                                  for r in read_artifact(fetch(f"{lp.it}/{f}"), schema).to_pylist()),
+                                 key=lambda r: str(r[key]))  # each run has its own bucket: URL columns differ
+                          for f, schema, key in (("samples.parquet", "samples", "sample_id"),
+                                                 ("eval.parquet", "eval", "prompt_id"))]
+            objects = _objects(bucket)
+            for secret in (S3_SECRET, OPENAI_SECRET, env["AWS_ACCESS_KEY_ID"]):
+                assert not [k for k, data in objects.items() if secret.encode() in data], (name, secret)
+    assert len(rows["ray"][0]) == 6 * 3 and len(rows["ray"][1]) == 4
+    assert rows["ray"] == rows["local"]

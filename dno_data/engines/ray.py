@@ -75,8 +75,10 @@ def connect(cpus: float, gpus: float) -> None:
         if address is None:
             # Logical CPUs may exceed the physical ones: actors that mostly wait (on a GPU, a
             # server) still each need their reservation.
-            ray.init(num_cpus=max(os.cpu_count() or 1, int(-(-cpus // 1))), num_gpus=int(-(-gpus // 1)) or None,
-                     include_dashboard=False, _node_ip_address="127.0.0.1", **kw)
+            # address="local": a new cluster of this process's own (ray.init() alone would join any Ray
+            # instance running on this machine, e.g. another user's)
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, int(-(-cpus // 1))),
+                     num_gpus=int(-(-gpus // 1)) or None, include_dashboard=False, _node_ip_address="127.0.0.1", **kw)
         else:
             ray.init(address=address, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
