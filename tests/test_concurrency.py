@@ -6,37 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, pairs_row, problem_rows, write_jsonl
+from support.gate import write_gate_module
 from dno_data import output_lock
 from dno_data.artifacts import read_artifact, write_artifact
-
-GATE = """
-import os, time
-from pathlib import Path
-
-def _wait():
-    gate = Path(os.environ["DNO_TEST_GATE"])
-    (gate / "started").touch()
-    deadline = time.monotonic() + 60
-    while not (gate / "go").exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gate never opened")
-        time.sleep(0.02)
-
-def score(messages, response, reference=None):
-    _wait()
-    return 6 if response == reference else 1
-
-def teach(messages, reference=None):
-    _wait()
-    return reference
-"""
 
 
 def _env(tmp_path) -> dict:
@@ -74,8 +52,7 @@ def _refused(proc, output: Path) -> None:
 @pytest.mark.parametrize("stage", ["judge", "sample", "eval"])
 def test_two_commands_started_together(tmp_path, stage, prompts16, samples16, tiny_model):
     """Both start at once; the one that does not get the output is refused, the other writes every row."""
-    (tmp_path / "gate.py").write_text(textwrap.dedent(GATE))
-    (tmp_path / "gate").mkdir()
+    write_gate_module(tmp_path)
     out = tmp_path / f"{stage}-out.parquet"
     args = _cmd(*{
         "judge": ("judge", samples16, "--judge", "python:gate:score", "-o", out, "--prompts-per-part", "4"),

@@ -9,13 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, S3_SECRET, new_bucket, problem_rows, run_cli, s3_env, write_jsonl
+from support.gate import write_gate_module
 from dno_data.errors import DnoError
 
 OPENAI_SECRET = "sk-dno-test-SECRET-openai-51d3"
@@ -337,22 +337,6 @@ def test_a_killed_sample_resumes_on_another_machine(s3, tmp_path, tiny_model, mo
 
 # ---------------------------------------------------------------- one writer per output: the lease
 
-GATE = """
-import os, time
-from pathlib import Path
-
-def score(messages, response, reference=None):
-    gate = Path(os.environ["DNO_TEST_GATE"])
-    (gate / "started").touch()
-    deadline = time.monotonic() + 60
-    while not (gate / "go").exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the gate never opened")
-        time.sleep(0.02)
-    return 6 if response == reference else 1
-"""
-
-
 def test_two_writers_on_one_s3_output(s3, tmp_path):
     """Two machines (two staging mirrors) judge into one s3:// output at once: one is refused with one line naming
     the holder; the other writes every row and its lease goes with it."""
@@ -364,8 +348,7 @@ def test_two_writers_on_one_s3_output(s3, tmp_path):
                                                reference_column="reference"))
     api.sample(api.SampleConfig.from_options(prompts=f"{s3}/prompts.parquet", output=f"{s3}/samples.parquet",
                                              teacher="reference"))
-    (tmp_path / "gate.py").write_text(textwrap.dedent(GATE))
-    (tmp_path / "gate").mkdir()
+    write_gate_module(tmp_path)
     out = f"{s3}/judgments.parquet"
     args = [sys.executable, "-m", "stages.cli", "judge", f"{s3}/samples.parquet", "-o", out, "--judge",
             "python:gate:score", "--prompts-per-part", "4"]
