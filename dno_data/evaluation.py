@@ -229,28 +229,22 @@ def evaluate_rows_ray(prompts: list[dict], parts: Parts, *, worker: EvalWorker, 
     from functools import partial
 
     from .console import Progress
+    from .engines import check_unit_rows, resumed_items
     from .engines.ray import run_units
-    from .errors import DnoError
 
     batches, todo = parts.split(prompts, batch_size)
-    progress = Progress("eval", len(prompts), "prompts",
-                        done=sum(len(batches[b]) for b in set(range(len(batches))) - set(todo)))
+    progress = Progress("eval", len(prompts), "prompts", done=resumed_items(batches, todo))
 
     def on_result(unit: int, result) -> None:
         batch = batches[unit]
         rows = result if worker.judge is not None else judge_batch_answers(
             batch, result, teacher=teacher, judge=judge, model_name=model_name, runner_factory=runner_factory)
-        ids = {p["prompt_id"] for p in batch}
-        stray = next((r["prompt_id"] for r in rows if r["prompt_id"] not in ids), None)
-        if stray is not None:
-            raise DnoError(f"batch {unit}: a worker returned an answer for prompt {stray}, which is not in that batch; "
-                           "nothing of it was written")
+        check_unit_rows(rows, {p["prompt_id"] for p in batch}, unit)
         parts.write(unit, rows)
         progress.add(len(batch))
 
     counts = run_units([(b, (b, batches[b])) for b in todo], setup=worker,
                        work=partial(eval_work, params=params, seed=seed, model_name=model_name), on_result=on_result,
-                       workers=engine.workers, cpus_per_worker=engine.cpus_per_worker,
-                       gpus_per_worker=engine.gpus_per_worker, what="dno eval", on_progress=progress.tick)
+                       what="dno eval", on_progress=progress.tick, **engine.resources())
     progress.close()
     return counts

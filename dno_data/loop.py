@@ -142,14 +142,19 @@ def check(s: LoopSettings, first: int = 1, eval_initial: bool = False) -> None:
 
 # ---------------------------------------------------------------- running a step as its `dno` command
 
+LAUNCHED = ("train", "sft")  # the stages --train-launcher starts (the ones that train a model)
+
+
 def command_args(cfg) -> list[str]:
     """The `dno` arguments that give `cfg`: the command's name and its flags (defaults left out)."""
     return [*stage_name(cfg).split(), *to_argv(cfg)]
 
 
-def command_line(cfg) -> str:
-    """`dno sample PROMPTS -o OUT ...`: what a user would type for `cfg`."""
-    return "dno " + shlex.join(command_args(cfg))
+def command_line(cfg, launcher: str | None = None) -> str:
+    """`dno sample PROMPTS -o OUT ...`: what a user would type for `cfg` (a train or sft step after
+    its `launcher`, when one is given)."""
+    prefix = f"{launcher} " if launcher and stage_name(cfg) in LAUNCHED else ""
+    return prefix + "dno " + shlex.join(command_args(cfg))
 
 
 def dno_executable() -> list[str]:
@@ -158,9 +163,6 @@ def dno_executable() -> list[str]:
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", "stages.cli"]
     return [sys.executable, "-c", "import sys; del sys.path[0]; from stages.cli import main; main()"]
-
-
-LAUNCHED = ("train", "sft")  # the stages --train-launcher starts (the ones that train a model)
 
 
 def dno_script() -> str:
@@ -192,12 +194,11 @@ def run_step(cfg, echo: Callable[[str], None] | None = None, launcher: str | Non
     when one is given); a failure stops the loop with its message."""
     from .console import say
 
-    args = command_args(cfg)
-    launched = bool(launcher) and stage_name(cfg) in LAUNCHED
-    (echo or say)("$ " + (f"{launcher} " if launched else "") + "dno " + shlex.join(args))
+    (echo or say)("$ " + command_line(cfg, launcher))
     proc = subprocess.run(launch_args(cfg, launcher))
     if proc.returncode != 0:
-        raise DnoError(f"`dno {args[0]}` failed (exit {proc.returncode}); fix it and rerun: finished stages are skipped")
+        raise DnoError(f"`dno {stage_name(cfg).split()[0]}` failed (exit {proc.returncode}); fix it and rerun: "
+                       "finished stages are skipped")
 
 
 def run_iterations(s: LoopSettings, first: int = 1, eval_initial: bool = False,

@@ -215,6 +215,7 @@ def sample_rows_ray(prompts: list[dict], parts: Parts, *, worker: SampleWorker, 
     from functools import partial
 
     from .console import Progress
+    from .engines import check_unit_rows, resumed_items
     from .engines.ray import run_units
 
     counts: Counter = Counter()
@@ -222,8 +223,7 @@ def sample_rows_ray(prompts: list[dict], parts: Parts, *, worker: SampleWorker, 
     counts["batches_resumed"] = len(batches) - len(todo)
     if tokenizer is not None and todo:
         probe_template(tokenizer, batches[todo[0]][0], where)
-    resumed = sum(len(batches[b]) for b in range(len(batches)) if b not in set(todo))
-    progress = Progress("sample", len(prompts), "prompts", done=resumed)
+    progress = Progress("sample", len(prompts), "prompts", done=resumed_items(batches, todo))
     in_driver = teacher if teacher is not None and worker.teacher is None else None
 
     def before_submit(unit, payload):
@@ -232,7 +232,7 @@ def sample_rows_ray(prompts: list[dict], parts: Parts, *, worker: SampleWorker, 
 
     def on_result(unit, result):
         rows, batch_counts = result
-        check_batch_rows(rows, batches[unit], unit)
+        check_unit_rows(rows, {p["prompt_id"] for p in batches[unit]}, unit, unique="sample_id")
         counts.update(batch_counts)
         parts.write(unit, rows)
         progress.add(len(batches[unit]))
@@ -240,22 +240,8 @@ def sample_rows_ray(prompts: list[dict], parts: Parts, *, worker: SampleWorker, 
     work = partial(work_batch, params=params, generator_name=generator_name, generator_id=generator_id, seed=seed,
                    teacher=teacher_tag(teacher))
     counts.update(run_units([(b, (batches[b], None)) for b in todo], setup=worker, work=work, on_result=on_result,
-                            workers=engine.workers, cpus_per_worker=engine.cpus_per_worker,
-                            gpus_per_worker=engine.gpus_per_worker, what="dno sample", before_submit=before_submit,
-                            on_progress=progress.tick))
+                            what="dno sample", before_submit=before_submit, on_progress=progress.tick,
+                            **engine.resources()))
     progress.close()
     return counts
 
-
-def check_batch_rows(rows: list[dict], batch: list[dict], unit: int) -> None:
-    """Before a worker's rows become a part: every row belongs to a prompt of this batch, and no
-    sample key appears twice."""
-    ids = {p["prompt_id"] for p in batch}
-    seen: set[str] = set()
-    for r in rows:
-        if r["prompt_id"] not in ids:
-            raise DnoError(f"batch {unit}: a worker returned a sample of prompt {r['prompt_id']}, which is not in "
-                           "that batch; nothing of it was written")
-        if r["sample_id"] in seen:
-            raise DnoError(f"batch {unit}: a worker returned sample {r['sample_id']} twice; nothing of it was written")
-        seen.add(r["sample_id"])

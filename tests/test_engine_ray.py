@@ -196,3 +196,16 @@ def test_workers_get_the_model_loading_options(tmp_path, prompts24, tiny_model, 
     assert seen["sample"].options["dtype"] == "float32" and seen["sample"].options["threads"] == 2
     assert seen["eval"].options == {"dtype": "float32", "threads": 2}
     assert seen["eval"].judge is not None and seen["eval"].teacher == "reference"  # judged on the workers
+
+
+def test_a_worker_s_rows_are_checked_before_they_are_written():
+    """The driver refuses a batch holding another batch's prompt or a key twice (nothing of it is written)."""
+    from dno_data.engines import check_unit_rows, resumed_items
+
+    rows = [{"prompt_id": "a", "sample_id": "s1"}, {"prompt_id": "b", "sample_id": "s2"}]
+    check_unit_rows(rows, {"a", "b"}, 3, unique="sample_id")
+    with pytest.raises(DnoError, match="batch 3: a worker returned a row of prompt b, which is not in that batch"):
+        check_unit_rows(rows, {"a"}, 3)
+    with pytest.raises(DnoError, match="batch 3: a worker returned sample_id s1 twice"):
+        check_unit_rows(rows + [{"prompt_id": "a", "sample_id": "s1"}], {"a", "b"}, 3, unique="sample_id")
+    assert resumed_items([[1, 2], [3], [4, 5]], [0, 2]) == 1

@@ -180,3 +180,8 @@ class Engine(Config):
     @property
     def ray(self) -> bool:
         return self.name == "ray"
+
+    def resources(self) -> dict:
+        """The pool's size and each worker's share: dno_data.engines.ray.run_units's keywords."""
+        return {"workers": self.workers, "cpus_per_worker": self.cpus_per_worker,
+                "gpus_per_worker": self.gpus_per_worker}

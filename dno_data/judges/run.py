@@ -178,25 +178,20 @@ def judge_groups_ray(groups: list[Group], settings, parts: Parts, prompts_per_pa
     """judge_groups for a judge that runs a model or code (SyncJudge), its parts on Ray actors that
     each build the judge from `settings`; this process checks and writes each part."""
     from ..console import Progress
+    from ..engines import check_unit_rows, resumed_items
     from ..engines.ray import run_units
-    from ..errors import DnoError
 
     counts: Counter = Counter()
     units, todo = parts.split(groups, prompts_per_part)
     counts["parts_resumed"] = len(units) - len(todo)
-    progress = Progress("judge", len(groups), "prompts", done=sum(len(units[u]) for u in set(range(len(units))) - set(todo)))
+    progress = Progress("judge", len(groups), "prompts", done=resumed_items(units, todo))
 
     def on_result(u: int, rows: list[dict]) -> None:
-        ids = {g.prompt_id for g in units[u]}
-        stray = next((r["prompt_id"] for r in rows if r["prompt_id"] not in ids), None)
-        if stray is not None:
-            raise DnoError(f"part {u}: a worker returned a judgment of prompt {stray}, which is not in that part; "
-                           "nothing of it was written")
+        check_unit_rows(rows, {g.prompt_id for g in units[u]}, u)
         parts.write(u, rows)
         progress.add(len(units[u]))
 
     counts.update(run_units([(u, units[u]) for u in todo], setup=partial(make_judge_from, settings), work=judge_unit,
-                            on_result=on_result, workers=engine.workers, cpus_per_worker=engine.cpus_per_worker,
-                            gpus_per_worker=engine.gpus_per_worker, what="dno judge", on_progress=progress.tick))
+                            on_result=on_result, what="dno judge", on_progress=progress.tick, **engine.resources()))
     progress.close()
     return counts

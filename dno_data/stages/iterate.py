@@ -77,8 +77,7 @@ class IterateConfig(Config):
 def run(cfg: IterateConfig) -> Path:
     """Run the iterations (each stage in its own process) and return the run folder."""
     from ..console import say
-    from ..loop import LAUNCHED, command_line, eval_config, iteration_configs, run_iterations
-    from . import stage_name
+    from ..loop import command_line, eval_config, iteration_configs, run_iterations
     from ..run_layout import RunLayout
     from ..storage import exists
 
@@ -87,8 +86,7 @@ def run(cfg: IterateConfig) -> Path:
         cfgs = ([eval_config(s, 0)] if cfg.eval_initial else []) + [
             c for t in range(cfg.start, cfg.iterations + 1) for c in iteration_configs(s, t)]
         for c in cfgs:
-            launcher = f"{cfg.train_launcher} " if cfg.train_launcher and stage_name(c) in LAUNCHED else ""
-            print(launcher + command_line(c))
+            print(command_line(c, cfg.train_launcher))
         return cfg.run
     layout = RunLayout(cfg.run)
     if not exists(layout.prompts):
