@@ -209,3 +209,21 @@ def test_a_worker_s_rows_are_checked_before_they_are_written():
     with pytest.raises(DnoError, match="batch 3: a worker returned sample_id s1 twice"):
         check_unit_rows(rows + [{"prompt_id": "a", "sample_id": "s1"}], {"a", "b"}, 3, unique="sample_id")
     assert resumed_items([[1, 2], [3], [4, 5]], [0, 2]) == 1
+
+
+def test_a_local_cluster_is_a_new_one_on_loopback(monkeypatch):
+    """Without RAY_ADDRESS: Ray keeps 127.0.0.1 as it is (even when imported first), and dno starts a cluster of
+    its own (address="local") rather than joining any Ray instance running on the machine."""
+    from ray._private import ray_constants, services
+
+    from dno_data.engines import ray as engine
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # as when Ray was imported before the variable
+    engine._ray()
+    assert services.get_node_ip_address() == "127.0.0.1"
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    engine.connect(2, 0)
+    assert calls and calls[0]["address"] == "local" and calls[0]["_node_ip_address"] == "127.0.0.1"
