@@ -347,3 +347,79 @@ def test_process_mode_exits_at_max_requests():
             proc.communicate(timeout=5)
     assert proc.returncode == 0
     assert json.loads(err.strip().splitlines()[-1])["stop_reason"] == "max_requests"
+
+
+# ---------------------------------------------------------------- files and batches
+
+
+def batch_file(prompts: list[str], url: str = "/v1/chat/completions") -> bytes:
+    lines = [{"custom_id": f"r{i}", "method": "POST", "url": url,
+              "body": {"model": "judge-x", "messages": [{"role": "user", "content": p}]}} for i, p in enumerate(prompts)]
+    return "".join(json.dumps(x) + "\n" for x in lines).encode()
+
+
+def wait_batch(client: openai.OpenAI, bid: str, limit: float = 10.0):
+    deadline = time.monotonic() + limit
+    while True:
+        b = client.batches.retrieve(bid)
+        if b.status in ("completed", "failed", "expired", "cancelled") or time.monotonic() > deadline:
+            return b
+        time.sleep(0.02)
+
+
+def jsonl(client: openai.OpenAI, file_id: str | None) -> dict[str, dict]:
+    if file_id is None:
+        return {}
+    return {x["custom_id"]: x for x in map(json.loads, client.files.content(file_id).text.splitlines())}
+
+
+def test_batches_upload_create_retrieve_and_download(srv):
+    """The Batch API through the real client: a batch that completes with a line that fails (500), one that
+    expires half done, one refused at validation (a duplicate custom_id), one over the requests limit, a list."""
+    srv.set_script(["ok", "500", "ok"])
+    srv.set_batch_script(["ok", "expire"])
+    with make_client(srv) as client:
+        f = client.files.create(file=("in.jsonl", batch_file([pair_prompt("GOOD", "BAD"), "x", "hello"])),
+                                purpose="batch")
+        assert f.purpose == "batch" and f.bytes > 0 and client.files.retrieve(f.id).id == f.id
+        b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        b = wait_batch(client, b.id)
+        assert b.status == "completed" and (b.request_counts.completed, b.request_counts.failed) == (2, 1)
+        out, err = jsonl(client, b.output_file_id), jsonl(client, b.error_file_id)
+        assert out["r0"]["response"]["body"]["choices"][0]["message"]["content"] == "A"
+        assert out["r2"]["response"]["body"]["choices"][0]["message"]["content"] == "ok: hello"
+        assert err["r1"]["response"]["status_code"] == 500
+
+        f2 = client.files.create(file=("in.jsonl", batch_file(["a", "b", "c", "d"])), purpose="batch")
+        b2 = wait_batch(client, client.batches.create(input_file_id=f2.id, endpoint="/v1/chat/completions",
+                                                      completion_window="24h").id)
+        assert b2.status == "expired" and sorted(jsonl(client, b2.output_file_id)) == ["r0", "r1"]
+        assert {x["error"]["code"] for x in jsonl(client, b2.error_file_id).values()} == {"batch_expired"}
+
+        dup = batch_file(["a"]) * 2
+        b3 = client.batches.create(input_file_id=client.files.create(file=("d.jsonl", dup), purpose="batch").id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+        assert b3.status == "failed" and "Duplicate custom_id" in b3.errors.data[0].message
+        srv.batch_max_requests = 2
+        b4 = client.batches.create(input_file_id=f2.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert b4.status == "failed" and "more than 2 requests" in b4.errors.data[0].message
+
+        listed = [x.id for x in client.batches.list(limit=2)]  # newest first, over two pages
+        assert listed == [b4.id, b3.id, b2.id, b.id]
+        with pytest.raises(openai.NotFoundError):
+            client.batches.retrieve("batch_nope")
+    st = srv.stats
+    assert st.files_uploaded == 3 and st.batches_created == 4 and st.batch_requests == 3 + 4
+    assert st.chat_requests == 0  # batch lines are not chat requests
+
+
+def test_a_held_batch_can_be_cancelled_or_run_now(srv):
+    srv.configure(batch_delay=60)
+    with make_client(srv) as client:
+        f = client.files.create(file=("in.jsonl", batch_file(["a", "b"])), purpose="batch")
+        b1 = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        b2 = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert client.batches.retrieve(b1.id).status == "in_progress"
+        assert client.batches.cancel(b1.id).status == "cancelled"
+        srv.run_batch_now(b2.id)
+        assert client.batches.retrieve(b2.id).status == "completed"

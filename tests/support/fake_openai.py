@@ -9,6 +9,11 @@ Routes
     POST /v1/chat/completions   non-streaming ``chat.completion`` objects (``n``,
                                 ``max_tokens``/``max_completion_tokens``, ``logprobs``)
     GET  /v1/models             one model
+    POST /v1/files              upload (multipart ``file`` + ``purpose``), kept in memory
+    GET  /v1/files/{id}         the file object;  GET /v1/files/{id}/content: its bytes
+    POST /v1/batches            a batch of ``/v1/chat/completions`` requests from an uploaded JSONL file
+    GET  /v1/batches/{id}       the batch (status, request counts, output and error file ids);
+    GET  /v1/batches            newest first (``limit``, ``after``); POST /v1/batches/{id}/cancel
     anything else               404 (405 for a known path with the wrong method), with an
                                 OpenAI-style body ``{"error": {"message", "type", "code"}}``
 
@@ -39,6 +44,21 @@ Faults
     answer with ``"choices": []``).  ``latency`` seconds are added to
     every request.  ``max_requests`` (every HTTP request counts) and ``max_seconds`` stop
     the server by itself; requests past ``max_requests`` get a 503.
+
+Batches
+    A batch is validated when created (every line JSON with a unique ``custom_id``, ``method``
+    POST and the batch's ``url``; at most ``batch_max_requests`` lines and ``batch_max_bytes``
+    bytes, the API's 50,000 and 200 MB by default); a file that breaks a rule makes a batch
+    that ``failed`` with ``errors``.  ``batch_delay`` seconds after its creation every line runs
+    as a chat request would (each line takes the next behaviour of the script and rates: a 429
+    or 500 line goes to the error file with that ``status_code``, ``garbage``, ``truncate`` and
+    ``empty`` answer as in chat), and the batch is ``completed`` with an output and an error
+    file.  A batch script (``batch_script``, one entry per created batch, first) picks other
+    ends: ``expire`` runs the first half of the lines and then expires (the rest in the error
+    file with code ``batch_expired``), ``fail`` fails validation.  ``batch_create_delay``
+    seconds pass between a batch's creation and the answer to the request that created it
+    (a client killed in between never learns the batch's id).  Batch lines count in
+    ``batch_requests`` and, per ``custom_id``, in ``batch_custom_ids``; they are not chat requests.
 
 Stats
     ``srv.stats`` is a snapshot: request counts by behaviour and status, the last
@@ -79,6 +99,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -102,6 +123,10 @@ __all__ = [
 ]
 
 BEHAVIOURS = ("ok", "429", "500", "hang", "truncate", "garbage", "empty")
+BATCH_BEHAVIOURS = ("ok", "expire", "fail")
+BATCH_MAX_REQUESTS = 50_000  # the Batch API's limits on one input file
+BATCH_MAX_BYTES = 200 * 1024 * 1024
+BATCH_ENDPOINT = "/v1/chat/completions"
 RATE_KEYS = ("error_429_rate", "error_500_rate", "hang_rate", "truncate_rate", "garbage_rate")
 _RATE_BEHAVIOUR = dict(zip(RATE_KEYS, ("429", "500", "hang", "truncate", "garbage")))
 REFUSAL = "I'm sorry, I can't help with that."
@@ -293,6 +318,11 @@ class Stats:
     bodies: list[dict] = field(repr=False)  # the last keep_bodies chat request bodies
     authorization: str | None = field(repr=False)  # the last Authorization header seen
     stop_reason: str | None = None
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batch_requests: int = 0  # lines of every created batch's input file
+    batch_custom_ids: dict[str, int] = field(default_factory=dict, repr=False)  # how often each custom_id was submitted
+    batch_statuses: dict[str, str] = field(default_factory=dict)  # batch id -> status
 
     def summary(self) -> dict:
         """Counts only: no bodies and no Authorization header (safe to print)."""
@@ -305,6 +335,9 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "authorization_seen": self.authorization is not None,
             "stop_reason": self.stop_reason,
+            "files_uploaded": self.files_uploaded,
+            "batches_created": self.batches_created,
+            "batch_requests": self.batch_requests,
         }
 
 
@@ -335,6 +368,11 @@ class FakeOpenAIServer:
         max_seconds: float | None = None,
         keep_bodies: int = 50,
         shutdown_timeout: float = 1.0,
+        batch_delay: float = 0.0,
+        batch_create_delay: float = 0.0,
+        batch_script: Iterable[str] | None = None,
+        batch_max_requests: int = BATCH_MAX_REQUESTS,
+        batch_max_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
         if not ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
             raise ValueError(f"the fake server binds loopback addresses only, not {host!r}")
@@ -345,6 +383,8 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._rates = dict.fromkeys(RATE_KEYS, 0.0)
         self.latency = self.retry_after = self.hang_seconds = 0.0
+        self.batch_delay = self.batch_create_delay = 0.0
+        self.batch_max_requests, self.batch_max_bytes = int(batch_max_requests), int(batch_max_bytes)
         self._rng = random.Random(seed)
         self.configure(
             latency=latency,
@@ -355,9 +395,18 @@ class FakeOpenAIServer:
             garbage_rate=garbage_rate,
             retry_after=retry_after,
             hang_seconds=hang_seconds,
+            batch_delay=batch_delay,
+            batch_create_delay=batch_create_delay,
         )
         self._script: deque[str] = deque()
         self.set_script(script or [])
+        self._batch_script: deque[str] = deque()
+        self.set_batch_script(batch_script or [])
+        self._files: dict[str, dict] = {}  # id -> {"object": the file object, "content": bytes}
+        self._batches: dict[str, dict] = {}  # id -> the batch object, in creation order
+        self._batch_work: dict[str, tuple[list[dict], str]] = {}  # id -> (its lines, its end) until it runs
+        self._files_uploaded = self._batches_created = self._batch_requests = self._batch_answers = 0
+        self._batch_custom_ids: Counter[str] = Counter()
         # counters (mutated on the loop thread under _lock, read as snapshots)
         self._requests = self._chat = self._rejected = 0
         self._in_flight = self._max_in_flight = 0
@@ -380,7 +429,8 @@ class FakeOpenAIServer:
     def configure(self, **settings: float) -> None:
         """Change rates (``error_429_rate`` ...), ``latency``, ``retry_after``,
         ``hang_seconds`` or ``seed`` (reseeds the fault RNG) while running."""
-        unknown = set(settings) - set(RATE_KEYS) - {"latency", "retry_after", "hang_seconds", "seed"}
+        unknown = set(settings) - set(RATE_KEYS) - {"latency", "retry_after", "hang_seconds", "seed", "batch_delay",
+                                                    "batch_create_delay"}
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         with self._lock:
@@ -390,7 +440,7 @@ class FakeOpenAIServer:
                     rates[key] = _check_rate(key, settings[key])
             if sum(rates.values()) > 1.0 + 1e-9:
                 raise ValueError(f"fault rates add up to more than 1: {rates}")
-            for key in ("latency", "retry_after", "hang_seconds"):
+            for key in ("latency", "retry_after", "hang_seconds", "batch_delay", "batch_create_delay"):
                 if key in settings:
                     if float(settings[key]) < 0:
                         raise ValueError(f"{key} must be >= 0")
@@ -405,6 +455,17 @@ class FakeOpenAIServer:
         items = [_check_behaviour(b) for b in script]
         with self._lock:
             self._script = deque(items)
+
+    def set_batch_script(self, script: Iterable[str]) -> None:
+        """Replace the batch script: ends (ok, expire, fail) consumed one per created batch."""
+        items = []
+        for b in script:
+            b = str(b).strip().lower()
+            if b not in BATCH_BEHAVIOURS:
+                raise ValueError(f"unknown batch behaviour {b!r}; expected one of {', '.join(BATCH_BEHAVIOURS)}")
+            items.append(b)
+        with self._lock:
+            self._batch_script = deque(items)
 
     def _pick_behaviour(self) -> str:
         with self._lock:
@@ -435,6 +496,11 @@ class FakeOpenAIServer:
                 bodies=list(self._bodies),
                 authorization=self._authorization,
                 stop_reason=self._stop_reason,
+                files_uploaded=self._files_uploaded,
+                batches_created=self._batches_created,
+                batch_requests=self._batch_requests,
+                batch_custom_ids=dict(self._batch_custom_ids),
+                batch_statuses={k: b["status"] for k, b in self._batches.items()},
             )
 
     @property
@@ -485,7 +551,9 @@ class FakeOpenAIServer:
         status = 499  # cancelled before an answer (client gone or server shutting down)
         try:
             status, body, headers = await inner(request)
-            return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+            headers = dict(headers or {})
+            content_type = headers.pop("Content-Type", "application/json")
+            return web.Response(status=status, body=body, content_type=content_type, headers=headers or None)
         finally:
             self._leave(serial, status)
 
@@ -581,6 +649,227 @@ class FakeOpenAIServer:
         }
         return 200, json.dumps(body).encode(), None
 
+    # ------------------------------------------------------------ files and batches
+
+    async def _file_upload(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        try:
+            form = await request.post()
+        except (ValueError, web.HTTPException):
+            form = {}
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not hasattr(upload, "file") or not isinstance(purpose, str):
+            msg = "Expected a multipart body with 'file' and 'purpose'."
+            return 400, _error_body(msg, "invalid_request_error", "invalid_body"), None
+        content = upload.file.read()
+        with self._lock:
+            self._files_uploaded += 1
+            fid = f"file-fake{self._files_uploaded:04d}{uuid.uuid4().hex[:8]}"
+            obj = {"id": fid, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                   "filename": upload.filename or "upload", "purpose": purpose, "status": "processed"}
+            self._files[fid] = {"object": obj, "content": content}
+        return 200, json.dumps(obj).encode(), None
+
+    def _file_or_404(self, fid: str) -> dict | None:
+        with self._lock:
+            return self._files.get(fid)
+
+    async def _file_get(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        f = self._file_or_404(request.match_info["id"])
+        if f is None:
+            return 404, _error_body("No such File object.", "invalid_request_error", "not_found"), None
+        return 200, json.dumps(f["object"]).encode(), None
+
+    async def _file_content(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        f = self._file_or_404(request.match_info["id"])
+        if f is None:
+            return 404, _error_body("No such File object.", "invalid_request_error", "not_found"), None
+        return 200, f["content"], {"Content-Type": "application/octet-stream"}
+
+    async def _batch_create(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("input_file_id"), str):
+            return 400, _error_body("Expected input_file_id.", "invalid_request_error", "invalid_body"), None
+        if body.get("endpoint") != BATCH_ENDPOINT or body.get("completion_window") != "24h":
+            msg = f"This server batches {BATCH_ENDPOINT} with completion_window 24h only."
+            return 400, _error_body(msg, "invalid_request_error", "invalid_value"), None
+        f = self._file_or_404(body["input_file_id"])
+        if f is None or f["object"]["purpose"] != "batch":
+            msg = "No such File object with purpose 'batch'."
+            return 400, _error_body(msg, "invalid_request_error", "invalid_file"), None
+        lines, error = self._batch_lines(f["content"])
+        now = int(time.time())
+        with self._lock:
+            end = self._batch_script.popleft() if self._batch_script else "ok"
+            self._batches_created += 1
+            bid = f"batch_fake{self._batches_created:04d}{uuid.uuid4().hex[:8]}"
+            batch = {"id": bid, "object": "batch", "endpoint": BATCH_ENDPOINT, "errors": None,
+                     "input_file_id": body["input_file_id"], "completion_window": "24h", "status": "validating",
+                     "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
+                     "expires_at": now + 86400, "finalizing_at": None, "completed_at": None, "failed_at": None,
+                     "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+                     "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                     "metadata": body.get("metadata")}
+            self._batches[bid] = batch
+            if error is None and end != "fail":
+                self._batch_requests += len(lines)
+                self._batch_custom_ids.update(line["custom_id"] for line in lines)
+                batch.update(status="in_progress", in_progress_at=now)
+                batch["request_counts"]["total"] = len(lines)
+            else:
+                why = error or {"code": "invalid_request", "message": "The batch failed validation (fake).",
+                                "param": None, "line": 1}
+                batch.update(status="failed", failed_at=now, errors={"object": "list", "data": [why]})
+        if batch["status"] == "in_progress":
+            self._batch_work[bid] = (lines, end)
+            self._loop.call_later(self.batch_delay, self._run_batch, bid)
+        if self.batch_create_delay > 0:
+            await asyncio.sleep(self.batch_create_delay)
+        with self._lock:
+            return 200, json.dumps(batch).encode(), None
+
+    def _batch_lines(self, content: bytes) -> tuple[list[dict], dict | None]:
+        """The request lines of an input file, or the validation error of the batch it would make."""
+        def error(message: str, line: int | None = None) -> tuple[list[dict], dict]:
+            return [], {"code": "invalid_request", "message": message, "param": None, "line": line}
+
+        if len(content) > self.batch_max_bytes:
+            return error(f"The input file is larger than {self.batch_max_bytes} bytes.")
+        lines, seen = [], set()
+        for n, raw in enumerate(content.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                return error("This line is not valid JSON.", n)
+            if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str) or not isinstance(
+                    line.get("body"), dict):
+                return error("A line needs a custom_id and a body.", n)
+            if line.get("method") != "POST" or line.get("url") != BATCH_ENDPOINT:
+                return error(f"A line's method must be POST and its url {BATCH_ENDPOINT}.", n)
+            if line["custom_id"] in seen:
+                return error(f"Duplicate custom_id {line['custom_id']!r}.", n)
+            seen.add(line["custom_id"])
+            lines.append(line)
+        if not lines:
+            return error("The input file holds no requests.")
+        if len(lines) > self.batch_max_requests:
+            return error(f"The input file holds more than {self.batch_max_requests} requests.")
+        return lines, None
+
+    def _new_file(self, content: bytes, name: str, purpose: str) -> str:
+        """An output file of the server's (called under the lock)."""
+        fid = f"file-fakeout{uuid.uuid4().hex[:12]}"
+        self._files[fid] = {"object": {"id": fid, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                                       "filename": name, "purpose": purpose, "status": "processed"},
+                            "content": content}
+        return fid
+
+    def run_batch_now(self, bid: str, timeout: float = 10.0) -> None:
+        """End a batch now rather than batch_delay after its creation (safe from any thread)."""
+        done = threading.Event()
+
+        def run() -> None:
+            self._run_batch(bid)
+            done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        if not done.wait(timeout):
+            raise TimeoutError(f"batch {bid} did not run in time")
+
+    def _run_batch(self, bid: str) -> None:
+        """Every line of a batch, as chat requests would be answered; then the batch's end."""
+        with self._lock:
+            batch = self._batches[bid]
+            if batch["status"] != "in_progress":  # cancelled, or already run
+                return
+            lines, end = self._batch_work.pop(bid)
+        run = lines if end == "ok" else lines[: len(lines) // 2]
+        out, err = [], []
+        for i, line in enumerate(lines):
+            rid = f"batch_req_{bid}_{i}"
+            if i >= len(run):
+                err.append({"id": rid, "custom_id": line["custom_id"], "response": None,
+                            "error": {"code": "batch_expired", "message": "This request could not be executed "
+                                      "before the completion window expired."}})
+                continue
+            behaviour = self._pick_behaviour()
+            with self._lock:
+                self._by_behaviour[behaviour] += 1
+            body = line["body"]
+            if behaviour in ("429", "500"):
+                status = int(behaviour)
+                msg = "Rate limit reached (fake server)." if status == 429 else "The server had an error (fake)."
+                kind = "rate_limit_exceeded" if status == 429 else "server_error"
+                err.append({"id": rid, "custom_id": line["custom_id"], "error": None,
+                            "response": {"status_code": status, "request_id": rid,
+                                         "body": json.loads(_error_body(msg, kind, kind))}})
+            elif not isinstance(body.get("messages"), list) or not body["messages"]:
+                err.append({"id": rid, "custom_id": line["custom_id"], "error": None,
+                            "response": {"status_code": 400, "request_id": rid, "body": json.loads(_error_body(
+                                "Expected a non-empty 'messages' list.", "invalid_request_error", "invalid_body"))}})
+            else:
+                with self._lock:
+                    self._batch_answers += 1
+                    serial = self._batch_answers
+                answer = json.loads(self._completion(body, behaviour, serial))
+                answer["id"] = f"chatcmpl-fake-batch-{serial}"
+                out.append({"id": rid, "custom_id": line["custom_id"], "error": None,
+                            "response": {"status_code": 200, "request_id": rid, "body": answer}})
+        now = int(time.time())
+        with self._lock:
+            if batch["status"] != "in_progress":
+                return
+            if out:
+                batch["output_file_id"] = self._new_file(b"".join(json.dumps(o).encode() + b"\n" for o in out),
+                                                         f"{bid}_output.jsonl", "batch_output")
+            if err:
+                batch["error_file_id"] = self._new_file(b"".join(json.dumps(e).encode() + b"\n" for e in err),
+                                                        f"{bid}_error.jsonl", "batch_output")
+            batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+            if end == "expire":
+                batch.update(status="expired", expired_at=now)
+            else:
+                batch.update(status="completed", finalizing_at=now, completed_at=now)
+
+    async def _batch_get(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        with self._lock:
+            batch = self._batches.get(request.match_info["id"])
+            if batch is None:
+                return 404, _error_body("No such Batch object.", "invalid_request_error", "not_found"), None
+            return 200, json.dumps(batch).encode(), None
+
+    async def _batch_list(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        try:
+            limit = max(1, min(100, int(request.query.get("limit", 20))))
+        except ValueError:
+            return 400, _error_body("limit must be an integer.", "invalid_request_error", "invalid_value"), None
+        after = request.query.get("after")
+        with self._lock:
+            newest_first = list(reversed(self._batches.values()))
+            if after is not None:
+                ids = [b["id"] for b in newest_first]
+                newest_first = newest_first[ids.index(after) + 1:] if after in ids else []
+            page = newest_first[:limit]
+            body = {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                    "last_id": page[-1]["id"] if page else None, "has_more": len(newest_first) > limit}
+            return 200, json.dumps(body).encode(), None
+
+    async def _batch_cancel(self, request: web.Request) -> tuple[int, bytes, dict | None]:
+        now = int(time.time())
+        with self._lock:
+            batch = self._batches.get(request.match_info["id"])
+            if batch is None:
+                return 404, _error_body("No such Batch object.", "invalid_request_error", "not_found"), None
+            if batch["status"] in ("validating", "in_progress"):
+                batch.update(status="cancelled", cancelling_at=now, cancelled_at=now)
+                counts = batch["request_counts"]
+                counts["failed"] = counts["total"] - counts["completed"]
+            return 200, json.dumps(batch).encode(), None
+
     async def _fallback(self, request: web.Request) -> web.Response:
         return await self._handle(request, self._fallback_inner)
 
@@ -593,10 +882,26 @@ class FakeOpenAIServer:
         msg = f"Invalid URL ({request.method} {request.path})"
         return 404, _error_body(msg, "invalid_request_error", "unknown_url"), None
 
+    def _route(self, inner: Callable) -> Callable:
+        async def handler(request: web.Request) -> web.Response:
+            return await self._handle(request, inner)
+
+        return handler
+
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models, allow_head=False)
+        for method, path, inner in (
+            ("POST", "/v1/files", self._file_upload),
+            ("GET", "/v1/files/{id}", self._file_get),
+            ("GET", "/v1/files/{id}/content", self._file_content),
+            ("POST", "/v1/batches", self._batch_create),
+            ("GET", "/v1/batches", self._batch_list),
+            ("GET", "/v1/batches/{id}", self._batch_get),
+            ("POST", "/v1/batches/{id}/cancel", self._batch_cancel),
+        ):
+            app.router.add_route(method, path, self._route(inner))
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         return app
 
@@ -728,6 +1033,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--keep-bodies", type=int, default=50)
     p.add_argument("--shutdown-timeout", type=float, default=1.0)
+    p.add_argument("--batch-delay", type=float, default=0.0, help="seconds from a batch's creation to its end")
+    p.add_argument("--batch-script", default="", help="comma-separated batch ends served first, e.g. expire,fail,ok")
     return p
 
 
@@ -752,6 +1059,8 @@ def _serve(argv: list[str]) -> int:
             max_seconds=a.max_seconds,
             keep_bodies=a.keep_bodies,
             shutdown_timeout=a.shutdown_timeout,
+            batch_delay=a.batch_delay,
+            batch_script=[s for s in a.batch_script.split(",") if s.strip()],
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
