@@ -32,29 +32,60 @@ def up_to_date(output: Path, lineage: Mapping, force: bool) -> bool:
 
 
 class Progress:
-    """Progress as log lines: `what: done/total unit (pct), rate, ETA`, at most one per `interval`
-    seconds ($DNO_PROGRESS_INTERVAL, default 10) and one at the end; readable in a file, unlike a bar."""
+    """Progress of a long loop: a tqdm bar when stderr is a terminal, else log lines
+    `what: done/total unit (pct), rate, elapsed, ETA` at most one per `interval` seconds
+    ($DNO_PROGRESS_INTERVAL, default 10) and one at the end: what a job under Slurm, nohup or
+    `dno iterate` whose output goes to a file can read. One class for every stage (local and
+    Ray engines, training, the demo), so each says the same thing the same way.
 
-    def __init__(self, what: str, total: int, unit: str = "prompts", *, done: int = 0, interval: float | None = None):
+    `total` None: no percentage or ETA (a loop that may stop early). `enabled` False (a training
+    process other than the main one): nothing is shown.
+    """
+
+    def __init__(self, what: str, total: int | None, unit: str = "prompts", *, done: int = 0,
+                 interval: float | None = None, enabled: bool = True, bar: bool | None = None):
         import os
         import time
 
-        self.what, self.total, self.unit = what, total, unit
+        self.what, self.total, self.unit, self.enabled = what, total, unit, enabled
         self.interval = float(os.environ.get("DNO_PROGRESS_INTERVAL", 10)) if interval is None else interval
         self.done = self.resumed = done  # the rate counts this run's work only
+        self.postfix = ""
         self._clock = time.monotonic
         self.start = self._last = self._clock()
+        self._bar = None
+        if enabled and (sys.stderr.isatty() if bar is None else bar):
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=done, desc=what, unit=unit, file=sys.stderr,
+                             dynamic_ncols=True)
 
     def add(self, n: int) -> None:
-        self.done += n
+        self.set(self.done + n)
+
+    def set(self, done: int) -> None:
+        """`done` items finished in all (resumed ones included)."""
+        if self._bar is not None:
+            self._bar.update(done - self.done)
+        self.done = done
         self.tick()
 
+    def note(self, text: str) -> None:
+        """A short figure shown after the counts (e.g. `loss 0.4123`)."""
+        self.postfix = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
     def tick(self) -> None:
-        if self._clock() - self._last >= self.interval:
+        if self._bar is None and self.enabled and self._clock() - self._last >= self.interval:
             self._print()
 
     def close(self) -> None:
-        self._print()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self.enabled:
+            self._print()
 
     def line(self) -> str:
         elapsed = max(self._clock() - self.start, 1e-9)
@@ -62,8 +93,10 @@ class Progress:
         pct = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
         left = (self.total - self.done) / rate if rate > 0 and self.total else None
         eta = f", ETA {_duration(left)}" if left is not None and self.done < self.total else ""
-        return (f"{self.what}: {self.done:,}/{self.total:,} {self.unit}{pct}, {rate:.1f} {self.unit}/s, "
-                f"{_duration(elapsed)} elapsed{eta}")
+        of = f"/{self.total:,}" if self.total is not None else ""
+        extra = f", {self.postfix}" if self.postfix else ""
+        return (f"{self.what}: {self.done:,}{of} {self.unit}{pct}, {rate:.1f} {self.unit}/s, "
+                f"{_duration(elapsed)} elapsed{eta}{extra}")
 
     def _print(self) -> None:
         self._last = self._clock()

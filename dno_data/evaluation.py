@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tqdm.auto import tqdm
-
 from .parts import Parts
 from .generation import SamplingParams
 from .ids import prompt_id, stable_hash
@@ -23,11 +21,17 @@ def evaluate_rows(prompts: list[dict], parts: Parts, *, generator, params: Sampl
     to the conversation, then the next user turn, and the policy answers that; each turn is a row,
     judged in its conversation (with the turn's reference, when the prompt gives one).
     """
+    from .console import Progress
+    from .engines import resumed_items
+
     batches, todo = parts.split(prompts, batch_size)
-    for b in tqdm(todo, desc="eval", unit="batch", disable=None):
+    progress = Progress("eval", len(prompts), "prompts", done=resumed_items(batches, todo))
+    for b in todo:
         answered = answer_batch(batches[b], b, generator=generator, params=params, seed=seed)
         parts.write(b, judge_batch_answers(batches[b], answered, teacher=teacher, judge=judge, model_name=model_name,
                                            runner_factory=runner_factory))
+        progress.add(len(batches[b]))
+    progress.close()
 
 
 def answer_batch(batch: list[dict], b: int, *, generator, params: SamplingParams, seed: int) -> list[list[tuple]]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from .parts import Parts
 from .errors import DnoError
@@ -60,7 +59,11 @@ def sample_rows(
     where = str(generator.model_dir if generator is not None else generator_name)
     if tok is not None and todo:  # fail fast, before any generation: a probe response
         probe_template(tok, batches[todo[0]][0], where)
-    for b in tqdm(todo, desc="sample", unit="batch", disable=None):
+    from .console import Progress
+    from .engines import resumed_items
+
+    progress = Progress("sample", len(prompts), "prompts", done=resumed_items(batches, todo))
+    for b in todo:
         batch = batches[b]
         answers = teacher.respond_many(batch) if teacher is not None else None
         rows, batch_counts = sample_batch(batch, generator=generator, params=params, generator_name=generator_name,
@@ -68,6 +71,8 @@ def sample_rows(
                                           answers=answers)
         counts.update(batch_counts)
         parts.write(b, rows)
+        progress.add(len(batch))
+    progress.close()
     return counts
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from ..console import Progress
 from ..parts import Parts
 from .base import Candidate, Group, Judge, RequestJudge, SyncJudge
 
@@ -101,13 +101,22 @@ def judge_groups(groups: list[Group], judge: Judge, parts: Parts, prompts_per_pa
     counts: Counter = Counter()
     units, todo = parts.split(groups, prompts_per_part)
     counts["parts_resumed"] = len(units) - len(todo)
+    progress = Progress("judge", len(groups), "prompts", done=_resumed(units, todo))
     if isinstance(judge, RequestJudge):
-        asyncio.run(_judge_requests(judge, units, todo, parts, runner))
+        asyncio.run(_judge_requests(judge, units, todo, parts, runner, progress))
         return counts
     _require_sync(judge)
-    for u in tqdm(todo, desc="judge", unit="part", disable=None):
+    for u in todo:
         parts.write(u, judge.judge_batch(units[u]))
+        progress.add(len(units[u]))
+    progress.close()
     return counts
+
+
+def _resumed(units, todo) -> int:
+    from ..engines import resumed_items
+
+    return resumed_items(units, todo)
 
 
 async def judge_requests(judge: RequestJudge, groups: list[Group], runner) -> list[dict]:
@@ -118,14 +127,13 @@ async def judge_requests(judge: RequestJudge, groups: list[Group], runner) -> li
     return [row for g, ps in zip(groups, planned) for row in judge.rows(g, ps, results, hits)]
 
 
-async def _judge_requests(judge: RequestJudge, units, todo, parts: Parts, runner) -> None:
+async def _judge_requests(judge: RequestJudge, units, todo, parts: Parts, runner, progress: Progress) -> None:
     backlog = max(1, runner.settings.concurrency)  # calls queued for a slot before another part starts
-    bar = tqdm(total=len(todo), desc="judge", unit="part", disable=None)
 
     async def one(u: int) -> None:
         rows = await judge_requests(judge, units[u], runner)
         parts.write(u, rows)
-        bar.update()
+        progress.add(len(units[u]))
 
     t0 = time.perf_counter()
     tasks = []
@@ -142,7 +150,7 @@ async def _judge_requests(judge: RequestJudge, units, todo, parts: Parts, runner
         raise
     finally:
         runner.stats.wall_seconds = time.perf_counter() - t0
-        bar.close()
+        progress.close()
         await runner.aclose()
 
 
@@ -177,7 +185,6 @@ def judge_unit(judge: SyncJudge, groups: list[Group]) -> list[dict]:
 def judge_groups_ray(groups: list[Group], settings, parts: Parts, prompts_per_part: int, engine) -> Counter:
     """judge_groups for a judge that runs a model or code (SyncJudge), its parts on Ray actors that
     each build the judge from `settings`; this process checks and writes each part."""
-    from ..console import Progress
     from ..engines import check_unit_rows, resumed_items
     from ..engines.ray import run_units
 

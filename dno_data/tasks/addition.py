@@ -263,6 +263,10 @@ def train_initial_policy(out_dir, *, steps: int = 1500, seed: int = 0, digits: i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     gen = torch.Generator().manual_seed(seed)
     model.train()
+    from ..console import Progress
+
+    # at most `steps`: training stops at the validation accuracy, so no total (no ETA)
+    progress = Progress("initial policy", None if stop_at_accuracy is not None else steps, "steps")
     for step in range(steps):
         idx = torch.randint(len(data), (batch_size,), generator=gen)
         logits = model(input_ids=ids[idx], attention_mask=attn[idx]).logits[:, :-1]
@@ -280,8 +284,12 @@ def train_initial_policy(out_dir, *, steps: int = 1500, seed: int = 0, digits: i
         if stop_at_accuracy is not None and (step + 1) % check_every == 0:
             acc = heldout_accuracy(model, tok, val, max_new_tokens=digits + 2)
             model.train()
+            progress.note(f"validation accuracy {acc:.0%}")
             if acc >= stop_at_accuracy:
+                progress.add(1)
                 break
+        progress.add(1)
+    progress.close()
     model.eval()
     model.sft_steps = step + 1  # informative only (not saved)
     out = Path(out_dir)

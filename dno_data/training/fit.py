@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .. import losses
 from ..artifacts import write_json_atomic
 from ..atomic import replace
@@ -82,8 +80,10 @@ class FitResult:
     state_dict: dict | None = None  # gathered from every process when the weights are sharded (FSDP, ZeRO-3)
 
 
-def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective | None = None) -> FitResult:
-    """Train with `objective` (default: the contrastive loss --loss names)."""
+def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective | None = None, what: str = "train") -> FitResult:
+    """Train with `objective` (default: the contrastive loss --loss names); progress is shown as `what`."""
+    from ..console import Progress
+
     import torch
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
@@ -113,9 +113,8 @@ def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective | None = N
     model.train()
     t0 = time.time()
     sums, n = torch.zeros(len(objective.names), device=acc.device), 0
-    # one bar (the main process's) with steps, rate and ETA; off when stderr is not a terminal
-    bar = tqdm(total=s.total_steps, initial=step, desc="train", unit="step",
-               disable=None if acc.is_main_process else True)
+    # the main process's progress: a bar on a terminal, else a line every $DNO_PROGRESS_INTERVAL seconds
+    progress = Progress(what, s.total_steps, "steps", done=step, enabled=acc.is_main_process)
     for batch in run_loader:
         if step >= s.total_steps:
             break
@@ -136,11 +135,11 @@ def fit(s: Setup, opts: TrainOptions, log=print, objective: Objective | None = N
             sums, n = torch.zeros_like(sums), 0
             if opts.report_to:
                 acc.log({k: v for k, v in history[-1].items() if k != "step"}, step=step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{history[-1][objective.names[0]]:.4f}", refresh=False)
+            progress.note(f"{objective.names[0]} {history[-1][objective.names[0]]:.4f}")
+            progress.add(1)
             if opts.save_every and step % opts.save_every == 0 and step < s.total_steps:
                 save_state(acc, s.partial, step, history)
-    bar.close()
+    progress.close()
     if opts.report_to:
         acc.end_training()
     acc.wait_for_everyone()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
+from ..console import Progress
 from ..errors import DnoError
 from ..models import load_causal_lm, load_tokenizer
 from .data import batch_logps, collate, kl_logps, takes_logits_to_keep
@@ -83,12 +83,16 @@ def _score(s: Setup, opts: TrainOptions) -> dict[int, tuple[float, ...]]:
     base = model.disable_adapter() if opts.lora_r and model is s.model else contextlib.nullcontext()
     with torch.no_grad(), base, acc.autocast():
         mine_batches = batches[acc.process_index::acc.num_processes]
-        for batch in tqdm(mine_batches, desc="reference", unit="batch", disable=None if acc.is_main_process else True):
+        # the main process's share (all of it on one process)
+        progress = Progress("reference", sum(map(len, mine_batches)), "pairs", enabled=acc.is_main_process)
+        for batch in mine_batches:
             b = {k: v.to(acc.device) for k, v in collate(batch, pad_id).items()}
             values = list(batch_logps(model, b, keep))
             if "kl_input_ids" in b:
                 values += kl_logps(model, b, keep).chunk(2)  # the chosen rows' KL sequences, then the rejected's
             mine += list(zip(b["index"].tolist(), *(v.float().tolist() for v in values)))
+            progress.add(len(batch))
+        progress.close()
     if model is not s.model:
         del model
     else:

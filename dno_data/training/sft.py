@@ -78,7 +78,7 @@ def sft(examples: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, l
         raise DnoError("no examples to train on (no teacher answer, no judged sample passing --min-score, "
                        "or an empty pairs file)")
     s = setup(examples, model_dir, output, opts, lineage, fresh, encode=build_sft_examples, cycle=True)
-    result = fit(s, opts, log, objective=NLL)
+    result = fit(s, opts, log, objective=NLL, what="sft")
     h = result.history
     distinct = len({ex["example_id"] for ex in s.examples})
     metrics = {"examples": s.pairs_in, "examples_used": distinct, "dropped_too_long": s.dropped_too_long,
