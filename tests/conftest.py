@@ -8,7 +8,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/stages/prompts.py       test_prompts.py, test_cli.py
   dno_data/stages/sample.py        test_resume.py, test_sample_openai.py, test_cli.py
   dno_data/stages/merge.py         test_sharding.py
-  dno_data/stages/judge.py         test_judges.py, test_openai_chat.py, test_call_cache.py, test_cli.py,
+  dno_data/stages/judge.py         test_judges.py, test_openai_chat.py, test_call_cache.py, test_cli.py, test_batch_judge.py,
                                    test_slow_vllm.py (the failure-rate exit on a real bad judge)
   dno_data/stages/pairs.py         test_pairs.py, test_cli.py
   dno_data/stages/train.py         test_training.py, test_outputs.py, test_cli.py
@@ -26,7 +26,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/config/base.py          test_options.py (checked on construction, argv round trips)
   dno_data/config/groups.py        test_options.py (one declaration per shared group)
   dno_data/config/run_file.py      test_run_config.py (--config run.toml), test_stage_api.py (a bad [train] table)
-  dno_data/console.py              test_cli.py (summaries, up to date), test_engine_ray_faults.py (progress lines)
+  dno_data/console.py              test_cli.py (summaries, up to date), test_engine_ray_faults.py (progress lines),
+                                   test_progress_lines.py (every local stage's lines in a file, a bar on a terminal)
   dno_data/engines/__init__.py     test_engine_ray.py
   dno_data/engines/ray.py          test_engine_ray.py (ray == local; errors), test_engine_ray_faults.py (faults)
   dno_data/pair_rules.py           test_pairs.py (rules and parameters from the rule files' headers)
@@ -75,7 +76,9 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/openai_api/__init__.py  test_openai_runner.py
   dno_data/openai_api/runner.py    test_openai_runner.py, test_options.py (API settings pass-through)
   dno_data/openai_api/call_cache.py  test_call_cache.py
-  dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent)
+  dno_data/openai_api/costs.py     test_openai_chat.py (dry run, costs), test_report.py (cost spent),
+                                   test_batch_judge.py (batch prices)
+  dno_data/openai_api/batch.py     test_batch_judge.py (kill and resume by id, failed and expired requests, limits)
   dno_data/pairs.py                test_pairs.py (also --max-pairs), test_pairs_reference.py, test_sql_lockdown.py (--sql rules), test_trl_interop.py (TRL reads the file)
   dno_data/pairs_checks.py         test_pairs.py (refused before any work)
   dno_data/pairs_write.py          test_pairs.py (chat-length answers under a small memory limit), test_pairs_reference.py

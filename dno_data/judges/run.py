@@ -119,6 +119,30 @@ def _resumed(units, todo) -> int:
     return resumed_items(units, todo)
 
 
+def judge_groups_batch(groups: list[Group], judge: RequestJudge, parts: Parts, prompts_per_part: int, batch) -> Counter:
+    """judge_groups through the Batch API (`batch`, a dno_data.openai_api.batch.BatchCalls): every
+    call of the parts not yet written is planned, the cache answers what it holds, the rest goes
+    out as batches; a part is written as soon as every call of it is answered or failed."""
+    counts: Counter = Counter()
+    units, todo = parts.split(groups, prompts_per_part)
+    counts["parts_resumed"] = len(units) - len(todo)
+    planned = {u: [judge.plan(g) for g in units[u]] for u in todo}
+    left = dict.fromkeys(todo)
+
+    def write_ready(results: dict, hits: set) -> None:
+        for u in list(left):
+            if all(p.call.key in results for ps in planned[u] for p in ps):
+                parts.write(u, [row for g, ps in zip(units[u], planned[u]) for row in judge.rows(g, ps, results, hits)])
+                del left[u]
+
+    batch.run([p.call for u in todo for ps in planned[u] for p in ps], on_results=write_ready)
+    if left:  # every call has an answer or a failure once the batches are collected
+        from ..errors import DnoError
+
+        raise DnoError(f"{len(left)} parts have calls without a batch answer; rerun the same command to resume")
+    return counts
+
+
 async def judge_requests(judge: RequestJudge, groups: list[Group], runner) -> list[dict]:
     """Rows for `groups`: plan their calls, run them (cache first), turn the answers into rows."""
     planned = [judge.plan(g) for g in groups]

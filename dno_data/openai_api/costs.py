@@ -1,4 +1,9 @@
-"""Token prices (prices.json beside this module) and cost estimates of API calls."""
+"""Token prices (prices.json beside this module) and cost estimates of API calls.
+
+A model's entry is [input, output] in USD per 1M tokens, or [input, output, batch input, batch
+output] where the Batch API's price is not `_batch_factor` (default 0.5: OpenAI's Batch API is
+half price) times the interactive one.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,42 @@ from pathlib import Path
 from ..errors import DnoError
 
 
-def load_prices(path: Path | None = None) -> dict[str, tuple[float, float]]:
-    """USD per 1M tokens (input, output) by model; a user's file overrides the shipped table."""
+def load_prices(path: Path | None = None, batch: bool = False) -> dict[str, tuple[float, float]]:
+    """USD per 1M tokens (input, output) by model, interactive or (`batch`) through the Batch API;
+    a user's file overrides the shipped table."""
     table = json.loads(resources.files("dno_data.openai_api").joinpath("prices.json").read_text())
     if path is not None:
         try:
             table.update(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             raise DnoError(f"--prices {path}: not a readable JSON price table ({e})") from None
-    return {k: (float(v[0]), float(v[1])) for k, v in table.items() if not k.startswith("_")}
+    return prices_of(table, batch, path)
+
+
+def prices_of(table: dict, batch: bool = False, path: Path | None = None) -> dict[str, tuple[float, float]]:
+    """
+    >>> t = {"_batch_factor": 0.5, "a": [2.0, 8.0], "b": [1.0, 4.0, 0.25, 1.0]}
+    >>> prices_of(t)
+    {'a': (2.0, 8.0), 'b': (1.0, 4.0)}
+    >>> prices_of(t, batch=True)
+    {'a': (1.0, 4.0), 'b': (0.25, 1.0)}
+    """
+    where = f"--prices {path}" if path is not None else "the shipped prices.json"
+    try:
+        factor = float(table.get("_batch_factor", 0.5))
+        out = {}
+        for k, v in table.items():
+            if k.startswith("_"):
+                continue
+            if not isinstance(v, (list, tuple)) or len(v) not in (2, 4):
+                raise ValueError(f"{k}: expected [input, output] or [input, output, batch input, batch output]")
+            if batch:
+                out[k] = (float(v[2]), float(v[3])) if len(v) == 4 else (factor * float(v[0]), factor * float(v[1]))
+            else:
+                out[k] = (float(v[0]), float(v[1]))
+    except (TypeError, ValueError) as e:
+        raise DnoError(f"{where}: not a price table ({e})") from None
+    return out
 
 
 def cost_usd(model: str, input_tokens: int, output_tokens: int, prices: dict) -> float | None:

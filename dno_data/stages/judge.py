@@ -5,6 +5,7 @@
     dno judge samples.parquet -o judgments.parquet --judge openai:judge --base-url http://127.0.0.1:8000/v1 \
         --mode pairwise --cache runs/r1/cache/judge.sqlite
     dno judge samples.parquet -o judgments.parquet --judge openai:gpt-4o --dry-run       # calls, tokens, cost
+    dno judge samples.parquet -o judgments.parquet --judge openai:gpt-4o --batch         # Batch API: half price, <= 24 h
     dno judge samples.parquet -o judgments.parquet --judge reward:models/rm --batch-size 32
     dno judge samples.parquet -o judgments.parquet --judge python:my_judges:prefer --mode pairwise
     dno judge samples.parquet -o judgments.parquet --judge reward:models/rm --engine ray --workers 4 --gpus-per-worker 1
@@ -19,6 +20,12 @@ same command asks again the calls that failed (rows with status error); paid ans
 asked again, unless --retry-failed: it asks again every row that is not ok, unparseable and
 refused answers too, past the cache (the new answers replace the cached ones).
 
+--batch sends the calls the cache does not answer through the OpenAI Batch API (half price,
+answered within 24 hours; dno_data/openai_api/batch.py): the batch ids are recorded in the output's
+work folder (OUTPUT.parts/batches.json) as they are made, so a killed run, rerun with the same
+command, polls the same batches and submits nothing twice; the answers fill the call cache, and
+failed or expired requests are rows with status error (rerun to ask them again).
+
 When more than --max-failure-rate (default 0.1) of the rows are not ok, the file is written and
 the command exits 1 with the counts by status, so `dno iterate` / `just iterate` stop there.
 """
@@ -28,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, at_least, group, in_range, opt
+from ..config import Config, above, at_least, group, in_range, opt
 from ..config.groups import Api, Engine, JudgeSettings
 from .common import FORCE, OUTPUT_FILE
 
@@ -45,7 +52,13 @@ class JudgeConfig(Config):
     api: Api = group(Api)  # openai judges; the cache defaults to $DNO_CACHE or ~/.cache/dno/judge.sqlite
     prices: Path | None = opt("JSON price table: {model: (USD per 1M input tokens, USD per 1M output tokens)}.", None,
                               changes_output=False)
-    dry_run: bool = opt("Print calls, tokens and cost; call nothing.", False, changes_output=False)
+    dry_run: bool = opt("Print calls, tokens and cost (at the batch price with --batch); call nothing.", False,
+                        changes_output=False)
+    batch: bool = opt("openai judges: send the calls through the OpenAI Batch API (half price, answered within 24 h); "
+                      "the batch ids are recorded in the output's work folder, and a rerun of a killed run resumes "
+                      "them.", False, changes_output=False)
+    batch_poll: float = opt("--batch: the longest wait in seconds between two polls of a batch (the wait doubles "
+                            "from 1 s).", 60.0, changes_output=False, check=above(0))
     max_failure_rate: float = opt("Exit 1 (after writing the file) when more than this share of the judgments are not ok "
                                   "(error, unparseable, refused...); rerun to ask the failed calls again.", 0.1,
                                   changes_output=False, check=in_range(0.0, 1.0))
@@ -56,7 +69,14 @@ class JudgeConfig(Config):
     force: bool = FORCE.field(False)
 
 
-def _runner(cfg: JudgeConfig):
+def _runner(cfg: JudgeConfig, work_dir: Path):
+    """The calls' runner: a CallRunner, or with --batch the Batch API's, recording in `work_dir`."""
+    if cfg.batch:
+        from ..openai_api.batch import BatchCalls
+        from ..openai_api.call_cache import CallCache, default_cache_path
+
+        cache = None if cfg.api.no_cache else CallCache(cfg.api.cache or default_cache_path())
+        return BatchCalls(cfg.api.settings(), cache, work_dir, poll_max=cfg.batch_poll)
     from ..openai_api.runner import make_runner
 
     return make_runner(cfg.api.settings(), cfg.api.cache, cfg.api.no_cache)
@@ -70,7 +90,8 @@ def run(cfg: JudgeConfig) -> Path:
     from ..console import summary, up_to_date
     from ..errors import DnoError
     from ..judges.base import RequestJudge
-    from ..judges.run import RetryingCache, failed_calls, groups_of, judge_groups, judge_groups_ray, not_ok_rows
+    from ..judges.run import (RetryingCache, failed_calls, groups_of, judge_groups, judge_groups_batch, judge_groups_ray,
+                              not_ok_rows)
     from ..lineage import make_lineage
     from ..parts import Parts
     from ..paths import check_output
@@ -84,6 +105,8 @@ def run(cfg: JudgeConfig) -> Path:
         raise DnoError(f"--judge {cfg.judge.spec}: an API judge runs in this process (its limit is the provider's "
                        "rate, and its call cache is on this disk); --engine ray is for reward:, python: and "
                        "oracle: judges")
+    if cfg.batch and not isinstance(judge, RequestJudge):
+        raise DnoError(f"--batch: the Batch API is for openai: judges; --judge {cfg.judge.spec} runs here")
     lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id)
     groups = groups_of(samples)
     if cfg.dry_run:
@@ -94,12 +117,20 @@ def run(cfg: JudgeConfig) -> Path:
     if not retry and not failed_calls(cfg.output) and up_to_date(cfg.output, lineage, cfg.force):  # failed calls: ask again
         _check_failure_rate(cfg, not_ok_rows(cfg.output)[0])
         return cfg.output
-    runner = _runner(cfg) if isinstance(judge, RequestJudge) else None
+    if isinstance(judge, RequestJudge):  # a missing key or package: an error before the work folder exists
+        from ..openai_api.runner import check_api
+
+        check_api(cfg.api.settings())
+    parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.force)
+    if not cfg.batch:
+        _refuse_unfinished_batches(parts.dir)
+    runner = _runner(cfg, parts.dir) if isinstance(judge, RequestJudge) else None
     if retry_keys and runner is not None and runner.cache is not None:
         runner.cache = RetryingCache(runner.cache, retry_keys)
-    parts = Parts(cfg.output, lineage, "judgments", fresh=cfg.force)
     if cfg.engine.ray:
         counts = judge_groups_ray(groups, cfg.judge, parts, cfg.prompts_per_part, cfg.engine)
+    elif cfg.batch:
+        counts = judge_groups_batch(groups, judge, parts, cfg.prompts_per_part, runner)
     else:
         counts = judge_groups(groups, judge, parts, cfg.prompts_per_part, runner)
     table = parts.finish(lineage)
@@ -111,6 +142,21 @@ def run(cfg: JudgeConfig) -> Path:
     summary(f"judgments -> {cfg.output}", report)
     _check_failure_rate(cfg, status)
     return cfg.output
+
+
+def _refuse_unfinished_batches(work_dir: Path) -> None:
+    """A run without --batch on an output whose batches were started and not collected would pay again
+    for their requests."""
+    from ..errors import DnoError
+    from ..openai_api.batch import unfinished
+
+    started = unfinished(work_dir)
+    if started:
+        n = sum(len(r["keys"]) for r in started)
+        ids = ", ".join(str(r["batch_id"]) for r in started[:3]) + (" ..." if len(started) > 3 else "")
+        raise DnoError(f"{work_dir}: {n:,} requests are in batches not collected yet ({ids}); rerun with --batch to "
+                       f"collect them, or delete {work_dir} to discard this unfinished work (those batches still "
+                       "run, and are billed)")
 
 
 def _check_failure_rate(cfg: JudgeConfig, status) -> None:
@@ -132,8 +178,9 @@ def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
     st = runner.stats
     out = {"calls made": st.calls, "cache hits": st.cache_hits, "calls failed for good": sum(st.failures.values()),
            "input tokens": st.input_tokens, "output tokens": st.output_tokens,
-           "cost of this run": fmt_cost(cost_usd(judge.model, st.input_tokens, st.output_tokens, load_prices(cfg.prices)),
-                                        judge.model)}
+           "cost of this run" + (" (batch price)" if cfg.batch else ""):
+               fmt_cost(cost_usd(judge.model, st.input_tokens, st.output_tokens, load_prices(cfg.prices, batch=cfg.batch)),
+                        judge.model)}
     if st.waited_for_other_process:
         out["answered by a concurrent process"] = st.waited_for_other_process
     if st.calls and st.wall_seconds:
@@ -149,7 +196,7 @@ def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
     from ..console import say, summary
     from ..judges.base import RequestJudge
 
-    if not isinstance(judge, RequestJudge):
+    if not isinstance(judge, RequestJudge):  # (--batch with such a judge was refused before)
         say(f"dry run: {len(groups)} prompts for the local judge {cfg.judge.spec}; no API calls, no cost")
         return
     from ..openai_api.call_cache import CallCache, default_cache_path
@@ -169,6 +216,7 @@ def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
     summary(f"dry run: {cfg.judge.spec} ({judge.mode}) over {cfg.samples}", {
         "prompts": len(groups), "calls": len(calls), "cached": len(cached), "to call": len(todo),
         "estimated input tokens": tin, "estimated output tokens": tout,
-        "estimated cost": fmt_cost(cost_usd(judge.model, tin, tout, load_prices(cfg.prices)), judge.model),
+        "estimated cost" + (" (batch price)" if cfg.batch else ""):
+            fmt_cost(cost_usd(judge.model, tin, tout, load_prices(cfg.prices, batch=cfg.batch)), judge.model),
     })
 
