@@ -73,7 +73,7 @@ def split_lines(sizes: list[int], max_requests: int = MAX_REQUESTS, max_bytes: i
 
     >>> split_lines([10, 10, 10, 10, 10], max_requests=2)
     [range(0, 2), range(2, 4), range(4, 5)]
-    >>> split_lines([60, 50, 50, 100], max_bytes=110)
+    >>> split_lines([60, 50, 50, 100], max_bytes=100)
     [range(0, 1), range(1, 3), range(3, 4)]
     >>> split_lines([])
     []
