@@ -71,6 +71,7 @@ def run(cfg: JudgeConfig) -> Path:
     from ..errors import DnoError
     from ..judges.base import RequestJudge
     from ..judges.run import RetryingCache, failed_calls, groups_of, judge_groups, judge_groups_ray, not_ok_rows
+    from ..hub import hub_lineage
     from ..lineage import make_lineage
     from ..parts import Parts
     from ..paths import check_output
@@ -84,7 +85,8 @@ def run(cfg: JudgeConfig) -> Path:
         raise DnoError(f"--judge {cfg.judge.spec}: an API judge runs in this process (its limit is the provider's "
                        "rate, and its call cache is on this disk); --engine ray is for reward:, python: and "
                        "oracle: judges")
-    lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id)
+    lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id,
+                           **hub_lineage(judge))  # a reward:ID judge: its repository and commit
     groups = groups_of(samples)
     if cfg.dry_run:
         _dry_run(cfg, judge, groups)
