@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import DnoError
+from .hub import hub_info
 from .paths import check_input
 from .ids import file_sha256, stable_hash
 from .reproducibility import environment
@@ -72,6 +73,9 @@ def describe_inputs(paths: Iterable[Path | str]) -> list[dict]:
             check_input(p)  # hashing a pipe or a device would block or never end
             digest = file_sha256(p)
         entry = {"path": str(p), "sha256": digest}
+        hub = hub_info(p)  # a Hugging Face Hub snapshot: its repository and the commit it resolved to
+        if hub is not None:
+            entry["hub"] = hub
         content = content_sha256(p)
         if content is not None:
             entry["content_sha256"] = content

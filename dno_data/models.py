@@ -13,12 +13,16 @@ TRAINING_RECORDS = ("dno-manifest.json", "ref_logps.parquet", "train_log.jsonl")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def check_model_dir(path: Path | str, flag: str = "--model") -> Path:
-    """A folder written by `save_pretrained` (or `dno train`): config.json, weights, tokenizer."""
-    path = Path(path)
+def check_model_dir(path: Path | str, flag: str = "--model", revision: str | None = None) -> Path:
+    """A folder written by `save_pretrained` (or `dno train`): config.json, weights, tokenizer. A Hugging Face
+    Hub id (`org/name`, `org/name@REVISION`, or with `revision`) is its snapshot in the HF cache (dno_data.hub),
+    downloaded when online: the folder returned is the one to load."""
+    from .hub import resolve
+
+    path = Path(resolve(path, revision, flag))
     fix = f"point {flag} at a folder written by save_pretrained or `dno train`"
     if not path.exists():
-        raise DnoError(f"{path}: no such model folder; {fix}")
+        raise DnoError(f"{path}: no such model folder; {fix}, or pass a Hugging Face Hub id (org/name)")
     if not path.is_dir():
         raise DnoError(f"{path}: is a file, not a model folder; {fix}")
     if not (path / "config.json").exists():

@@ -53,6 +53,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/ids.py                  test_artifacts.py, test_prompts.py
   dno_data/callables.py            test_judges.py (python: judges), test_resume.py (python: teachers)
   dno_data/prompts_import.py       test_prompts.py, test_multiturn.py (MT-Bench turns, --ask-turns)
+  dno_data/hub.py                  test_hub.py (ids from a hub-layout cache offline: sample, train, reward judge)
   dno_data/models.py               test_template_check.py, test_tokenization.py, test_generation.py,
                                    test_reproducibility.py (model identity)
   dno_data/generation/__init__.py  test_generation.py (the registry, stop ids)
@@ -83,6 +84,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/pairs_checks.py         test_pairs.py (refused before any work)
   dno_data/pairs_write.py          test_pairs.py (chat-length answers under a small memory limit), test_pairs_reference.py
   dno_data/repetition.py           test_pairs.py, test_pairs_reference.py (the n-gram check), test_resume.py (sampling)
+  dno_data/preference_import.py    test_preference_import.py (files `datasets` writes; TRL's own rules agree)
   dno_data/export.py               test_trl_interop.py (dno export: TRL's data utilities accept it)
   dno_data/duckdb_sql.py           test_pairs.py, test_sql_lockdown.py, test_cli.py (dno sql)
   dno_data/losses.py               test_losses.py, test_kto.py (KTO against TRL's own code)

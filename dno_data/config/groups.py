@@ -88,6 +88,12 @@ class ModelLoading(Config):
     threads: int = THREADS.field(DEFAULT_THREADS)
 
 
+# Which files a Hub id names is in the lineage by their content hash (and the resolved commit), so the revision
+# asked for is how they were found, not what they are: recorded, out of the fingerprint.
+REVISION = Option("When --model is a Hugging Face Hub id (org/name): its branch, tag or commit (default main; "
+                  "org/name@REVISION says the same).", changes_output=False, panel=MODEL_LOADING)
+
+
 TEMPERATURE = Option("Sampling temperature (0 = greedy).", check=at_least(0), panel=SAMPLING)
 TOP_P = Option("Nucleus sampling top-p, in (0, 1].", check=in_range(0, 1, lo_open=True), panel=SAMPLING)
 

@@ -3,7 +3,8 @@ group into judgment rows (schema `judgments`).
 
   openai:MODEL             an OpenAI-compatible chat model: rubric, pairwise or    openai_chat.py
                            single-answer grading (1..10, MT-Bench's form)
-  reward:PATH              a local sequence-classification reward model            reward_model.py
+  reward:PATH              a sequence-classification reward model: a folder,      reward_model.py
+                           or a Hugging Face Hub id (org/name[@REVISION])
   oracle:NAME              built-in verifiable oracles (exact, addition,           oracles.py
                            constraints)
   python:module:function   a user's scorer fn(messages, response[, reference])    python_fn.py
@@ -28,7 +29,7 @@ __all__ = ["JUDGES", "MODES", "Candidate", "Group", "Judge", "Planned", "Request
 # spec prefix -> ("module:factory", the spec's form in help texts); factory(spec, mode, both_orders, **options) -> Judge
 JUDGES: dict[str, tuple[str, str]] = {
     "openai": ("dno_data.judges.openai_chat:openai_judge", "openai:MODEL"),
-    "reward": ("dno_data.judges.reward_model:reward_judge", "reward:PATH"),
+    "reward": ("dno_data.judges.reward_model:reward_judge", "reward:PATH (or a Hub id)"),
     "oracle": ("dno_data.judges.oracles:oracle_judge", "oracle:NAME"),
     "python": ("dno_data.judges.python_fn:python_judge", "python:module:function"),
 }

@@ -26,8 +26,8 @@ class RewardModelJudge(SyncJudge):
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        path = Path(spec.removeprefix("reward:"))
-        check_model_dir(path, flag="--judge reward:PATH")
+        # a local folder, or a Hugging Face Hub id (org/name[@REVISION]): its snapshot folder (dno_data.hub)
+        path = check_model_dir(spec.removeprefix("reward:"), flag="--judge reward:PATH")
         self.spec, self.batch_size, self.max_length = spec, batch_size, max_length
         self.tokenizer = load_tokenizer(path, padding_side="right")
         try:
@@ -40,9 +40,11 @@ class RewardModelJudge(SyncJudge):
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device)
+        from ..hub import hub_info
         from ..lineage import describe_inputs
 
         self.judge_id = stable_hash("judge", "reward", describe_inputs([path])[0]["sha256"], max_length)
+        self.hub = hub_info(path)  # a Hub id's repository and resolved commit, for the lineage (None: a folder)
 
     def _text(self, messages: list[dict], response: str) -> str:
         convo = messages + [{"role": "assistant", "content": response}]

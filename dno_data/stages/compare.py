@@ -33,7 +33,8 @@ class CompareConfig(Config):
 
     run: Path = opt("Run folder (runs/NAME) holding prompts.parquet (from `dno prompts --partitions T`); a local "
                     "folder.", flags=("--run",), check=local_path)
-    model: Path = opt("The initial policy pi_1 (HF folder), where every method starts.", check=local_path)
+    model: Path = opt("The initial policy pi_1 (HF folder, or a Hugging Face Hub id org/name[@REV]), where every "
+                      "method starts.", check=local_path)
     judge: str = opt(f"The preference oracle: {judge_specs()}.")
     teacher: str | None = opt(f"Teacher answers (sft's data; eval's opponent): {TEACHER_SPECS} | none.", "reference",
                               none_word="none")
@@ -75,7 +76,10 @@ def run(cfg: CompareConfig) -> Path:
     """Run every method (each stage in its own process), write the table and the plot; return the table's path."""
     from ..compare import dry_run, run_comparison
     from ..compare_table import markdown, table_rows, write_table
+    import dataclasses
+
     from ..console import say
+    from ..hub import pin
     from ..run_layout import RunLayout
 
     c = cfg.settings()
@@ -89,8 +93,11 @@ def run(cfg: CompareConfig) -> Path:
         if not layout.prompts.exists():
             raise DnoError(f"{layout.prompts}: no such file; import prompts with "
                            f"`dno prompts SRC -o {layout.prompts} --partitions {cfg.iterations}`")
-        if not Path(cfg.model).exists():
-            raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR (the initial policy)")
+        model = pin(cfg.model)  # a Hub id: resolved once, every method at its commit
+        if model == cfg.model and not Path(cfg.model).exists():
+            raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR or a Hugging Face Hub id (the "
+                           "initial policy)")
+        c = dataclasses.replace(c, loop=dataclasses.replace(c.loop, model=model))
         out = run_comparison(c, say=say)
     say("\n" + markdown(table_rows(c)))
     say(f"table: {out} (.csv, .md); plot: {out.with_suffix('.png')}")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, at_least, group, one_of, opt
-from ..config.groups import GREEDY, TEACHER_SPECS, Api, Engine, JudgeSettings, ModelLoading, Sampling, TeacherCall
+from ..config.groups import (GREEDY, REVISION, TEACHER_SPECS, Api, Engine, JudgeSettings, ModelLoading, Sampling,
+                             TeacherCall)
 from .common import FORCE, OUTPUT_FILE
 
 
@@ -23,7 +24,8 @@ class EvalConfig(Config):
     """Evaluate a model on held-out prompts against the teacher."""
 
     prompts: Path = opt("prompts.parquet with an eval split.", argument=True)
-    model: Path = opt("HF model folder to evaluate.")
+    model: Path = opt("HF model folder (or Hugging Face Hub id, org/name) to evaluate.")
+    revision: str | None = REVISION.field(None)
     # the judge and how it is asked: --judge SPEC, --judge-mode, --judge-template, ... (as dno judge's options)
     judge: JudgeSettings = group(JudgeSettings, prefix="judge_",
                                  aliases={"mode": ("--mode",), "template": ("--template",),
@@ -49,6 +51,7 @@ def run(cfg: EvalConfig) -> Path:
     from ..evaluation import eval_summary, evaluate_rows
     from ..generation import SamplingParams, make_generator
     from ..lineage import make_lineage
+    from ..hub import hub_lineage, pinned
     from ..models import check_model_dir
     from ..openai_api.call_cache import default_cache_path
     from ..openai_api.runner import make_runner
@@ -61,7 +64,7 @@ def run(cfg: EvalConfig) -> Path:
 
     prompts = read_artifact(cfg.prompts, "prompts")
     check_output(cfg.output, [cfg.prompts], kind="eval")
-    check_model_dir(cfg.model)
+    model = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot folder (dno_data.hub)
     judge = cfg.judge.make()
     settings = cfg.api.settings()  # the one server and call policy of this command's openai: judge and teacher
     cache = cfg.api.cache_path(default_cache_path())
@@ -71,7 +74,8 @@ def run(cfg: EvalConfig) -> Path:
                                                   max_tokens=cfg.teacher_call.max_new_tokens, cache=cache))
     if cfg.backend == "hf":
         configure_torch(cfg.loading.threads)  # before the lineage, which records it
-    lineage = make_lineage("eval", [cfg.prompts, cfg.model], cfg, judge_id=judge.judge_id)
+    lineage = make_lineage("eval", [cfg.prompts, model], cfg, judge_id=judge.judge_id,
+                           **hub_lineage(judge))  # a reward:ID judge: its repository and commit
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
     rows = select_prompts(prompts, cfg.prompts, None, cfg.split)
@@ -89,12 +93,12 @@ def run(cfg: EvalConfig) -> Path:
         # a judge that runs code or a model judges on the workers (with a teacher that does too); an
         # openai: judge or teacher is asked here, with this machine's call cache
         local = isinstance(judge, SyncJudge) and (teacher is None or teacher.runs_code)
-        # an s3:// model: each worker fetches its own copy
-        worker = EvalWorker(public(str(cfg.model)), dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads),
+        # an s3:// model: each worker fetches its own copy; a Hub id: resolved there at the commit found here
+        worker = EvalWorker(pinned(public(str(cfg.model)), model), dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads),
                             judge=cfg.judge if local else None, teacher=cfg.teacher if local else None)
         evaluate_rows_ray(rows, parts, worker=worker, engine=cfg.engine, **common)
     else:
-        generator = make_generator(cfg.backend, cfg.model, dtype=cfg.loading.dtype, threads=cfg.loading.threads)
+        generator = make_generator(cfg.backend, model, dtype=cfg.loading.dtype, threads=cfg.loading.threads)
         evaluate_rows(rows, parts, generator=generator, **common)
     table = parts.finish(lineage).to_pylist()
     summary(f"eval {cfg.model} -> {cfg.output}", eval_summary(table, teacher is not None, seed=sp.seed))

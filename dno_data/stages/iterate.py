@@ -39,7 +39,7 @@ class IterateConfig(Config):
 
     run: Path = opt("Run folder (runs/NAME, or s3://BUCKET/runs/NAME) holding prompts.parquet (from `dno prompts`).",
                     flags=("--run",))
-    model: Path = opt("The initial policy pi_1 (HF folder, or its s3:// URL).")
+    model: Path = opt("The initial policy pi_1 (HF folder, its s3:// URL, or a Hugging Face Hub id org/name[@REV]).")
     judge: str = opt(f"The preference oracle: {judge_specs()}.")
     teacher: str | None = opt(f"Teacher answers: {TEACHER_SPECS} | none.", "reference", none_word="none")
     iterations: int = opt("Last iteration to run.", 3, check=at_least(1))
@@ -76,7 +76,10 @@ class IterateConfig(Config):
 
 def run(cfg: IterateConfig) -> Path:
     """Run the iterations (each stage in its own process) and return the run folder."""
+    import dataclasses
+
     from ..console import say
+    from ..hub import pin
     from ..loop import command_line, eval_config, iteration_configs, run_iterations
     from ..run_layout import RunLayout
     from ..storage import exists
@@ -92,8 +95,11 @@ def run(cfg: IterateConfig) -> Path:
     if not exists(layout.prompts):
         raise DnoError(f"{layout.prompts}: no such file; import prompts with "
                        f"`dno prompts SRC -o {layout.prompts} --partitions {cfg.iterations}`")
-    if cfg.start == 1 and not exists(cfg.model):
-        raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR (the initial policy)")
+    model = pin(cfg.model)  # a Hub id: resolved once, every stage at its commit
+    if model == cfg.model and cfg.start == 1 and not exists(cfg.model):
+        raise DnoError(f"{cfg.model}: no such model folder; pass --model DIR or a Hugging Face Hub id (the initial "
+                       "policy)")
+    s = dataclasses.replace(s, model=model)
     run_iterations(s, first=cfg.start, eval_initial=cfg.eval_initial)
     _print_summary(cfg.run)
     say(f"iterations {cfg.start}..{cfg.iterations} done; this table again: dno sql --run {cfg.run} "

@@ -90,6 +90,7 @@ def run(cfg: JudgeConfig) -> Path:
     from ..console import summary, up_to_date
     from ..errors import DnoError
     from ..judges.base import RequestJudge
+    from ..hub import hub_lineage
     from ..judges.run import (RetryingCache, failed_calls, groups_of, judge_groups, judge_groups_batch, judge_groups_ray,
                               not_ok_rows)
     from ..lineage import make_lineage
@@ -107,7 +108,8 @@ def run(cfg: JudgeConfig) -> Path:
                        "oracle: judges")
     if cfg.batch and not isinstance(judge, RequestJudge):
         raise DnoError(f"--batch: the Batch API is for openai: judges; --judge {cfg.judge.spec} runs here")
-    lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id)
+    lineage = make_lineage("judge", [cfg.samples], cfg, judge_id=judge.judge_id,
+                           **hub_lineage(judge))  # a reward:ID judge: its repository and commit
     groups = groups_of(samples)
     if cfg.dry_run:
         _dry_run(cfg, judge, groups)

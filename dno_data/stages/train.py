@@ -2,6 +2,7 @@
 
     dno train runs/demo/iter-01/pairs.parquet --model runs/demo/policy-0 -o runs/demo/iter-01/checkpoint \
         --beta 0.1 --learning-rate 5e-7 --batch-size 4
+    dno train ultrafeedback.parquet --model HuggingFaceTB/SmolLM2-135M-Instruct -o ckpt   # TRL data, a Hub id
     accelerate launch --multi_gpu --num_processes 8 -m stages.cli train pairs.parquet --model DIR -o ckpt  # GPUs
     torchrun --nproc_per_node 2 -m stages.cli train pairs.parquet --model DIR -o ckpt          # CPU, 2 processes
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, group, opt
+from ..config.groups import REVISION
 from ..errors import DnoError
 from ..training.options import TrainOptions
 from .common import CHECKPOINT, FORCE
@@ -25,8 +27,11 @@ from .common import CHECKPOINT, FORCE
 class TrainConfig(Config):
     """Train pi_{t+1} on pairs with the DNO contrastive loss (reference = pi_t)."""
 
-    pairs: Path = opt("pairs.parquet (from `dno pairs`).", argument=True)
-    model: Path = opt("HF folder of the policy that sampled (pi_t; also the reference unless --reference).")
+    pairs: Path = opt("pairs.parquet (from `dno pairs`), or TRL-format preference data (prompt/chosen/rejected; "
+                      "Parquet, JSONL or a datasets save_to_disk folder).", argument=True)
+    model: Path = opt("HF folder (or Hugging Face Hub id) of the policy that sampled (pi_t; also the reference "
+                      "unless --reference).")
+    revision: str | None = REVISION.field(None)
     output: Path = CHECKPOINT.field(help="Checkpoint folder to write (pi_{t+1}).")
     # beta (the paper: 0.1 or 0.05), the loss, the reference, the optimizer, LoRA, precision
     training: TrainOptions = group(TrainOptions)
@@ -43,29 +48,30 @@ class TrainConfig(Config):
 
 def run(cfg: TrainConfig) -> Path:
     """Write the checkpoint folder cfg.output (resuming <output>.partial/) and return its path."""
-    from ..artifacts import read_artifact
+    from ..config import replace
     from ..console import summary, up_to_date
     from ..lineage import make_lineage
     from ..models import check_model_dir
     from ..paths import check_output
     from ..parts import release_output
+    from ..preference_import import read_pairs
     from ..reproducibility import configure_torch
     from ..training import train
 
+    pairs = read_pairs(cfg.pairs)
+    model = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot folder (dno_data.hub)
     reference = cfg.training.reference
-    pairs = read_artifact(cfg.pairs, "pairs")
-    check_model_dir(cfg.model)
     if reference is not None:
-        check_model_dir(reference, flag="--reference")
-    if cfg.output.resolve() == cfg.model.resolve():
+        reference = check_model_dir(reference, flag="--reference")
+    if cfg.output.resolve() == model.resolve():
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
-    inputs = [cfg.pairs, cfg.model] + ([reference] if reference else [])
+    inputs = [cfg.pairs, model] + ([reference] if reference else [])
     check_output(cfg.output, inputs, kind="train")
     configure_torch(cfg.training.threads)  # before the lineage, which records it
     lineage = make_lineage("train", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
-    metrics = train(pairs, cfg.model, cfg.output, cfg.training, lineage, fresh=cfg.force)
+    metrics = train(pairs, model, cfg.output, replace(cfg.training, reference=reference), lineage, fresh=cfg.force)
     release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"train {cfg.model} -> {cfg.output}", metrics)
