@@ -51,6 +51,10 @@ def test_a_stage_reads_its_table_flags_override_and_lineage_has_the_values(tmp_p
     ("[model.import-gguf]\nbeta = 1\n", ["[model.import-gguf]", "'beta'"]),
     ("[prompts]\npartitions = \"many\"\n", ["prompts partitions", "'many'"]),
     ("[prompts\n", ["not a readable TOML file"]),
+    # one option twice, spelled both ways: an error, not the last one winning
+    ("[train]\nlearning_rate = 1e-3\nlearning-rate = 2e-3\n", ["[train]", "'learning_rate' and 'learning-rate'",
+                                                                "the same option"]),
+    ("dry_run = true\ndry-run = false\n", ["'dry_run' and 'dry-run'", "the same option"]),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, words):
     cfg = tmp_path / "run.toml"
