@@ -175,7 +175,13 @@ def build_command(name: str, cls: type, run: Callable) -> Any:
     def command(**parsed):
         ctx = parsed.pop(CTX)
         cfg = from_options(cls, _values(cls, parsed, ctx))
-        return run(cfg)
+        path = ctx.meta.get("dno.run_file_path")
+        if path is None:
+            return run(cfg)
+        from dno_data.lineage import run_file_recorded
+
+        with run_file_recorded(path):  # the lineage names the file and its content hash
+            return run(cfg)
 
     command.__signature__ = _signature(cls)
     command.__doc__ = cls.__doc__
@@ -260,4 +266,5 @@ def _load_config(ctx, param, value):
             _fail(f"{value}: {'.'.join(names)} {key.replace('_', '-')} = {v!r}: {getattr(e, 'message', None) or e}")
     ctx.default_map = {**(ctx.default_map or {}), **values}
     ctx.meta["dno.run_file"] = run_file
+    ctx.meta["dno.run_file_path"] = Path(value)
     return value

@@ -44,6 +44,33 @@ def test_a_stage_reads_its_table_flags_override_and_lineage_has_the_values(tmp_p
     assert (got["partitions"], got["eval_size"]) == (3, 4)  # the flag wins, the file fills the rest
 
 
+
+def test_the_lineage_names_the_config_file_and_its_hash_also_in_the_stages_iterate_starts(tmp_path, monkeypatch):
+    import json
+
+    from dno_data.ids import file_sha256
+    from dno_data.lineage import RUN_FILE_ENV, run_file, run_file_recorded
+    from dno_data.loop import child_env
+
+    src = write_jsonl(tmp_path / "p.jsonl", problem_rows(16))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[prompts]\npartitions = 2\n")
+    assert invoke("prompts", src, "-o", tmp_path / "a.parquet", "--config", cfg).exit_code == 0
+    assert invoke("prompts", src, "-o", tmp_path / "b.parquet", "--partitions", "2").exit_code == 0
+    record = {"path": str(cfg), "sha256": file_sha256(cfg)}
+    assert read_lineage(tmp_path / "a.parquet")["run_file"] == record
+    assert "run_file" not in read_lineage(tmp_path / "b.parquet")  # no file: no record (and nothing left over)
+    from dno_data.lineage import lineage_fingerprint
+
+    a, b = read_lineage(tmp_path / "a.parquet"), read_lineage(tmp_path / "b.parquet")
+    assert a["config"]["partitions"] == b["config"]["partitions"] == 2
+    assert lineage_fingerprint(a) == lineage_fingerprint({**a, "run_file": None})  # where values came from: not
+    assert run_file() is None and RUN_FILE_ENV not in child_env()
+    with run_file_recorded(cfg):  # dno iterate --config: each stage it starts gets the record
+        monkeypatch.setenv(RUN_FILE_ENV, child_env()[RUN_FILE_ENV])
+    assert run_file() == record and json.loads(child_env()[RUN_FILE_ENV]) == record
+
+
 @pytest.mark.parametrize("text,words", [
     ("bogus = 1\n", ["'bogus'", "dno iterate"]),
     ("[prompts]\nbeta = 0.1\n", ["[prompts]", "'beta'", "partitions"]),
