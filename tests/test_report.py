@@ -27,9 +27,9 @@ def _write_evals(run: Path, wins=WINS):
 
 
 def _write_train_log(run: Path, t: int, losses):
-    ckpt = run / f"iter-{t:02d}" / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    (ckpt / "train_log.jsonl").write_text("".join(
+    records = run / f"iter-{t:02d}" / "checkpoint.records"
+    records.mkdir(parents=True, exist_ok=True)
+    (records / "train_log.jsonl").write_text("".join(
         json.dumps({"step": i + 1, "lr": 1e-3, "loss": x, "reward_accuracy": 0.5 + i / 10, "margin": 0.1 * i}) + "\n"
         for i, x in enumerate(losses)))
 

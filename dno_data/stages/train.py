@@ -48,6 +48,7 @@ def run(cfg: TrainConfig) -> Path:
     from ..lineage import make_lineage
     from ..models import check_model_dir
     from ..paths import check_output
+    from ..training.options import records_of
     from ..parts import release_output
     from ..reproducibility import configure_torch
     from ..training import train
@@ -61,6 +62,7 @@ def run(cfg: TrainConfig) -> Path:
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
     inputs = [cfg.pairs, cfg.model] + ([reference] if reference else [])
     check_output(cfg.output, inputs, kind="train")
+    check_output(records_of(cfg.output), inputs, kind="train-records")  # its training records, beside it
     configure_torch(cfg.training.threads)  # before the lineage, which records it
     lineage = make_lineage("train", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
