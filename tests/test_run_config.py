@@ -106,13 +106,18 @@ def test_iterate_reads_top_level_keys_and_passes_the_file_to_every_stage(tmp_pat
                    'dry-run = true\n[train]\nbeta = 0.5\n')
     r = invoke("iterate", "--config", cfg)
     assert r.exit_code == 0, r.output
-    cmds = r.output.splitlines()
+    header, *cmds = r.output.splitlines()
+    # first the loop itself with what the file resolved to (not `--config run.toml`), then each stage
+    assert header == ("# dno iterate --run runs/r1 --model m --judge oracle:addition --iterations 2 "
+                      "--train-args '--beta 0.5'")
     assert len(cmds) == 10 and not any("--config" in c for c in cmds)  # the file's values, as each stage's flags
     assert all("--beta 0.5" in c for c in cmds if c.startswith("dno train")) and "--beta" not in " ".join(
         c for c in cmds if not c.startswith("dno train"))
     assert "--judge oracle:addition" in cmds[1] and "runs/r1/iter-02" in cmds[-1]
     r = invoke("iterate", "--config", cfg, "--iterations", "1", "--judge", "python:m:f")
-    assert len(r.output.splitlines()) == 5 and "--judge python:m:f" in r.output.splitlines()[1]
+    header, *cmds = r.output.splitlines()
+    assert len(cmds) == 5 and "--judge python:m:f" in cmds[1]
+    assert "--judge python:m:f --iterations 1 " in header  # the flags over the file
 
 
 def test_just_iterate_passes_config_from_the_callers_folder(tmp_path):
