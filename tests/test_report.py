@@ -134,3 +134,39 @@ def test_report_of_a_run_not_evaluated_yet(tmp_path):
     rep = write_report([tmp_path], tmp_path / "report.html", resamples=50)
     assert rep.best is None and rep.pngs == []
     assert "No evaluated checkpoint yet" in (tmp_path / "report.html").read_text()
+
+
+def test_report_on_a_folder_that_is_not_a_run_is_one_line_and_writes_nothing(tmp_path, tiny_model, cli):
+    """A model folder, or a folder of other files, is not a run: one line, and no empty report left in it."""
+    other = tmp_path / "data"
+    other.mkdir()
+    write_example(other / "prompts-copy.parquet", "prompts")  # a dno file, but not where a run keeps it
+    for folder in (tiny_model, other):
+        before = sorted(p.name for p in folder.iterdir())
+        proc = cli("report", folder)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: {folder}: no artifacts") and "Traceback" not in proc.stderr
+        assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_just_report_runs_dno_report_on_a_run_relative_to_the_callers_folder(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    if shutil.which("just") is None:
+        pytest.skip("just is not installed")
+    run = build_run(tmp_path / "work" / "runs" / "demo")
+    _write_evals(run)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dno").write_text(f'#!/bin/sh\nexec {sys.executable} -m stages.cli "$@"\n')
+    (bin_dir / "dno").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(["just", "--justfile", str(ROOT / "justfile"), "run=runs/demo", "report"], cwd=tmp_path / "work",
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (run / "report.html").is_file() and "written: runs/demo/report.html" in r.stderr
