@@ -170,3 +170,13 @@ def test_just_report_runs_dno_report_on_a_run_relative_to_the_callers_folder(tmp
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (run / "report.html").is_file() and "written: runs/demo/report.html" in r.stderr
+
+
+def test_the_page_template_escapes_every_value():
+    """The page is a Jinja template with autoescape: a judge spec or an error message is text, never markup."""
+    from dno_data.report import html_table
+
+    table = html_table([{"judge": "python:m:f<script>alert(1)</script>", "share": 0.25, "error": None}])
+    assert "<script" not in table and "&lt;script&gt;alert(1)&lt;/script&gt;" in table
+    assert '<th class="t">judge</th>' in table and "<td class=\"\">0.25</td>" in table and "—" in table
+    assert html_table([]) == '<p class="note">nothing to show</p>'
