@@ -5,6 +5,7 @@ prompts -> sample -> judge -> pairs -> train -> eval -> sample from the new chec
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,8 @@ def test_checkpoint(pipe):
     assert all(x < 0 for x in ref["ref_chosen"] + ref["ref_rejected"])
     assert len((records / "train_log.jsonl").read_text().splitlines()) == manifest["metrics"]["steps"]
     assert not (pipe.it / "checkpoint.partial").exists()
+    summary = pipe.results["train"].stderr
+    assert re.search(r"final_loss\s+\d\.\d{1,3}\n", summary), summary  # rounded, not 0.010453545488417149
     assert not list(pipe.it.glob(".checkpoint*"))
     # the weights moved
     from safetensors.torch import load_file
