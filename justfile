@@ -52,9 +52,11 @@ iterate:
 iteration t:
     dno iterate {{_iterate_args}} --start {{t}} --iterations {{t}}
 
-# per-iteration summary of a run (held-out accuracy, win-rate, pairs by type)
+# the run's report (`dno report`): RUN/report.html and its plots; per-iteration figures printed
+# ([no-cd], as iterate: run= is relative to where `just` was called)
+[no-cd]
 report:
-    dno sql --run {{run}} --file dno_data/sql/demo_report.sql
+    dno report '{{run}}'
 
 # benchmarks that print figures and ratios (judge: ~3 min; pairs: ~1 min)
 bench:

@@ -61,9 +61,10 @@ def artifacts(run: Path) -> dict[str, str | None]:
                 out[f"{it.name} {name.split('.')[0]}"] = table_hash(it / name, CONTENT[name])
         ckpt = it / "checkpoint"
         if ckpt.exists():
-            if (ckpt / "ref_logps.parquet").exists():
-                out[f"{it.name} reference log-probs"] = table_hash(ckpt / "ref_logps.parquet",
-                                                                   CONTENT["ref_logps.parquet"])
+            ref = next((f for f in (it / "checkpoint.records" / "ref_logps.parquet", ckpt / "ref_logps.parquet")
+                        if f.exists()), None)  # the records folder; inside the checkpoint for an older dno's runs
+            if ref is not None:
+                out[f"{it.name} reference log-probs"] = table_hash(ref, CONTENT["ref_logps.parquet"])
             out[f"{it.name} checkpoint weights"] = weights_hash(ckpt)
         if (it / "eval.parquet").exists():
             out[f"{it.name} eval"] = table_hash(it / "eval.parquet", CONTENT["eval.parquet"])

@@ -13,12 +13,21 @@ def say(msg: str) -> None:
     print(public(msg), file=sys.stderr, flush=True)  # a staging path as the URL it stands for
 
 
+def fmt_value(v: object) -> str:
+    """A value as a summary prints it: floats to 3 significant digits, the rest as they are.
+
+    >>> fmt_value(0.010453545488417149), fmt_value(0.6931471805599453), fmt_value(12), fmt_value(5e-07), fmt_value(None)
+    ('0.0105', '0.693', '12', '5e-07', 'None')
+    """
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
 def summary(title: str, counts: Mapping[str, object]) -> None:
-    """A short block of counts: rows in, rows out, dropped by reason."""
+    """A short block of counts: rows in, rows out, dropped by reason (floats rounded: fmt_value)."""
     say(title)
     width = max((len(str(k)) for k in counts), default=0)
     for k, v in counts.items():
-        say(f"  {str(k).ljust(width)}  {v}")
+        say(f"  {str(k).ljust(width)}  {fmt_value(v)}")
 
 
 def up_to_date(output: Path, lineage: Mapping, force: bool) -> bool:

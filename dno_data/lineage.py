@@ -12,7 +12,9 @@ import datetime as _dt
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,7 @@ def content_sha256(path: Path | str) -> str | None:
     A Parquet file: its bytes before the footer (the column data, which the key-value metadata
     never enters), its schema, its other metadata and the fingerprint of its lineage (stage,
     input contents, settings that change the output: no created_at, no --force). A checkpoint
-    folder: its files but the manifest, and the fingerprint of the manifest's lineage.
+    folder: its files but the manifest and the model card, and the fingerprint of the manifest's lineage.
     """
     path = Path(path)
     if path.is_dir():
@@ -103,7 +105,9 @@ def content_sha256(path: Path | str) -> str | None:
             lineage = json.loads(manifest.read_text())["lineage"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".") and f != manifest)
+        card = path / "README.md"  # the model card renders the manifest: not content of its own
+        files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")
+                       and f not in (manifest, card))
         return stable_hash("checkpoint", [(str(f.relative_to(path)), file_sha256(f)) for f in files],
                            _settings(lineage), length=64)
     try:
@@ -164,16 +168,47 @@ def operational_keys(config: Any) -> list[str]:
     return []
 
 
+# ---------------------------------------------------------------- the run config file a command read
+
+RUN_FILE_ENV = "DNO_RUN_FILE"  # how `dno iterate` hands its --config file's record to the stages it starts
+_RUN_FILE: ContextVar[dict | None] = ContextVar("dno_run_file", default=None)
+
+
+@contextmanager
+def run_file_recorded(path: Path | str) -> Iterator[dict]:
+    """While a command runs with `--config FILE`: every lineage it makes names the file and its content hash
+    (the resolved values are in the lineage's config either way; this says where they came from)."""
+    record = {"path": str(path), "sha256": file_sha256(Path(path))}
+    token = _RUN_FILE.set(record)
+    try:
+        yield record
+    finally:
+        _RUN_FILE.reset(token)
+
+
+def run_file() -> dict | None:
+    """The run config file of the running command: its own --config, or the one `dno iterate` started it with."""
+    record = _RUN_FILE.get()
+    if record is None and os.environ.get(RUN_FILE_ENV):
+        try:
+            record = json.loads(os.environ[RUN_FILE_ENV])
+        except ValueError:
+            record = None
+    return record
+
+
 def make_lineage(stage: str, inputs: Iterable[Path | str], config: Any, **extra: Any) -> dict:
     """Provenance of an output; `extra` adds derived settings to the config (e.g. judge_id). A staging path
     (a local copy of an object: dno_data.staging) is recorded as the URL it stands for, so the lineage and
     its fingerprint are the same on every machine."""
     from .storage import public
 
+    from_file = run_file()
     return public({
         "stage": stage,
         "inputs": describe_inputs(inputs),
         "config": {**redact(config_values(config)), **redact(extra)},
+        **({"run_file": from_file} if from_file else {}),  # not in the fingerprint: the values above are
         "operational": operational_keys(config),
         "package_version": __version__,
         "environment": environment(),  # not in the fingerprint: work done on another machine stays up to date

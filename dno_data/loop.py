@@ -117,7 +117,15 @@ def train_config(s: LoopSettings, t: int, pairs: Path):
     owned = {"pairs": pairs, "model": policy_for(s, t), "output": layout(s).checkpoint(t)}
     if s.method == "offline-dpo":  # offline: the reference stays pi_1
         owned["reference"] = s.model
-    return _config(s, "train", TrainConfig, owned)
+    return _full_model(_config(s, "train", TrainConfig, owned), "train")
+
+
+def _full_model(cfg, stage: str):
+    """The next iteration samples from (and eval loads) the checkpoint: it must be a model, not an adapter alone."""
+    if cfg.training.save_adapter and not cfg.training.merge:
+        raise DnoError(f"{STAGE_FLAGS.get(stage, stage)} --save-adapter: the next iteration samples from this checkpoint, which would be "
+                       "the LoRA adapter alone; add --merge (the merged model, its adapter in CHECKPOINT/adapter/)")
+    return cfg
 
 
 def sft_config(s: LoopSettings, t: int, samples: Path, *, judgments: Path | None = None,
@@ -126,9 +134,9 @@ def sft_config(s: LoopSettings, t: int, samples: Path, *, judgments: Path | None
     `judgments`, each prompt's best judged sample) into its iteration-t checkpoint."""
     from .stages.sft import SftConfig
 
-    return _config(s, "sft", SftConfig, {"data": samples, "source": "best" if judgments is not None else "teacher",
-                                         "judgments": judgments, "model": policy_for(s, t),
-                                         "output": layout(s).checkpoint(t), "max_steps": max_steps})
+    return _full_model(_config(s, "sft", SftConfig, {
+        "data": samples, "source": "best" if judgments is not None else "teacher", "judgments": judgments,
+        "model": policy_for(s, t), "output": layout(s).checkpoint(t), "max_steps": max_steps}), "sft")
 
 
 def check(s: LoopSettings, first: int = 1, eval_initial: bool = False) -> None:
@@ -189,13 +197,24 @@ def launch_args(cfg, launcher: str | None) -> list[str]:
     return [*dno_executable(), *args]
 
 
+def child_env() -> dict[str, str]:
+    """A stage's environment: this one, plus the run config file this command read (its lineage names it)."""
+    import json
+    import os
+
+    from .lineage import RUN_FILE_ENV, run_file
+
+    record = run_file()
+    return {**os.environ, **({RUN_FILE_ENV: json.dumps(record)} if record else {})}
+
+
 def run_step(cfg, echo: Callable[[str], None] | None = None, launcher: str | None = None) -> None:
     """Run one stage config as its `dno` command in its own process (train and sft under `launcher`
     when one is given); a failure stops the loop with its message."""
     from .console import say
 
     (echo or say)("$ " + command_line(cfg, launcher))
-    proc = subprocess.run(launch_args(cfg, launcher))
+    proc = subprocess.run(launch_args(cfg, launcher), env=child_env())
     if proc.returncode != 0:
         raise DnoError(f"`dno {stage_name(cfg).split()[0]}` failed (exit {proc.returncode}); fix it and rerun: "
                        "finished stages are skipped")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from .errors import DnoError, first_line
 
-# What `dno train` writes beside a checkpoint's model files: records of how it was made (the
-# manifest holds paths and a write time), not part of what the model generates.
-TRAINING_RECORDS = ("dno-manifest.json", "ref_logps.parquet", "train_log.jsonl")
+# What `dno train` writes beside a checkpoint's model files: how it was made (the manifest holds paths
+# and a write time; the model card renders it), not part of what the model generates. The last two are
+# in CHECKPOINT.records/ now; a checkpoint an older dno wrote has them inside.
+TRAINING_RECORDS = ("dno-manifest.json", "README.md", "ref_logps.parquet", "train_log.jsonl")
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 

@@ -2,24 +2,29 @@
 
 A stage takes it before it touches any unfinished work of the output (parts, a training
 folder) and keeps it until the output is written; a second command on the same output is
-refused with one line while the first runs. The lock is an OS file lock (flock), so it
-ends with its process: a killed run never leaves a lock that blocks the next one.
+refused with one line while the first runs. The lock is filelock's FileLock (an OS flock on
+Unix), so it ends with its process: a killed run never leaves a lock that blocks the next one.
 
-On release the lock file is removed (while still locked; a taker checks that the file it
-locked is still the one at the path). Within one process the lock is re-entrant: a stage
+What filelock gives: the flock, the check that the inode it locked is still the one at the path
+(a holder that is releasing removes the file: a taker that locked the removed inode tries again),
+the holder's pid written into the file (its on_acquired hook) for the refusal's message. What is
+kept here: removing the lock file on release, while still locked (filelock's Unix lock leaves its
+file in place, and dno leaves nothing beside an output), and a process-wide registry, so a stage
 that fails and is called again in the same process takes it again without waiting for itself.
 """
 
 from __future__ import annotations
 
 import atexit
-import fcntl
 import os
 from pathlib import Path
 
 from .errors import DnoError
 
-_HELD: dict[Path, int] = {}  # output -> descriptor of its locked lock file
+_HELD: dict[Path, object] = {}  # output -> its held filelock.FileLock
+# A taker that locked the file a releasing holder just removed tries again within this; a lock still
+# held after it is another command's.
+WAIT_S = 0.5
 
 
 def lock_path(output: Path | str) -> Path:
@@ -32,58 +37,49 @@ def _key(output: Path | str) -> Path:
     return output.parent.resolve() / output.name
 
 
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
 def acquire(output: Path | str) -> None:
     """Take the lock of `output` or raise DnoError when another process holds it."""
+    from filelock import FileLock, Timeout
+
     key = _key(output)
     if key in _HELD:
         return
     path = lock_path(key)
+    lock = FileLock(path, timeout=WAIT_S, poll_interval=0.02, thread_local=False, fallback_to_soft=False,
+                    on_acquired=_write_pid)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                holder = _read_pid(path)
-                raise DnoError(f"{output}: another dno process{f' (pid {holder})' if holder else ''} is writing this "
-                               "output right now; wait for it to end (its lock goes with it) or choose another -o") from None
-            # The holder before us unlinks the file as it releases: retry unless we locked the file at `path`.
-            if _same_file(fd, path):
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        lock.acquire()
+    except Timeout:
+        holder = _read_pid(path)
+        raise DnoError(f"{output}: another dno process{f' (pid {holder})' if holder else ''} is writing this "
+                       "output right now; wait for it to end (its lock goes with it) or choose another -o") from None
     except OSError as e:
         raise DnoError(f"{output}: cannot lock it in its folder ({e.strerror or e}); is the folder writable?") from None
-    _HELD[key] = fd
+    _HELD[key] = lock
 
 
 def release(output: Path | str) -> None:
     """Give the lock of `output` back (a no-op when this process does not hold it)."""
     key = _key(output)
-    fd = _HELD.pop(key, None)
-    if fd is None:
+    lock = _HELD.pop(key, None)
+    if lock is None:
         return
     try:
-        if _same_file(fd, lock_path(key)):
-            os.unlink(lock_path(key))  # while still locked, so no one can take a file that is going away
+        os.unlink(lock_path(key))  # while still locked, so no one can take a file that is going away
     except OSError:
         pass
     finally:
-        os.close(fd)  # closing the descriptor ends the flock
+        lock.release(force=True)  # closing the descriptor ends the flock
 
 
 def holds(output: Path | str) -> bool:
     return _key(output) in _HELD
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
 
 
 def _read_pid(path: Path) -> int | None:

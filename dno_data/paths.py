@@ -13,6 +13,7 @@ a new path. How each kind of output is recognised as "its own":
   judgments, pairs,    `dno merge`)
   eval
   train, sft           the checkpoint's stage        dno-manifest.json: lineage.stage
+  train-records        its stage (CHECKPOINT.records/)   dno-manifest.json: lineage.stage
   model import-gguf    `dno model import-gguf`       dno-manifest.json: lineage.stage
   export-dataset       `dno export --format hf-dataset`  dno-manifest.json: lineage.stage
   export               `dno export` (.parquet/.jsonl)    .parquet: `dno.export` metadata; else the sidecar
@@ -80,12 +81,14 @@ def _command(made_by: str) -> str:
 
 _FOLDER_OWN = {"train": "a checkpoint written by `dno train`", "sft": "a checkpoint written by `dno sft`",
                "model import-gguf": "a model folder written by `dno model import-gguf`",
-               "export": "a datasets folder written by `dno export`"}
+               "export": "a datasets folder written by `dno export`",
+               "train-records": "training records written by `dno train` or `dno sft`"}
 
 KINDS: dict[str, Kind] = {
     **_artifact_kinds(),
     "train": Kind("train", _FOLDER_OWN["train"], "folder:train"),
     "sft": Kind("sft", _FOLDER_OWN["sft"], "folder:sft"),
+    "train-records": Kind("train-records", _FOLDER_OWN["train-records"], "folder:train-records"),
     "model import-gguf": Kind("model import-gguf", _FOLDER_OWN["model import-gguf"],
                               "folder:model import-gguf"),
     "export-dataset": Kind("export-dataset", _FOLDER_OWN["export"], "folder:export"),

@@ -5,7 +5,8 @@
   RUN/iter-NN/samples.parquet      sample  (pi_t's K responses per prompt, + teacher)
   RUN/iter-NN/judgments.parquet    judge
   RUN/iter-NN/pairs.parquet        pairs
-  RUN/iter-NN/checkpoint/          train   (pi_{t+1})
+  RUN/iter-NN/checkpoint/          train   (pi_{t+1}: the model alone, with its card and dno-manifest.json)
+  RUN/iter-NN/checkpoint.records/  train   (its training records: ref_logps.parquet, train_log.jsonl)
   RUN/iter-NN/eval.parquet         eval    (iter-00/eval.parquet: the initial policy)
   RUN/METHOD/iter-NN/...           the same, per method of `dno compare` (dno, offline-dpo, sft, rft);
                                    RUN/prompts.parquet and RUN/iter-00/eval.parquet stay shared
@@ -68,6 +69,10 @@ class RunLayout:
     def checkpoint(self, t: int) -> Path:
         return join(self.iteration(t), "checkpoint")
 
+    def train_records(self, t: int) -> Path:
+        """Iteration t's training records, beside its checkpoint (dno_data.training.options.records_of)."""
+        return join(self.iteration(t), "checkpoint.records")
+
     def policy(self, t: int, initial: Path) -> Path:
         """pi_t: the initial model for t = 1 (and t = 0, the baseline eval), else iteration t-1's checkpoint."""
         return (initial if is_url(initial) else Path(initial)) if t <= 1 else self.checkpoint(t - 1)
@@ -77,7 +82,7 @@ class RunLayout:
         return sorted(Path(self.root).glob(f"{ITERATION_GLOB}/{ITERATION_ARTIFACTS[view]}"))
 
 
-ARTIFACTS = ("prompts", "iteration", "samples", "judgments", "pairs", "eval", "checkpoint")
+ARTIFACTS = ("prompts", "iteration", "samples", "judgments", "pairs", "eval", "checkpoint", "train_records")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ alike). A config without a storage URL runs as it is. Otherwise:
    there); a run folder's artifacts (`dno sql --run`, `dno report`; not the checkpoints' weights);
    any other folder whole;
 3. the output's own objects (the file and the files named after it: its sidecar, a report's
-   plots; a checkpoint's top-level JSON files) are mirrored too, so the stage's output guard and
+   plots; a checkpoint's top-level JSON files, and those of its CHECKPOINT.records/) are mirrored too, so the stage's output guard and
    its up-to-date check see what is on the bucket;
 4. the stage runs unchanged on the local config: DuckDB reads local files only (no extension is
    ever loaded, the lockdown holds), lineage maps the staging paths back to their URLs
@@ -49,6 +49,7 @@ MANIFEST = "dno-manifest.json"  # in every folder dno writes (dno_data.paths)
 FINGERPRINT = "fingerprint.json"  # in a parts folder (dno_data.parts)
 RUN_FILES = (".parquet", ".json", ".jsonl", ".sqlite")  # what a run folder's mirror takes: no weights
 WORK = (".parts", ".partial")  # unfinished work folders
+BESIDE = (".records",)  # folders a command writes beside its output, named after it: a checkpoint's training records
 
 
 # ---------------------------------------------------------------- records: is the local copy the object?
@@ -313,10 +314,11 @@ class _Output:
             for f in folder.iterdir():
                 if f != self.local and f.is_file() and _named_after(f.name, self.local.name):
                     out[str(f)] = _stat(f)
-        if self.local.is_dir():
-            for rel in _local_files(self.local):
-                out[str(self.local / rel)] = _stat(self.local / rel)
-        elif self.local.exists():
+        for folder in [self.local, *_beside(self.local)]:
+            if folder.is_dir():
+                for rel in _local_files(folder):
+                    out[str(folder / rel)] = _stat(folder / rel)
+        if self.local.exists() and not self.local.is_dir():
             out[str(self.local)] = _stat(self.local)
         return out
 
@@ -330,15 +332,9 @@ def _stage_output(url: str) -> _Output:
         if not _fresh(url, _etag(info), local):
             _download([(url, info, local)])
     else:
-        listing = _find(url)
-        if listing:
-            wanted = [rel for rel in listing if "/" not in rel and rel.endswith(".json") and rel != INDEX]
-            stale = [rel for rel in listing if not _fresh(f"{url}/{rel}", _etag(listing[rel]), local / rel)]
-            if stale and local.is_dir():  # not the folder on the bucket: start over from its JSON files
-                _remove(local)
-            _sync(url, listing, wanted, local, prune=lambda rel: True)
-        else:
-            _remove(local)
+        _mirror_folder_json(url, local)
+    for beside in _beside(local):
+        _mirror_folder_json(storage.url_of(beside) or f"{url}{beside.name[len(local.name):]}", beside)
     parent = storage.parent(url)
     fs = storage.filesystem(url)
     try:
@@ -362,6 +358,25 @@ def _stage_output(url: str) -> _Output:
     return out
 
 
+def _beside(local: Path) -> list[Path]:
+    """The folders written beside the output under its name (CHECKPOINT.records/)."""
+    return [local.with_name(local.name + suffix) for suffix in BESIDE]
+
+
+def _mirror_folder_json(url: str, local: Path) -> None:
+    """A folder's top-level JSON files from the bucket (its manifest: what the guard and the up-to-date
+    check read); nothing there: nothing here."""
+    listing = _find(url)
+    if listing:
+        wanted = [rel for rel in listing if "/" not in rel and rel.endswith(".json") and rel != INDEX]
+        stale = [rel for rel in listing if not _fresh(f"{url}/{rel}", _etag(listing[rel]), local / rel)]
+        if stale and local.is_dir():  # not the folder on the bucket: start over from its JSON files
+            _remove(local)
+        _sync(url, listing, wanted, local, prune=lambda rel: True)
+    else:
+        _remove(local)
+
+
 def _publish(out: _Output) -> list[str]:
     """Upload what the stage changed: sidecars first (they vouch for the bytes that follow), then files,
     a folder by upload_folder. The paths uploaded."""
@@ -371,9 +386,12 @@ def _publish(out: _Output) -> list[str]:
     if not changed:
         return []
     inside = [p for p in changed if out.local.is_dir() and Path(p).is_relative_to(out.local)]
+    beside = [b for b in _beside(out.local) if b.is_dir() and any(Path(p).is_relative_to(b) for p in changed)]
     for p in changed:
-        if p not in inside:
+        if p not in inside and not any(Path(p).is_relative_to(b) for b in beside):
             upload_file(Path(p), storage.url_of(p) or out.url)
+    for b in beside:  # before the output, as they are published locally (dno_data.training.save)
+        upload_folder(b, storage.url_of(b) or f"{out.url}{b.name[len(out.local.name):]}")
     if inside:
         upload_folder(out.local, out.url)
     return changed

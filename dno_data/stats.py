@@ -1,5 +1,10 @@
 """Uncertainty and length control for held-out results (numpy only).
 
+The percentile bootstrap is written here rather than taken from scipy.stats.bootstrap: it is a few
+lines of numpy (resample, take quantiles, in bounded-memory chunks), and scipy would be a ~40 MB
+compiled dependency for them. tests/test_stats.py checks the intervals against the textbook case and
+against scipy.stats.bootstrap's percentile method (scipy is a test dependency only).
+
 - `bootstrap_ci`: a seeded percentile bootstrap interval of a statistic over eval rows.
 - `paired_bootstrap`: the difference of two checkpoints on the same prompts, resampling prompts.
 - `lc_winrate`: AlpacaEval 2's length-controlled win-rate, computed here (its

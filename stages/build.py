@@ -58,7 +58,8 @@ def _fail(msg: str):
 
 
 def _escape(text: str) -> str:
-    """Help text as rich shows it literally: `[train]` is not markup."""
+    """Help text as rich shows it literally: `[train]` is not markup. Every text a command's help is built
+    from goes through here: its docstring, each option's help and panel title, --config's help."""
     return text.replace("[", "\\[")
 
 
@@ -100,7 +101,8 @@ def _parameter(x: Flat, all_optional: bool) -> tuple[inspect.Parameter, list[ins
         flags = x.option.flags or ("--" + x.name.replace("_", "-"),)
         if typ is bool and default is not False:  # --x/--no-x; a switch that is off by default is one flag (--force)
             flags = tuple(f"{f}/--no-{f[2:]}" for f in flags if f.startswith("--"))
-        info = typer.Option(*flags, help=help_, rich_help_panel=x.option.panel, path_type=_path_type(x),
+        panel = _escape(x.option.panel) if x.option.panel else None  # a panel's title is markup too
+        info = typer.Option(*flags, help=help_, rich_help_panel=panel, path_type=_path_type(x),
                             show_default=not all_optional and default not in (None, MISSING, ""))
     if cli_default is MISSING:
         cli_default = inspect.Parameter.empty  # required
@@ -173,7 +175,13 @@ def build_command(name: str, cls: type, run: Callable) -> Any:
     def command(**parsed):
         ctx = parsed.pop(CTX)
         cfg = from_options(cls, _values(cls, parsed, ctx))
-        return run(cfg)
+        path = ctx.meta.get("dno.run_file_path")
+        if path is None:
+            return run(cfg)
+        from dno_data.lineage import run_file_recorded
+
+        with run_file_recorded(path):  # the lineage names the file and its content hash
+            return run(cfg)
 
     command.__signature__ = _signature(cls)
     command.__doc__ = cls.__doc__
@@ -258,4 +266,5 @@ def _load_config(ctx, param, value):
             _fail(f"{value}: {'.'.join(names)} {key.replace('_', '-')} = {v!r}: {getattr(e, 'message', None) or e}")
     ctx.default_map = {**(ctx.default_map or {}), **values}
     ctx.meta["dno.run_file"] = run_file
+    ctx.meta["dno.run_file_path"] = Path(value)
     return value

@@ -95,7 +95,9 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/training/setup.py       test_training.py (dropout off, LoRA, mixed precision)
   dno_data/training/reference.py   test_training.py, test_resume.py
   dno_data/training/fit.py         test_training.py (ln 2 first loss, the schedule on N processes), test_resume.py
-  dno_data/training/save.py        test_training.py, test_resume.py, test_sft.py (no reference)
+  dno_data/training/save.py        test_training.py (the model alone; records beside it; LoRA adapters), test_resume.py,
+                                   test_sft.py (no reference)
+  dno_data/training/card.py        test_training.py (the model card)
   dno_data/training/sft.py         test_sft.py (the NLL masks the prompt, the sources, cycling), test_compare.py
   dno_data/evaluation.py           test_cli.py, test_eval_any_judge.py, test_constraints_task.py,
                                    test_multiturn.py (turn after turn), test_engine_ray.py (answers on Ray)

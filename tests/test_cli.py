@@ -5,6 +5,7 @@ prompts -> sample -> judge -> pairs -> train -> eval -> sample from the new chec
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,19 +139,24 @@ def test_pairs_artifact(pipe):
 
 def test_checkpoint(pipe):
     ckpt = pipe.it / "checkpoint"
-    for name in ("config.json", "model.safetensors", "dno-manifest.json", "ref_logps.parquet", "train_log.jsonl"):
+    records = pipe.it / "checkpoint.records"
+    for name in ("config.json", "model.safetensors", "dno-manifest.json", "README.md"):
         assert (ckpt / name).exists(), name
+    for name in ("ref_logps.parquet", "train_log.jsonl"):
+        assert (records / name).exists() and not (ckpt / name).exists(), name
     assert (ckpt / "tokenizer.json").exists() or (ckpt / "tokenizer_config.json").exists()
     manifest = json.loads((ckpt / "dno-manifest.json").read_text())
     n_pairs = len(read_artifact(pipe.it / "pairs.parquet", "pairs"))
     assert manifest["metrics"]["pairs"] == n_pairs
     assert manifest["metrics"]["steps"] == -(-n_pairs // 2)  # one epoch at batch size 2
     assert manifest["lineage"]["inputs"] == describe_inputs([pipe.it / "pairs.parquet", pipe.model])
-    ref = pq.read_table(ckpt / "ref_logps.parquet").to_pydict()
+    ref = pq.read_table(records / "ref_logps.parquet").to_pydict()
     assert len(ref["pair_id"]) == n_pairs
     assert all(x < 0 for x in ref["ref_chosen"] + ref["ref_rejected"])
-    assert len((ckpt / "train_log.jsonl").read_text().splitlines()) == manifest["metrics"]["steps"]
+    assert len((records / "train_log.jsonl").read_text().splitlines()) == manifest["metrics"]["steps"]
     assert not (pipe.it / "checkpoint.partial").exists()
+    summary = pipe.results["train"].stderr
+    assert re.search(r"final_loss\s+\d\.\d{1,3}\n", summary), summary  # rounded, not 0.010453545488417149
     assert not list(pipe.it.glob(".checkpoint*"))
     # the weights moved
     from safetensors.torch import load_file

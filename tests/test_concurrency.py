@@ -162,3 +162,30 @@ def test_the_lock_of_a_killed_process_blocks_nothing(tmp_path, samples16):
         holder.wait(timeout=30)
     run(JudgeConfig.from_options(samples=samples16, judge="oracle:addition", output=out))
     assert len(read_artifact(out, "judgments")) == 16
+
+
+def test_processes_taking_and_releasing_one_lock_never_overlap(tmp_path):
+    """Three processes take and give back one output's lock 100 times each, the file removed at every release:
+    the sections they hold it in never interleave (a taker that locked a removed file tries again), and no lock
+    file is left behind."""
+    out, log = tmp_path / "out.parquet", tmp_path / "log"
+    script = (
+        "import os, sys, time\n"
+        "from dno_data import output_lock\n"
+        "from dno_data.errors import DnoError\n"
+        "for i in range(100):\n"
+        "    try:\n"
+        f"        output_lock.acquire({str(out)!r})\n"
+        "    except DnoError:\n"
+        "        continue\n"
+        f"    fd = os.open({str(log)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)\n"
+        "    os.write(fd, f'in {os.getpid()}\\n'.encode()); time.sleep(0.001); os.write(fd, f'out {os.getpid()}\\n'.encode())\n"
+        "    os.close(fd)\n"
+        f"    output_lock.release({str(out)!r})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=_env(tmp_path)) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 200  # most takes succeed: a waiting taker gets the lock once it is given back
+    for enter, leave in zip(lines[::2], lines[1::2]):
+        assert enter.split()[0] == "in" and leave == f"out {enter.split()[1]}", (enter, leave)
+    assert not output_lock.lock_path(out).exists()

@@ -137,3 +137,30 @@ def test_error_hints_name_only_declared_extras():
             assert extra in extras or str(missing_extra(package, extra)).endswith(f"pip install {package}"), path
     assert str(missing_extra("openai", "openai")) == "openai is not installed; install it with: pip install openai"
     assert "dno-data[vllm]" in str(missing_extra("vllm", "vllm"))
+
+
+def test_square_brackets_in_help_texts_are_shown_as_written():
+    """Rich reads `[train]` as markup and drops it ("e.g.  beta = 0.1"): every text a command's help is built
+    from (the command's docstring, an option's help, its panel's title) is shown literally."""
+    from dataclasses import dataclass
+
+    from dno_data.config import Config, opt
+    from stages.build import build_command
+
+    @dataclass(frozen=True, kw_only=True)
+    class Bracketed(Config):
+        """Read a [sample] table."""
+
+        beta: float = opt("Set it in a run file, e.g. [train] beta = 0.1.", 0.1)
+        k: int = opt("Per stage (or in [iterate]), a table per stage.", 4, panel="Stage tables ([train], [eval])")
+
+    command = build_command("bracketed", Bracketed, lambda cfg: None)
+    from click.testing import CliRunner as ClickRunner
+
+    result = ClickRunner().invoke(command, ["--help"], terminal_width=200, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+    for shown in ("Read a [sample] table.", "e.g. [train] beta = 0.1.", "(or in [iterate]), a table per stage.",
+                  "Stage tables ([train], [eval])"):
+        assert shown in text, shown
+    assert "\\[" not in text

@@ -171,7 +171,7 @@ def test_kto_trains_with_its_reference_point(tmp_path, tiny_model, tiny_tokenize
     assert m["options"]["loss"] == "kto" and m["options"]["undesirable_weight"] == 1.5 and "final_kl" in m["metrics"]
 
     # The reference's log-probs of the KL sequences are those of the prompt with another pair's answer.
-    ref = pq.read_table(tmp_path / "kto" / "ref_logps.parquet").to_pylist()
+    ref = pq.read_table(tmp_path / "kto.records" / "ref_logps.parquet").to_pylist()
     examples, _ = build_examples(pq.read_table(pairs), tiny_tokenizer, 32)
     examples = [examples[k] for k in training_order(examples, 0)]
     attach_kl_sequences(examples, 4, 32)

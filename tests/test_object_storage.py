@@ -156,7 +156,10 @@ def test_every_stage_reads_and_writes_s3(loop):
     keys = {k.split("/", 1)[1] for k in loop.objects}
     for name in ("prompts.parquet", "iter-01/samples.parquet", "iter-01/judgments.parquet", "iter-01/pairs.parquet",
                  "iter-01/eval.parquet", "iter-01/checkpoint/model.safetensors",
-                 "iter-01/checkpoint/dno-manifest.json", "iter-01/checkpoint/.dno-objects.json"):
+                 "iter-01/checkpoint/dno-manifest.json", "iter-01/checkpoint/.dno-objects.json",
+                 # the training records beside the checkpoint, a folder with its own index
+                 "iter-01/checkpoint.records/train_log.jsonl", "iter-01/checkpoint.records/ref_logps.parquet",
+                 "iter-01/checkpoint.records/dno-manifest.json", "iter-01/checkpoint.records/.dno-objects.json"):
         assert f"runs/r1/{name}" in keys, sorted(keys)
     assert not [k for k in keys if ".parts/" in k or k.endswith(".lock")], sorted(keys)  # parts and leases gone
     with pytest.MonkeyPatch.context() as mp:
@@ -239,6 +242,7 @@ def test_dno_report_over_an_s3_run(loop, tmp_path):
     keys = set(_fs().find(f"{loop.bucket}/runs/r1", maxdepth=1))
     assert f"{loop.bucket}/runs/r1/report.html" in keys and f"{loop.bucket}/runs/r1/.report.html.dno.json" in keys
     assert any(k.endswith(".png") for k in keys)
+    assert "final reward accuracy" in _fs().cat_file(f"{loop.bucket}/runs/r1/report.html").decode()  # records read
 
 
 # ---------------------------------------------------------------- a reader never sees a half-written artifact

@@ -43,9 +43,26 @@ def test_shared_groups_are_one_declaration(group):
         cls = load(command)[0]
         assert group in _groups(cls), f"dno {command} does not embed {group.__name__}"
         declared = {f.name: f.metadata[OPTION] for f in dataclasses.fields(group)}
+        own_help = _groups(cls)[group].metadata[GROUP].help or {}
         for x in flat_fields(cls):
             if len(x.path) == 2 and _groups(cls)[group].name == x.path[0]:
-                assert x.option is declared[x.path[1]]  # the group's own declaration, not a copy
+                if x.path[1] in own_help:  # this command's own help text of the option, the rest shared
+                    assert x.option == dataclasses.replace(declared[x.path[1]], help=own_help[x.path[1]])
+                else:
+                    assert x.option is declared[x.path[1]]  # the group's own declaration, not a copy
+
+
+def test_train_and_sft_each_say_what_batch_size_counts():
+    """One declaration of --batch-size, its help each command's own: pairs for dno train, examples for dno sft."""
+    from dno_data.stages.sft import SftConfig
+    from dno_data.stages.train import TrainConfig
+
+    train = {x.name: x.option.help for x in flat_fields(TrainConfig)}
+    sft = {x.name: x.option.help for x in flat_fields(SftConfig)}
+    assert train["batch_size"] == "Pairs per micro-batch per process."
+    assert sft["batch_size"] == "Examples per micro-batch per process."
+    for name in ("batch_size", "epochs", "max_steps"):
+        assert "dno sft" not in train[name] and "dno train" not in sft[name], name
 
 
 def test_every_openai_command_accepts_the_same_api_options():

@@ -133,6 +133,21 @@ def test_position_bias(tiny_run):
     assert sc == [(0, 2, 6.0), (1, 2, 4.5), (2, 2, 3.0)]
 
 
+def test_position_bias_leaves_out_the_teachers_slot(tmp_path):
+    """A rubric judge shows the teacher's answer among the policy's (here always last, and scored best): its
+    slot is not a position of the policy's samples, so it is not in the bias (it read as a bias of slot 3)."""
+    run = tmp_path / "run"
+    write_example(run / "prompts.parquet", "prompts")
+    write_example(run / "iter-01" / "samples.parquet", "samples", [
+        sample_row("a", "p1", "xy"), sample_row("b", "p1", "wz", index=1), sample_row("t", "p1", "12", source="teacher"),
+        sample_row("c", "p2", "xy"), sample_row("d", "p2", "wz", index=1), sample_row("u", "p2", "12", source="teacher")])
+    write_example(run / "iter-01" / "judgments.parquet", "judgments", [
+        _sc("a", "p1", 3.0, 0), _sc("b", "p1", 2.0, 1), _sc("t", "p1", 6.0, 2),
+        _sc("c", "p2", 2.0, 0), _sc("d", "p2", 3.0, 1), _sc("u", "p2", 6.0, 2)])
+    got = [(r["shown_position"], r["judgments"], r["mean_score"]) for r in rows(run, "position_bias")]
+    assert got == [(0, 2, 2.5), (1, 2, 2.5)]
+
+
 def test_failures(tiny_run):
     got = [(r["judge"], r["status"], r["reason"], r["judgments"], r["share_pct"]) for r in rows(tiny_run, "failures")]
     assert got == [

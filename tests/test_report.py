@@ -27,9 +27,9 @@ def _write_evals(run: Path, wins=WINS):
 
 
 def _write_train_log(run: Path, t: int, losses):
-    ckpt = run / f"iter-{t:02d}" / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    (ckpt / "train_log.jsonl").write_text("".join(
+    records = run / f"iter-{t:02d}" / "checkpoint.records"
+    records.mkdir(parents=True, exist_ok=True)
+    (records / "train_log.jsonl").write_text("".join(
         json.dumps({"step": i + 1, "lr": 1e-3, "loss": x, "reward_accuracy": 0.5 + i / 10, "margin": 0.1 * i}) + "\n"
         for i, x in enumerate(losses)))
 
@@ -134,3 +134,49 @@ def test_report_of_a_run_not_evaluated_yet(tmp_path):
     rep = write_report([tmp_path], tmp_path / "report.html", resamples=50)
     assert rep.best is None and rep.pngs == []
     assert "No evaluated checkpoint yet" in (tmp_path / "report.html").read_text()
+
+
+def test_report_on_a_folder_that_is_not_a_run_is_one_line_and_writes_nothing(tmp_path, tiny_model, cli):
+    """A model folder, or a folder of other files, is not a run: one line, and no empty report left in it."""
+    other = tmp_path / "data"
+    other.mkdir()
+    write_example(other / "prompts-copy.parquet", "prompts")  # a dno file, but not where a run keeps it
+    for folder in (tiny_model, other):
+        before = sorted(p.name for p in folder.iterdir())
+        proc = cli("report", folder)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"error: {folder}: no artifacts") and "Traceback" not in proc.stderr
+        assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_just_report_runs_dno_report_on_a_run_relative_to_the_callers_folder(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    if shutil.which("just") is None:
+        pytest.skip("just is not installed")
+    run = build_run(tmp_path / "work" / "runs" / "demo")
+    _write_evals(run)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dno").write_text(f'#!/bin/sh\nexec {sys.executable} -m stages.cli "$@"\n')
+    (bin_dir / "dno").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(["just", "--justfile", str(ROOT / "justfile"), "run=runs/demo", "report"], cwd=tmp_path / "work",
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (run / "report.html").is_file() and "written: runs/demo/report.html" in r.stderr
+
+
+def test_the_page_template_escapes_every_value():
+    """The page is a Jinja template with autoescape: a judge spec or an error message is text, never markup."""
+    from dno_data.report import html_table
+
+    table = html_table([{"judge": "python:m:f<script>alert(1)</script>", "share": 0.25, "error": None}])
+    assert "<script" not in table and "&lt;script&gt;alert(1)&lt;/script&gt;" in table
+    assert '<th class="t">judge</th>' in table and "<td class=\"\">0.25</td>" in table and "—" in table
+    assert html_table([]) == '<p class="note">nothing to show</p>'

@@ -64,7 +64,8 @@ def test_model_identity_leaves_out_training_records(tmp_path, tiny_model):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
     (copy / "dno-manifest.json").write_text('{"lineage": {"created_at": "now"}}')
-    (copy / "train_log.jsonl").write_text('{"step": 1}\n')
+    (copy / "train_log.jsonl").write_text('{"step": 1}\n')  # where an older dno wrote it
+    (copy / "README.md").write_text("# a model card, rendered from the manifest\n")
     assert model_sha256(copy) == model_sha256(tiny_model)
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("}", ', "x": 1}', 1))
     assert model_sha256(copy) != model_sha256(tiny_model)

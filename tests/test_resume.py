@@ -228,7 +228,7 @@ def test_training_resumes_at_the_saved_step(tmp_path, tiny_model, pairs_file, mo
     assert "reference log-probs: resumed" in out.out + out.err
     resumed = json.loads((tmp_path / "b" / "dno-manifest.json").read_text())["metrics"]
     assert resumed["steps"] == full["steps"]
-    assert len((tmp_path / "b" / "train_log.jsonl").read_text().splitlines()) == 6
+    assert len((tmp_path / "b.records" / "train_log.jsonl").read_text().splitlines()) == 6
     assert not partial.exists()
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     for k in a:
@@ -291,7 +291,7 @@ def test_a_crash_while_saving_state_resumes_from_the_last_whole_state(tmp_path, 
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
-    assert len((tmp_path / "b" / "train_log.jsonl").read_text().splitlines()) == 6
+    assert len((tmp_path / "b.records" / "train_log.jsonl").read_text().splitlines()) == 6
 
 
 @pytest.mark.parametrize("damage", ["ref_logps", "state"])

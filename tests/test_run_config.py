@@ -44,6 +44,33 @@ def test_a_stage_reads_its_table_flags_override_and_lineage_has_the_values(tmp_p
     assert (got["partitions"], got["eval_size"]) == (3, 4)  # the flag wins, the file fills the rest
 
 
+
+def test_the_lineage_names_the_config_file_and_its_hash_also_in_the_stages_iterate_starts(tmp_path, monkeypatch):
+    import json
+
+    from dno_data.ids import file_sha256
+    from dno_data.lineage import RUN_FILE_ENV, run_file, run_file_recorded
+    from dno_data.loop import child_env
+
+    src = write_jsonl(tmp_path / "p.jsonl", problem_rows(16))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[prompts]\npartitions = 2\n")
+    assert invoke("prompts", src, "-o", tmp_path / "a.parquet", "--config", cfg).exit_code == 0
+    assert invoke("prompts", src, "-o", tmp_path / "b.parquet", "--partitions", "2").exit_code == 0
+    record = {"path": str(cfg), "sha256": file_sha256(cfg)}
+    assert read_lineage(tmp_path / "a.parquet")["run_file"] == record
+    assert "run_file" not in read_lineage(tmp_path / "b.parquet")  # no file: no record (and nothing left over)
+    from dno_data.lineage import lineage_fingerprint
+
+    a, b = read_lineage(tmp_path / "a.parquet"), read_lineage(tmp_path / "b.parquet")
+    assert a["config"]["partitions"] == b["config"]["partitions"] == 2
+    assert lineage_fingerprint(a) == lineage_fingerprint({**a, "run_file": None})  # where values came from: not
+    assert run_file() is None and RUN_FILE_ENV not in child_env()
+    with run_file_recorded(cfg):  # dno iterate --config: each stage it starts gets the record
+        monkeypatch.setenv(RUN_FILE_ENV, child_env()[RUN_FILE_ENV])
+    assert run_file() == record and json.loads(child_env()[RUN_FILE_ENV]) == record
+
+
 @pytest.mark.parametrize("text,words", [
     ("bogus = 1\n", ["'bogus'", "dno iterate"]),
     ("[prompts]\nbeta = 0.1\n", ["[prompts]", "'beta'", "partitions"]),
@@ -51,6 +78,10 @@ def test_a_stage_reads_its_table_flags_override_and_lineage_has_the_values(tmp_p
     ("[model.import-gguf]\nbeta = 1\n", ["[model.import-gguf]", "'beta'"]),
     ("[prompts]\npartitions = \"many\"\n", ["prompts partitions", "'many'"]),
     ("[prompts\n", ["not a readable TOML file"]),
+    # one option twice, spelled both ways: an error, not the last one winning
+    ("[train]\nlearning_rate = 1e-3\nlearning-rate = 2e-3\n", ["[train]", "'learning_rate' and 'learning-rate'",
+                                                                "the same option"]),
+    ("dry_run = true\ndry-run = false\n", ["'dry_run' and 'dry-run'", "the same option"]),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, words):
     cfg = tmp_path / "run.toml"
@@ -75,13 +106,18 @@ def test_iterate_reads_top_level_keys_and_passes_the_file_to_every_stage(tmp_pat
                    'dry-run = true\n[train]\nbeta = 0.5\n')
     r = invoke("iterate", "--config", cfg)
     assert r.exit_code == 0, r.output
-    cmds = r.output.splitlines()
+    header, *cmds = r.output.splitlines()
+    # first the loop itself with what the file resolved to (not `--config run.toml`), then each stage
+    assert header == ("# dno iterate --run runs/r1 --model m --judge oracle:addition --iterations 2 "
+                      "--train-args '--beta 0.5'")
     assert len(cmds) == 10 and not any("--config" in c for c in cmds)  # the file's values, as each stage's flags
     assert all("--beta 0.5" in c for c in cmds if c.startswith("dno train")) and "--beta" not in " ".join(
         c for c in cmds if not c.startswith("dno train"))
     assert "--judge oracle:addition" in cmds[1] and "runs/r1/iter-02" in cmds[-1]
     r = invoke("iterate", "--config", cfg, "--iterations", "1", "--judge", "python:m:f")
-    assert len(r.output.splitlines()) == 5 and "--judge python:m:f" in r.output.splitlines()[1]
+    header, *cmds = r.output.splitlines()
+    assert len(cmds) == 5 and "--judge python:m:f" in cmds[1]
+    assert "--judge python:m:f --iterations 1 " in header  # the flags over the file
 
 
 def test_just_iterate_passes_config_from_the_callers_folder(tmp_path):

@@ -117,9 +117,13 @@ def test_sft_on_teacher_answers_cycles_to_max_steps_and_writes_a_checkpoint(tiny
     assert m["objective"] == "sft" and m["reference_model"] is None
     assert m["metrics"]["examples"] == 6 and m["metrics"]["steps"] == 7  # 3 steps a pass: cycled past one epoch
     assert m["metrics"]["passes"] == pytest.approx(14 / 6, abs=0.01)
-    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (tmp_path / "sft.records" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 7 and log[-1]["loss"] < log[0]["loss"]
-    assert (out / "config.json").exists() and not (out / "ref_logps.parquet").exists()
+    assert (out / "config.json").exists() and not (tmp_path / "sft.records" / "ref_logps.parquet").exists()
+    # the checkpoint is the model alone (+ its card and manifest); the log lies beside it
+    assert {f.name for f in out.iterdir()} == {f.name for f in tiny_model.iterdir()} | {"README.md", "dno-manifest.json"}
+    assert {f.name for f in (tmp_path / "sft.records").iterdir()} == {"train_log.jsonl", "dno-manifest.json"}
+    assert "| loss | token negative log-likelihood (supervised fine-tuning) |" in (out / "README.md").read_text()
     mtime = (out / "dno-manifest.json").stat().st_mtime
     run(cfg)  # up to date: not redone
     assert (out / "dno-manifest.json").stat().st_mtime == mtime

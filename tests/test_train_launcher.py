@@ -16,7 +16,7 @@ def test_dry_run_shows_the_launcher_on_train_only(tmp_path, cli):
     proc = cli("iterate", "--run", tmp_path / "r", "--model", tmp_path / "sft", "--judge", "oracle:addition",
                "--iterations", "1", "--train-launcher", LAUNCHER, "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    lines = [line for line in proc.stdout.splitlines() if line.strip() and not line.startswith("# ")]
     assert [line.startswith(LAUNCHER + " dno train ") for line in lines] == [False, False, False, True, False]
 
 

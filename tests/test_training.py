@@ -42,7 +42,7 @@ def train_cfg(pairs, model, out, **kw):
 
 
 def history(ckpt: Path) -> list[dict]:
-    return [json.loads(line) for line in (ckpt / "train_log.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (ckpt.with_name(ckpt.name + ".records") / "train_log.jsonl").read_text().splitlines()]
 
 
 def manifest(ckpt: Path) -> dict:
@@ -99,7 +99,7 @@ def test_max_steps_scores_only_the_pairs_it_uses(tmp_path, tiny_model, pairs_fil
     run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=2))
     m = manifest(tmp_path / "ckpt")["metrics"]
     assert m["steps"] == 2 and m["pairs"] == 12 and m["pairs_used"] == 4
-    assert pq.read_table(tmp_path / "ckpt" / "ref_logps.parquet").num_rows == 4
+    assert pq.read_table(tmp_path / "ckpt.records" / "ref_logps.parquet").num_rows == 4
     assert "reference log-probs: 4 pairs" in capsys.readouterr().out
 
 
@@ -112,8 +112,8 @@ def test_a_fixed_reference_is_used_for_the_reference_pass(tmp_path, tiny_model, 
     run(train_cfg(pairs_file, tiny_model, tmp_path / "pi2"))  # a model that differs from the fixture
     run(train_cfg(pairs_file, tmp_path / "pi2", tmp_path / "dpo", reference=tiny_model, loss="dpo", max_steps=1))
     run(train_cfg(pairs_file, tiny_model, tmp_path / "again", max_steps=1))
-    ref_dpo = pq.read_table(tmp_path / "dpo" / "ref_logps.parquet").to_pydict()
-    ref_tiny = pq.read_table(tmp_path / "again" / "ref_logps.parquet").to_pydict()
+    ref_dpo = pq.read_table(tmp_path / "dpo.records" / "ref_logps.parquet").to_pydict()
+    ref_tiny = pq.read_table(tmp_path / "again.records" / "ref_logps.parquet").to_pydict()
     assert ref_dpo == ref_tiny  # the same pairs, scored by the same (fixed) model
     first = history(tmp_path / "dpo")[0]
     assert first["margin"] > 0 and first["loss"] < math.log(2)  # pi2 already prefers the chosen side
@@ -315,6 +315,86 @@ def test_lora_trains_adapters_and_saves_a_merged_model(tmp_path, tiny_model, pai
     assert manifest(ckpt)["options"]["lora_r"] == 4
 
 
+# ---------------------------------------------------------------- the checkpoint is the model alone
+
+def test_the_checkpoint_is_the_model_alone_and_its_records_lie_beside_it(tmp_path, tiny_model, pairs_file):
+    """What from_pretrained and vLLM load, the model card and the manifest; ref_logps and the log beside it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dno_data.paths import describe
+    from dno_data.stages.train import run
+
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=2))
+    ckpt, records = tmp_path / "ckpt", tmp_path / "ckpt.records"
+    model_files = {f.name for f in tiny_model.iterdir()}  # config, generation config, weights, tokenizer
+    assert {"config.json", "generation_config.json", "model.safetensors"} <= model_files
+    assert {f.name for f in ckpt.iterdir()} == model_files | {"README.md", "dno-manifest.json"}
+    assert {f.name for f in records.iterdir()} == {"ref_logps.parquet", "train_log.jsonl", "dno-manifest.json"}
+    assert describe(records) == "training records written by `dno train` or `dno sft`"
+    AutoModelForCausalLM.from_pretrained(ckpt)
+    AutoTokenizer.from_pretrained(ckpt)
+    card = (ckpt / "README.md").read_text()
+    m = manifest(ckpt)
+    steps = m["metrics"]["steps"]
+    assert card.startswith("---\nlibrary_name: transformers\n")
+    for line in (f"| base model | `{tiny_model}` (sha256 {m['lineage']['inputs'][1]['sha256'][:12]}) |",
+                 f"| data | `{pairs_file}` (sha256 ", "| loss | hard, beta 0.1 |",
+                 f"| steps | {steps} (batch 2 x accumulation 1 x 1 processes), learning rate 0.001",
+                 f"| final loss | {m['metrics']['final_loss']:.3g} |"):
+        assert line in card, line
+
+
+def test_a_folder_that_is_not_training_records_is_never_replaced(tmp_path, tiny_model, pairs_file):
+    """CHECKPOINT.records is an output too: a folder of the user's there is refused before any work."""
+    from dno_data.errors import DnoError
+    from dno_data.stages.train import run
+
+    mine = tmp_path / "ckpt.records"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(DnoError, match=r"ckpt.records: is a folder, not training records written by"):
+        run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=1))
+    assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "ckpt").exists()
+    shutil.rmtree(mine)
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=1))
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "ckpt", max_steps=2))  # its own records: replaced
+    assert len(history(tmp_path / "ckpt")) == 2
+
+
+def test_save_adapter_writes_the_adapter_alone_and_merge_adds_the_model(tmp_path, tiny_model, pairs_file):
+    """--save-adapter: peft's PeftModel.from_pretrained(base, CHECKPOINT) loads it, no full weights; with --merge the
+    checkpoint is the merged model (what the loop's next iteration loads), the same adapter in adapter/."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from dno_data.errors import DnoError
+    from dno_data.stages.train import run
+
+    lora = dict(lora_r=4, lora_alpha=8.0, lora_target_modules="q_proj,v_proj", learning_rate=5e-2, max_steps=2)
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "adapter", save_adapter=True, **lora))
+    run(train_cfg(pairs_file, tiny_model, tmp_path / "both", save_adapter=True, merge=True, **lora))
+    adapter, both = tmp_path / "adapter", tmp_path / "both"
+    names = {f.name for f in adapter.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "dno-manifest.json",
+            "generation_config.json"} <= names
+    assert not names & {"model.safetensors", "config.json"}  # no full model
+    assert "PeftModel.from_pretrained" in (adapter / "README.md").read_text()
+    assert {f.name for f in (both / "adapter").iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    plain = base(ids).logits
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
+    tuned = peft_model(ids).logits
+    assert not torch.allclose(tuned, plain)  # the adapter moved the model
+    merged = AutoModelForCausalLM.from_pretrained(both)(ids).logits
+    assert torch.allclose(merged, tuned, atol=1e-5)  # same seed, same steps: the merged model is the adapter's
+    for bad, why in ((dict(save_adapter=True), "--save-adapter saves LoRA adapters: it needs --lora-r"),
+                     (dict(lora_r=4, merge=True), "--merge goes with --save-adapter")):
+        with pytest.raises(DnoError, match=why):
+            train_cfg(pairs_file, tiny_model, tmp_path / "x", **bad)
+
+
 def test_lora_with_unknown_target_modules_is_an_error(tmp_path, tiny_model, pairs_file):
     from dno_data.errors import DnoError
     from dno_data.stages.train import run
@@ -412,3 +492,16 @@ def test_report_to_an_unknown_or_missing_tracker_is_one_line(tmp_path, tiny_mode
     r = cli("train", pairs_file, "--model", tiny_model, "-o", tmp_path / "ckpt", "--report-to", "nope")
     assert r.returncode != 0 and "--report-to nope: not an accelerate tracker" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_loop_takes_an_adapter_checkpoint_only_with_the_merged_model(tmp_path):
+    """The next iteration samples from iteration t's checkpoint: dno iterate refuses --save-adapter alone
+    (before anything runs) and takes it with --merge, whose checkpoint is the merged model."""
+    from dno_data.errors import DnoError
+    from dno_data.stages.iterate import IterateConfig
+
+    base = dict(run=tmp_path / "r", model=tmp_path / "m", judge="oracle:addition", iterations=2)
+    with pytest.raises(DnoError, match=r"--train-args --save-adapter: the next iteration samples from this "
+                                       r"checkpoint.*add --merge"):
+        IterateConfig.from_options(**base, train_args={"lora_r": 4, "save_adapter": True})
+    IterateConfig.from_options(**base, train_args={"lora_r": 4, "save_adapter": True, "merge": True})

@@ -218,7 +218,10 @@ def flat_fields(cls: type) -> tuple[Flat, ...]:
                 inner_default = inner.default if default is MISSING else _get(default, inner.path)
                 inner_aliases = tuple("--" + g.prefix.replace("_", "-") + a.lstrip("-") for a in inner.aliases)
                 aliases = tuple((g.aliases or {}).get(inner.path[-1], ())) + inner_aliases
-                out.append(Flat(name, (f.name, *inner.path), inner.option, inner.hint, inner_default, aliases))
+                option = inner.option
+                if g.help and inner.path[-1] in g.help:
+                    option = dataclasses.replace(option, help=g.help[inner.path[-1]])
+                out.append(Flat(name, (f.name, *inner.path), option, inner.hint, inner_default, aliases))
             continue
         o: Option = f.metadata[OPTION]
         out.append(Flat(o.name or f.name, (f.name,), o, hints[f.name], _field_default(f), o.aliases))

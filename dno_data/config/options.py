@@ -69,14 +69,16 @@ class Group:
     prefix: str = ""  # the flags of its fields: --<prefix><name> (e.g. judge_ in dno eval: --judge-temperature)
     aliases: dict | None = None  # field -> old flags of this group in this command, hidden from --help
     exclude: tuple[str, ...] = ()  # fields this command does not offer (they keep their defaults)
+    help: dict | None = None  # field -> this command's help text of it
 
 
 def group(cls: type, *, prefix: str = "", factory: Callable[[], Any] | None = None, aliases: dict | None = None,
-          exclude: tuple[str, ...] = ()) -> Any:
+          exclude: tuple[str, ...] = (), help: dict[str, str] | None = None) -> Any:
     """A field holding a nested group of options (a Config), flattened to flags on the command line;
     `factory` gives this command's defaults of the group (e.g. greedy sampling in dno eval), `exclude`
-    the fields it does not offer (dno sft: the contrastive ones)."""
-    meta = {GROUP: Group(cls, prefix, aliases, exclude)}
+    the fields it does not offer (dno sft: the contrastive ones), `help` this command's own help text of
+    some of its fields (dno sft's --batch-size counts examples, not pairs)."""
+    meta = {GROUP: Group(cls, prefix, aliases, exclude, help)}
     required = any(f.default is MISSING and f.default_factory is MISSING for f in dataclasses.fields(cls))
     if factory is None and required:  # e.g. the judge's spec: the command must be given it
         return dataclasses.field(metadata=meta)

@@ -48,7 +48,21 @@ def _key(k: str) -> str:
     return str(k).replace("-", "_")
 
 
+def _no_option_twice(path: Path, where: str, table: dict) -> None:
+    """Dashes and underscores name the same option: a table that gives one option both ways is refused
+    (TOML sees two keys, and the last one would silently win)."""
+    seen: dict[str, str] = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            continue
+        if _key(k) in seen:
+            at = f"[{where}] " if where else ""
+            raise DnoError(f"{path}: {at}{seen[_key(k)]!r} and {k!r} are the same option given twice; keep one")
+        seen[_key(k)] = k
+
+
 def _check_table(path: Path, where: str, table: dict, cls) -> None:
+    _no_option_twice(path, where, table)
     if isinstance(cls, dict):  # a group of sub-commands
         for k, v in table.items():
             if k not in cls or not isinstance(v, dict):
@@ -77,6 +91,7 @@ def read_run_file(path: Path, command: str) -> dict:
         raise DnoError(f"{path}: not a readable TOML file ({e})") from None
     commands = _commands()
     top = {k: v for k, v in data.items() if not (isinstance(v, dict) and k in commands)}
+    _no_option_twice(path, "", top)
     names = set(option_names(commands["iterate"]))
     for k in top:
         if _key(k) not in names:

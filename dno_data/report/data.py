@@ -13,6 +13,7 @@ from ..errors import DnoError
 from ..paths import check_input
 from ..queries import open_run_all_views, run_query
 from ..stats import DEFAULT_RESAMPLES, METRIC_LABELS, METRICS, Interval, bootstrap_ci, lc_winrate_ci, paired_bootstrap
+from ..training.options import RECORDS_SUFFIX
 PER_PROMPT = {"winrate": "win", "accuracy": "correct", "score": "score"}  # metrics a paired bootstrap can compare
 TABLE_QUERIES = ("winrate", "pair_types", "length_drift", "position_bias", "failures", "intransitive_cycles",
                  "judge_agreement", "judge_calls")
@@ -141,9 +142,11 @@ def _iteration_result(run: str, run_dir: Path, t: int, df, resamples: int, seed:
 
 def read_train_logs(run: Path) -> dict[int, list[dict]]:
     out = {}
-    for log in sorted(Path(run).glob("iter-*/checkpoint/train_log.jsonl")):
+    logs = {log.parent.parent: log for log in Path(run).glob("iter-*/checkpoint/train_log.jsonl")}  # an older dno's
+    logs.update({log.parent.parent: log for log in Path(run).glob(f"iter-*/checkpoint{RECORDS_SUFFIX}/train_log.jsonl")})
+    for folder, log in sorted(logs.items()):
         try:
-            t = int(log.parent.parent.name.split("-", 1)[1])
+            t = int(folder.name.split("-", 1)[1])
             out[t] = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         except ValueError:
             raise DnoError(f"{log}: not a train log (JSON lines); rerun dno train") from None

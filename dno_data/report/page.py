@@ -1,13 +1,17 @@
 """The report page: one self-contained HTML file (tables, the best iterate, PNGs embedded as base64)
-plus the PNGs beside it, written atomically."""
+plus the PNGs beside it, written atomically. The page is the Jinja template templates/report.html.jinja
+(autoescaped); this module gathers its tables and figures."""
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
+import functools
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+
+from markupsafe import Markup
 
 from ..errors import DnoError
 from ..paths import check_output, write_output
@@ -32,6 +36,7 @@ img{max-width:100%;border:1px solid #eee;margin:6px 0}
 
 
 def _cell(v) -> str:
+    """A table cell's text (the template escapes it): numbers rounded for reading, None as a dash."""
     if v is None:
         return "—"
     if isinstance(v, float):
@@ -40,18 +45,26 @@ def _cell(v) -> str:
         if abs(v) >= 1 or v == 0:
             v = round(v, 1) + 0.0  # no "-0.0"
         return f"{v:,.4g}" if abs(v) < 1 and v != 0 else f"{v:,.1f}" if abs(v) < 1e6 else f"{v:,.0f}"
-    return html.escape(str(v))
+    return str(v)
 
 
-def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    if not rows:
-        return '<p class="note">nothing to show</p>'
-    columns = columns or list(rows[0])
-    text = lambda v: isinstance(v, str)  # noqa: E731
-    head = "".join(f'<th class="{"t" if text(rows[0].get(c)) else ""}">{html.escape(c.replace("_", " "))}</th>' for c in columns)
-    body = "".join("<tr>" + "".join(f'<td class="{"t" if text(r.get(c)) else ""}">{_cell(r.get(c))}</td>'
-                                    for c in columns) + "</tr>" for r in rows)
-    return f'<div class="wrap"><table><tr>{head}</tr>{body}</table></div>'
+@functools.cache
+def _templates():
+    """The page's templates (dno_data/templates/report*.jinja), autoescaped: every value on the page is text, so
+    no markup gets in by a run's name, a judge spec or an error message."""
+    import jinja2
+
+    def load(name: str) -> str:
+        return resources.files("dno_data").joinpath("templates", name).read_text()
+
+    env = jinja2.Environment(loader=jinja2.FunctionLoader(load), autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["cell"] = _cell
+    return env
+
+
+def html_table(rows: list[dict]) -> str:
+    """rows (dicts of one set of keys) as the page's HTML table (the table macro of report_macros.jinja)."""
+    return str(_templates().get_template("report_macros.jinja").module.table(rows))
 
 
 def _with_run(runs: list[RunData], query: str) -> list[dict]:
@@ -171,65 +184,16 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
             _write(path, data)
             pngs[key] = (path, data)
 
-    def img(key: str, alt: str) -> str:
-        if key not in pngs:
-            return ""
-        b64 = base64.b64encode(pngs[key][1]).decode()
-        return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
-
     costs = [({"run": d.name} if len(runs) > 1 else {}) | c for d in runs for c in d.costs]
-    if not results:
-        best_html = ('<p class="noise">No evaluated checkpoint yet: run `dno eval PROMPTS --model CHECKPOINT '
-                     '-o RUN/iter-NN/eval.parquet` (iter-00 for the initial policy).</p>')
-    elif best is None:
-        best_html = ('<p class="noise">No checkpoint has a value for this metric '
-                     f'({METRIC_LABELS[metric]}); try --metric {" / ".join(m for m in METRICS if m != metric)}.</p>')
-    else:
-        best_html = f'<p class="{"noise" if best.within_noise else "best"}">{html.escape(best.sentence())}</p>'
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>DNO report: "
-        f"{html.escape(', '.join(d.name for d in runs))}</title><style>{CSS}</style></head><body>",
-        f"<h1>DNO report: {html.escape(', '.join(d.name for d in runs))}</h1>",
-        f'<p class="sub">{len(results)} evaluated checkpoints in {len(runs)} run(s) · '
-        f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC · intervals: percentile bootstrap over eval prompts, "
-        f"{resamples} resamples, seed {seed}</p>",
-        '<h2 id="results">Held-out results</h2>',
-        '<p class="note">Iteration t is the checkpoint trained in iteration t (0: the initial policy). Win-rate: '
-        "P(policy ≻ teacher), ties count ½; rows whose teacher answer is empty are left out. LC win-rate: the win "
-        "predicted at zero length difference by a logistic regression on tanh(Δlength / sd) (AlpacaEval 2's length "
-        "control); length slope &gt; 0 means the judge favours the longer answer. Accuracy: n/a when the judge "
-        "does not say what is correct. Mean score: the judge's score of the policy's answer (a 1-10 grade with "
-        "--judge-mode single). Multi-turn prompts: each figure over every turn's answer, then per turn.</p>",
-        html_table(results_rows(runs)),
-        img("eval", "win-rate, LC win-rate, accuracy and score per iteration"),
-        '<h2 id="best">Best iterate</h2>', best_html,
-        '<h2 id="pair-types">Pair types</h2>',
-        '<p class="note">The DNO paper\'s Table 2 view: which pairs each iteration trained on (new pairs; '
-        "replayed ones counted apart).</p>",
-        html_table(_with_run(runs, "pair_types")), img("pair_types", "pair types per iteration"),
-        '<h2 id="length">Length drift</h2>',
-        '<p class="note">Mean characters. A growing chosen − rejected gap with a flat LC win-rate means the gain '
-        "is length.</p>",
-        html_table(_with_run(runs, "length_drift")), img("length_drift", "answer length per iteration"),
-        '<h2 id="judge">Judge: position bias and failures</h2>',
-        html_table(position_rows(runs)), html_table(_with_run(runs, "failures")),
-        img("judge", "position bias and judgment status per iteration"),
-    ]
-    cycles, agreement = _with_run(runs, "intransitive_cycles"), _with_run(runs, "judge_agreement")
-    if cycles:
-        parts += ["<h3>Intransitive cycles (A ≻ B ≻ C ≻ A)</h3>", html_table(cycles)]
-    if agreement:
-        parts += ["<h3>Agreement between judges</h3>", html_table(agreement)]
-    parts += ['<h2 id="calls">Judge calls, cache hits and cost</h2>', html_table(_with_run(runs, "judge_calls"))]
-    if costs:
-        parts += ["<p class='note'>Cost of the calls made (cache hits were paid earlier), from the judge cache's "
-                  "token counts and the price table.</p>", html_table(costs)]
-    else:
-        parts.append("<p class='note'>No API calls: the judges were local (oracles, python functions, reward models), "
-                     "so nothing was paid.</p>")
-    parts += ['<h2 id="training">Training curves</h2>',
-              '<p class="note">From each checkpoint\'s train_log.jsonl: loss, reward accuracy (share of pairs '
-              "with a positive implicit-reward margin) and the mean margin, per optimizer step.</p>",
-              html_table(training_rows(runs)), img("training", "training curves"), "</body></html>"]
-    _write(output, "\n".join(parts).encode())
+    page = _templates().get_template("report.html.jinja").render(
+        css=Markup(CSS), names=", ".join(d.name for d in runs), evaluated=len(results), n_runs=len(runs),
+        written=f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M}", resamples=resamples, seed=seed,
+        images={key: base64.b64encode(data).decode() for key, (_, data) in pngs.items()},
+        results=results_rows(runs), best=best, metric_label=METRIC_LABELS[metric],
+        other_metrics=" / ".join(m for m in METRICS if m != metric), pair_types=_with_run(runs, "pair_types"),
+        length_drift=_with_run(runs, "length_drift"), position=position_rows(runs),
+        failures=_with_run(runs, "failures"), cycles=_with_run(runs, "intransitive_cycles"),
+        agreement=_with_run(runs, "judge_agreement"), judge_calls=_with_run(runs, "judge_calls"), costs=costs,
+        training=training_rows(runs))
+    _write(output, page.encode())
     return Report(output, [p for p, _ in pngs.values()], runs, best)

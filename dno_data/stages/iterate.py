@@ -88,6 +88,7 @@ def run(cfg: IterateConfig) -> Path:
     if cfg.dry_run:
         cfgs = ([eval_config(s, 0)] if cfg.eval_initial else []) + [
             c for t in range(cfg.start, cfg.iterations + 1) for c in iteration_configs(s, t)]
+        print("# " + resolved_command(cfg))  # what a --config file (or a default) resolved to, as flags
         for c in cfgs:
             print(command_line(c, cfg.train_launcher))
         return cfg.run
@@ -105,6 +106,40 @@ def run(cfg: IterateConfig) -> Path:
     say(f"iterations {cfg.start}..{cfg.iterations} done; this table again: dno sql --run {cfg.run} "
         f"--query iterations (dno sql --list: the other analyses)")
     return cfg.run
+
+
+def resolved_command(cfg: IterateConfig) -> str:
+    """`dno iterate ...` as flags with every value resolved (those of a --config file included), without
+    --dry-run: the command this dry run stands for. Each stage's options are its `--STAGE-args` string.
+
+    >>> resolved_command(IterateConfig(run=Path("r"), model=Path("m"), judge="oracle:exact", iterations=1,
+    ...                                train_args={"beta": 0.2, "lora_r": 4, "save_adapter": True, "merge": True}))
+    "dno iterate --run r --model m --judge oracle:exact --iterations 1 --train-args '--beta 0.2 --lora-r 4 --save-adapter --merge'"
+    """
+    import shlex
+
+    from ..config import flat_fields, flat_of, replace, to_argv
+    from . import load
+
+    staged = [x for x in flat_fields(type(cfg)) if x.option.stage_options]
+    argv = to_argv(replace(cfg, dry_run=False, **{x.name: {} for x in staged}))
+    for x in staged:
+        given = getattr(cfg, x.name) or {}
+        if not given:
+            continue
+        stage_cls = load(x.option.stage_options)[0]
+        words: list[str] = []
+        for name, value in given.items():
+            flag = flat_of(stage_cls, name).flag
+            if isinstance(value, bool):
+                words.append(flag if value else "--no-" + flag[2:])
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    words += [flag, str(v)]
+            else:
+                words += [flag, str(value)]
+        argv += [x.flag, shlex.join(words)]
+    return "dno iterate " + shlex.join(argv)
 
 
 def _print_summary(run_dir: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import Config, finite, group, in_range, one_of, opt
 from ..config.groups import REVISION
 from ..errors import DnoError
-from ..training.options import CONTRASTIVE_ONLY, TrainOptions
+from ..training.options import CONTRASTIVE_ONLY, SFT_HELP, TrainOptions
 from .common import CHECKPOINT, FORCE
 
 SOURCES = ("teacher", "best", "chosen")
@@ -43,7 +43,7 @@ class SftConfig(Config):
     max_repetition: float = opt("--source best: repeated word 3-gram fraction above which a sample is never chosen.",
                                 0.5, check=in_range(0, 1))
     # the training options of dno train, without the contrastive ones (beta, loss, reference)
-    training: TrainOptions = group(TrainOptions, exclude=CONTRASTIVE_ONLY)
+    training: TrainOptions = group(TrainOptions, exclude=CONTRASTIVE_ONLY, help=SFT_HELP)
     force: bool = FORCE.field(False)
 
     def validate(self) -> None:
@@ -71,6 +71,7 @@ def run(cfg: SftConfig) -> Path:
     from ..lineage import make_lineage
     from ..models import check_model_dir
     from ..paths import check_output
+    from ..training.options import records_of
     from ..parts import release_output
     from ..preference_import import looks_like_preferences, read_pairs
     from ..reproducibility import configure_torch
@@ -92,6 +93,7 @@ def run(cfg: SftConfig) -> Path:
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
     inputs = [cfg.data, model] + ([cfg.judgments] if judgments is not None else [])
     check_output(cfg.output, inputs, kind="sft")
+    check_output(records_of(cfg.output), inputs, kind="train-records")  # its training records, beside it
     configure_torch(cfg.training.threads)  # before the lineage, which records it
     lineage = make_lineage("sft", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):

@@ -53,6 +53,7 @@ def run(cfg: TrainConfig) -> Path:
     from ..lineage import make_lineage
     from ..models import check_model_dir
     from ..paths import check_output
+    from ..training.options import records_of
     from ..parts import release_output
     from ..preference_import import read_pairs
     from ..reproducibility import configure_torch
@@ -67,6 +68,7 @@ def run(cfg: TrainConfig) -> Path:
         raise DnoError(f"{cfg.output}: the checkpoint would overwrite the input model; choose another -o")
     inputs = [cfg.pairs, model] + ([reference] if reference else [])
     check_output(cfg.output, inputs, kind="train")
+    check_output(records_of(cfg.output), inputs, kind="train-records")  # its training records, beside it
     configure_torch(cfg.training.threads)  # before the lineage, which records it
     lineage = make_lineage("train", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):

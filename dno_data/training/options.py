@@ -13,13 +13,24 @@ from pathlib import Path
 from ..config import Config, Option, above, at_least, in_range, one_of
 from ..config.groups import THREADS
 from ..config.options import lr_scheduler_name
+from ..errors import DnoError
 from ..losses import LOSSES, loss_help
 from ..reproducibility import DEFAULT_THREADS
 
-MANIFEST = "dno-manifest.json"  # beside the HF files of a checkpoint
+MANIFEST = "dno-manifest.json"  # beside the HF files of a checkpoint: its lineage, options, metrics; the owner mark
+CARD = "README.md"  # the model card: the lineage summary, rendered from the manifest
+RECORDS_SUFFIX = ".records"  # <output>.records/: the run's training records, beside the model, never in it
+ADAPTER_DIR = "adapter"  # --save-adapter --merge: the LoRA adapter's folder inside the merged checkpoint
 TRAIN_DTYPES = ("float32", "bfloat16")
 # options `dno sft` has no use for
 CONTRASTIVE_ONLY = ("beta", "loss", "reference", "desirable_weight", "undesirable_weight")
+# dno sft's own help of the options whose meaning differs there (it trains on examples, not pairs)
+SFT_HELP = {
+    "batch_size": "Examples per micro-batch per process.",
+    "epochs": "Passes over the examples: any number > 0 (ignored with --max-steps).",
+    "max_steps": "Stop after this many optimizer steps (the examples are cycled, each pass in a new seeded order, "
+                 "to reach them).",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,13 +45,12 @@ class TrainOptions(Config):
                                        check=above(0)).field(1.0)
     learning_rate: float = Option("AdamW learning rate (small models take larger rates).",
                                   check=above(0)).field(5e-7)
-    batch_size: int = Option("Pairs (dno sft: examples) per micro-batch per process.", check=at_least(1)).field(4)
+    batch_size: int = Option("Pairs per micro-batch per process.", check=at_least(1)).field(4)
     grad_accum: int = Option("Micro-batches per optimizer step.", check=at_least(1)).field(1)
-    epochs: float = Option("Passes over the data: dno train at most 1 (one epoch on the new pairs, as the paper "
-                           "trains each iteration); dno sft any number > 0 (ignored with --max-steps).",
+    epochs: float = Option("Passes over the pairs: at most 1 (one epoch on the new pairs, as the paper trains each "
+                           "iteration; the next iteration samples again).",
                            check=in_range(0, 1000, lo_open=True)).field(1.0)
-    max_steps: int | None = Option("Stop after this many optimizer steps (dno sft cycles its examples, each pass in "
-                                   "a new seeded order, to reach them).", check=at_least(1)).field(None)
+    max_steps: int | None = Option("Stop after this many optimizer steps.", check=at_least(1)).field(None)
     warmup_ratio: float = Option("Warm-up share of the steps.", check=in_range(0, 1)).field(0.1)
     lr_scheduler: str = Option("transformers scheduler: linear, cosine, constant...",
                                check=lr_scheduler_name).field("linear")
@@ -59,8 +69,12 @@ class TrainOptions(Config):
                                     "fixed pi_1 for offline DPO.").field(None)
     keep_dropout: bool = Option("Keep dropout on in the policy (off by default, as in TRL).").field(False)
     group_by_length: bool = Option("Batch examples of similar length (less padding; another data order).").field(False)
-    lora_r: int = Option("Train LoRA adapters of this rank (peft), merged on save; 0: full training.",
-                         check=at_least(0)).field(0)
+    lora_r: int = Option("Train LoRA adapters of this rank (peft), merged on save unless --save-adapter; 0: full "
+                         "training.", check=at_least(0)).field(0)
+    save_adapter: bool = Option("With --lora-r: the checkpoint is the LoRA adapter alone (peft's "
+                                "PeftModel.from_pretrained(base, CHECKPOINT) loads it), not the merged model.").field(False)
+    merge: bool = Option("With --save-adapter: the checkpoint is also the merged model (what from_pretrained, vLLM and "
+                         "the next iteration load), the adapter in its adapter/ folder.").field(False)
     lora_alpha: float = Option("LoRA alpha (scale = alpha / r).", check=above(0)).field(16.0)
     lora_target_modules: str = Option("Modules that get adapters: comma-separated names (q_proj,v_proj) or "
                                       "all-linear.").field("all-linear")
@@ -70,3 +84,15 @@ class TrainOptions(Config):
     report_to: str = Option("Also log the training curves to these accelerate trackers (comma-separated: tensorboard, "
                             "wandb, mlflow...; files in <output>.logs/); train_log.jsonl is always written.",
                             changes_output=False).field("")
+
+    def validate(self) -> None:
+        if self.save_adapter and not self.lora_r:
+            raise DnoError("--save-adapter saves LoRA adapters: it needs --lora-r (the rank of the adapters to train)")
+        if self.merge and not self.save_adapter:
+            raise DnoError("--merge goes with --save-adapter: without it a --lora-r run writes the merged model anyway")
+
+
+def records_of(output: Path) -> Path:
+    """Where a checkpoint's training records go: `<output>.records/` beside it (ref_logps.parquet,
+    train_log.jsonl), so the checkpoint folder is the model alone."""
+    return output.with_name(output.name + RECORDS_SUFFIX)

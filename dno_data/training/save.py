@@ -1,4 +1,18 @@
-"""Part 4: the checkpoint, an HF folder plus `dno-manifest.json`, swapped in whole."""
+"""Part 4: the checkpoint, the model alone, swapped in whole; its training records beside it.
+
+    CHECKPOINT/            what from_pretrained and vLLM load: config.json, weights, tokenizer,
+                           generation_config.json; README.md (the model card: the lineage summary)
+                           and dno-manifest.json (lineage, options, metrics: the mark that dno wrote
+                           the folder, read by the output guard, the up-to-date check and compare)
+    CHECKPOINT.records/    ref_logps.parquet, train_log.jsonl (+ its own dno-manifest.json)
+
+A LoRA run (--lora-r) writes the merged model; with --save-adapter the checkpoint is the adapter
+alone (adapter_config.json + adapter_model.safetensors: peft's PeftModel.from_pretrained(base, CHECKPOINT)),
+and with --merge as well the merged model, its adapter in CHECKPOINT/adapter/.
+
+The records are published first, then the checkpoint: a checkpoint that is there (and so up to date
+for a rerun) always has the records of the run that made it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +25,12 @@ from ..artifacts import write_json_atomic
 from ..folder_swap import building_folder
 from ..paths import publisher
 from ..storage import public
+from .card import model_card
 from .fit import FitResult
-from .options import MANIFEST, TrainOptions
+from .options import ADAPTER_DIR, CARD, MANIFEST, TrainOptions, records_of
 from .setup import Setup
+
+RECORDS_STAGE = "train-records"  # the stage its manifest names (dno_data.paths: its own kind of output)
 
 
 def metrics_of(s: Setup, result: FitResult) -> dict:
@@ -33,30 +50,59 @@ def metrics_of(s: Setup, result: FitResult) -> dict:
 
 def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path | None, model_dir: Path,
                     opts: TrainOptions, lineage: dict, metrics: dict, objective: str = "contrastive") -> None:
-    """Write the checkpoint on the main process and remove the unfinished-work folder.
+    """Write the records and the checkpoint on the main process and remove the unfinished-work folder.
 
     An existing `output` is replaced only when it is a checkpoint of the same stage (lineage's
-    "stage": train or sft), checked again under the output's lock right before the swap.
+    "stage": train or sft), its records folder only when it holds the records of one; both checked
+    again under the output's lock right before each swap.
 
     ref_path: the reference log-probs of a contrastive run (None: an objective without a
     reference, e.g. supervised fine-tuning; the manifest's reference_model is then null)."""
     if s.accelerator.is_main_process:
-        with building_folder(output, publish=publisher(lineage["stage"])) as tmp:
-            model = result.model
-            if opts.lora_r:  # merge the adapters: the checkpoint is a plain model like any other
-                model = model.merge_and_unload()
-            if opts.gradient_checkpointing:
-                model.config.use_cache = True  # turned off for training only
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=result.state_dict)
-            s.tokenizer.save_pretrained(tmp)
+        from ..lineage import lineage_fingerprint
+
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
+        reference = None if ref_path is None else str(opts.reference or model_dir)
+        manifest = public({"lineage": lineage, "objective": objective, "reference_model": reference,
+                           "metrics": metrics, "options": options})  # a staging path as its URL (dno_data.storage)
+        with building_folder(records_of(output), publish=publisher(RECORDS_STAGE)) as tmp:
             if ref_path is not None:
-                shutil.copy(ref_path, tmp / "ref_logps.parquet")
+                shutil.copy(ref_path, tmp / ref_path.name)
             with open(tmp / "train_log.jsonl", "w") as f:
                 f.writelines(json.dumps(h) + "\n" for h in result.history)
-            options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
-            reference = None if ref_path is None else str(opts.reference or model_dir)
-            manifest = {"lineage": lineage, "objective": objective, "reference_model": reference, "metrics": metrics,
-                        "options": options}
-            write_json_atomic(public(manifest), tmp / MANIFEST)  # a staging path as its URL (dno_data.storage)
+            write_json_atomic({"lineage": {"stage": RECORDS_STAGE, "checkpoint": output.name,
+                                           "made_by": lineage["stage"],
+                                           "fingerprint": lineage_fingerprint(lineage)}}, tmp / MANIFEST)
+        with building_folder(output, publish=publisher(lineage["stage"])) as tmp:
+            _save_model(s, result, opts, tmp)
+            write_json_atomic(manifest, tmp / MANIFEST)
+            (tmp / CARD).write_text(model_card(manifest))
         shutil.rmtree(s.partial, ignore_errors=True)
     s.accelerator.wait_for_everyone()
+
+
+def _save_model(s: Setup, result: FitResult, opts: TrainOptions, folder: Path) -> None:
+    """The model files: the full model, the merged LoRA model, or the adapter (and with --merge both)."""
+    model = result.model
+    if opts.gradient_checkpointing:
+        model.config.use_cache = True  # turned off for training only
+    if opts.lora_r and opts.save_adapter:
+        adapter = folder / ADAPTER_DIR if opts.merge else folder
+        model.save_pretrained(adapter, safe_serialization=True)  # a PeftModel: adapter_config.json + its weights
+        (adapter / CARD).unlink(missing_ok=True)  # peft's blank card template; the checkpoint's own card is written after
+        if not opts.merge:
+            s.tokenizer.save_pretrained(folder)
+            _save_generation_config(model, folder)
+            return
+    if opts.lora_r:  # merge the adapters: the checkpoint is a plain model like any other
+        model = model.merge_and_unload()
+    model.save_pretrained(folder, safe_serialization=True, state_dict=result.state_dict)
+    s.tokenizer.save_pretrained(folder)
+
+
+def _save_generation_config(model, folder: Path) -> None:
+    """An adapter checkpoint keeps its base model's generation settings (save_pretrained of a full model
+    writes them itself)."""
+    config = getattr(model, "generation_config", None)
+    if config is not None:
+        config.save_pretrained(folder)
