@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +66,8 @@ class CompareSettings:
     seed: int = 0  # of the bootstrap
     seeds: tuple[int, ...] | None = None  # None: one run with the stages' own seeds, in RUN/METHOD
     rft_min_score: float | None = None  # None: the pair rule's positive threshold (rft_threshold)
+    tune: bool = False  # pick each arm's learning rate (and beta) on a validation split first (compare_tuning.py)
+    picks: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)  # arm -> its tuned values
 
     @property
     def seed_list(self) -> tuple[int | None, ...]:
@@ -103,7 +105,11 @@ def method_settings(c: CompareSettings, method: str, seed: int | None = None) ->
         options["train"] = {**_without(c.loop.of("train"), "loss"), "loss": "kto"}
     if seed is not None:  # --seeds: the seed of sampling, pair subsets and training order
         for stage in SEEDED:
-            options[stage] = {**_without(c.loop.of(stage), "seed"), "seed": seed}
+            options[stage] = {**_without(options.get(stage) or {}, "seed"), "seed": seed}
+    pick = c.picks.get("dno" if method == "offline-dpo" else method)  # offline DPO's iteration 1 is DNO's
+    if pick:
+        stage = "sft" if method in SUPERVISED else "train"
+        options[stage] = {**_without(options.get(stage) or {}, *pick), **pick}
     return dataclasses.replace(c.loop, method=loop_method, folder=arm_folder(method, seed), options=options,
                                evaluate=c.loop.evaluate and method in ("dno", "offline-dpo"))
 
@@ -138,6 +144,15 @@ def check(c: CompareSettings) -> None:
     check_seeds(c.seeds)
     if "sft" in c.methods and not c.loop.teacher:
         raise DnoError("--methods sft needs teacher answers: pass --teacher (e.g. reference), or leave sft out")
+    if c.tune:
+        from .compare_tuning import candidate_configs, grid, tuned_arms
+
+        if c.loop.iterations < 2:
+            raise DnoError("--tune needs --iterations 2 or more: its validation prompts come from the last "
+                           "partition, which iteration 1 never trains on")
+        for arm in tuned_arms(c):
+            for point in grid(c, arm):
+                candidate_configs(c, arm, point, 1)
     for seed in c.seed_list:  # every stage config of every seed, before anything runs
         check_loop(method_settings(c, "dno", seed), eval_initial=True)
         for t in range(1, c.loop.iterations + 1):
@@ -195,18 +210,24 @@ def iteration_plan(c: CompareSettings, t: int, budget: Budget, shared: bool = Tr
         cfgs.append(train_config(s, t, pi1.pairs(t), max_steps=budget.steps))
         if c.loop.evaluate:
             cfgs.append(eval_config(s, t))
-    dno_pairs = RunLayout(c.loop.run, arm_folder("dno", seed)).pairs(t)
-    data = {"sft": (pi1.samples(t), "teacher", {}),
-            "sft-chosen": (dno_pairs, "chosen", {}),
-            "rft": (pi1.samples(t), "best", {"judgments": pi1.judgments(t), "min_score": rft_threshold(c)})}
     for method in SUPERVISED:
         if method in c.methods:
             s = method_settings(c, method, seed)
-            path, source, extra = data[method]
+            path, source, extra = supervised_data(c, method, t, seed)
             cfgs.append(sft_config(s, t, path, source=source, max_steps=budget.steps, **extra))
             if c.loop.evaluate:
                 cfgs.append(eval_config(s, t))
     return cfgs
+
+
+def supervised_data(c: CompareSettings, method: str, t: int, seed: int | None) -> tuple[Path, str, dict]:
+    """A supervised arm's data at iteration t: (file, --source, the other sft options it needs)."""
+    pi1 = RunLayout(c.loop.run, arm_folder("offline-dpo", seed))  # pi_1's samples and judgments of partition t
+    if method == "sft":
+        return pi1.samples(t), "teacher", {}
+    if method == "sft-chosen":
+        return RunLayout(c.loop.run, arm_folder("dno", seed)).pairs(t), "chosen", {}
+    return pi1.samples(t), "best", {"judgments": pi1.judgments(t), "min_score": rft_threshold(c)}
 
 
 PLACEHOLDER = Budget(pairs=999_999_001, steps=999_999_002)  # --dry-run: shown as DNO_PAIRS / DNO_STEPS
@@ -215,6 +236,10 @@ PLACEHOLDER = Budget(pairs=999_999_001, steps=999_999_002)  # --dry-run: shown a
 def dry_run(c: CompareSettings, echo=print) -> None:
     check(c)
     lines = [command_line(eval_config(dataclasses.replace(c.loop, folder=None), 0))]
+    if c.tune:
+        from .compare_tuning import dry_run_lines
+
+        lines += dry_run_lines(c, command_line, "DNO_STEPS", PLACEHOLDER.steps)
     for seed in c.seed_list:
         if seed is not None:
             lines.append(f"# seed {seed}")
@@ -234,6 +259,11 @@ def run_comparison(c: CompareSettings, run: Callable = run_step, say=print) -> P
     """Every method's iterations, the evals, then the table and the plot; returns the table's path."""
     check(c)
     run(eval_config(dataclasses.replace(c.loop, folder=None), 0))
+    if c.tune:
+        from .compare_tuning import tune
+
+        c = dataclasses.replace(c, picks=tune(c, run, say))
+        say("picks: " + "; ".join(f"{arm} " + ", ".join(f"{k} {v:g}" for k, v in p.items()) for arm, p in c.picks.items()))
     for seed in c.seed_list:  # seed after seed: the first seed's table is whole before the second starts
         of_seed = "" if seed is None else f", seed {seed}"
         for t in range(1, c.loop.iterations + 1):

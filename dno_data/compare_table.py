@@ -250,7 +250,12 @@ def write_table(c: CompareSettings) -> Path:
         table = pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in data], schema=schema)
         _atomic(path, lambda p: pq.write_table(table, p))
         _atomic(path.with_suffix(".csv"), lambda p: _write_csv(table, p))
-    _atomic(out.with_suffix(".md"), lambda p: p.write_text(markdown(rows)))
+    from .compare_tuning import read_picks
+
+    picks = read_picks(c)
+    tuned = "" if not picks else ("\nLearning rates and betas picked on a validation split (compare-tuning.md): " + "; ".join(
+        f"{arm} " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in p.items()) for arm, p in picks.items()) + "\n")
+    _atomic(out.with_suffix(".md"), lambda p: p.write_text(markdown(rows) + tuned))
     _atomic(out.with_suffix(".png"), lambda p: plot(rows, p, c.loop.iterations))
     return out
 

@@ -295,3 +295,71 @@ def test_seed_aggregation_mean_spread_and_paired_bootstrap(tmp_path):
     assert s["steps_match"] and not out["rft"]["steps_match"] and s["examples"] == 101 and d["pairs"] == 200
     md = markdown(list(out.values()))
     assert "| sft | 1 | 3 | 86.7 [" in md and "(80.0–90.0)" in md and "+26.7 [" in md and "≠ DNO's" in md
+
+
+def test_tuning_grid_validation_split_and_picks(tmp_path):
+    """--tune: one grid per arm (lr x0.5/1/2, beta too for the contrastive arms), validation prompts from the last
+    partition and never held out, the best validation accuracy picked (a tie: the given values), the picks used
+    by every arm's stage (offline DPO takes DNO's)."""
+    from dno_data.compare import CompareSettings, Budget, iteration_plan
+    from dno_data.compare_tuning import grid, pick, read_picks, validation_file, write_tuning_table, write_validation
+    from dno_data.loop import LoopSettings
+    from dno_data.stages import stage_name
+
+    run = tmp_path / "run"
+    src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(40))
+    in_process(["prompts", src, "-o", run / "prompts.parquet", "--reference-column", "reference",
+                "--partitions", "2", "--eval-size", "6"])
+    loop = LoopSettings(run=run, model=tmp_path / "m", judge="oracle:addition", iterations=2,
+                        options={"train": {"beta": 2.0, "learning_rate": 1e-3}, "sft": {"learning_rate": 1e-3}})
+    c = CompareSettings(loop, methods=("dno", "offline-dpo", "sft", "rft"), tune=True)
+    assert grid(c, "dno")[0] == {"learning_rate": 1e-3, "beta": 2.0} and len(grid(c, "dno")) == 9
+    assert {p["beta"] for p in grid(c, "dno")} == {1.0, 2.0, 4.0}
+    assert [p["learning_rate"] for p in grid(c, "sft")] == [1e-3, 5e-4, 2e-3]
+
+    prompts = pq.read_table(run / "prompts.parquet").to_pylist()
+    val = pq.read_table(write_validation(c)).to_pylist()
+    held_out = {r["prompt_id"] for r in prompts if r["split"] == "eval"}
+    assert val and all(r["split"] == "eval" for r in val) and not held_out & {r["prompt_id"] for r in val}
+    last = {r["prompt_id"] for r in prompts if r["partition"] == 2}
+    assert {r["prompt_id"] for r in val} <= last
+
+    rows = []
+    for arm, points, accs in (("dno", grid(c, "dno")[:3], ([1] * 3 + [0] * 3, [1] * 5 + [0], [1] * 5 + [0])),
+                              ("sft", grid(c, "sft"), ([1] * 4 + [0] * 2, [1] * 4 + [0] * 2, [1] * 4 + [0] * 2))):
+        for point, acc in zip(points, accs):
+            f = _eval_file(tmp_path / "tune" / arm / str(len(rows)) / "eval.parquet", [bool(x) for x in acc])
+            rows.append({"arm": arm, "learning_rate": None, "beta": None, **point, "steps": 9, "eval_file": str(f)})
+    picks = pick(rows, c)
+    assert picks["dno"] == grid(c, "dno")[1]  # the first of the two best (5 of 6)
+    assert picks["sft"] == {"learning_rate": 1e-3}  # a three-way tie: the given value
+    write_tuning_table(c, rows, picks)
+    assert read_picks(c) == picks and "| sft | 0.001 |  | 66.7 | 9 | **yes** |" in (run / "compare-tuning.md").read_text()
+    assert validation_file(c) == run / "tune" / "validation.parquet"
+
+    tuned = dataclasses.replace(c, picks=picks)
+    trained = {str(x.output).split("/")[-3]: x for x in iteration_plan(tuned, 2, Budget(10, 5))
+               if stage_name(x) in ("train", "sft")}
+    assert trained["offline-dpo"].training.learning_rate == picks["dno"]["learning_rate"]
+    assert trained["offline-dpo"].training.beta == picks["dno"]["beta"]
+    assert trained["sft"].training.learning_rate == 1e-3 and trained["rft"].training.learning_rate == 1e-3
+
+
+def test_tuning_runs_every_grid_point_at_dnos_steps(tmp_path, pi1):
+    from dno_data.compare import CompareSettings, manifest
+    from dno_data.compare_tuning import tune
+
+    run = tmp_path / "run"
+    src = write_jsonl(tmp_path / "problems.jsonl", problem_rows(16))
+    in_process(["prompts", src, "-o", run / "prompts.parquet", "--reference-column", "reference",
+                "--partitions", "2", "--eval-size", "4"])
+    base = settings(run, pi1)
+    c = CompareSettings(dataclasses.replace(base.loop, iterations=2), methods=("dno", "offline-dpo", "sft-chosen"),
+                        resamples=200, tune=True)
+    picks = tune(c, in_process, say=lambda *_: None)
+    rows = pq.read_table(run / "compare-tuning.parquet").to_pylist()
+    assert [r["arm"] for r in rows] == ["dno"] * 9 + ["sft-chosen"] * 3
+    dno_steps = manifest(Path(rows[0]["checkpoint"]))["metrics"]["steps"]
+    assert all(manifest(Path(r["checkpoint"]))["metrics"]["steps"] == dno_steps == r["steps"] for r in rows)
+    assert all(r["accuracy"] is not None for r in rows) and sum(r["picked"] for r in rows) == 2
+    assert set(picks) == {"dno", "sft-chosen"} and set(picks["dno"]) == {"learning_rate", "beta"}

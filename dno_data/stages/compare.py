@@ -3,6 +3,7 @@
     dno compare --run runs/cmp --model models/sft --judge oracle:addition --iterations 3 \
         --sample-args "-k 8 --temperature 1.0" --train-args "--beta 2 --learning-rate 6e-4 --batch-size 32"
     dno compare ... --seeds 0,1,2                          # every arm per seed: mean, spread, paired bootstrap
+    dno compare ... --tune                                 # each arm's learning rate (and beta) from one grid first
     dno compare ... --methods dno,offline-dpo,sft          # without sft-chosen and rejection-sampling fine-tuning
     dno compare ... --methods dno,offline-dpo,offline-kto  # with offline KTO on offline DPO's pairs
     dno compare ... --dry-run                              # the commands (budgets as DNO_PAIRS / DNO_STEPS)
@@ -49,6 +50,10 @@ class CompareConfig(Config):
                                         "in RUN/seed-S/METHOD; the table gives mean, spread and paired bootstrap. "
                                         "Default: one run with the stages' own seeds, in RUN/METHOD.", None,
                                         cli_type=str, normalize=seed_list)
+    tune: bool = opt("First pick each arm's learning rate (and beta for dno, offline-dpo, offline-kto) from the grid "
+                     "x0.5, x1, x2 of the given values on a validation split (prompts of the last partition, none "
+                     "held out), at iteration 1 of the first seed; RUN/compare-tuning.md has the grid and picks.",
+                     False)
     rft_min_score: float | None = opt("rft's acceptance: the least score of a prompt's best sample (default: the "
                                       "pair rule's positive threshold, --pairs-args --min-positive-score, 5).", None,
                                       check=finite)
@@ -74,7 +79,7 @@ class CompareConfig(Config):
                             options={"sample": self.sample_args, "judge": self.judge_args, "pairs": self.pairs_args,
                                      "train": self.train_args, "eval": self.eval_args, "sft": sft})
         return CompareSettings(loop=loop, methods=self.methods, resamples=self.resamples, seeds=self.seeds,
-                               rft_min_score=self.rft_min_score)
+                               rft_min_score=self.rft_min_score, tune=self.tune)
 
     def validate(self) -> None:
         from ..compare import check

@@ -62,14 +62,16 @@ class DemoConfig(Config):
                                         "(0,1,2), each running every arm; the problems, the initial policy and the "
                                         "held-out split stay those of --seed.", None, cli_type=str,
                                         normalize=seed_list)
+    tune: bool = opt("With --compare: pick each arm's learning rate (and beta) from one small grid on a validation "
+                     "split first (`dno compare --tune`).", False)
 
     def validate(self) -> None:
         from ..compare import check_methods
         from ..errors import DnoError
 
         check_methods(self.methods)
-        if self.seeds is not None and not self.compare:
-            raise DnoError("--seeds is for --compare (dno demo runs one seed: --seed)")
+        if (self.seeds is not None or self.tune) and not self.compare:
+            raise DnoError("--seeds and --tune are for --compare (dno demo runs one seed: --seed)")
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -117,7 +119,7 @@ def run(cfg: DemoConfig) -> Path:
 
     # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
     if cfg.compare:
-        return _compare(settings, cfg.methods, t_start, cfg.seeds)
+        return _compare(settings, cfg.methods, t_start, cfg.seeds, cfg.tune)
     run_step(eval_config(settings, 0))
     for t in range(1, cfg.iterations + 1):
         say(f"\n=== iteration {t} ===")
@@ -138,7 +140,8 @@ def run(cfg: DemoConfig) -> Path:
     return run_dir
 
 
-def _compare(settings, methods: tuple[str, ...], t_start: float, seeds: tuple[int, ...] | None = None) -> Path:
+def _compare(settings, methods: tuple[str, ...], t_start: float, seeds: tuple[int, ...] | None = None,
+             tune: bool = False) -> Path:
     from dataclasses import replace
 
     from ..compare import CompareSettings, run_comparison, sft_options_from_train
@@ -146,7 +149,7 @@ def _compare(settings, methods: tuple[str, ...], t_start: float, seeds: tuple[in
     from ..console import say
 
     options = {**settings.options, "sft": sft_options_from_train(settings.of("train"))}
-    c = CompareSettings(replace(settings, options=options), methods=methods, seeds=seeds)
+    c = CompareSettings(replace(settings, options=options), methods=methods, seeds=seeds, tune=tune)
     out = run_comparison(c, say=say)
     say("\nthe paper's comparison on the demo task (held-out accuracy, bootstrap 95 % intervals)\n"
         + markdown(table_rows(c)))
