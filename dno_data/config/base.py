@@ -42,7 +42,7 @@ class OptionError(DnoError):
 
 def _shown(value: Any) -> str:
     """A value as an error line quotes it: a URL's user:password@ never (the line reaches logs and terminals)."""
-    from ..openai_api.runner import redact_url
+    from ..redact import redact_text as redact_url
 
     return redact_url(repr(value))
 
