@@ -16,6 +16,7 @@ files' metadata before any work (pairs_checks.py).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .artifacts import check_rows
 from .errors import DnoError, first_line
 from .duckdb_sql import connect, load_sql, used_params
 from .pairs_checks import Source, check_inputs, rule_sql, sql_literal
@@ -121,7 +123,8 @@ def build_pairs(
     made_spill = False
     if spill is None and output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)  # -o may name a folder that does not exist yet
-        spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-", dir=Path(output).parent))
+        spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-{os.getpid()}-",  # swept when its pid is gone
+                                      dir=Path(output).parent))
         made_spill = True
     paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]  # DuckDB reads only these
     limit = memory_limit_for(memory_limit, rule, sql_file)
@@ -144,6 +147,8 @@ def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_
            replay_fraction, seed, output, lineage, max_pairs=None) -> PairsResult:
     _view(con, "samples", samples)
     _view(con, "judgments", judgments)
+    for view, src in (("samples", samples), ("judgments", judgments)):  # keys, finite scores, ranges: as every reader
+        check_rows(None, "the " + view if isinstance(src, pa.Table) else src, view, con=con, relation=view)
     repetition_table(con, samples, max_repetition)
 
     cand = load_sql("candidates")

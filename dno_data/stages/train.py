@@ -53,7 +53,8 @@ def run(cfg: TrainConfig) -> Path:
     from ..training import train
 
     reference = cfg.training.reference
-    pairs = read_artifact(cfg.pairs, "pairs")
+    pairs = read_artifact(cfg.pairs, "pairs")  # keys, targets in [0, 1], chosen and rejected two samples
+    _check_texts_differ(pairs, cfg.pairs)
     check_model_dir(cfg.model)
     if reference is not None:
         check_model_dir(reference, flag="--reference")
@@ -71,3 +72,18 @@ def run(cfg: TrainConfig) -> Path:
         summary(f"train {cfg.model} -> {cfg.output}", metrics)
     return cfg.output
 
+
+
+def _check_texts_differ(pairs, path) -> None:
+    """A pair whose chosen and rejected answers are the same text teaches nothing and hides a broken file."""
+    import duckdb
+
+    if len(pairs) == 0:
+        return
+    con = duckdb.connect()
+    con.register("pairs", pairs.select(["pair_id", "chosen", "rejected"]))
+    same, example = con.sql("SELECT count(*), any_value(pair_id) FROM pairs WHERE chosen = rejected").fetchall()[0]
+    con.close()
+    if same:
+        raise DnoError(f"{path}: {same} pair(s) have the same chosen and rejected answer (e.g. pair_id {example}); "
+                       "remake it with `dno pairs` (a pair needs two different answers)")
