@@ -71,9 +71,14 @@ def _located(run):
 
     @functools.wraps(run)
     def run_at(cfg):
+        from ..parts import discard_unstarted_work
         from ..staging import run_staged
 
-        return run_staged(cfg, run)
+        try:
+            return run_staged(cfg, run)
+        except BaseException:
+            discard_unstarted_work()  # a refused or failed command leaves no empty work folder behind
+            raise
 
     return run_at
 

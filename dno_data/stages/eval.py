@@ -49,7 +49,7 @@ def run(cfg: EvalConfig) -> Path:
     from ..evaluation import eval_summary, evaluate_rows
     from ..generation import SamplingParams, make_generator
     from ..lineage import make_lineage
-    from ..models import check_model_dir
+    from ..models import check_answer_length, check_model_dir
     from ..openai_api.call_cache import default_cache_path
     from ..openai_api.runner import make_runner
     from ..parts import Parts
@@ -62,6 +62,7 @@ def run(cfg: EvalConfig) -> Path:
     prompts = read_artifact(cfg.prompts, "prompts")
     check_output(cfg.output, [cfg.prompts], kind="eval")
     check_model_dir(cfg.model)
+    check_answer_length(cfg.model, cfg.sampling.max_new_tokens)
     judge = cfg.judge.make()
     settings = cfg.api.settings()  # the one server and call policy of this command's openai: judge and teacher
     cache = cfg.api.cache_path(default_cache_path())

@@ -92,7 +92,7 @@ def run(cfg: SampleConfig) -> Path:
     from ..generation.vllm import VLLMOptions, parse_engine_args
     from ..ids import stable_hash
     from ..lineage import make_lineage
-    from ..models import check_model_dir, model_sha256
+    from ..models import check_answer_length, check_model_dir, model_sha256
     from ..parts import Parts, release_output
     from ..reproducibility import configure_torch
     from ..sampling import sample_rows, select_prompts
@@ -118,6 +118,8 @@ def run(cfg: SampleConfig) -> Path:
             policy_files = Path(cfg.tokenizer)
         else:
             policy_files = check_model_dir(cfg.model)
+        if cfg.backend != "openai":
+            check_answer_length(policy_files, cfg.sampling.max_new_tokens)
     policy_api = cfg.api.settings()  # settings are checked before any work folder exists
     cache = cfg.api.cache_path()
     teacher_api = TeacherApi(settings=cfg.api.settings(cfg.teacher_base_url), temperature=cfg.teacher_call.temperature,
