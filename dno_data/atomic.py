@@ -93,6 +93,7 @@ def replace(tmp: Path, final: Path, durable: bool = True) -> None:
         os.replace(tmp, final)
     if durable:
         fsync_dir(final.parent)
+        sweep_leftovers(final)  # a finished output: what killed runs left beside it goes
 
 
 @contextmanager
@@ -113,8 +114,6 @@ def atomic_path(path: Path | str, *, durable: bool = True, tmp: Path | None = No
         (publish or replace)(tmp, path, durable)
     finally:
         remove(tmp)
-    if durable:
-        sweep_leftovers(path)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -56,9 +55,14 @@ class Commands(TyperGroup):
 def usage_errors_as_one_line(group: str | None):
     """click's usage errors (an unknown option, `--partitions 1.5`, a missing argument) as one `error:` line
     naming the command and where its help is, exit 1, instead of a box of usage text."""
+    try:  # typer's own click (typer 0.29 vendors it; the click package may be another one)
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
+
     try:
         yield
-    except click.UsageError as e:
+    except UsageError as e:
         from .build import echo_error
 
         ctx = e.ctx

@@ -81,6 +81,10 @@ def run(cfg: JudgeConfig) -> Path:
         raise DnoError(f"{cfg.samples}: no samples to judge; rerun `dno sample`")
     check_output(cfg.output, [cfg.samples], kind="judgments")
     judge = cfg.judge.make()
+    if isinstance(judge, RequestJudge):
+        from ..openai_api.costs import load_prices
+
+        load_prices(cfg.prices)  # a wrong price table is refused now, not after every call was paid for
     if cfg.engine.ray and isinstance(judge, RequestJudge):
         raise DnoError(f"--judge {cfg.judge.spec}: an API judge runs in this process (its limit is the provider's "
                        "rate, and its call cache is on this disk); --engine ray is for reward:, python: and "
