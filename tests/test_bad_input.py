@@ -695,13 +695,17 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(ws, monkeypatch):
 
 def test_iterate_prints_a_steps_error_once(ws, cli):
     """7. A failing step's error line appears once, from the loop, naming the step."""
+    import os
+
+    from conftest import ROOT
+
     (ws / "teachers_r3.py").write_text("def bad(messages):\n    raise RuntimeError('teacher down')\n")
     run = ws / "run"
     run.mkdir()
     shutil.copy(ws / P, run / P)
     proc = cli("iterate", "--run", run, "--model", ws / M, "--judge", "oracle:addition", "--iterations", "1",
                "--teacher", "python:teachers_r3:bad", "--sample-args", "-k 1 --max-new-tokens 2", cwd=ws,
-               env={"PYTHONPATH": str(ws)})
+               env={"PYTHONPATH": f"{ws}{os.pathsep}{ROOT}"})
     assert proc.returncode == 1
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "teacher down" in errors[0] and "dno sample" in errors[0], proc.stderr
