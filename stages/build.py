@@ -45,7 +45,7 @@ def one_line_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("interrupted; rerun the same command to resume", err=True)
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort):
+        except (typer.Exit, typer.Abort, BrokenPipeError):  # `dno sql ... | head`: click quiets a closed pipe
             raise
         except Exception as e:
             err = as_dno_error(e)
