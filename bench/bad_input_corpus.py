@@ -184,7 +184,6 @@ CONTENT_BREAKS = {  # schema -> name -> mutate (rows that a reader must refuse)
                                              "sample_id_b": "s2"} for r in rows]},
     "pairs": {"target-5": _set("target", 5.0), "target-nan": _set("target", float("nan")),
               "chosen-is-rejected": _set("rejected_sample_id", "s1"),
-              "same-answer": _set("rejected", [{"role": "assistant", "content": "46"}]),
               "margin-inf": _set("margin", float("inf"))},
 }
 OUTPUT_BREAKS = {  # -o that must be refused: (setup, the -o value)
@@ -237,6 +236,9 @@ def cases() -> list[Case]:
             out.append(Case(2, cmd, f"input {f}: {name}", good, lambda ws, m=mutate, f=f, s=schema: _loose(ws / f, s, m)))
     for cmd, at in OUTPUT_AT.items():
         for name, (setup, value) in OUTPUT_BREAKS.items():
+            if name == "other-artifact" and cmd in ("sample", "merge"):
+                value = J  # samples.parquet is their own kind, which they replace
+
             cls = 5 if name in ("named-pipe", "dev-null") else 3 if name == "parent-is-a-file" else 1
             out.append(Case(cls, cmd, f"-o {name}", _replace(GOOD[cmd], at, value), setup))
     for cmd, options in NUMERIC.items():
@@ -274,6 +276,8 @@ def cases() -> list[Case]:
              lambda ws: (ws / "t.jinja").write_text("{{ nope.x }}")),
         Case(3, "judge", "--cache under a file", judge_api + ["--dry-run", "--cache", "afile/c.sqlite"],
              lambda ws: (ws / "afile").write_text("x")),
+        Case(2, "train", "input pairs.parquet: same-answer", GOOD["train"],
+             lambda ws: _loose(ws / PAIRS, "pairs", _set("rejected", [{"role": "assistant", "content": "46"}]))),
         Case(4, "train", "--lora-target-modules nonexistent", GOOD["train"] + ["--lora-r", "2", "--lora-target-modules",
                                                                               "nonexistent"]),
         Case(7, "pairs", "--memory-limit 1KB", GOOD["pairs"] + ["--memory-limit", "1KB"]),
@@ -311,9 +315,9 @@ def cases() -> list[Case]:
         Case(3, "iterate", "--start after --iterations", GOOD["iterate"] + ["--start", "3"]),
         Case(3, "iterate", "--train-args typo", GOOD["iterate"] + ["--train-args", "--betta 0.1"]),
         Case(3, "iterate", "--train-args sets -o", GOOD["iterate"] + ["--train-args", "-o x"]),
-        Case(3, "iterate", "no such run", _replace(GOOD["iterate"], 2, "nope")),
+        Case(3, "iterate", "no such run", _replace(GOOD["iterate"], 2, "nope")[:-1]),  # a dry run only prints
         Case(3, "compare", "--methods unknown", GOOD["compare"] + ["--methods", "dno,magic"]),
-        Case(3, "compare", "no such model", _replace(GOOD["compare"], 4, "nope")),
+        Case(3, "compare", "no such model", _replace(GOOD["compare"], 4, "nope")[:-1]),
         Case(3, "train", "--loss unknown", GOOD["train"] + ["--loss", "magic"]),
         Case(3, "train", "--reference missing", GOOD["train"] + ["--reference", "nope"]),
         Case(3, "train", "--epochs 2", GOOD["train"] + ["--epochs", "2"]),

@@ -710,3 +710,24 @@ def test_iterate_prints_a_steps_error_once(ws, cli):
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "teacher down" in errors[0] and "dno sample" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_doubled_key_under_a_copied_key_digest_is_refused(ws):
+    """2. dno's writers record the digest of the keys they found unique (dno.key_digest), so `dno pairs` knows the
+    keys of its inputs unique from one plain scan; a file whose rows changed under the copied metadata gets the
+    full check and is refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dno_data.artifacts import KEY_DIGEST
+    from dno_data.errors import DnoError
+    from dno_data.stages.pairs import PairsConfig, run
+
+    table = pq.read_table(ws / J)
+    assert KEY_DIGEST in table.schema.metadata
+    doubled = pa.concat_tables([table, table.slice(0, 1)]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(doubled, ws / "j2.parquet")
+    with pytest.raises(DnoError, match=r"j2.parquet: 1 judgment_id value\(s\) appear more than once"):
+        run(PairsConfig.from_options(judgments=ws / "j2.parquet", samples=ws / S, output=ws / "out.parquet"))
+    assert not (ws / "out.parquet").exists()
+    run(PairsConfig.from_options(judgments=ws / J, samples=ws / S, output=ws / "out.parquet"))
