@@ -403,11 +403,12 @@ OUTCOMES = ("clean", "traceback", "not-1-line", "exit-0", "leftovers", "secret",
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="only the cases of this command")
+    ap.add_argument("--match", help="only the cases whose name holds this text")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds before a case counts as a hang")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
-    todo = [c for c in cases() if args.only in (None, c.command)]
+    todo = [c for c in cases() if args.only in (None, c.command) and (args.match or "") in c.name]
     if args.list:
         for c in todo:
             print(f"{c.cls}  {c.command:8s} {c.name}")

@@ -80,7 +80,8 @@ def _check_texts_differ(pairs, path) -> None:
 
     if len(pairs) == 0:
         return
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.register("pairs", pairs.select(["pair_id", "chosen", "rejected"]))
     same, example = con.sql("SELECT count(*), any_value(pair_id) FROM pairs WHERE chosen = rejected").fetchall()[0]
     con.close()
