@@ -210,7 +210,26 @@ def synthetic(folder: Path, n_prompts: int, pairwise: bool, seed: int = 0, chars
               "justification": pa.nulls(m, pa.string()), "call_key": pa.nulls(m, pa.string()),
               "cached": pa.nulls(m, pa.bool_())})
     j_path = write_artifact(pa.table(j), folder / "judgments.parquet", "judgments", None, durable=False)
+    for path, name in ((s_path, "samples"), (j_path, "judgments")):
+        stamp_key_digest(path, name)
     return s_path, j_path
+
+
+def stamp_key_digest(path: Path, schema_name: str) -> None:
+    """Record the key digest dno's writer records (dno_data.artifacts.key_digest) in a file written here, so
+    the inputs are what `dno sample` and `dno judge` write; older code ignores it."""
+    import pyarrow.parquet as pq
+
+    from dno_data.artifacts import KEY_DIGEST, KEYS, key_digest
+
+    pf = pq.ParquetFile(path)
+    digest = key_digest(pq.read_table(path, columns=list(KEYS[schema_name])), schema_name)
+    meta = {**(pf.schema_arrow.metadata or {}), KEY_DIGEST: digest.encode()}
+    tmp = path.with_name(path.name + ".stamp")
+    with pq.ParquetWriter(tmp, pf.schema_arrow.with_metadata(meta), compression="zstd") as writer:
+        for g in range(pf.num_row_groups):
+            writer.write_table(pf.read_row_group(g))
+    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- the contenders (each run in its own process)

@@ -93,6 +93,7 @@ def replace(tmp: Path, final: Path, durable: bool = True) -> None:
         os.replace(tmp, final)
     if durable:
         fsync_dir(final.parent)
+        sweep_leftovers(final)  # a finished output: what killed runs left beside it goes
 
 
 @contextmanager
@@ -113,6 +114,46 @@ def atomic_path(path: Path | str, *, durable: bool = True, tmp: Path | None = No
         (publish or replace)(tmp, path, durable)
     finally:
         remove(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def sweep_leftovers(path: Path | str) -> list[Path]:
+    """Remove what killed runs left beside `path`: their temporaries (`.NAME.PID.tmp`, `.NAME.PID.old`) and
+    spill folders (`.NAME.spill-PID-*`, DuckDB's `.dno-spill-PID-*`), each only when the process named by its PID is gone. Called after
+    a successful write, so a run that succeeds cleans up after the ones that were killed."""
+    path = Path(path)
+    removed = []
+    try:
+        entries = list(path.parent.glob(f".{glob_escape(path.name)}.*")) + list(path.parent.glob(".dno-spill-*"))
+    except OSError:
+        return removed
+    for p in entries:
+        rest = p.name[len(path.name) + 2:] if not p.name.startswith(".dno-spill-") else p.name[5:]
+        pid = None
+        parts = rest.split(".")
+        if len(parts) == 2 and parts[1] in ("tmp", "old") and parts[0].isdigit():
+            pid = int(parts[0])
+        elif rest.startswith("spill-") and rest[6:].split("-", 1)[0].isdigit():
+            pid = int(rest[6:].split("-", 1)[0])
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            remove(p)
+            removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 def write_bytes_atomic(path: Path | str, data: bytes, durable: bool = True, publish: Publish | None = None) -> Path:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 
 def say(msg: str) -> None:
+    from .redact import redact_text
     from .storage import public
 
-    print(public(msg), file=sys.stderr, flush=True)  # a staging path as the URL it stands for
+    # a staging path as the URL it stands for; a URL's credentials and secret query values never printed
+    print(redact_text(public(msg)), file=sys.stderr, flush=True)
 
 
 def fmt_value(v: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+import os
 from pathlib import Path
 
 from .errors import DnoError
@@ -32,10 +33,20 @@ def used_params(sql: str, params: dict) -> dict:
     return {k: v for k, v in params.items() if k in names}
 
 
-def connect(read_paths=(), settings: dict | None = None):
+def spill_folder(near: Path | str) -> Path:
+    """Where a DuckDB connection spills: `.dno-spill-PID-*` inside `near` (the run's or the output's folder),
+    never DuckDB's default `<cwd>/.tmp`. DuckDB makes it only when it spills; a killed run's is swept by the
+    next successful write beside it (dno_data.atomic.sweep_leftovers)."""
+    import secrets
+
+    return Path(near) / f".dno-spill-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def connect(read_paths=(), settings: dict | None = None, spill_near: Path | str | None = None):
     """A locked-down in-memory DuckDB: it may read exactly `read_paths` (files) and nothing else.
 
-    `settings` (e.g. memory_limit, temp_directory) are applied before the lock.
+    `settings` (e.g. memory_limit, temp_directory) are applied before the lock. It spills into
+    `spill_near` (default: the first read path's folder), never the working folder (spill_folder).
 
     No other file, folder or URL (external access off: no COPY TO, read_csv, glob, ATTACH of a
     file, INSTALL), no extension autoload, no lookup of Python variables by name; then the
@@ -49,7 +60,13 @@ def connect(read_paths=(), settings: dict | None = None):
     paths = [str(Path(p).resolve()) for p in read_paths]
     if paths:
         con.execute("SET allowed_paths = ?", [paths])
-    for name, value in (settings or {}).items():
+    settings = dict(settings or {})
+    if "temp_directory" not in settings:
+        import tempfile
+
+        near = spill_near if spill_near is not None else (Path(paths[0]).parent if paths else tempfile.gettempdir())
+        settings["temp_directory"] = str(spill_folder(near))
+    for name, value in settings.items():
         con.execute(f"SET {name} = ?", [value])
     con.execute("SET python_enable_replacements = false")
     con.execute("SET enable_external_access = false")

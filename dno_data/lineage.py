@@ -30,19 +30,18 @@ from .ids import file_sha256, stable_hash
 from .reproducibility import environment
 
 # A whole key, or its last _/-/. separated segment(s): "api_key", "hf_token", "openai_api_key", but not
-# "max_new_tokens" or "tokenizer".
-SECRET_KEY = re.compile(
-    r"(?:^|[_.-])(?:api[_-]?key|token|secret(?:[_-]?key)?|password|authorization|auth[_-]?header)$", re.I
-)
+# "max_new_tokens" or "tokenizer" (dno_data.redact: the one redaction of keys and URLs).
+from .redact import SECRET_KEY, redact_text  # noqa: E402
 
 
 # ---------------------------------------------------------------- lineage and config
 
 def redact(obj: Any) -> Any:
-    """Drop every mapping key that looks like a secret, recursively.
+    """Drop every mapping key that looks like a secret, and a URL's credentials and secret query values
+    (dno_data.redact), recursively.
 
-    >>> redact({"model": "m", "api_key": "sk-1", "nested": {"auth_header": "x", "n": 1}})
-    {'model': 'm', 'nested': {'n': 1}}
+    >>> redact({"model": "m", "api_key": "sk-1", "nested": {"auth_header": "x", "n": 1}, "url": "http://h?key=k"})
+    {'model': 'm', 'nested': {'n': 1}, 'url': 'http://h?key=***'}
     """
     if is_dataclass(obj) and not isinstance(obj, type):
         obj = asdict(obj)
@@ -51,7 +50,9 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [redact(v) for v in obj]
     if isinstance(obj, Path):
-        return str(obj)
+        return redact_text(str(obj))
+    if isinstance(obj, str):
+        return redact_text(obj)
     return obj
 
 

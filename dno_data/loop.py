@@ -220,10 +220,35 @@ def run_step(cfg, echo: Callable[[str], None] | None = None, launcher: str | Non
     from .console import say
 
     (echo or say)("$ " + command_line(cfg, launcher))
-    proc = subprocess.run(launch_args(cfg, launcher), env=child_env())
-    if proc.returncode != 0:
-        raise DnoError(f"`dno {stage_name(cfg).split()[0]}` failed (exit {proc.returncode}); fix it and rerun: "
-                       "finished stages are skipped")
+    returncode, errors = _run_child(launch_args(cfg, launcher), child_env())
+    if returncode != 0:
+        name = stage_name(cfg).split()[0]
+        why = errors[-1] if errors else f"failed (exit {returncode})"
+        raise DnoError(f"dno {name}: {why} (fix it and rerun: finished stages are skipped)")
+    for line in errors:  # an error line of a step that still succeeded: shown as it came
+        print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def _run_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Run a step, passing its stderr through as it comes except its `error:` lines, which come back (the
+    loop prints a failing step's error once, in its own line, instead of the step's and then its own)."""
+    errors: list[str] = []
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+    try:
+        for line in proc.stderr:
+            if line.startswith("error: "):
+                errors.append(line[len("error: "):].rstrip("\n"))
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stderr.close()
+    return proc.returncode, errors
 
 
 def run_iterations(s: LoopSettings, first: int = 1, eval_initial: bool = False,

@@ -36,6 +36,37 @@ def check_model_dir(path: Path | str, flag: str = "--model", revision: str | Non
     return path
 
 
+# model types whose positions are a learned table: past its end, generation fails with an index error
+# (rotary or ALiBi models, Llama and kin, run past their trained length instead)
+LEARNED_POSITIONS = {"gpt2": "n_positions", "gpt_bigcode": "n_positions", "gpt_neo": "max_position_embeddings",
+                     "opt": "max_position_embeddings", "biogpt": "max_position_embeddings",
+                     "xglm": "max_position_embeddings"}
+
+
+def position_limit(path: Path | str) -> int | None:
+    """The most tokens (prompt + answer) the model in `path` can take at all: the size of its learned
+    position table (config.json); None for a model without one."""
+    import json
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    key = LEARNED_POSITIONS.get(config.get("model_type")) if isinstance(config, dict) else None
+    value = config.get(key) if key else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def check_answer_length(path: Path | str, max_new_tokens: int, flag: str = "--max-new-tokens") -> None:
+    """Refuse, before any work, an answer length that leaves no room for a prompt in a model whose
+    positions are a learned table (generation would fail part-way with an index error); an answer that
+    with its prompt would run past the table is cut there when generated (generation.hf)."""
+    limit = position_limit(path)
+    if limit is not None and max_new_tokens >= limit:
+        raise DnoError(f"{flag} {max_new_tokens}: the model {path} takes at most {limit} tokens, prompt and answer "
+                       f"together (config.json); pass at most {max(1, limit // 2)} or so, leaving room for the prompt")
+
+
 def _check_weights(path: Path) -> None:
     """Safetensors weights whose headers read; pickle weights (pytorch_model.bin) are refused:
     unpickling runs code from the file."""

@@ -78,6 +78,18 @@ def release(output: Path | str) -> None:
         lock.release(force=True)  # closing the descriptor ends the flock
 
 
+def held() -> set[Path]:
+    """The outputs whose locks this process holds now."""
+    return set(_HELD)
+
+
+def release_all(but: set[Path] = frozenset()) -> None:
+    """Give back every lock this process holds except those in `but` (a failed command's, at its end)."""
+    for key in list(_HELD):
+        if key not in but:
+            release(key)
+
+
 def holds(output: Path | str) -> bool:
     return _key(output) in _HELD
 

@@ -16,6 +16,7 @@ files' metadata before any work (pairs_checks.py).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .artifacts import check_rows, key_digest_of
 from .errors import DnoError, first_line
 from .duckdb_sql import connect, load_sql, used_params
 from .pairs_checks import Source, check_inputs, rule_sql, sql_literal
@@ -121,12 +123,14 @@ def build_pairs(
     made_spill = False
     if spill is None and output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)  # -o may name a folder that does not exist yet
-        spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-", dir=Path(output).parent))
+        spill = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.spill-{os.getpid()}-",  # swept when its pid is gone
+                                      dir=Path(output).parent))
         made_spill = True
     paths = [Path(p) for p in (samples, judgments, *replay) if not isinstance(p, pa.Table)]  # DuckDB reads only these
     limit = memory_limit_for(memory_limit, rule, sql_file)
-    con = _connect(limit, spill, paths)
+    con = None
     try:
+        con = _connect(limit, spill, paths)  # inside the try: a refused --memory-limit leaves no spill folder
         return _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_repetition, truncated,
                       list(replay), replay_fraction, seed, output, lineage, max_pairs)
     except Exception as e:
@@ -135,7 +139,8 @@ def build_pairs(
             raise
         raise oom from None
     finally:
-        con.close()
+        if con is not None:
+            con.close()
         if made_spill:
             shutil.rmtree(spill, ignore_errors=True)
 
@@ -144,6 +149,9 @@ def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_
            replay_fraction, seed, output, lineage, max_pairs=None) -> PairsResult:
     _view(con, "samples", samples)
     _view(con, "judgments", judgments)
+    for view, src in (("samples", samples), ("judgments", judgments)):  # keys, finite scores, ranges: as every reader
+        check_rows(None, "the " + view if isinstance(src, pa.Table) else src, view, con=con, relation=view,
+                   digest=key_digest_of(src))
     repetition_table(con, samples, max_repetition)
 
     cand = load_sql("candidates")

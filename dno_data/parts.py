@@ -41,16 +41,46 @@ def claim_work_dir(folder: Path, lineage: Mapping, fresh: bool, output: Path | N
     fingerprint = lineage_fingerprint(lineage)
     marker = folder / "fingerprint.json"
     if folder.exists():
-        old = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+        old = _read_fingerprint(marker)
         if old != fingerprint:
-            if not fresh:
+            if not fresh and has_work(folder):
                 raise DnoError(
                     f"{folder}: unfinished work from a run with other inputs or settings; "
                     "rerun that command to resume it, or pass --force to discard it and redo"
                 )
-            shutil.rmtree(folder)
+            shutil.rmtree(folder)  # other settings' work (with --force), or nothing finished in it
+    if not folder.exists():
+        _CLAIMED.append(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic({"fingerprint": fingerprint}, marker)
+
+
+_CLAIMED: list[Path] = []  # work folders this process created
+
+
+def _read_fingerprint(marker: Path) -> str | None:
+    try:
+        return json.loads(marker.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None  # missing or unreadable: no claim to resume
+
+
+def has_work(folder: Path) -> bool:
+    """Whether a work folder holds finished work (anything beyond its fingerprint and temporary files): a
+    folder that holds none never blocks another command, and is removed when its command fails."""
+    try:
+        return any(p.name != "fingerprint.json" and not p.name.startswith(".") for p in Path(folder).iterdir())
+    except OSError:
+        return False
+
+
+def discard_unstarted_work() -> None:
+    """A failed or refused command leaves no work folder it created and finished nothing in (a
+    `ck.partial/fingerprint.json` alone would otherwise stay behind); called on every command's error."""
+    while _CLAIMED:
+        folder = _CLAIMED.pop()
+        if folder.exists() and not has_work(folder):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def release_output(output: Path | str) -> None:

@@ -104,6 +104,34 @@ def read_source(path: Path) -> pl.DataFrame:
     return df
 
 
+def _check_prompt_values(path: Path, df, column: str, kind: str | None) -> None:
+    """The prompt column holds what its flag says, as the file has it: text under --text-column (a number or
+    a list is not a prompt; polars would read 5 beside "12+34" as "5"), message lists under --messages-column
+    (a bare string or number is refused: pass it as --text-column)."""
+    if kind is None or column not in df.columns:
+        return
+    fmt = source_format(path)
+    if fmt.startswith("json"):
+        values = [row.get(column) if isinstance(row, dict) else None for row in _json_rows(path, fmt)]
+    else:
+        import polars as pl
+
+        dtype = df.schema[column]
+        if kind == "messages" and not isinstance(dtype, pl.List):
+            raise DnoError(f"{path}: column {column!r} holds {dtype}, not lists of messages; a plain-text prompt "
+                           "column is --text-column")
+        return
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        ok = isinstance(value, list) if kind == "messages" else isinstance(value, str)
+        if not ok:
+            want = ("a list of {role, content} messages (a plain-text prompt column is --text-column)"
+                    if kind == "messages" else "text (a message list is --messages-column)")
+            raise DnoError(f"{path} row {i + 1}, column {column!r}: {json.dumps(value)[:80]} is not a prompt; "
+                           f"expected {want}")
+
+
 def _json_rows(path: Path, fmt: str) -> list:
     text = _json_text(path)
     rows = [json.loads(line) for line in text.splitlines() if line.strip()] if fmt.startswith("jsonl") else json.loads(text)
@@ -298,6 +326,10 @@ def import_prompts(
         raise DnoError(f"--ask-turns {ask_turns!r}: choose {' or '.join(ASK_TURNS)}")
     if turns_column is not None and (text_column or messages_column):
         raise DnoError("--turns-column is the prompt column: pass it without --text-column or --messages-column")
+    if text_column is not None and messages_column is not None:
+        raise DnoError(f"--text-column {text_column!r} and --messages-column {messages_column!r} both name the prompt "
+                       "column: pass one of them (--text-column for plain text, --messages-column for message lists)")
+    given_messages = messages_column is not None
     df = read_source(src)
     cols = df.columns
     if messages_column is None and text_column is None and turns_column is None:
@@ -320,6 +352,7 @@ def import_prompts(
     for c in filter(None, (col, reference_column, split_column)):
         if c not in cols:
             raise DnoError(f"{src}: no column {c!r} (columns: {', '.join(cols)}); pass the right --*-column option")
+    _check_prompt_values(src, df, col, "messages" if given_messages else "text" if text_column else None)
     alpaca_input = "input" if text_column == "instruction" and "input" in cols else None
     used = {"prompt": col + (f" + {alpaca_input} (Alpaca)" if alpaca_input else "")}
     if messages_column is not None:

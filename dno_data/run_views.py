@@ -50,7 +50,7 @@ def open_run(run: Path):
     for view, files in found.items():
         for f in files:
             _check_kind(f, SCHEMA_OF[view])
-    con = connect(read_paths=[f for files in found.values() for f in files])
+    con = connect(read_paths=[f for files in found.values() for f in files], spill_near=run)
     for view, files in found.items():
         files = [f.resolve() for f in files]
         if view == "prompts":
@@ -80,6 +80,19 @@ def _check_kind(path: Path, schema_name: str) -> None:
     if found != schema_name:
         what = f"a '{found}' file" if found else "not a dno artifact"
         raise DnoError(f"{path}: {what} where a '{schema_name}' file belongs; move it out of the run folder")
+    check_version_known(path, schema_name, meta)
+
+
+def check_version_known(path: Path, schema_name: str, meta: dict) -> None:
+    """Views span iterations, so an older schema version is read; a newer one (or none) is refused: this
+    dno does not know what its columns mean."""
+    import schemas
+
+    spec = schemas.get(schema_name)
+    version = (meta.get(b"dno.schema_version") or b"").decode()
+    if not version.isdigit() or int(version) > spec.version:
+        raise DnoError(f"{path}: {schema_name} schema version {version or '?'}, newer than this dno knows "
+                       f"({spec.version}); upgrade dno, or remake it with `{spec.made_by}`")
 
 
 def _q(path: Path) -> str:

@@ -149,7 +149,7 @@ def exists(location: Any) -> bool:
 
 def storage_error(url: str, e: BaseException, doing: str = "") -> DnoError:
     """One line for a failed storage call: what failed and what to do, never a credential."""
-    from .openai_api.runner import redact_url
+    from .redact import redact_text as redact_url
 
     text = first_line(e, 300)
     kind = type(e).__name__

@@ -26,7 +26,7 @@ import typer
 
 from dno_data.config import Flat, flat_fields, from_options
 from dno_data.config.run_file import read_run_file
-from dno_data.errors import DnoError
+from dno_data.errors import DnoError, as_dno_error
 
 ALIAS = "alias__"  # the parameter of a field's hidden old flags: alias__<name>
 CTX = "ctx__"  # the click context, which Typer passes to a parameter annotated typer.Context
@@ -34,26 +34,40 @@ NOT_GIVEN = object()
 
 
 def one_line_errors(fn: Callable) -> Callable:
-    """Turn DnoError into `error: ...` on stderr and exit code 1, with no traceback."""
+    """Turn DnoError, and what the machine or a library's limits refused (a full disk, a read-only folder,
+    the template sandbox, DuckDB's memory: dno_data.errors.as_dno_error), into one `error: ...` line on
+    stderr and exit code 1, with no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except DnoError as e:
-            from dno_data.storage import public
-
-            typer.echo(f"error: {public(str(e))}", err=True)  # a staging path as the URL it stands for
-            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; rerun the same command to resume", err=True)
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, BrokenPipeError):  # `dno sql ... | head`: click quiets a closed pipe
+            raise
+        except Exception as e:
+            err = as_dno_error(e)
+            if err is None:
+                raise  # a bug: its traceback
+            echo_error(str(err))
+            raise typer.Exit(1) from None
 
     return wrapper
 
 
+def echo_error(message: str) -> None:
+    """The one `error:` line: a staging path as the URL it stands for, secrets in URLs redacted, one line."""
+    from dno_data.redact import redact_text
+    from dno_data.storage import public
+
+    text = " ".join(redact_text(public(message)).split())
+    typer.echo(f"error: {text}", err=True)
+
+
 def _fail(msg: str):
-    typer.echo(f"error: {msg}", err=True)
+    echo_error(msg)
     raise typer.Exit(1)
 
 

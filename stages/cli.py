@@ -7,6 +7,8 @@ before it needs it.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import typer
 from typer.core import TyperGroup
 
@@ -33,12 +35,40 @@ class Commands(TyperGroup):
             return _group(name)
         return None
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        with usage_errors_as_one_line(self.prefix.strip() or None):
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with usage_errors_as_one_line(self.prefix.strip() or None):
+            return super().invoke(ctx)
+
     def resolve_command(self, ctx, args):
         ctx.dno_resolving = True
         try:
             return super().resolve_command(ctx, args)
         finally:
             ctx.dno_resolving = False
+
+
+@contextmanager
+def usage_errors_as_one_line(group: str | None):
+    """click's usage errors (an unknown option, `--partitions 1.5`, a missing argument) as one `error:` line
+    naming the command and where its help is, exit 1, instead of a box of usage text."""
+    try:  # typer's own click (typer 0.29 vendors it; the click package may be another one)
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        from click.exceptions import UsageError
+
+    try:
+        yield
+    except UsageError as e:
+        from .build import echo_error
+
+        ctx = e.ctx
+        path = ctx.command_path if ctx is not None else ("dno " + group if group else "dno")
+        echo_error(f"{path}: {e.format_message()} (see `{path} --help`)")
+        raise typer.Exit(1) from None
 
 
 _MADE: dict = {}

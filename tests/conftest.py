@@ -39,6 +39,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/artifacts.py            test_artifacts.py, test_outputs.py, test_bad_input.py (checked reads)
   dno_data/lineage.py              test_artifacts.py, test_content_hash.py, test_sharding.py (up to date),
                                    test_reproducibility.py (the environment)
+  dno_data/redact.py               test_bad_input.py (no secret of a URL in lineage or lines), test_openai_runner.py
   dno_data/reproducibility.py      test_reproducibility.py (threads, identical reruns)
   dno_data/parts.py                test_artifacts.py, test_resume.py (parts), test_concurrency.py (work folders)
   dno_data/output_lock.py          test_concurrency.py (two commands on one output)
@@ -50,7 +51,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
                                    test_outputs.py
   dno_data/atomic.py               test_output_guard.py, test_artifacts.py (a crash keeps the old file)
   dno_data/folder_swap.py          test_training.py (checkpoints appear whole), test_bad_input.py (GGUF import)
-  dno_data/errors.py               test_help.py (hints name only declared extras), test_bad_input.py
+  dno_data/errors.py               test_help.py (hints name only declared extras), test_bad_input.py (the classes
+                                   of bad input: one error line for OSError, sandbox limits, DuckDB, usage errors)
   dno_data/ids.py                  test_artifacts.py, test_prompts.py
   dno_data/callables.py            test_judges.py (python: judges), test_resume.py (python: teachers)
   dno_data/prompts_import.py       test_prompts.py, test_multiturn.py (MT-Bench turns, --ask-turns)

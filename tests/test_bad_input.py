@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE_ROWS, drop_column, pairs_row, prompt_row, rewrite_metadata, sample_row, score_row, \
+from conftest import EXAMPLE_ROWS, drop_column, pairs_row, prompt_row, rewrite_metadata, run_cli, sample_row, score_row, \
     write_example
 
 
@@ -361,3 +361,373 @@ def test_bad_value_is_refused_before_work_starts(ws_src, monkeypatch, case_id, s
 def test_bad_value_table_size():
     # the figure the docs quote: every case above is one bad input, refused cleanly
     assert len(BAD_VALUES) >= 49
+
+
+# ---------------------------------------------------------------- the seven classes of bad input, one mechanism each
+#
+# Each row: (class, id, setup, bad command, corrected command, words the one error line must hold). The bad
+# command exits 1 with one `error:` line and no traceback, leaves the workspace as it was (no new path, no
+# changed file), and the corrected command then succeeds. In-process (CliRunner) to stay fast; what could
+# hang (named pipes) runs in a child process with a timeout (test_special_files_never_hang).
+
+def _loose(path: Path, schema_name: str, rows: list[dict]) -> None:
+    """An artifact written as another tool would: every column nullable, no checks on its rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import schemas
+
+    spec = schemas.get(schema_name)
+    loose = pa.schema([f.with_nullable(True) for f in spec.schema])
+    table = pa.Table.from_pylist(rows, schema=loose).replace_schema_metadata(
+        {b"dno.schema": spec.name.encode(), b"dno.schema_version": str(spec.version).encode()})
+    pq.write_table(table, path)
+
+
+def _judgments_dup(ws):
+    _loose(ws / "j-bad.parquet", "judgments", [score_row("s1", "p1", 6.0), score_row("s1", "p1", 6.0),
+                                                score_row("s2", "p1", 1.0)])
+
+
+def _judgments_nan(ws):
+    _loose(ws / "j-bad.parquet", "judgments", [score_row("s1", "p1", float("nan")), score_row("s2", "p1", 1.0)])
+
+
+def _samples_null_id(ws):
+    _loose(ws / "s-bad.parquet", "samples", [sample_row("s1", "p1", "46", reference="46"),
+                                             {**sample_row("s2", "p1", "1", index=1), "sample_id": None}])
+
+
+def _pairs_with(**change):
+    def setup(ws):
+        row = {**pairs_row("p1", "s1", "s2", "46", "1", prompt_text="12+34="), **change}
+        _loose(ws / "p-bad.parquet", "pairs", [row])
+    return setup
+
+
+def _prompts_role(ws):
+    row = prompt_row("p1", content="12+34", reference="46")
+    row["messages"] = [{"role": "wizard", "content": "12+34"}]
+    _loose(ws / "pr-bad.parquet", "prompts", [row])
+
+
+def _run_with_version_99(ws):
+    (ws / "run" / "iter-01").mkdir(parents=True)
+    shutil.copy(ws / P, ws / "run" / P)
+    shutil.copy(ws / S, ws / "run" / "iter-01" / S)
+    shutil.copytree(ws / "run", ws / "run-bad")
+    rewrite_metadata(ws / "run-bad" / "iter-01" / S, **{"dno.schema_version": 99})
+
+
+def _jsonl(name, *rows):
+    def setup(ws):
+        import json
+
+        (ws / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return setup
+
+
+def _both(*setups):
+    def setup(ws):
+        for s in setups:
+            s(ws)
+    return setup
+
+
+def _wrong_prices(ws):
+    (ws / "prices-bad.json").write_text('{"gpt-x": {"input": 1.0, "output": 2.0}}')
+    (ws / "prices.json").write_text('{"gpt-x": [1.0, 2.0]}')
+
+
+def _templates(ws):
+    (ws / "bad.jinja").write_text("{{ instruction }} {% for i in range(10**7) %}{% endfor %}{{ candidates }}")
+    (ws / "good.jinja").write_text("{{ instruction }} {{ candidates }}")
+
+
+def _gpt2(ws):
+    """A model with a learned table of 32 positions (GPT-2): past it, generation fails with an index error."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(ws / M)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(ws / "gpt2")
+    tok.save_pretrained(ws / "gpt2")
+
+
+def _failing_judge(ws):
+    import sys
+
+    (ws / "judges_r3.py").write_text("def bad(prompt, candidates):\n    raise TimeoutError('judge timed out')\n\n"
+                                     "def good(prompt, candidates):\n    return [1.0 for _ in candidates]\n")
+    sys.path.insert(0, str(ws))
+    sys.modules.pop("judges_r3", None)
+
+
+def _env(**values):
+    def setup(ws):
+        import os
+
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return setup
+
+
+JUDGE_API = ["judge", S, "-o", "out.parquet", "--judge", "openai:gpt-x", "--base-url", "https://api.example.invalid/v1",
+             "--cache", "c.sqlite", "--dry-run"]
+
+CLASSES = [
+    # 2. wrong content is refused by the one row check every reader makes (dno_data.artifacts.check_rows)
+    (2, "pairs-duplicate-judgment-id", _judgments_dup, ["pairs", "j-bad.parquet", S, "-o", "out.parquet"],
+     ["pairs", J, S, "-o", "out.parquet"], ["j-bad.parquet", "judgment_id", "more than once"]),
+    (2, "pairs-nan-score", _judgments_nan, ["pairs", "j-bad.parquet", S, "-o", "out.parquet"],
+     ["pairs", J, S, "-o", "out.parquet"], ["j-bad.parquet", "score", "finite"]),
+    (2, "pairs-null-sample-id", _samples_null_id, ["pairs", J, "s-bad.parquet", "-o", "out.parquet"],
+     ["pairs", J, S, "-o", "out.parquet"], ["s-bad.parquet", "sample_id", "null"]),
+    (2, "train-chosen-is-rejected", _pairs_with(rejected_sample_id="s1"), TRAIN[:1] + ["p-bad.parquet"] + TRAIN[2:],
+     TRAIN, ["p-bad.parquet", "chosen_sample_id"]),
+    (2, "train-same-answer", _pairs_with(rejected=[{"role": "assistant", "content": "46"}]),
+     TRAIN[:1] + ["p-bad.parquet"] + TRAIN[2:], TRAIN, ["p-bad.parquet", "same chosen and rejected"]),
+    (2, "train-target-5", _pairs_with(target=5.0), TRAIN[:1] + ["p-bad.parquet"] + TRAIN[2:], TRAIN,
+     ["p-bad.parquet", "target", "5.0"]),
+    (2, "train-target-nan", _pairs_with(target=float("nan")), TRAIN[:1] + ["p-bad.parquet"] + TRAIN[2:] + ["--loss", "soft"],
+     TRAIN + ["--loss", "soft"], ["p-bad.parquet", "target", "nan"]),
+    (2, "sample-role-wizard", _prompts_role, ["sample", "pr-bad.parquet"] + SAMPLE[2:], SAMPLE,
+     ["pr-bad.parquet", "messages", "wizard"]),
+    (2, "prompts-number-in-messages-column", _jsonl("m.jsonl", {"messages": 5}, {"messages": "12+34"}),
+     ["prompts", "m.jsonl", "--messages-column", "messages", "-o", "out.parquet"],
+     ["prompts", "src.jsonl", "-o", "out.parquet"], ["m.jsonl", "row 1", "--text-column"]),
+    (2, "prompts-text-and-messages-column", _jsonl("t.jsonl", {"x": "12+34"}),
+     ["prompts", "t.jsonl", "--text-column", "x", "--messages-column", "x", "-o", "out.parquet"],
+     ["prompts", "t.jsonl", "--text-column", "x", "-o", "out.parquet"], ["--text-column", "--messages-column"]),
+    (2, "report-version-99", _run_with_version_99, ["report", "run-bad", "-o", "r.html"],
+     ["report", "run", "-o", "r.html"], ["run-bad", "99", "newer"]),
+    (2, "sql-version-99", _run_with_version_99, ["sql", "--run", "run-bad", "SELECT count(*) AS n FROM samples"],
+     ["sql", "--run", "run", "SELECT count(*) AS n FROM samples"], ["99", "newer"]),
+    # 3. what the machine or a library's limits refuse is one line (dno_data.errors.as_dno_error), limits checked first
+    (3, "export-under-a-file", _blocker, ["export", PAIRS, "-o", "afile/out.jsonl"], ["export", PAIRS, "-o", "out.jsonl"],
+     ["afile"]),
+    (3, "report-under-a-file", _both(_blocker, _run_with_version_99), ["report", "run", "-o", "afile/r.html"],
+     ["report", "run", "-o", "r.html"], ["afile"]),
+    (3, "judge-cache-under-a-file", _blocker, JUDGE_API[:-3] + ["afile/c.sqlite", "--dry-run"], JUDGE_API,
+     ["afile"]),
+    (3, "judge-prices-wrong-shape", _wrong_prices, JUDGE_API + ["--prices", "prices-bad.json"],
+     JUDGE_API + ["--prices", "prices.json"], ["prices-bad.json"]),
+    (3, "judge-template-beyond-the-sandbox", _templates, JUDGE_API + ["--template", "bad.jinja"],
+     JUDGE_API + ["--template", "good.jinja"], ["bad.jinja", "range"]),
+    (3, "sample-answer-longer-than-the-positions", _gpt2, SAMPLE[:4] + ["--model", "gpt2"] + SAMPLE[6:-1] + ["100000"],
+     SAMPLE[:4] + ["--model", "gpt2"] + SAMPLE[6:-1] + ["8"], ["--max-new-tokens 100000", "32"]),
+    (3, "sql-conversion-error", _run_with_version_99, ["sql", "--run", "run", "SELECT CAST(prompt_id AS INTEGER) FROM samples"],
+     ["sql", "--run", "run", "SELECT TRY_CAST(prompt_id AS INTEGER) AS n FROM samples"], ["query failed", "Conversion Error", "p1"]),
+    # 4. a refused command leaves nothing (empty work folders discarded, the key checked before the cache is made)
+    (4, "judge-missing-api-key", _env(OPENAI_API_KEY=None, DNO_R3_KEY="sk-test"), JUDGE_API[:-1],
+     JUDGE_API, ["OPENAI_API_KEY"]),
+    (4, "train-lora-target-nonexistent", _noop, TRAIN + ["--lora-r", "2", "--lora-target-modules", "nonexistent"],
+     TRAIN + ["--lora-r", "2", "--lora-target-modules", "q_proj"], ["nonexistent"]),
+    (4, "sample-seed-too-big", _noop, SAMPLE + ["--seed", "99999999999999999999999"], SAMPLE + ["--seed", "7"],
+     ["--seed"]),
+    (4, "sql-o-new-folder-failing-query", _run_with_version_99,
+     ["sql", "--run", "run", "SELECT nope FROM samples", "--format", "csv", "-o", "new/x.csv"],
+     ["sql", "--run", "run", "SELECT sample_id FROM samples", "--format", "csv", "-o", "new/x.csv"], ["nope"]),
+    # 7. one line for click's usage errors, DuckDB's out of memory and a failing judge (with its failure classes)
+    (7, "prompts-partitions-1.5", _jsonl("src2.jsonl", {"prompt": "1+2"}),
+     ["prompts", "src2.jsonl", "--partitions", "1.5", "-o", "out.parquet"],
+     ["prompts", "src2.jsonl", "--partitions", "1", "-o", "out.parquet"], ["--partitions", "dno prompts --help"]),
+    (7, "sft-beta", _noop, ["sft", PAIRS, "--model", M, "-o", "out", "--beta", "0.1"],
+     ["sft", PAIRS, "--model", M, "-o", "out", "--max-length", "16"], ["--beta", "dno sft --help"]),
+    (7, "no-such-command", _noop, ["pair", J, S, "-o", "out.parquet"], PAIRS_CMD, ["pair"]),
+    (7, "pairs-memory-limit-1KB", _noop, PAIRS_CMD + ["--memory-limit", "1KB"], PAIRS_CMD + ["--memory-limit", "1GB"],
+     ["--memory-limit"]),
+    (7, "no-such-option", _noop, PAIRS_CMD + ["--bogus"], PAIRS_CMD, ["--bogus", "dno pairs --help"]),
+]
+
+
+@pytest.mark.parametrize("cls,case_id,setup,bad,good,names", CLASSES, ids=[f"{c[0]}-{c[1]}" for c in CLASSES])
+def test_each_class_is_one_line_leaves_nothing_and_the_corrected_command_runs(ws_src, monkeypatch, cls, case_id, setup,
+                                                                               bad, good, names):
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    ws = ws_src
+    monkeypatch.chdir(ws)
+    for k in ("OPENAI_API_KEY", "DNO_R3_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    setup(ws)
+    before = {p: p.stat().st_mtime_ns for p in ws.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, bad)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for n in names:
+        assert n in lines[0], lines[0]
+    after = {p: p.stat().st_mtime_ns for p in ws.rglob("*") if p.is_file()}
+    assert set(after) == set(before), f"left behind: {sorted(map(str, set(after) - set(before)))}"
+    assert after == before, "a file changed"
+    if case_id == "judge-missing-api-key":
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    fixed = CliRunner().invoke(app, good)
+    assert fixed.exit_code == 0, (case_id, fixed.stderr, fixed.exception)
+
+
+def test_the_class_table_covers_every_class():
+    by_class = {}
+    for c in CLASSES:
+        by_class[c[0]] = by_class.get(c[0], 0) + 1
+    assert all(by_class.get(k, 0) >= 3 for k in (2, 3, 4, 7)), by_class
+
+
+def test_special_files_never_hang(ws_src, cli):
+    """5. A named pipe as an input or as -o is refused at once (nothing opens it), with one line."""
+    import os
+
+    ws = ws_src
+    os.mkfifo(ws / "fifo")
+    os.mkfifo(ws / "fifo.parquet")
+    cases = [("prompts", "fifo", "-o", "out.parquet"), ("pairs", "fifo.parquet", S, "-o", "out.parquet"),
+             ("export", PAIRS, "-o", "fifo"), ("sql", "--run", ".", "SELECT 1 AS x", "--format", "csv", "-o", "fifo"),
+             ("report", ".", "-o", "fifo")]
+    for args in cases:
+        proc = run_cli(*args, cwd=ws, timeout=120)
+        _check_one_line_error(proc, "fifo")
+    assert not list(ws.glob("out*"))
+
+
+def test_a_successful_run_sweeps_what_killed_runs_left(ws):
+    """4. `.NAME.PID.tmp` files and `.NAME.spill-PID-*` folders of processes that are gone are removed by the next
+    successful write of NAME; those of a live process stay."""
+    import os
+
+    from dno_data.stages.pairs import PairsConfig, run
+
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    (ws / f".out.parquet.spill-{dead}-abc").mkdir()
+    (ws / f".out.parquet.spill-{dead}-abc" / "duckdb_temp_block").write_bytes(b"x")
+    (ws / f".out.parquet.{dead}.tmp").write_bytes(b"half")
+    (ws / f".dno-spill-{dead}-ff").mkdir()
+    live = ws / f".out.parquet.{os.getppid()}.tmp"
+    live.write_bytes(b"another process's")
+    run(PairsConfig.from_options(judgments=ws / J, samples=ws / S, output=ws / "out.parquet"))
+    left = sorted(p.name for p in ws.iterdir() if p.name.startswith("."))
+    assert left == [live.name], left
+
+
+def test_judge_failures_are_named_by_class(ws, monkeypatch, capsys):
+    """7. When judge calls fail, the summary and the error line say why: the failure classes with counts."""
+    from dno_data.errors import DnoError
+    from dno_data.stages.judge import JudgeConfig, run
+
+    _failing_judge(ws)
+    with pytest.raises(DnoError, match=r"\(2 failed: 2 TimeoutError\)"):
+        run(JudgeConfig.from_options(samples=ws / S, output=ws / "out.parquet", judge="python:judges_r3:bad"))
+    assert "2 failed: 2 TimeoutError" in capsys.readouterr().err
+
+
+def test_a_secret_in_a_url_reaches_no_file_and_no_line(ws, cli):
+    """6. `?api_key=...` (and user:password@ in error texts) never reach the lineage, the terminal or an error."""
+    import pyarrow.parquet as pq
+
+    url = "http://127.0.0.1:9/v1?api_key=SEKRET1&model=m&sig=SEKRET2"
+    proc = cli("judge", S, "-o", "out.parquet", "--judge", "oracle:addition", "--base-url", url, cwd=ws)
+    assert proc.returncode == 0, proc.stderr
+    meta = pq.read_schema(ws / "out.parquet").metadata
+    blob = b"".join(meta.values()) + proc.stderr.encode() + proc.stdout.encode()
+    assert b"SEKRET" not in blob and b"api_key=***" in blob
+    proc = cli("judge", S, "-o", "o2.parquet", "--judge", "oracle:addition", "--base-url", url, "--rpm", "-1", cwd=ws)
+    assert proc.returncode == 1 and "SEKRET" not in proc.stderr
+
+
+def test_duckdb_spills_inside_the_run_not_the_working_folder(ws_src, tmp_path_factory, monkeypatch):
+    """6. A `dno sql` connection spills inside the run folder, never into `<cwd>/.tmp`."""
+    from dno_data.run_views import open_run
+
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(elsewhere)
+    con, _ = open_run(ws_src)
+    spill = Path(con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0])
+    con.close()
+    assert spill.parent == ws_src.resolve() and spill.name.startswith(".dno-spill-")
+
+
+def test_sql_csv_writes_nested_columns_as_json(ws_src, cli):
+    """3. `dno sql --format csv` over a nested column (messages) writes its JSON text."""
+    import csv
+    import json
+
+    proc = cli("sql", "--run", ".", "SELECT sample_id, messages FROM samples ORDER BY 1", "--format", "csv", "-o",
+               "x.csv", cwd=ws_src)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((ws_src / "x.csv").open()))
+    assert json.loads(rows[0]["messages"])[0]["role"] == "user"
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(ws, monkeypatch):
+    """3/4. ENOSPC while writing a report or a sql result: one line naming the file; no half-written file."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import dno_data.atomic as atomic
+    from stages.cli import app
+
+    monkeypatch.chdir(ws)
+    (ws / "iter-01").mkdir()
+    shutil.copy(ws / S, ws / "iter-01" / S)
+    real = atomic.replace
+
+    def full(tmp, final, durable=True):  # the disk fills while the file is finished
+        raise OSError(errno.ENOSPC, "No space left on device", str(final))
+
+    monkeypatch.setattr(atomic, "replace", full)
+    for args in (["sql", "--run", ".", "SELECT 1 AS x", "--format", "csv", "-o", "q.csv"],
+                 ["report", ".", "-o", "r.html"]):
+        before = _tree(ws)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, (result.output, result.exception)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "No space left on device" in lines[0] and "disk is full" in lines[0], result.stderr
+        assert _tree(ws) == before, sorted(_tree(ws) - before)
+    monkeypatch.setattr(atomic, "replace", real)
+
+
+def test_iterate_prints_a_steps_error_once(ws, cli):
+    """7. A failing step's error line appears once, from the loop, naming the step."""
+    import os
+
+    from conftest import ROOT
+
+    (ws / "teachers_r3.py").write_text("def bad(messages):\n    raise RuntimeError('teacher down')\n")
+    run = ws / "run"
+    run.mkdir()
+    shutil.copy(ws / P, run / P)
+    proc = cli("iterate", "--run", run, "--model", ws / M, "--judge", "oracle:addition", "--iterations", "1",
+               "--teacher", "python:teachers_r3:bad", "--sample-args", "-k 1 --max-new-tokens 2", cwd=ws,
+               env={"PYTHONPATH": f"{ws}{os.pathsep}{ROOT}"})
+    assert proc.returncode == 1
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "teacher down" in errors[0] and "dno sample" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_doubled_key_under_a_copied_key_digest_is_refused(ws):
+    """2. dno's writers record the digest of the keys they found unique (dno.key_digest), so `dno pairs` knows the
+    keys of its inputs unique from one plain scan; a file whose rows changed under the copied metadata gets the
+    full check and is refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dno_data.artifacts import KEY_DIGEST
+    from dno_data.errors import DnoError
+    from dno_data.stages.pairs import PairsConfig, run
+
+    table = pq.read_table(ws / J)
+    assert KEY_DIGEST in table.schema.metadata
+    doubled = pa.concat_tables([table, table.slice(0, 1)]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(doubled, ws / "j2.parquet")
+    with pytest.raises(DnoError, match=r"j2.parquet: 1 judgment_id value\(s\) appear more than once"):
+        run(PairsConfig.from_options(judgments=ws / "j2.parquet", samples=ws / S, output=ws / "out.parquet"))
+    assert not (ws / "out.parquet").exists()
+    run(PairsConfig.from_options(judgments=ws / J, samples=ws / S, output=ws / "out.parquet"))

@@ -42,7 +42,7 @@ class OptionError(DnoError):
 
 def _shown(value: Any) -> str:
     """A value as an error line quotes it: a URL's user:password@ never (the line reaches logs and terminals)."""
-    from ..openai_api.runner import redact_url
+    from ..redact import redact_text as redact_url
 
     return redact_url(repr(value))
 
@@ -156,7 +156,10 @@ def _number(v: Any) -> bool:
 # type -> (what it accepts, the conversion, the word an error uses)
 _SIMPLE = {Path: (lambda v: isinstance(v, (str, Path)), _path, "a path"),
            bool: (lambda v: isinstance(v, bool), bool, "true or false"),
-           int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "an integer"),
+           # 64 bits at most: every integer option ends up in a C long (torch, numpy, DuckDB), where a larger one
+           # is an OverflowError part-way
+           int: (lambda v: isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63, int,
+                 "an integer of at most 64 bits"),
            float: (_number, float, "a number"),
            str: (lambda v: isinstance(v, str), str, "a string")}
 

@@ -77,7 +77,7 @@ class HFGenerator:
                 temperature=None,
                 top_p=None,
                 top_k=None,
-                max_new_tokens=params.max_new_tokens,
+                max_new_tokens=self._room(enc["input_ids"].shape[1], params.max_new_tokens),
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=self.stop_ids,
                 **extra,
@@ -94,6 +94,20 @@ class HFGenerator:
                 row.append(Completion(tok.decode(ids, skip_special_tokens=True), len(ids), "stop" if stopped else "length"))
             results.append(row)
         return results
+
+    def _room(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        """The answer length that fits a learned position table after this batch's prompts (models.position_limit;
+        the answers are cut there, finish_reason length), instead of an index error part-way."""
+        from ..errors import DnoError
+        from ..models import position_limit
+
+        limit = position_limit(self.model_dir)
+        if limit is None or prompt_tokens + max_new_tokens <= limit:
+            return max_new_tokens
+        if prompt_tokens >= limit:
+            raise DnoError(f"a prompt of {prompt_tokens} tokens does not fit the model's {limit} positions "
+                           f"({self.model_dir}); drop long prompts with `dno prompts --max-prompt-chars`")
+        return limit - prompt_tokens
 
     def close(self) -> None:
         pass

@@ -32,7 +32,7 @@ from importlib import resources
 from itertools import combinations
 from pathlib import Path
 
-from ..errors import DnoError
+from ..errors import DnoError, first_line
 from ..ids import stable_hash
 from ..openai_api.call_cache import CachedCall
 from ..openai_api.runner import Call, describe_failure
@@ -105,16 +105,20 @@ class OpenAIJudge(RequestJudge):
     def _render_check(self) -> None:
         """Render the template once with placeholder values: an unknown variable is a DnoError now,
         before any work folder exists, not a traceback in the middle of the stage."""
-        import jinja2
 
         values = {"rubric": {"candidates": [{"id": "id1", "text": "x", "truncated": True}]},
                   "pairwise": {"a": "x", "b": "y", "a_truncated": True, "b_truncated": False},
                   "single": {"answer": "x", "truncated": True, "reference": "r", "multi_turn": True}}[self.mode]
+        self._render(instruction="q", **values)
+
+    def _render(self, **values) -> str:
+        """The template rendered; any failure (an unknown variable, the sandbox's limits such as
+        `range(10**7)`, an unsafe attribute) is one DnoError naming the template."""
         try:
-            self.template.render(instruction="q", **values)
-        except jinja2.TemplateError as e:
+            return self.template.render(**values)
+        except Exception as e:  # jinja2.TemplateError, SecurityError, OverflowError (range), TypeError...
             where = f"--template {self._template_path}" if self._template_path else f"the {self.mode} template"
-            raise DnoError(f"{where}: {e}") from None
+            raise DnoError(f"{where}: {type(e).__name__}: {first_line(e, 300)}") from None
 
     # ------------------------------------------------------------ planning
     def _messages(self, text: str) -> list[dict]:
@@ -134,20 +138,20 @@ class OpenAIJudge(RequestJudge):
         if self.mode == "rubric":
             shown = list(group.candidates)
             random.Random(stable_hash("shuffle", group.prompt_id, self.seed)).shuffle(shown)
-            render = lambda: self.template.render(  # noqa: E731
+            render = lambda: self._render(  # noqa: E731
                 instruction=instruction, candidates=[{"id": f"id{i + 1}", "text": fence(c.response), "truncated": c.truncated}
                                                      for i, c in enumerate(shown)])
             return [Planned(self._call(instruction, shown, render), shown, 0)]
         if self.mode == "single":
             reference = fence(group.reference) if group.reference else None
             multi_turn = sum(m["role"] == "user" for m in group.messages) > 1
-            return [Planned(self._call(instruction, [c], lambda c=c: self.template.render(
+            return [Planned(self._call(instruction, [c], lambda c=c: self._render(
                 instruction=instruction, answer=fence(c.response), truncated=c.truncated, reference=reference,
                 multi_turn=multi_turn), reference), [c], 0) for c in group.candidates]
         out = []
         for x, y in combinations(group.candidates, 2):
             for a, b, pos in ([(x, y, 0), (y, x, 1)] if self.both_orders else [(x, y, 0)]):
-                render = lambda a=a, b=b: self.template.render(  # noqa: E731
+                render = lambda a=a, b=b: self._render(  # noqa: E731
                     instruction=instruction, a=fence(a.response), b=fence(b.response),
                     a_truncated=a.truncated, b_truncated=b.truncated)
                 out.append(Planned(self._call(instruction, [a, b], render), [a, b], pos))

@@ -66,6 +66,36 @@ def not_ok_rows(output: Path) -> tuple[Counter, set[str]]:
     return Counter(status), {k for s, k in zip(status, table["call_key"].to_pylist()) if s != "ok" and k is not None}
 
 
+def failure_classes(statuses, errors) -> Counter:
+    """The not-ok rows by why they failed: an error row by its exception's class (`APITimeoutError`,
+    `RateLimitError`, from the row's `error` text), other rows by their status (unparseable, refused)."""
+    out: Counter = Counter()
+    for status, error in zip(statuses, errors):
+        if status == "ok":
+            continue
+        if status == "error" and error:
+            head = str(error).split(":", 1)[0].split()
+            out[head[0] if head and head[0].isidentifier() else "error"] += 1
+        else:
+            out[status] += 1
+    return out
+
+
+def describe_failures(classes: Counter) -> str:
+    """`1250 failed: 1200 APITimeoutError, 50 RateLimitError` (most frequent first)."""
+    total = sum(classes.values())
+    return f"{total} failed: " + ", ".join(f"{n} {c}" for c, n in classes.most_common())
+
+
+def file_failure_classes(output: Path) -> Counter:
+    """failure_classes of an existing judgments file (empty when it cannot be read)."""
+    try:
+        table = pq.read_table(output, columns=["status", "error"])
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return Counter()
+    return failure_classes(table["status"].to_pylist(), table["error"].to_pylist())
+
+
 class RetryingCache:
     """The call cache of a runner that asks `keys` again: their cached answers (unparseable or
     refused ones) are not read, and each new answer replaces the old one. Every other key

@@ -20,9 +20,19 @@ def load_prices(path: Path | None = None, batch: bool = False) -> dict[str, tupl
     table = json.loads(resources.files("dno_data.openai_api").joinpath("prices.json").read_text())
     if path is not None:
         try:
-            table.update(json.loads(Path(path).read_text()))
+            given = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise DnoError(f"--prices {path}: not a readable JSON price table ({e})") from None
+        if not isinstance(given, dict):
+            raise DnoError(f"--prices {path}: holds a JSON {type(given).__name__}; expected an object "
+                           '{"MODEL": [USD per 1M input tokens, USD per 1M output tokens], ...}')
+        for k, v in given.items():
+            if not k.startswith("_") and not (isinstance(v, list) and len(v) in (2, 4) and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v)):
+                raise DnoError(f"--prices {path}: {k!r} is {json.dumps(v)[:60]}; expected [USD per 1M input "
+                               "tokens, USD per 1M output tokens] (and optionally the batch prices after them), "
+                               "numbers of 0 or more")
+        table.update(given)
     return prices_of(table, batch, path)
 
 

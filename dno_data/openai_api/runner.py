@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,16 +41,15 @@ class ApiSettings:
         check_base_url(self.base_url, "--base-url")
 
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
-
-
 def redact_url(text: str) -> str:
-    """`text` with the user:password part of every URL in it removed.
+    """`text` with every URL's user:password part and secret query values removed (dno_data.redact).
 
-    >>> redact_url("GET http://alice:pw@host:8000/v1 failed")
-    'GET http://***@host:8000/v1 failed'
+    >>> redact_url("GET http://alice:pw@host:8000/v1?api_key=sk-1 failed")
+    'GET http://***@host:8000/v1?api_key=*** failed'
     """
-    return _USERINFO.sub("***@", text)
+    from ..redact import redact_text
+
+    return redact_text(text)
 
 
 def check_base_url(url: str | None, where: str) -> None:
@@ -255,7 +253,9 @@ def describe_failure(e: BaseException) -> str:
 
 
 def make_runner(settings: ApiSettings, cache_path=None, no_cache: bool = False) -> CallRunner:
-    """A runner with the call cache at `cache_path` (default $DNO_CACHE or ~/.cache/dno/judge.sqlite)."""
+    """A runner with the call cache at `cache_path` (default $DNO_CACHE or ~/.cache/dno/judge.sqlite); the
+    key and the client are checked first, so a refusal leaves no cache file behind."""
+    check_api(settings)
     return CallRunner(settings, None if no_cache else CallCache(cache_path or default_cache_path()))
 
 
@@ -273,6 +273,7 @@ def answer_all(settings: ApiSettings, calls: list[Call], cache_path=None, *,
     """Answers to `calls` by key, for callers that need every answer (teachers, the `openai`
     sampling backend): the cache first when `cache_path` is given, the rest asked concurrently.
     A call that fails for good is a DnoError that starts with `what(call)`."""
+    check_api(settings)  # before the cache file is made
     cache = CallCache(cache_path) if cache_path else None
 
     async def work(runner: CallRunner):

@@ -71,9 +71,17 @@ def _located(run):
 
     @functools.wraps(run)
     def run_at(cfg):
+        from .. import output_lock
+        from ..parts import discard_unstarted_work
         from ..staging import run_staged
 
-        return run_staged(cfg, run)
+        held = output_lock.held()
+        try:
+            return run_staged(cfg, run)
+        except BaseException:
+            discard_unstarted_work()  # a refused or failed command leaves no empty work folder behind,
+            output_lock.release_all(but=held)  # nor a lock file (in this process: the API, tests)
+            raise
 
     return run_at
 

@@ -52,7 +52,7 @@ def run(cfg: EvalConfig) -> Path:
     from ..generation import SamplingParams, make_generator
     from ..lineage import make_lineage
     from ..hub import hub_lineage, pinned
-    from ..models import check_model_dir
+    from ..models import check_answer_length, check_model_dir
     from ..openai_api.call_cache import default_cache_path
     from ..openai_api.runner import make_runner
     from ..parts import Parts
@@ -65,6 +65,7 @@ def run(cfg: EvalConfig) -> Path:
     prompts = read_artifact(cfg.prompts, "prompts")
     check_output(cfg.output, [cfg.prompts], kind="eval")
     model = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot folder (dno_data.hub)
+    check_answer_length(model, cfg.sampling.max_new_tokens)
     judge = cfg.judge.make()
     settings = cfg.api.settings()  # the one server and call policy of this command's openai: judge and teacher
     cache = cfg.api.cache_path(default_cache_path())

@@ -91,8 +91,8 @@ def run(cfg: JudgeConfig) -> Path:
     from ..errors import DnoError
     from ..judges.base import RequestJudge
     from ..hub import hub_lineage
-    from ..judges.run import (RetryingCache, failed_calls, groups_of, judge_groups, judge_groups_batch, judge_groups_ray,
-                              not_ok_rows)
+    from ..judges.run import (RetryingCache, describe_failures, failed_calls, failure_classes, file_failure_classes,
+                              groups_of, judge_groups, judge_groups_batch, judge_groups_ray, not_ok_rows)
     from ..lineage import make_lineage
     from ..parts import Parts
     from ..paths import check_output
@@ -102,6 +102,10 @@ def run(cfg: JudgeConfig) -> Path:
         raise DnoError(f"{cfg.samples}: no samples to judge; rerun `dno sample`")
     check_output(cfg.output, [cfg.samples], kind="judgments")
     judge = cfg.judge.make()
+    if isinstance(judge, RequestJudge):
+        from ..openai_api.costs import load_prices
+
+        load_prices(cfg.prices)  # a wrong price table is refused now, not after every call was paid for
     if cfg.engine.ray and isinstance(judge, RequestJudge):
         raise DnoError(f"--judge {cfg.judge.spec}: an API judge runs in this process (its limit is the provider's "
                        "rate, and its call cache is on this disk); --engine ray is for reward:, python: and "
@@ -117,7 +121,7 @@ def run(cfg: JudgeConfig) -> Path:
     before, retry_keys = not_ok_rows(cfg.output) if cfg.retry_failed else (None, set())
     retry = cfg.retry_failed and sum(n for s, n in before.items() if s != "ok") > 0
     if not retry and not failed_calls(cfg.output) and up_to_date(cfg.output, lineage, cfg.force):  # failed calls: ask again
-        _check_failure_rate(cfg, not_ok_rows(cfg.output)[0])
+        _check_failure_rate(cfg, not_ok_rows(cfg.output)[0], file_failure_classes(cfg.output))
         return cfg.output
     if isinstance(judge, RequestJudge):  # a missing key or package: an error before the work folder exists
         from ..openai_api.runner import check_api
@@ -137,12 +141,14 @@ def run(cfg: JudgeConfig) -> Path:
         counts = judge_groups(groups, judge, parts, cfg.prompts_per_part, runner)
     table = parts.finish(lineage)
     status = Counter(table["status"].to_pylist())
+    classes = failure_classes(table["status"].to_pylist(), table["error"].to_pylist())
     report = {"prompts": len(groups), "samples": len(samples), "judgments": len(table),
-              **{f"status {k}": v for k, v in sorted(status.items())}, **{k: v for k, v in counts.items() if v}}
+              **{f"status {k}": v for k, v in sorted(status.items())},
+              **({"why": describe_failures(classes)} if classes else {}), **{k: v for k, v in counts.items() if v}}
     if runner is not None:
         report.update(_api_report(cfg, judge, runner, table))
     summary(f"judgments -> {cfg.output}", report)
-    _check_failure_rate(cfg, status)
+    _check_failure_rate(cfg, status, classes)
     return cfg.output
 
 
@@ -161,14 +167,16 @@ def _refuse_unfinished_batches(work_dir: Path) -> None:
                        "run, and are billed)")
 
 
-def _check_failure_rate(cfg: JudgeConfig, status) -> None:
+def _check_failure_rate(cfg: JudgeConfig, status, classes=None) -> None:
     """Too many failed judgments stop the loop (`dno iterate` stops on a failing stage): the file
     is written, the counts are on the error line."""
     from ..errors import DnoError
 
     total, failed = sum(status.values()), sum(n for s, n in status.items() if s != "ok")
     if total and failed / total > cfg.max_failure_rate:
-        counts = ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
+        from ..judges.run import describe_failures
+
+        counts = describe_failures(classes) if classes else ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
         raise DnoError(f"{cfg.output}: {failed} of {total} judgments ({failed / total:.0%}) failed, more than "
                        f"--max-failure-rate {cfg.max_failure_rate:g} ({counts}); rerun the same command to ask "
                        f"the failed calls again (--retry-failed also re-asks unparseable and refused answers)")
@@ -178,7 +186,7 @@ def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
     from ..openai_api.costs import cost_usd, fmt_cost, load_prices
 
     st = runner.stats
-    out = {"calls made": st.calls, "cache hits": st.cache_hits, "calls failed for good": sum(st.failures.values()),
+    out = {"calls made": st.calls, "cache hits": st.cache_hits, "calls failed for good": _failed_for_good(st.failures),
            "input tokens": st.input_tokens, "output tokens": st.output_tokens,
            "cost of this run" + (" (batch price)" if cfg.batch else ""):
                fmt_cost(cost_usd(judge.model, st.input_tokens, st.output_tokens, load_prices(cfg.prices, batch=cfg.batch)),
@@ -192,6 +200,15 @@ def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
         if ok:
             out["position bias: P(first shown wins)"] = f"{sum(ok) / len(ok):.3f}"
     return out
+
+
+def _failed_for_good(failures) -> str | int:
+    """`0`, or `1250 (1200 APITimeoutError, 50 RateLimitError)`: the calls that failed after their retries, by
+    the error's class."""
+    total = sum(failures.values())
+    if not total:
+        return 0
+    return f"{total} (" + ", ".join(f"{n} {c}" for c, n in failures.most_common()) + ")"
 
 
 def _dry_run(cfg: JudgeConfig, judge, groups) -> None:

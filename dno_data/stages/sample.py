@@ -94,7 +94,7 @@ def run(cfg: SampleConfig) -> Path:
     from ..ids import stable_hash
     from ..lineage import make_lineage
     from ..hub import pinned, resolve
-    from ..models import check_model_dir, model_sha256
+    from ..models import check_answer_length, check_model_dir, model_sha256
     from ..parts import Parts, release_output
     from ..reproducibility import configure_torch
     from ..sampling import sample_rows, select_prompts
@@ -121,6 +121,8 @@ def run(cfg: SampleConfig) -> Path:
                                "(or its Hugging Face Hub id)")
         else:
             policy_files = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot (dno_data.hub)
+        if cfg.backend != "openai":
+            check_answer_length(policy_files, cfg.sampling.max_new_tokens)
     policy_api = cfg.api.settings()  # settings are checked before any work folder exists
     cache = cfg.api.cache_path()
     teacher_api = TeacherApi(settings=cfg.api.settings(cfg.teacher_base_url), temperature=cfg.teacher_call.temperature,

@@ -73,8 +73,7 @@ def run(cfg: SqlConfig):
     if cfg.format == "parquet" and cfg.output is None:
         raise DnoError("--format parquet needs -o FILE")
     if cfg.output is not None:
-        check_output(cfg.output, kind="sql")
-        cfg.output.parent.mkdir(parents=True, exist_ok=True)
+        check_output(cfg.output, kind="sql")  # its folder is made when the result is written, not before
     query = cfg.query if cfg.query is not None else load_query(cfg.named) if cfg.named else read_user_sql(cfg.file, "--file")
     con, views = open_run(cfg.run)
     if cfg.named:
@@ -86,8 +85,7 @@ def run(cfg: SqlConfig):
     if cfg.format == "parquet":
         write_output(cfg.output, "sql", df.write_parquet)
     elif cfg.format == "csv":
-        text = df.write_csv()
-        _emit(text, cfg.output)
+        _emit(_flat(df).write_csv(), cfg.output)
     elif cfg.format == "json":
         _emit(df.write_json(), cfg.output)
     else:
@@ -98,6 +96,19 @@ def run(cfg: SqlConfig):
                        tbl_hide_column_data_types=True, tbl_width_chars=-1):
             _emit(str(df) + "\n", cfg.output)
     return df
+
+
+def _flat(df):
+    """CSV holds no lists or structs: a nested column (e.g. `messages`) becomes its JSON text."""
+    import json
+
+    import polars as pl
+
+    nested = [c for c, t in df.schema.items() if t.is_nested()]
+    if not nested:
+        return df
+    return df.with_columns([pl.Series(c, [None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+                                          for v in df[c].to_list()], dtype=pl.String) for c in nested])
 
 
 def _emit(text: str, output: Path | None) -> None:

@@ -59,7 +59,8 @@ def run(cfg: TrainConfig) -> Path:
     from ..reproducibility import configure_torch
     from ..training import train
 
-    pairs = read_pairs(cfg.pairs)
+    pairs = read_pairs(cfg.pairs)  # keys, targets in [0, 1], chosen and rejected two samples
+    _check_texts_differ(pairs, cfg.pairs)
     model = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot folder (dno_data.hub)
     reference = cfg.training.reference
     if reference is not None:
@@ -79,3 +80,19 @@ def run(cfg: TrainConfig) -> Path:
         summary(f"train {cfg.model} -> {cfg.output}", metrics)
     return cfg.output
 
+
+
+def _check_texts_differ(pairs, path) -> None:
+    """A pair whose chosen and rejected answers are the same text teaches nothing and hides a broken file."""
+    import duckdb
+
+    if len(pairs) == 0:
+        return
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.register("pairs", pairs.select(["pair_id", "chosen", "rejected"]))
+    same, example = con.sql("SELECT count(*), any_value(pair_id) FROM pairs WHERE chosen = rejected").fetchall()[0]
+    con.close()
+    if same:
+        raise DnoError(f"{path}: {same} pair(s) have the same chosen and rejected answer (e.g. pair_id {example}); "
+                       "remake it with `dno pairs` (a pair needs two different answers)")

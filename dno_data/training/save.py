@@ -50,6 +50,22 @@ def metrics_of(s: Setup, result: FitResult) -> dict:
     }
 
 
+def check_finite_weights(result: FitResult, output: Path) -> None:
+    """Refuse to write a checkpoint whose weights hold NaN or infinity (a diverged run, a NaN in the data):
+    one error line, nothing written; the unfinished-work folder stays for a rerun with other settings."""
+    import torch
+
+    from ..errors import DnoError
+
+    tensors = result.state_dict if result.state_dict is not None else result.model.state_dict()
+    bad = [name for name, t in tensors.items()
+           if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise DnoError(f"{output}: training produced non-finite weights (NaN or inf) in {len(bad)} of {len(tensors)} "
+                       f"tensors (e.g. {bad[0]}); nothing was written: lower --learning-rate, check the pairs' "
+                       "targets and win-rates, and rerun with --force")
+
+
 def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path | None, model_dir: Path,
                     opts: TrainOptions, lineage: dict, metrics: dict, objective: str = "contrastive") -> None:
     """Write the records and the checkpoint on the main process and remove the unfinished-work folder.
@@ -63,6 +79,7 @@ def save_checkpoint(s: Setup, result: FitResult, output: Path, ref_path: Path | 
     if s.accelerator.is_main_process:
         from ..lineage import lineage_fingerprint
 
+        check_finite_weights(result, output)  # before anything is written
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()}
         reference = None if ref_path is None else str(opts.reference or model_dir)
         manifest = public({"lineage": lineage, "objective": objective, "reference_model": reference,
