@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
-from pathlib import Path
 
 from ..errors import DnoError
 from ..ids import stable_hash
