@@ -1,37 +1,78 @@
-"""Token prices (prices.json beside this module) and cost estimates of API calls."""
+"""Token prices (prices.json beside this module), cost estimates of API calls, and what prefix reuse saves.
+
+Providers bill the input tokens a request shares with an earlier one's beginning (its prefix) at a
+cached price, when they cache prompts: OpenAI does so on its own for prompts of 1024 tokens or more,
+in steps of 128 tokens, at the `cached input` price of prices.json's third column (a model without
+one bills them at the full input price). The judge templates put what never changes first for this.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
 
 from ..errors import DnoError
 
+# OpenAI's prompt caching: the shortest prefix it caches, and the step a cached prefix grows by (tokens)
+CACHE_MIN_TOKENS, CACHE_STEP_TOKENS = 1024, 128
 
-def load_prices(path: Path | None = None) -> dict[str, tuple[float, float]]:
-    """USD per 1M tokens (input, output) by model; a user's file overrides the shipped table."""
+
+def load_prices(path: Path | None = None) -> dict[str, tuple]:
+    """USD per 1M tokens (input, output, cached input or None) by model; a user's file overrides the shipped table."""
     table = json.loads(resources.files("dno_data.openai_api").joinpath("prices.json").read_text())
     if path is not None:
         try:
             table.update(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             raise DnoError(f"--prices {path}: not a readable JSON price table ({e})") from None
-    return {k: (float(v[0]), float(v[1])) for k, v in table.items() if not k.startswith("_")}
+    try:
+        return {k: (float(v[0]), float(v[1]), float(v[2]) if len(v) > 2 and v[2] is not None else None)
+                for k, v in table.items() if not k.startswith("_")}
+    except (TypeError, ValueError, IndexError) as e:
+        raise DnoError(f"--prices {path}: each model needs [input, output] or [input, output, cached input] "
+                       f"USD per 1M tokens ({e})") from None
 
 
-def cost_usd(model: str, input_tokens: int, output_tokens: int, prices: dict) -> float | None:
-    """
+def cost_usd(model: str, input_tokens: int, output_tokens: int, prices: dict, cached_tokens: int = 0) -> float | None:
+    """The price of the tokens; `cached_tokens` of the input at the cached-input price (the input price without one).
+
     >>> cost_usd("gpt-4o", 1_000_000, 100_000, {"gpt-4o": (2.5, 10.0)})
     3.5
+    >>> cost_usd("gpt-4o", 1_000_000, 100_000, {"gpt-4o": (2.5, 10.0, 1.25)}, cached_tokens=400_000)
+    3.0
     >>> cost_usd("my-local-model", 10, 10, {}) is None
     True
     """
     if model not in prices:
         return None
-    pin, pout = prices[model]
-    return round(input_tokens * pin / 1e6 + output_tokens * pout / 1e6, 6)
+    pin, pout, *rest = prices[model]
+    pcached = rest[0] if rest and rest[0] is not None else pin
+    cached = min(cached_tokens, input_tokens)
+    return round((input_tokens - cached) * pin / 1e6 + cached * pcached / 1e6 + output_tokens * pout / 1e6, 6)
 
 
 def fmt_cost(value: float | None, model: str) -> str:
     return f"${value:,.4f}" if value is not None else f"unknown (no price for {model}; pass --prices FILE)"
+
+
+def reused_prefix_tokens(texts, min_tokens: int = CACHE_MIN_TOKENS, step: int = CACHE_STEP_TOKENS) -> list[int]:
+    """For requests sent in this order, the input tokens of each that an earlier one's prefix covers, as
+    OpenAI's prompt caching counts them (about 4 characters a token; an estimate, as for the input tokens).
+
+    >>> reused_prefix_tokens(["x" * 4 * 1100 + "a", "x" * 4 * 1100 + "b", "y" * 40])
+    [0, 1024, 0]
+    """
+    seen: set[bytes] = set()
+    out = []
+    for text in texts:
+        digest, pos, hit, length = hashlib.sha256(), 0, 0, min_tokens
+        while 4 * length <= len(text):
+            digest.update(text[pos:4 * length].encode())
+            pos, key = 4 * length, digest.digest()
+            hit = length if key in seen else hit
+            seen.add(key)
+            length += step
+        out.append(hit)
+    return out

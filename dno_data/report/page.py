@@ -223,7 +223,9 @@ def write_report(run_dirs: list[Path], output: Path, *, metric: str = "winrate",
     parts += ['<h2 id="calls">Judge calls, cache hits and cost</h2>', html_table(_with_run(runs, "judge_calls"))]
     if costs:
         parts += ["<p class='note'>Cost of the calls made (cache hits were paid earlier), from the judge cache's "
-                  "token counts and the price table.</p>", html_table(costs)]
+                  "token counts and the price table; cost_usd bills the input the provider served from its prompt cache "
+                  "(cached_input_tokens) at the cached-input price, cost_usd_without_prefix_reuse all of it at the "
+                  "full price.</p>", html_table(costs)]
     else:
         parts.append("<p class='note'>No API calls: the judges were local (oracles, python functions, reward models), "
                      "so nothing was paid.</p>")
