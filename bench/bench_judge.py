@@ -171,8 +171,8 @@ def warm_cache(args, tmp: Path) -> None:
     srv = Server(latency=0)
     judge(samples, tmp / "warm-fill.parquet", srv.url, tmp / "cache2.sqlite", 64)
     srv.stop()
-    dead_url = "http://127.0.0.1:9/v1"  # nothing listens: any call would fail
-    dt, out = judge(samples, tmp / "warm-rerun.parquet", dead_url, tmp / "cache2.sqlite", 64, "--max-retries", "0")
+    # the same URL (the cache keys answers by server), with nothing listening there now: any call would fail
+    dt, out = judge(samples, tmp / "warm-rerun.parquet", srv.url, tmp / "cache2.sqlite", 64, "--max-retries", "0")
     t = pq.read_table(tmp / "warm-rerun.parquet")
     ok = sum(s == "ok" for s in t["status"].to_pylist())
     print(f"2. warm cache: {n_judgments} judgments ({prompts} calls) again with the server gone: "

@@ -163,7 +163,7 @@ def main() -> None:
                            for i in range(a.prompts)))
     make_prompts(PromptsConfig(src=src, output=work / "prompts.parquet"))
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1", VLLM_CPU_OMP_THREADS_BIND="all",
+               TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     base = [a for a in sys.argv[1:]]
     results = {}
