@@ -80,7 +80,7 @@ vllm-env dir="../vllm-venv":
 # the slow tier, in the environment of `just vllm-env`
 test-slow dir="../vllm-venv":
     DNO_REQUIRE_SLOW=1 {{dir}}/bin/python -m pytest -m slow tests/test_slow_vllm.py tests/test_slow_vllm_sample.py \
-        tests/test_slow_smollm2.py
+        tests/test_slow_smollm2.py tests/test_slow_bench.py
 
 # Instruction-following constraints (lowercase / word limit / include a word) are checked by code.
 # prompts: per iteration; eval: held-out prompts; model: the HF folder, imported from the GGUF when missing.

@@ -5,6 +5,7 @@ requests/s and the server's CPU use::
 
     python bench/bench_fake_server.py --requests 3000 --concurrency 64 --latency 0.2
     python bench/bench_fake_server.py --requests 3000 --concurrency 64 --latency 0.2 --client openai
+    python bench/bench_fake_server.py --smoke    # the smallest size: 200 requests, concurrency 16, latency 0.01 s
 """
 
 from __future__ import annotations
@@ -115,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.2)
     p.add_argument("--client", choices=("aiohttp", "openai"), default="aiohttp")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hard bound on the whole run")
+    p.add_argument("--smoke", action="store_true", help="the smallest size (a few seconds)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if a.smoke:
+        a.requests, a.concurrency, a.latency = 200, 16, 0.01
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "tests.support.fake_openai", "--port", "0", "--latency", str(a.latency),

@@ -3,6 +3,7 @@
     python bench/bench_judge.py                       # all five measurements (~3-4 minutes)
     python bench/bench_judge.py --calls 5000 --concurrency 64 --latency 0.2 --warm 100000
     python bench/bench_judge.py --cases 5             # only the 20 %-errors comparison
+    python bench/bench_judge.py --smoke               # all five at the smallest size (tests/test_bench.py)
 
 1. throughput: `dno judge --mode rubric` (one call per prompt) over --calls prompts against the
    test server with --latency seconds per call at --concurrency; ideal = concurrency / latency.
@@ -126,7 +127,11 @@ def main() -> None:
     ap.add_argument("--fault-calls", type=int, default=2000)
     ap.add_argument("--error-calls", type=int, default=3000)
     ap.add_argument("--cases", default="1,2,3,4,5", help="which measurements to run, e.g. 1,5")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the smallest size: 64 calls at latency 0.01 s, 60 warm judgments, 32 fault and error calls")
     args = ap.parse_args()
+    if args.smoke:
+        args.calls, args.latency, args.warm, args.fault_calls, args.error_calls = 64, 0.01, 60, 32, 32
     cases = {int(c) for c in args.cases.split(",")}
     tmp = Path(tempfile.mkdtemp(prefix="dno-bench-judge-"))
     ideal = args.concurrency / args.latency
@@ -166,8 +171,8 @@ def warm_cache(args, tmp: Path) -> None:
     srv = Server(latency=0)
     judge(samples, tmp / "warm-fill.parquet", srv.url, tmp / "cache2.sqlite", 64)
     srv.stop()
-    dead_url = "http://127.0.0.1:9/v1"  # nothing listens: any call would fail
-    dt, out = judge(samples, tmp / "warm-rerun.parquet", dead_url, tmp / "cache2.sqlite", 64, "--max-retries", "0")
+    # the same URL (the cache keys answers by server), with nothing listening there now: any call would fail
+    dt, out = judge(samples, tmp / "warm-rerun.parquet", srv.url, tmp / "cache2.sqlite", 64, "--max-retries", "0")
     t = pq.read_table(tmp / "warm-rerun.parquet")
     ok = sum(s == "ok" for s in t["status"].to_pylist())
     print(f"2. warm cache: {n_judgments} judgments ({prompts} calls) again with the server gone: "

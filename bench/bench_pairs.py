@@ -5,6 +5,7 @@
     python bench/bench_pairs.py --prompts 200000 --pairwise       # 30 pairwise rows a prompt (both orders)
     python bench/bench_pairs.py --prompts 200000 --chat           # chat-length answers (about 1.5k characters)
     python bench/bench_pairs.py --prompts 2000 --chat 300         # ... of about 300 characters; a quick check
+    python bench/bench_pairs.py --smoke                           # the same: the smallest size (tests/test_bench.py)
 
 Writes synthetic samples.parquet (with each answer's repetition ratio, measured as `dno sample`
 measures it; the time it took is printed) and judgments.parquet, not timed (--folder DIR --reuse
@@ -330,8 +331,11 @@ def main() -> None:
                          "instead of short templated ones")
     ap.add_argument("--folder", type=Path, default=None, help="keep the files here (default: a temp folder)")
     ap.add_argument("--reuse", action="store_true", help="with --folder: use the inputs already there")
+    ap.add_argument("--smoke", action="store_true", help="the smallest size: --prompts 2000 --chat 300 (seconds)")
     ap.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # internal: run one contender in this process
     args = ap.parse_args()
+    if args.smoke:
+        args.prompts, args.chat = 2000, args.chat or 300
     if args.one and args.one[0] == "gen":
         kind, _, chars = args.one[3].partition(":")
         synthetic(Path(args.one[1]), int(args.one[2]), kind == "pairwise", chars=int(chars) if chars else None)

@@ -2,15 +2,22 @@
 
     python bench/bench_train.py                                   # the tiny test model (built here)
     python bench/bench_train.py --model models/smollm2-135m-instruct --pairs 32 --max-length 256
+    python bench/bench_train.py --smoke                           # the smallest size (tests/test_bench.py)
 
 Both sides train with the sigmoid loss (beta 0.1), fused AdamW, fp32, no autocast, dropout
 off, one process, `--threads` CPU threads, gradient checkpointing on both or off on both
 (`--gradient-checkpointing`; TRL's DPOConfig turns it on by default, so it is set explicitly),
 and TRL precomputes the reference log-probs (`precompute_ref_log_probs=True`) as dno does. Each side runs in a fresh process (so peak RSS
-is its own), `--repeats` times alternating; the best time counts (other jobs may share the
-machine). Timed: reference pass + training loop (imports, model loading and saving excluded);
-also the whole process's wall time. Prints one JSON line per run and a final JSON line with pairs/s,
-peak RSS and the dno / TRL ratios. TRL: `pip install trl peft` (TRL 1.16 measured).
+is its own), `--repeats` times alternating dno, TRL, dno, TRL... (other jobs may share the machine:
+a change of load falls on both). Timed: reference pass + training loop (imports, model loading and
+saving excluded); also the whole process's wall time. Prints one JSON line per run and a final JSON
+line with the median pairs/s of each side, the median of the per-repeat ratios (each dno run against
+the TRL run right after it), the highest peak RSS of each side and the load average before and after.
+TRL: `pip install trl peft` (TRL 1.16 measured).
+
+    python bench/bench_train.py --model models/smollm2-135m-instruct --pairs 64 --lengths 256-512 \
+        --max-length 512 --batch-size 4 --steps 16 --repeats 3          # realistic lengths (docs/benchmarks.md)
+    python bench/bench_train.py --model DIR --mixed-precision bf16 --lora-r 16 ...   # on a GPU (bench/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,33 +41,47 @@ WORDS = ("the a model answer is good because it explains each step clearly and b
          "readers can follow what happens next with care water light sun tree river stone").split()
 
 
-def make_pairs(n: int, seed: int, tokenizer, tiny: bool) -> list[dict]:
-    """n pairs: an addition problem (tiny model) or an everyday question, two answers of varied length."""
+def make_pairs(n: int, seed: int, tokenizer, tiny: bool, lengths: tuple[int, int] | None = None) -> list[dict]:
+    """n pairs: an addition problem (tiny model) or an everyday question, two answers of varied length.
+
+    With `lengths` (lo, hi), each answer is cut so that prompt + answer is a uniform draw from lo..hi tokens
+    of `tokenizer` (within a token or two: the cut text is tokenized again by each side)."""
     from questions import QUESTIONS  # bench/questions.py (the script folder is on sys.path)
     from dno_data.models import render_prompt
 
     rng = random.Random(seed)
     rows = []
     for i in range(n):
+        messages = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
         if tiny:
             a, b = rng.randrange(10, 99), rng.randrange(10, 99)
-            question, chosen, rejected = f"{a}+{b}", str(a + b), str(a + b + rng.choice((-1, 1, 10)))
+            messages = [{"role": "user", "content": f"{a}+{b}"}]
+            chosen, rejected = str(a + b), str(a + b + rng.choice((-1, 1, 10)))
+        elif lengths:
+            prompt_tokens = len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+            chosen, rejected = (_answer_of_tokens(tokenizer, rng, rng.randint(*lengths) - prompt_tokens)
+                                for _ in range(2))
         else:
-            question = QUESTIONS[i % len(QUESTIONS)]
             chosen = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(10, 120))) + "."
             rejected = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(10, 120))) + "."
-        messages = [{"role": "user", "content": question}]
         rows.append({"messages": messages, "prompt_text": render_prompt(tokenizer, messages),
                      "chosen": chosen, "rejected": rejected, "i": i})
     return rows
 
 
+def _answer_of_tokens(tokenizer, rng: random.Random, tokens: int) -> str:
+    """Words drawn at random, cut to `tokens` tokens."""
+    words = " ".join(rng.choice(WORDS) for _ in range(2 * tokens + 8))
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"][:max(1, tokens)]
+    return tokenizer.decode(ids).strip()
+
+
 def tiny_model_dir(out: Path) -> Path:
-    from dno_data import demo_task
+    from dno_data.tasks import addition
 
     if not (out / "config.json").exists():
-        tok = demo_task.build_tokenizer()
-        model = demo_task.build_model(tok, hidden=32, layers=1, heads=2, seed=0)
+        tok = addition.build_tokenizer()
+        model = addition.build_model(tok, hidden=32, layers=1, heads=2, seed=0)
         model.save_pretrained(out)
         tok.save_pretrained(out)
     return out
@@ -96,7 +118,8 @@ def run_dno(args, work: Path) -> dict:
     opts = TrainOptions(beta=0.1, loss="hard", learning_rate=args.lr, batch_size=args.batch_size,
                         max_steps=args.steps, warmup_ratio=0.0, lr_scheduler="linear", max_grad_norm=1.0,
                         max_length=args.max_length, save_every=0, threads=args.threads,
-                        group_by_length=args.group_by_length, gradient_checkpointing=args.gradient_checkpointing)
+                        group_by_length=args.group_by_length, gradient_checkpointing=args.gradient_checkpointing,
+                        mixed_precision=args.mixed_precision, lora_r=args.lora_r, lora_alpha=2.0 * max(1, args.lora_r))
     import transformers.optimization  # noqa: F401  imports are not timed (TRL's happen before its timer too)
 
     out = work / f"dno-{os.getpid()}"
@@ -127,7 +150,8 @@ def run_trl(args, work: Path) -> dict:
                     max_steps=args.steps, learning_rate=args.lr, beta=0.1, loss_type=["sigmoid"], warmup_steps=0,
                     lr_scheduler_type="linear", max_grad_norm=1.0, max_length=args.max_length,
                     precompute_ref_log_probs=True, precompute_ref_batch_size=args.batch_size,
-                    report_to="none", save_strategy="no", logging_steps=1, use_cpu=True, bf16=False, fp16=False,
+                    report_to="none", save_strategy="no", logging_steps=1, use_cpu=not torch.cuda.is_available(),
+                    bf16=args.mixed_precision == "bf16", fp16=False,
                     dataloader_num_workers=0, seed=0, disable_tqdm=True,
                     gradient_checkpointing=args.gradient_checkpointing)
     # TRL precomputes the reference log-probs while the trainer is built: time that pass on its own
@@ -142,7 +166,13 @@ def run_trl(args, work: Path) -> dict:
             ref_seconds.append(time.perf_counter() - t)
 
     DPOTrainer._precompute_ref_logps = timed_precompute
-    trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
+    peft_config = None
+    if args.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2.0 * args.lora_r, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, peft_config=peft_config)
     if not ref_seconds:
         raise SystemExit("TRL did not precompute the reference log-probs while building the trainer")
     t0 = time.perf_counter()
@@ -177,9 +207,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--group-by-length", action="store_true", help="dno side: length-grouped batches")
     p.add_argument("--gradient-checkpointing", action="store_true", help="both sides (default: off on both)")
+    p.add_argument("--lengths", default=None, metavar="LO-HI",
+                   help="prompt + answer of LO..HI tokens each (e.g. 256-512; a real --model only)")
+    p.add_argument("--mixed-precision", default="no", choices=("no", "bf16"), help="both sides: bf16 autocast")
+    p.add_argument("--lora-r", type=int, default=0, help="both sides: LoRA adapters of this rank (all linear layers)")
+    p.add_argument("--smoke", action="store_true", help="the smallest size: 16 pairs, 2 steps, one run each")
     p.add_argument("--side", choices=("dno", "trl"), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.smoke:
+        args.pairs, args.steps, args.repeats = 16, 2, 1
     if args.side:
         return child(args)
 
@@ -189,18 +226,21 @@ def main() -> None:
     tiny = args.model is None
     args.model = str(tiny_model_dir(work / "tiny-model") if tiny else Path(args.model).resolve())
     args.steps = args.steps or args.pairs // args.batch_size
-    rows = make_pairs(args.pairs, 0, load_tokenizer(args.model, padding_side="right"), tiny)
+    lengths = tuple(int(x) for x in args.lengths.split("-")) if args.lengths else None
+    rows = make_pairs(args.pairs, 0, load_tokenizer(args.model, padding_side="right"), tiny, lengths)
     (work / "pairs.json").write_text(json.dumps(rows))
     pairs_parquet(rows, work / "pairs.parquet")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    best: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {"dno": [], "trl": []}
+    load_before = os.getloadavg()[0]
     for _ in range(args.repeats):
-        for side in ("dno", "trl"):
+        for side in ("dno", "trl"):  # alternating, so a change of the machine's load falls on both
             cmd = [sys.executable, __file__, "--side", side, "--work", str(work), "--model", args.model,
                    "--pairs", str(args.pairs), "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--max-length", str(args.max_length), "--lr", str(args.lr), "--threads", str(args.threads)]
+                   "--max-length", str(args.max_length), "--lr", str(args.lr), "--threads", str(args.threads),
+                   "--mixed-precision", args.mixed_precision, "--lora-r", str(args.lora_r)]
             cmd += ["--group-by-length"] * args.group_by_length
             cmd += ["--gradient-checkpointing"] * args.gradient_checkpointing
             t0 = time.perf_counter()
@@ -209,20 +249,26 @@ def main() -> None:
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode or line is None:
                 sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-            got = {**json.loads(line[7:]), "wall_seconds": wall}
+            got = {**json.loads(line[7:]), "wall_seconds": wall, "load_average": os.getloadavg()[0]}
             print(json.dumps(got), flush=True)
-            if side not in best or got["seconds"] < best[side]["seconds"]:
-                best[side] = {**got, "peak_rss_mb": min(got["peak_rss_mb"], best.get(side, got)["peak_rss_mb"])}
-    d, t = best["dno"], best["trl"]
+            runs[side].append(got)
+    rate = lambda r: r["pairs"] / r["seconds"]  # noqa: E731
+    med = statistics.median
+    d, t = runs["dno"], runs["trl"]
+    # each repeat's dno run and the TRL run right after it make one ratio; the median of those is the figure
+    ratios = [rate(x) / rate(y) for x, y in zip(d, t)]
     summary = {
-        "model": "tiny" if tiny else args.model, "pairs": args.pairs, "batch_size": args.batch_size,
-        "steps": args.steps, "max_length": args.max_length, "threads": args.threads,
-        "gradient_checkpointing": args.gradient_checkpointing,
-        "dno_pairs_per_s": round(d["pairs"] / d["seconds"], 2), "trl_pairs_per_s": round(t["pairs"] / t["seconds"], 2),
-        "speed_ratio": round((d["pairs"] / d["seconds"]) / (t["pairs"] / t["seconds"]), 3),
-        "wall_ratio_trl_over_dno": round(t["wall_seconds"] / d["wall_seconds"], 3),
-        "dno_peak_rss_mb": round(d["peak_rss_mb"]), "trl_peak_rss_mb": round(t["peak_rss_mb"]),
-        "rss_ratio": round(d["peak_rss_mb"] / t["peak_rss_mb"], 3),
+        "model": "tiny" if tiny else args.model, "pairs": args.pairs, "lengths": args.lengths,
+        "batch_size": args.batch_size, "steps": args.steps, "max_length": args.max_length, "threads": args.threads,
+        "repeats": args.repeats, "gradient_checkpointing": args.gradient_checkpointing,
+        "group_by_length": args.group_by_length, "mixed_precision": args.mixed_precision, "lora_r": args.lora_r,
+        "dno_pairs_per_s": round(med(rate(x) for x in d), 3), "trl_pairs_per_s": round(med(rate(x) for x in t), 3),
+        "speed_ratio": round(med(ratios), 3), "speed_ratios": [round(x, 3) for x in ratios],
+        "wall_ratio_trl_over_dno": round(med(x["wall_seconds"] for x in t) / med(x["wall_seconds"] for x in d), 3),
+        "dno_peak_rss_mb": round(max(x["peak_rss_mb"] for x in d)),
+        "trl_peak_rss_mb": round(max(x["peak_rss_mb"] for x in t)),
+        "rss_ratio": round(max(x["peak_rss_mb"] for x in d) / max(x["peak_rss_mb"] for x in t), 3),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     print(json.dumps(summary))
 

@@ -35,6 +35,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/compare_tuning.py       test_compare.py (the grid, the validation split, the picks)
   bench/bench_startup.py           test_bench_startup.py (runs at its smallest size)
   bench/bench_engine.py            test_bench_engine.py (runs at its smallest size, second tier)
+  bench/*.py, bench/gpu_check.sh   test_bench.py (each at its smallest size; test_every_bench_script_is_run),
+                                   test_slow_bench.py (the vLLM ones, slow tier)
 
   dno_data/artifacts.py            test_artifacts.py, test_outputs.py, test_bad_input.py (checked reads)
   dno_data/lineage.py              test_artifacts.py, test_content_hash.py, test_sharding.py (up to date),

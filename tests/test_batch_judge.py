@@ -218,17 +218,18 @@ def test_dry_run_prices_at_the_batch_rate(tmp_path, capsys):
     assert float(costs[True]) == pytest.approx(float(costs[False]) / 2, abs=1e-4)
 
 
-def test_prices_take_a_batch_price_or_the_factor(tmp_path):
+def test_batch_prices_are_the_factor_times_every_price(tmp_path):
     from dno_data.errors import DnoError
     from dno_data.openai_api.costs import load_prices
 
     table = tmp_path / "prices.json"
-    table.write_text('{"_batch_factor": 0.4, "a": [1.0, 2.0], "b": [1.0, 2.0, 0.1, 0.2]}')
-    assert load_prices(table, batch=True)["a"] == pytest.approx((0.4, 0.8))
-    assert load_prices(table, batch=True)["b"] == (0.1, 0.2) and load_prices(table)["b"] == (1.0, 2.0)
-    assert load_prices(batch=True)["gpt-4o"] == (1.25, 5.0)  # the shipped table: half price
+    table.write_text('{"_batch_factor": 0.4, "a": [1.0, 2.0], "b": [1.0, 2.0, 0.5]}')
+    assert load_prices(table, batch=True)["a"][:2] == pytest.approx((0.4, 0.8))
+    assert load_prices(table, batch=True)["b"] == pytest.approx((0.4, 0.8, 0.2))
+    assert load_prices(table)["b"] == (1.0, 2.0, 0.5)
+    assert load_prices(batch=True)["gpt-4o"] == (1.25, 5.0, 0.625)  # the shipped table: half price
     table.write_text('{"a": [1.0]}')
-    with pytest.raises(DnoError, match="not a price table"):
+    with pytest.raises(DnoError, match="--prices"):
         load_prices(table)
 
 

@@ -106,6 +106,25 @@ def test_chat_completion_usage_and_authorization(srv):
     assert "sk-test" not in json.dumps(stats.summary())  # the printable summary hides the key
 
 
+def test_cached_tokens_for_a_repeated_prefix(srv):
+    """OpenAI's rule: the longest earlier prefix of 1024 + 128 j tokens (4 characters a token); none below 1024."""
+    static = "r" * 4 * 1200  # 1200 tokens that every request starts with
+    with make_client(srv) as client:
+        got = [ask(client, static + tail).usage for tail in ("first", "second", "third")]
+        short = [ask(client, "s" * 4 * 1000 + tail).usage for tail in ("a", "b")]
+        system = client.chat.completions.create(model="m", messages=[
+            {"role": "system", "content": static}, {"role": "user", "content": "q"}]).usage
+    assert [u.prompt_tokens_details.cached_tokens for u in got] == [0, 1152, 1152]
+    assert [u.prompt_tokens for u in got] == [1202, 1202, 1202]
+    assert [u.prompt_tokens_details.cached_tokens for u in short] == [0, 0]
+    assert system.prompt_tokens_details.cached_tokens == 1152  # the messages' texts, joined
+    with FakeOpenAIServer(prefix_cache_min_tokens=0, prefix_cache_block=16, **SAFETY) as vllm_like, \
+            make_client(vllm_like) as client:
+        assert [ask(client, "v" * 400 + t).usage.prompt_tokens_details.cached_tokens for t in "ab"] == [0, 96]
+    with FakeOpenAIServer(prefix_cache_block=0, **SAFETY) as off, make_client(off) as client:
+        assert [ask(client, static + t).usage.prompt_tokens_details.cached_tokens for t in "ab"] == [0, 0]
+
+
 def test_unknown_route_and_wrong_method_are_openai_errors(srv):
     root = srv.base_url.rsplit("/v1", 1)[0]
     status, body = raw_request(root + "/v1/nope")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections import Counter
@@ -541,3 +542,57 @@ def test_a_response_cannot_forge_the_candidate_tags(mode):
     assert text.count("<response id=") == 2 and text.count("</response>") == 2 and text.count("<question>") == 1
     blocks = parse_blocks(text)
     assert len(blocks) == 2 and "GOOD GOOD" in blocks[[s.sample_id for s in planned.shown].index("s0")][1]
+
+
+# ---------------------------------------------------------------- prefix caching
+
+@pytest.mark.parametrize("mode", ["rubric", "pairwise", "single"])
+def test_templates_put_what_never_changes_first(mode):
+    """Providers bill a repeated prompt prefix at the cached price: the shipped templates hold every instruction
+    before the question, and after the last candidate at most a one-line reminder of the answer's form."""
+    from dno_data.judges.openai_chat import OpenAIJudge
+
+    judge = OpenAIJudge("openai:m", mode)
+
+    def render(q: str, texts: list[str]) -> str:
+        values = {"rubric": {"candidates": [{"id": f"id{i + 1}", "text": t, "truncated": False}
+                                            for i, t in enumerate(texts)]},
+                  "pairwise": {"a": texts[0], "b": texts[1], "a_truncated": False, "b_truncated": False},
+                  "single": {"answer": texts[0], "truncated": False, "reference": None, "multi_turn": False}}[mode]
+        return judge.template.render(instruction=q, **values)
+
+    one, two = render("12+34", ["46", "47"]), render("what is 5+5?", ["ten", "10"])
+    shared = os.path.commonprefix([one, two])
+    assert shared.endswith("<question>\n") and shared.count("<question>") == 1, shared[-200:]
+    assert len(shared) > 150  # the instructions
+    tail = one[one.rindex("</response>") + len("</response>"):].strip()
+    assert len(tail) <= 60 and "\n" not in tail, tail
+
+
+def test_prefix_cached_tokens_are_recorded_priced_and_estimated(tmp_path, srv, capsys):
+    """A judge prompt whose fixed part is long (here a system prompt of about 1,300 tokens) is a prefix the
+    provider caches: the server's cached tokens reach the call cache and the stage's cost lines, and the
+    dry run's estimate of them is what the server then reports."""
+    from dno_data.openai_api.call_cache import CallCache
+
+    samples = write_judge_samples(tmp_path / "samples.parquet", standard_groups(4))
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"m": [1000.0, 2000.0, 100.0]}))
+    system = "Judge carefully. " * 300  # 5,100 characters: about 1,275 tokens
+    capsys.readouterr()
+    run(judge_cfg(tmp_path, samples, srv, dry_run=True, prices=prices, system_prompt=system))
+    dry = capsys.readouterr().err
+    run(judge_cfg(tmp_path, samples, srv, prices=prices, system_prompt=system))
+    err = capsys.readouterr().err
+    cached = int(summary_value(err, "of which prefix-cached"))
+    # what the four requests share: the system prompt and the rubric's instructions, up to the question
+    texts = ["".join(m["content"] for m in b["messages"]) for b in srv.stats.bodies[-4:]]
+    shared_tokens = len(os.path.commonprefix(texts)) // 4
+    assert shared_tokens > 1024 + 128 * 3  # the rubric's instructions add over 128 tokens to the system prompt's
+    assert cached == 3 * (1024 + (shared_tokens - 1024) // 128 * 128)  # calls 2-4, in OpenAI's 128-token steps
+    assert int(summary_value(dry, "of which a reused prefix")) == cached
+    tin, tout = int(summary_value(err, "input tokens")), int(summary_value(err, "output tokens"))
+    assert summary_value(err, "cost of this run") == f"${((tin - cached) * 1000 + cached * 100 + tout * 2000) / 1e6:,.4f}"
+    assert summary_value(err, "without prefix reuse") == f"${(tin * 1000 + tout * 2000) / 1e6:,.4f}"
+    db = CallCache(tmp_path / "cache.sqlite").db
+    assert sorted(r[0] for r in db.execute("SELECT cached_tokens FROM calls")) == [0] + [cached // 3] * 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -62,8 +63,25 @@ def test_collect_run_numbers(report_run):
     assert by[1].model == "demo/iter-01/checkpoint" and by[0].model == "models/sft"
     assert d.train_logs[2][-1]["loss"] == 0.3
     # gpt-4o at $2.50 / $10 per 1M tokens: k2 + k3 = 4000 in, 500 out
-    assert d.costs == [{"iteration": 1, "judge": "sc", "calls_made": 2, "input_tokens": 4000, "output_tokens": 500,
-                        "cost_usd": 0.015, "note": ""}]
+    assert d.costs == [{"iteration": 1, "judge": "sc", "calls_made": 2, "input_tokens": 4000, "cached_input_tokens": 0,
+                        "output_tokens": 500, "cost_usd": 0.015, "cost_usd_without_prefix_reuse": 0.015, "note": ""}]
+
+
+def test_costs_bill_cached_prefixes_at_the_cached_price(report_run, tmp_path):
+    """A cache that recorded cached tokens: they are billed at gpt-4o's cached-input price ($1.25 per 1M)."""
+    from dno_data.openai_api.call_cache import CallCache
+
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run)
+    CallCache(run / "cache" / "judge.sqlite").close()  # opening it adds the cached_tokens column
+    db = sqlite3.connect(run / "cache" / "judge.sqlite")
+    db.execute("UPDATE calls SET cached_tokens = 2048 WHERE key = 'k3'")
+    db.commit()
+    db.close()
+    (cost,) = collect_run(run, resamples=200).costs
+    assert cost["cached_input_tokens"] == 2048
+    assert cost["cost_usd_without_prefix_reuse"] == 0.015
+    assert cost["cost_usd"] == round(0.015 - 2048 * (2.5 - 1.25) / 1e6, 4)
 
 
 def test_best_iterate_and_noise(report_run):

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS calls (
     logprobs TEXT,           -- JSON of the first tokens' top logprobs, when asked for
     input_tokens INTEGER,
     output_tokens INTEGER,
-    created_at REAL
+    created_at REAL,
+    cached_tokens INTEGER    -- of input_tokens, how many the server served from its prefix cache
 );
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
@@ -57,6 +58,7 @@ class CachedCall:
     logprobs: list | None
     input_tokens: int
     output_tokens: int
+    cached_tokens: int = 0  # of input_tokens, served from the server's prefix cache (usage.prompt_tokens_details)
 
 
 def default_cache_path() -> Path:
@@ -80,6 +82,8 @@ class CallCache:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
+                if "cached_tokens" not in {r[1] for r in self.db.execute("PRAGMA table_info(calls)")}:
+                    self.db.execute("ALTER TABLE calls ADD COLUMN cached_tokens INTEGER")  # a cache written before
                 break
             except sqlite3.OperationalError as e:
                 # Two processes creating one cache at once: switching to WAL does not wait for the
@@ -105,21 +109,23 @@ class CallCache:
         for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
             chunk = keys[i:i + 900]
             marks = ",".join("?" * len(chunk))
-            for key, content, finish, logprobs, tin, tout in self.db.execute(
-                f"SELECT key, content, finish_reason, logprobs, input_tokens, output_tokens FROM calls "
+            for key, content, finish, logprobs, tin, tout, tcached in self.db.execute(
+                f"SELECT key, content, finish_reason, logprobs, input_tokens, output_tokens, cached_tokens FROM calls "
                 f"WHERE key IN ({marks})", chunk
             ):
-                out[key] = CachedCall(content, finish, json.loads(logprobs) if logprobs else None, tin or 0, tout or 0)
+                out[key] = CachedCall(content, finish, json.loads(logprobs) if logprobs else None, tin or 0, tout or 0,
+                                      tcached or 0)
         return out
 
     # -------------------------------------------------------------- writes
     def put(self, key: str, model: str, call: CachedCall) -> None:
         with self._tx():
             self.db.execute(
-                "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO calls (key, model, content, finish_reason, logprobs, input_tokens, output_tokens, "
+                "created_at, cached_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, model, call.content, call.finish_reason,
                  json.dumps(call.logprobs) if call.logprobs is not None else None,
-                 call.input_tokens, call.output_tokens, time.time()),
+                 call.input_tokens, call.output_tokens, time.time(), call.cached_tokens),
             )
             self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
 

@@ -95,6 +95,7 @@ class CallStats:
     waited_for_other_process: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, served from the server's prefix cache
     wall_seconds: float = 0.0  # set by the caller that drives the runner
 
 
@@ -219,6 +220,7 @@ class CallRunner:
         result = parse_completion(resp)
         self.stats.input_tokens += result.input_tokens
         self.stats.output_tokens += result.output_tokens
+        self.stats.cached_tokens += result.cached_tokens
         if self.cache is not None:
             self.cache.put(call.key, call.model, result)
         return result
@@ -229,8 +231,8 @@ def parse_completion(resp: dict) -> CachedCall:
 
     >>> parse_completion({"choices": [{"message": {"content": "A"}, "finish_reason": "stop",
     ...     "logprobs": {"content": [{"token": "A", "logprob": -0.1, "top_logprobs": [{"token": "A", "logprob": -0.1}]}]}}],
-    ...     "usage": {"prompt_tokens": 12, "completion_tokens": 1}})
-    CachedCall(content='A', finish_reason='stop', logprobs=[[{'token': 'A', 'logprob': -0.1}]], input_tokens=12, output_tokens=1)
+    ...     "usage": {"prompt_tokens": 1300, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 1024}}})
+    CachedCall(content='A', finish_reason='stop', logprobs=[[{'token': 'A', 'logprob': -0.1}]], input_tokens=1300, output_tokens=1, cached_tokens=1024)
     """
     choice = (resp.get("choices") or [None])[0] or {}
     usage = resp.get("usage") or {}
@@ -243,6 +245,7 @@ def parse_completion(resp: dict) -> CachedCall:
         logprobs=logprobs,
         input_tokens=int(usage.get("prompt_tokens") or 0),
         output_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
     )
 
 

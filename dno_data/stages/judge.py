@@ -186,11 +186,14 @@ def _api_report(cfg: JudgeConfig, judge, runner, table) -> dict:
     from ..openai_api.costs import cost_usd, fmt_cost, load_prices
 
     st = runner.stats
+    prices = load_prices(cfg.prices, batch=cfg.batch)
+    price = " (batch price)" if cfg.batch else ""
     out = {"calls made": st.calls, "cache hits": st.cache_hits, "calls failed for good": _failed_for_good(st.failures),
-           "input tokens": st.input_tokens, "output tokens": st.output_tokens,
-           "cost of this run" + (" (batch price)" if cfg.batch else ""):
-               fmt_cost(cost_usd(judge.model, st.input_tokens, st.output_tokens, load_prices(cfg.prices, batch=cfg.batch)),
-                        judge.model)}
+           "input tokens": st.input_tokens, "of which prefix-cached": st.cached_tokens, "output tokens": st.output_tokens,
+           "cost of this run" + price: fmt_cost(cost_usd(judge.model, st.input_tokens, st.output_tokens, prices,
+                                                         st.cached_tokens), judge.model),
+           "without prefix reuse": fmt_cost(cost_usd(judge.model, st.input_tokens, st.output_tokens, prices),
+                                            judge.model)}
     if st.waited_for_other_process:
         out["answered by a concurrent process"] = st.waited_for_other_process
     if st.calls and st.wall_seconds:
@@ -219,7 +222,7 @@ def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
         say(f"dry run: {len(groups)} prompts for the local judge {cfg.judge.spec}; no API calls, no cost")
         return
     from ..openai_api.call_cache import CallCache, default_cache_path
-    from ..openai_api.costs import cost_usd, fmt_cost, load_prices
+    from ..openai_api.costs import cost_usd, fmt_cost, load_prices, reused_prefix_tokens
     from ..openai_api.runner import ApiSettings, endpoint_of
 
     calls = {p.call.key: (p.call, len(p.shown)) for g in groups for p in judge.plan(g)}
@@ -232,10 +235,14 @@ def _dry_run(cfg: JudgeConfig, judge, groups) -> None:
     tin = sum(c.est_tokens - int(c.params.get("max_tokens") or 0) for c, _ in todo)
     per_call_out = judge.params.get("max_tokens")
     tout = sum(per_call_out or 80 * n for _, n in todo)  # rubric: ~80 tokens of justification + score each
+    # the calls in the order they are sent: the input an earlier call's prefix covers is billed at the cached price
+    reused = sum(reused_prefix_tokens("".join(m["content"] for m in c.messages) for c, _ in todo))
+    prices = load_prices(cfg.prices, batch=cfg.batch)
     summary(f"dry run: {cfg.judge.spec} ({judge.mode}) over {cfg.samples}", {
         "prompts": len(groups), "calls": len(calls), "cached": len(cached), "to call": len(todo),
-        "estimated input tokens": tin, "estimated output tokens": tout,
+        "estimated input tokens": tin, "of which a reused prefix": reused, "estimated output tokens": tout,
         "estimated cost" + (" (batch price)" if cfg.batch else ""):
-            fmt_cost(cost_usd(judge.model, tin, tout, load_prices(cfg.prices, batch=cfg.batch)), judge.model),
+            fmt_cost(cost_usd(judge.model, tin, tout, prices, reused), judge.model),
+        "without prefix reuse": fmt_cost(cost_usd(judge.model, tin, tout, prices), judge.model),
     })
 

@@ -35,6 +35,17 @@ Answer policy (deterministic, from the LAST user message)
     * otherwise -> ``"ok: " + the first 40 characters of the prompt``.
     ``logprobs`` are only given for pairwise answers (``null`` otherwise).
 
+Prefix cache (what providers bill at the cached-input price)
+    ``usage.prompt_tokens_details.cached_tokens`` models OpenAI's automatic prompt caching: the
+    messages' texts, joined, are counted in tokens of 4 characters (:func:`estimate_tokens`); a
+    request's cached tokens are the longest prefix of ``prefix_cache_min_tokens`` (1024) plus a
+    multiple of ``prefix_cache_block`` (128) tokens that an earlier request began with (0 below
+    the minimum). Every prefix at those lengths is remembered (the last million; a provider's cache
+    also forgets, after minutes, which this does not model, nor requests that share a prefix
+    while the first is still in flight: here the first answered fills the cache).
+    ``prefix_cache_min_tokens=0, prefix_cache_block=16`` models vLLM's prefix caching instead;
+    ``prefix_cache_block=0`` turns it off (``cached_tokens`` 0).
+
 Faults
     A script (a list of behaviours, consumed one per chat request, first) and then seeded
     rates pick one behaviour per chat request: ``ok``, ``429`` (``Retry-After`` header,
@@ -112,6 +123,7 @@ __all__ = [
     "FakeOpenAIServer",
     "Stats",
     "answer_for",
+    "cached_prefix_tokens",
     "estimate_tokens",
     "grade",
     "main",
@@ -229,6 +241,37 @@ def estimate_tokens(text: str) -> int:
     (0, 1, 2)
     """
     return -(-len(text) // 4)
+
+
+def cached_prefix_tokens(text: str, seen: dict, min_tokens: int = 1024, block: int = 128) -> int:
+    """Tokens of ``text`` an earlier request's prefix covers (see the module's "Prefix cache"); records
+    ``text``'s own prefixes in ``seen`` (a dict used as an ordered set, oldest first).
+
+    >>> seen = {}
+    >>> cached_prefix_tokens("x" * 4 * 1100, seen), cached_prefix_tokens("x" * 4 * 1300 + "y", seen)
+    (0, 1024)
+    >>> cached_prefix_tokens("x" * 4 * 1300 + "z", seen), cached_prefix_tokens("x" * 4 * 1000, seen)
+    (1280, 0)
+    >>> vllm = {}
+    >>> cached_prefix_tokens("x" * 4 * 100, vllm, 0, 16), cached_prefix_tokens("x" * 4 * 90 + "y", vllm, 0, 16)
+    (0, 80)
+    """
+    if block <= 0:
+        return 0
+    digest, pos, hit = hashlib.sha256(), 0, 0
+    length = max(min_tokens, block)
+    while 4 * length <= len(text):
+        digest.update(text[pos:4 * length].encode())
+        pos = 4 * length
+        key = digest.digest()
+        if key in seen:
+            hit = length
+        else:
+            seen[key] = None
+            if len(seen) > 1_000_000:
+                del seen[next(iter(seen))]
+        length += block
+    return hit
 
 
 def answer_for(prompt: str) -> tuple[str, str, float | None]:
@@ -373,6 +416,8 @@ class FakeOpenAIServer:
         batch_script: Iterable[str] | None = None,
         batch_max_requests: int = BATCH_MAX_REQUESTS,
         batch_max_bytes: int = BATCH_MAX_BYTES,
+        prefix_cache_min_tokens: int = 1024,
+        prefix_cache_block: int = 128,
     ) -> None:
         if not ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
             raise ValueError(f"the fake server binds loopback addresses only, not {host!r}")
@@ -380,6 +425,8 @@ class FakeOpenAIServer:
         self.max_requests = max_requests
         self.max_seconds = max_seconds
         self.shutdown_timeout = shutdown_timeout
+        self.prefix_cache_min_tokens, self.prefix_cache_block = prefix_cache_min_tokens, prefix_cache_block
+        self._prefixes: dict[bytes, None] = {}  # touched on the event loop's thread only
         self._lock = threading.Lock()
         self._rates = dict.fromkeys(RATE_KEYS, 0.0)
         self.latency = self.retry_after = self.hang_seconds = 0.0
@@ -621,6 +668,8 @@ class FakeOpenAIServer:
         }
         prompt_tokens = estimate_tokens("".join(texts))
         completion_tokens = n * estimate_tokens(content)
+        cached = cached_prefix_tokens("".join(texts), self._prefixes, self.prefix_cache_min_tokens,
+                                      self.prefix_cache_block)
         return json.dumps(
             {
                 "id": f"chatcmpl-fake-{chat_serial}",
@@ -633,6 +682,7 @@ class FakeOpenAIServer:
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
+                    "prompt_tokens_details": {"cached_tokens": cached},
                 },
             }
         ).encode()
@@ -1035,6 +1085,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", type=float, default=1.0)
     p.add_argument("--batch-delay", type=float, default=0.0, help="seconds from a batch's creation to its end")
     p.add_argument("--batch-script", default="", help="comma-separated batch ends served first, e.g. expire,fail,ok")
+    p.add_argument("--prefix-cache-min-tokens", type=int, default=1024, help="shortest prefix served cached")
+    p.add_argument("--prefix-cache-block", type=int, default=128, help="cached prefixes grow in these steps (0: off)")
     return p
 
 
@@ -1061,6 +1113,8 @@ def _serve(argv: list[str]) -> int:
             shutdown_timeout=a.shutdown_timeout,
             batch_delay=a.batch_delay,
             batch_script=[s for s in a.batch_script.split(",") if s.strip()],
+            prefix_cache_min_tokens=a.prefix_cache_min_tokens,
+            prefix_cache_block=a.prefix_cache_block,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
