@@ -101,7 +101,7 @@ smollm2 run="runs/smollm2" iterations="2" prompts="128" eval="64" model="models/
 
 # a task where preferences should matter (dno_data/tasks/partial_sums.py): 3-digit sums graded digit by digit,
 # no gold answer (no teacher, so no sft arm); positives are the samples with at least 3 of 4 digits right
-compare-partial-sums run="runs/partial-sums" seed="0" prompts="800" iterations="2" threads="2":
+compare-partial-sums run="runs/partial-sums" seed="0" prompts="400" iterations="2" threads="2":
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{run}}
