@@ -32,9 +32,9 @@ install:
 demo:
     dno demo
 
-# the paper's comparison on the demo task: dno vs offline DPO vs SFT vs RFT, matched budgets (`dno demo --compare`)
+# the paper's comparison on the demo task, 3 seeds: dno vs offline DPO vs SFT vs SFT on DNO's chosen vs RFT, DNO's steps (`dno demo --compare`)
 compare out="runs/compare":
-    dno demo --compare -o '{{out}}'
+    dno demo --compare --seeds 0,1,2 -o '{{out}}'
 
 # the default tier of the tests (the slow tier: `just vllm-env && just test-slow`; all tiers: .ci/run)
 test:

@@ -36,7 +36,7 @@ OWNED = {"sample": ("prompts", "output", "model", "partition", "teacher"),
          "pairs": ("judgments", "samples", "output", "replay", "max_pairs"),
          "train": ("pairs", "model", "output"),
          "eval": ("prompts", "model", "output", "judge", "teacher"),
-         "sft": ("data", "source", "judgments", "model", "output", "max_steps")}
+         "sft": ("data", "source", "judgments", "min_score", "model", "output", "max_steps")}
 STAGE_FLAGS = {"sample": "--sample-args", "judge": "--judge-args", "pairs": "--pairs-args", "train": "--train-args",
                "eval": "--eval-args", "sft": "--sft-args"}
 
@@ -89,8 +89,9 @@ def eval_config(s: LoopSettings, t: int):
                                            "output": run.eval(t), "teacher": s.teacher})
 
 
-def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None) -> list:
-    """The stage configs of iteration t: sample, judge, pairs, train (and eval when s.evaluate)."""
+def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None, max_steps: int | None = None) -> list:
+    """The stage configs of iteration t: sample, judge, pairs, train (and eval when s.evaluate); `max_pairs`
+    and `max_steps` are a budget (`dno compare`: DNO's pairs and optimizer steps)."""
     from .stages.judge import JudgeConfig
     from .stages.pairs import PairsConfig
     from .stages.sample import SampleConfig
@@ -106,28 +107,33 @@ def iteration_configs(s: LoopSettings, t: int, max_pairs: int | None = None) -> 
     replay = [run.pairs(t - back) for back in (1, 2) if s.replay and t - back >= 1]
     pairs = _config(s, "pairs", PairsConfig, {"judgments": run.judgments(t), "samples": run.samples(t),
                                               "output": run.pairs(t), "replay": replay, "max_pairs": max_pairs})
-    return [sample, judge, pairs, train_config(s, t, run.pairs(t))] + ([eval_config(s, t)] if s.evaluate else [])
+    train = train_config(s, t, run.pairs(t), max_steps=max_steps)
+    return [sample, judge, pairs, train] + ([eval_config(s, t)] if s.evaluate else [])
 
 
-def train_config(s: LoopSettings, t: int, pairs: Path):
+def train_config(s: LoopSettings, t: int, pairs: Path, max_steps: int | None = None):
     """Iteration t's training: the method's pi_t on `pairs` into its iteration-t checkpoint, with the reference
-    pi_t (dno) or pi_1 (offline-dpo)."""
+    pi_t (dno) or pi_1 (offline-dpo); `max_steps`: exactly that many optimizer steps (the pairs cycled)."""
     from .stages.train import TrainConfig
 
     owned = {"pairs": pairs, "model": policy_for(s, t), "output": layout(s).checkpoint(t)}
+    if max_steps is not None:
+        owned["max_steps"] = max_steps
     if s.method == "offline-dpo":  # offline: the reference stays pi_1
         owned["reference"] = s.model
     return _config(s, "train", TrainConfig, owned)
 
 
-def sft_config(s: LoopSettings, t: int, samples: Path, *, judgments: Path | None = None,
-               max_steps: int | None = None):
-    """Iteration t of a supervised baseline: fine-tune the method's pi_t on `samples` (teacher answers; with
-    `judgments`, each prompt's best judged sample) into its iteration-t checkpoint."""
+def sft_config(s: LoopSettings, t: int, data: Path, *, source: str | None = None, judgments: Path | None = None,
+               min_score: float | None = None, max_steps: int | None = None):
+    """Iteration t of a supervised baseline: fine-tune the method's pi_t on `data` into its iteration-t
+    checkpoint: a samples file's teacher answers, or with `judgments` each prompt's best judged sample
+    scoring at least `min_score` (source best), or a pairs file's chosen side (source chosen)."""
     from .stages.sft import SftConfig
 
-    return _config(s, "sft", SftConfig, {"data": samples, "source": "best" if judgments is not None else "teacher",
-                                         "judgments": judgments, "model": policy_for(s, t),
+    source = source or ("best" if judgments is not None else "teacher")
+    return _config(s, "sft", SftConfig, {"data": data, "source": source, "judgments": judgments,
+                                         "min_score": min_score, "model": policy_for(s, t),
                                          "output": layout(s).checkpoint(t), "max_steps": max_steps})
 
 

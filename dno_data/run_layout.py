@@ -7,9 +7,11 @@
   RUN/iter-NN/pairs.parquet        pairs
   RUN/iter-NN/checkpoint/          train   (pi_{t+1})
   RUN/iter-NN/eval.parquet         eval    (iter-00/eval.parquet: the initial policy)
-  RUN/METHOD/iter-NN/...           the same, per method of `dno compare` (dno, offline-dpo, sft, rft);
+  RUN/METHOD/iter-NN/...           the same, per method of `dno compare` (dno, offline-dpo, sft, sft-chosen,
+                                   rft; RUN/seed-S/METHOD/iter-NN with --seeds);
                                    RUN/prompts.parquet and RUN/iter-00/eval.parquet stay shared
-  RUN/compare.parquet (.csv .md .png)  `dno compare`'s table and plot
+  RUN/compare.parquet (.csv .md .png)  `dno compare`'s table and plot (compare-seeds.parquet: per seed;
+                                   compare-tuning.parquet/.md and RUN/tune/: --tune's grid and picks)
 
 RUN may be an object-storage URL (s3://bucket/runs/r1): every path of the layout is then a URL.
 

@@ -30,7 +30,8 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/engines/__init__.py     test_engine_ray.py
   dno_data/engines/ray.py          test_engine_ray.py (ray == local; errors), test_engine_ray_faults.py (faults)
   dno_data/pair_rules.py           test_pairs.py (rules and parameters from the rule files' headers)
-  dno_data/compare_table.py        test_compare.py (the table, intervals, the plot)
+  dno_data/compare_table.py        test_compare.py (the table, intervals, the seed aggregation, the plot)
+  dno_data/compare_tuning.py       test_compare.py (the grid, the validation split, the picks)
   bench/bench_startup.py           test_bench_startup.py (runs at its smallest size)
   bench/bench_engine.py            test_bench_engine.py (runs at its smallest size, second tier)
 

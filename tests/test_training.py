@@ -103,6 +103,29 @@ def test_max_steps_scores_only_the_pairs_it_uses(tmp_path, tiny_model, pairs_fil
     assert "reference log-probs: 4 pairs" in capsys.readouterr().out
 
 
+def test_max_steps_beyond_one_epoch_cycles_the_pairs(tmp_path, tiny_model, pairs_file):
+    """`dno compare` gives every arm DNO's optimizer steps: with fewer pairs than that, `dno train --max-steps`
+    passes over them again (each pass in a new seeded order), as `dno sft` does; tokens count every pass."""
+    import pyarrow.parquet as pq
+
+    from dno_data.stages.train import run
+
+    for loss in ("hard", "kto"):
+        out = tmp_path / loss
+        run(train_cfg(pairs_file, tiny_model, out, max_steps=15, loss=loss))  # 12 pairs, 2 a step: 6 steps an epoch
+        m = manifest(out)["metrics"]
+        assert m["steps"] == 15 and len(history(out)) == 15 and m["pairs"] == 12 and m["pairs_used"] == 30
+        assert m["passes"] == 2.5
+        ref = pq.read_table(out / "ref_logps.parquet").to_pylist()
+        assert len(ref) == 30
+        first, second = ([r["pair_id"] for r in ref[k:k + 12]] for k in (0, 12))
+        assert sorted(first) == sorted(second) and first != second  # every pair once a pass, a new order each pass
+    one_epoch = tmp_path / "epoch"
+    run(train_cfg(pairs_file, tiny_model, one_epoch, max_steps=6))
+    tokens_per_pair = manifest(one_epoch)["metrics"]["tokens"] / 12
+    assert manifest(tmp_path / "hard")["metrics"]["tokens"] == pytest.approx(30 * tokens_per_pair, rel=0.2)
+
+
 def test_a_fixed_reference_is_used_for_the_reference_pass(tmp_path, tiny_model, pairs_file):
     """--reference DIR: the log-ratios are taken against DIR, not against the input model."""
     import pyarrow.parquet as pq

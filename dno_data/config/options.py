@@ -222,6 +222,24 @@ def comma_list(v) -> tuple[str, ...]:
     return as_tuple(v)
 
 
+def seed_list(v) -> tuple[int, ...] | None:
+    """`0,1,2` (or a list of ints) -> (0, 1, 2); None stays None.
+
+    >>> seed_list("0, 1,2"), seed_list([3]), seed_list(None)
+    ((0, 1, 2), (3,), None)
+    """
+    if v is None or isinstance(v, tuple) and all(isinstance(x, int) for x in v):
+        return v
+    items = [x.strip() for x in v.split(",")] if isinstance(v, str) else list(v)
+    try:
+        seeds = tuple(int(x) for x in items if x != "")
+    except ValueError:
+        raise ValueError("give comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError("give distinct integers, e.g. 0,1,2")
+    return seeds
+
+
 STAGE_OPTIONS = "Options per stage (one shell-quoted string each; a table per stage in --config)"
 
 

@@ -2,17 +2,21 @@
 
     dno compare --run runs/cmp --model models/sft --judge oracle:addition --iterations 3 \
         --sample-args "-k 8 --temperature 1.0" --train-args "--beta 2 --learning-rate 6e-4 --batch-size 32"
-    dno compare ... --methods dno,offline-dpo,sft          # without rejection-sampling fine-tuning
+    dno compare ... --seeds 0,1,2                          # every arm per seed: mean, spread, paired bootstrap
+    dno compare ... --tune                                 # each arm's learning rate (and beta) from one grid first
+    dno compare ... --methods dno,offline-dpo,sft          # without sft-chosen and rejection-sampling fine-tuning
     dno compare ... --methods dno,offline-dpo,offline-kto  # with offline KTO on offline DPO's pairs
     dno compare ... --dry-run                              # the commands (budgets as DNO_PAIRS / DNO_STEPS)
     just compare                                           # the demo task (`dno demo --compare`)
 
 Per iteration t, on the same partitions and held-out split (dno_data/compare.py): dno (as `dno
 iterate`, RUN/dno/), offline-dpo (pi_1's samples, pairs capped to DNO's count, reference pi_1),
-sft (the teacher's answers) and rft (each prompt's best pi_1 sample), the last two for as many
-optimizer steps as DNO's iteration t; offline-kto when asked for (`--loss kto` on offline-dpo's pairs,
-reference pi_1). pi_1 is evaluated once. Writes RUN/compare.parquet (.csv,
-.md) with bootstrap 95 % intervals and RUN/compare.png. Finished stages are skipped: a rerun resumes.
+sft (the teacher's answers), sft-chosen (the chosen side of DNO's own pairs) and rft (each prompt's
+best pi_1 sample when it reaches the pair rule's positive score); offline-kto when asked for (`--loss
+kto` on offline-dpo's pairs, reference pi_1). Every arm runs exactly DNO's optimizer steps of iteration
+t. pi_1 is evaluated once. Writes RUN/compare.parquet (.csv, .md: mean over seeds, spread, bootstrap
+95 % intervals, paired bootstrap against DNO), RUN/compare-seeds.parquet and RUN/compare.png.
+Finished stages are skipped: a rerun resumes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compare import DEFAULT_METHODS, METHODS
-from ..config import Config, at_least, comma_list, local_path, opt
+from ..config import Config, at_least, comma_list, finite, local_path, opt, seed_list
 from ..config.groups import TEACHER_SPECS, judge_specs
 from ..config.options import stage_options
 from ..errors import DnoError
@@ -41,6 +45,18 @@ class CompareConfig(Config):
     methods: tuple[str, ...] = opt(f"Comma-separated methods among {','.join(METHODS)} (dno is required: it sets "
                                    "the budgets; offline-kto: --loss kto on offline-dpo's pairs).", DEFAULT_METHODS,
                                    cli_type=str, normalize=comma_list)
+    seeds: tuple[int, ...] | None = opt("Comma-separated seeds (0,1,2): each runs every arm (the seed of sampling, "
+                                        "pair subsets and training order; pi_1, prompts and held-out split shared), "
+                                        "in RUN/seed-S/METHOD; the table gives mean, spread and paired bootstrap. "
+                                        "Default: one run with the stages' own seeds, in RUN/METHOD.", None,
+                                        cli_type=str, normalize=seed_list)
+    tune: bool = opt("First pick each arm's learning rate (and beta for dno, offline-dpo, offline-kto) from the grid "
+                     "x0.5, x1, x2 of the given values on a validation split (prompts of the last partition, none "
+                     "held out), at iteration 1 of the first seed; RUN/compare-tuning.md has the grid and picks.",
+                     False)
+    rft_min_score: float | None = opt("rft's acceptance: the least score of a prompt's best sample (default: the "
+                                      "pair rule's positive threshold, --pairs-args --min-positive-score, 5).", None,
+                                      check=finite)
     replay: bool = opt("Replay the pairs of t-1 and t-2 (dno and offline-dpo, each its own).", False)
     resamples: int = opt("Bootstrap resamples of the intervals.", 2000, check=at_least(100))
     sample_args: dict = stage_options("sample", '"-k 5 --temperature 0.7"')
@@ -62,7 +78,8 @@ class CompareConfig(Config):
                             teacher=self.teacher, replay=self.replay,
                             options={"sample": self.sample_args, "judge": self.judge_args, "pairs": self.pairs_args,
                                      "train": self.train_args, "eval": self.eval_args, "sft": sft})
-        return CompareSettings(loop=loop, methods=self.methods, resamples=self.resamples)
+        return CompareSettings(loop=loop, methods=self.methods, resamples=self.resamples, seeds=self.seeds,
+                               rft_min_score=self.rft_min_score, tune=self.tune)
 
     def validate(self) -> None:
         from ..compare import check

@@ -1,7 +1,8 @@
 """`dno demo`: the whole DNO loop on a toy task that runs on a laptop CPU in a few minutes.
 
     dno demo                       # writes runs/demo/, prints a table per iteration, plots report.png
-    dno demo --compare -o runs/compare   # the paper's comparison on this task (`just compare`, dno_data/compare.py)
+    dno demo --compare -o runs/compare   # the paper's comparison on this task (dno_data/compare.py)
+    dno demo --compare --seeds 0,1,2 -o runs/compare   # ... every arm with 3 seeds (`just compare`)
     dno demo --compare --methods dno,offline-dpo,sft,rft,offline-kto -o runs/compare   # with offline KTO
 
 The task is 2-digit addition ("47+85" -> "132"). The initial policy is a tiny
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compare import DEFAULT_METHODS, METHODS
-from ..config import Config, above, at_least, comma_list, in_range, local_path, opt, to_options
+from ..config import Config, above, at_least, comma_list, in_range, local_path, opt, seed_list, to_options
 from ..config.groups import TEMPERATURE, THREADS, TOP_P
 from ..reproducibility import DEFAULT_THREADS
 
@@ -57,11 +58,20 @@ class DemoConfig(Config):
                         "budgets) into the output folder; `just compare`.", False)
     methods: tuple[str, ...] = opt(f"With --compare: comma-separated methods among {','.join(METHODS)} (dno is "
                                    "required).", DEFAULT_METHODS, cli_type=str, normalize=comma_list)
+    seeds: tuple[int, ...] | None = opt("With --compare: comma-separated seeds of sampling, pair subsets and training "
+                                        "(0,1,2), each running every arm; the problems, the initial policy and the "
+                                        "held-out split stay those of --seed.", None, cli_type=str,
+                                        normalize=seed_list)
+    tune: bool = opt("With --compare: pick each arm's learning rate (and beta) from one small grid on a validation "
+                     "split first (`dno compare --tune`).", False)
 
     def validate(self) -> None:
         from ..compare import check_methods
+        from ..errors import DnoError
 
         check_methods(self.methods)
+        if (self.seeds is not None or self.tune) and not self.compare:
+            raise DnoError("--seeds and --tune are for --compare (dno demo runs one seed: --seed)")
 
 
 def run(cfg: DemoConfig) -> Path:
@@ -109,7 +119,7 @@ def run(cfg: DemoConfig) -> Path:
 
     # 3. the loop, stage by stage, as separate `dno` processes: the iteration of `dno iterate` / `just iterate`.
     if cfg.compare:
-        return _compare(settings, cfg.methods, t_start)
+        return _compare(settings, cfg.methods, t_start, cfg.seeds, cfg.tune)
     run_step(eval_config(settings, 0))
     for t in range(1, cfg.iterations + 1):
         say(f"\n=== iteration {t} ===")
@@ -130,7 +140,8 @@ def run(cfg: DemoConfig) -> Path:
     return run_dir
 
 
-def _compare(settings, methods: tuple[str, ...], t_start: float) -> Path:
+def _compare(settings, methods: tuple[str, ...], t_start: float, seeds: tuple[int, ...] | None = None,
+             tune: bool = False) -> Path:
     from dataclasses import replace
 
     from ..compare import CompareSettings, run_comparison, sft_options_from_train
@@ -138,7 +149,7 @@ def _compare(settings, methods: tuple[str, ...], t_start: float) -> Path:
     from ..console import say
 
     options = {**settings.options, "sft": sft_options_from_train(settings.of("train"))}
-    c = CompareSettings(replace(settings, options=options), methods=methods)
+    c = CompareSettings(replace(settings, options=options), methods=methods, seeds=seeds, tune=tune)
     out = run_comparison(c, say=say)
     say("\nthe paper's comparison on the demo task (held-out accuracy, bootstrap 95 % intervals)\n"
         + markdown(table_rows(c)))

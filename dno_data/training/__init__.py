@@ -2,7 +2,8 @@
 
     setup      (setup.py)      accelerator, model and tokenizer, encoded pairs, the seeded plan
     reference  (reference.py)  the reference log-probs, once, in a no-grad pass
-    fit        (fit.py)        at most one epoch of the loss named by --loss (dno_data.losses)
+    fit        (fit.py)        at most one epoch of the loss named by --loss (dno_data.losses), or exactly
+                               --max-steps optimizer steps (the pairs cycled, each pass in a new seeded order)
     save       (save.py)       the HF folder + dno-manifest.json, swapped in whole
 
 `dno sft` (sft.py) runs the same setup, fit and save with a token-NLL objective and no reference.
@@ -45,7 +46,7 @@ def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
     from .save import metrics_of, save_checkpoint
     from .setup import setup
 
-    s = setup(pairs, model_dir, output, opts, lineage, fresh)
+    s = setup(pairs, model_dir, output, opts, lineage, fresh, cycle=bool(opts.max_steps))  # --max-steps: exactly
     ref_path = reference_logps(s, opts, log)
     result = fit(s, opts, log)
     metrics = metrics_of(s, result)

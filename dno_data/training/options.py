@@ -39,8 +39,9 @@ class TrainOptions(Config):
     epochs: float = Option("Passes over the data: dno train at most 1 (one epoch on the new pairs, as the paper "
                            "trains each iteration); dno sft any number > 0 (ignored with --max-steps).",
                            check=in_range(0, 1000, lo_open=True)).field(1.0)
-    max_steps: int | None = Option("Stop after this many optimizer steps (dno sft cycles its examples, each pass in "
-                                   "a new seeded order, to reach them).", check=at_least(1)).field(None)
+    max_steps: int | None = Option("Exactly this many optimizer steps: fewer than one epoch stops early, more "
+                                   "passes over the pairs (dno sft: examples) again, each pass in a new seeded order "
+                                   "(dno compare gives every arm DNO's steps so).", check=at_least(1)).field(None)
     warmup_ratio: float = Option("Warm-up share of the steps.", check=in_range(0, 1)).field(0.1)
     lr_scheduler: str = Option("transformers scheduler: linear, cosine, constant...",
                                check=lr_scheduler_name).field("linear")

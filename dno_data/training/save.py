@@ -21,6 +21,8 @@ def metrics_of(s: Setup, result: FitResult) -> dict:
     kl = {"final_kl": h[-1]["kl"]} if h and "kl" in h[-1] else {}  # --loss kto's reference point
     return {
         "pairs": s.pairs_in, "pairs_used": len(s.examples), "dropped_too_long": s.dropped_too_long,
+        # above 1: --max-steps cycled the pairs; tokens: response tokens of both sides over every step
+        "passes": round(len(s.examples) / max(1, len({ex["pair_id"] for ex in s.examples})), 2), "tokens": s.tokens,
         "truncated_responses": sum(ex.get("truncated_sides", 0) for ex in s.examples),  # trained without EOS
         "steps": result.steps, "train_seconds": round(result.seconds, 2),
         "processes": s.accelerator.num_processes,

@@ -31,6 +31,12 @@ class Setup:
     partial: Path  # <output>.partial/: reference log-probs and resumable state
     keep_logits: bool = False  # the model takes `logits_to_keep` (see data.batch_logps)
 
+    @property
+    def tokens(self) -> int:
+        """Response tokens the loss covers over the whole run (both sides of a pair; a cycled example each
+        time it comes): what the run trained on, comparable across arms whatever their examples' lengths."""
+        return sum(sum(ex[k]) for ex in self.examples for k in ("mask", "chosen_mask", "rejected_mask") if k in ex)
+
 
 def setup(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
           fresh: bool = False, *, encode=build_examples, cycle: bool = False) -> Setup:

@@ -83,7 +83,7 @@ def sft(examples: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, l
     distinct = len({ex["example_id"] for ex in s.examples})
     metrics = {"examples": s.pairs_in, "examples_used": distinct, "dropped_too_long": s.dropped_too_long,
                "truncated_responses": sum(ex.get("truncated_sides", 0) for ex in s.examples),  # trained without EOS
-               "passes": round(len(s.examples) / max(1, distinct), 2),
+               "passes": round(len(s.examples) / max(1, distinct), 2), "tokens": s.tokens,
                "steps": result.steps, "train_seconds": round(result.seconds, 2),
                "first_loss": h[0]["loss"] if h else None, "final_loss": h[-1]["loss"] if h else None}
     save_checkpoint(s, result, output, None, model_dir, opts, lineage, metrics, objective="sft")
