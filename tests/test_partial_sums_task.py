@@ -104,5 +104,11 @@ def test_the_compare_recipe_prepares_the_run_and_its_commands_parse(tmp_path):
     res = runner.invoke(app, argv + ["--dry-run"])
     assert res.exit_code == 0, res.output
     lines = [x for x in res.output.splitlines() if x.startswith("dno ")]
-    assert any(x.startswith("dno train") for x in lines) and any(x.startswith("dno sft") for x in lines)
     assert all("--teacher" not in x or "--teacher none" in x for x in lines if x.startswith("dno sample"))
+    seeds = params["seeds"].split(",")
+    for seed in seeds:  # every arm of every seed: dno's training, sft on its chosen side, rft with the acceptance
+        mine = [x for x in lines if f"/seed-{seed}/" in x]
+        assert any(x.startswith("dno train") and "/dno/iter-01/" in x for x in mine)
+        assert any(x.startswith("dno sft") and "--source chosen" in x for x in mine)
+        assert any(x.startswith("dno sft") and "--source best" in x and "--min-score 4.5" in x for x in mine)
+    assert len(seeds) >= 3
