@@ -101,6 +101,23 @@ smollm2 run="runs/smollm2" iterations="2" prompts="128" eval="64" model="models/
         --eval-args "--max-new-tokens 40 --batch-size 16"
     just run={{run}} report
 
+# a task where preferences should matter (dno_data/tasks/partial_sums.py): 3-digit sums graded digit by digit,
+# no gold answer (no teacher, so no sft arm); positives (and rft's acceptance) are samples with 3 of 4 digits right
+compare-partial-sums run="runs/partial-sums" seeds="0,1,2" prompts="400" iterations="2" threads="2":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{run}}
+    python -m dno_data.tasks.partial_sums prompts --train $(({{prompts}} * {{iterations}})) --eval 500 -o {{run}}/source.jsonl
+    dno prompts {{run}}/source.jsonl -o {{run}}/prompts.parquet --text-column prompt --split-column split \
+        --partitions {{iterations}}
+    [ -f {{run}}/policy-0/config.json ] || python -m dno_data.tasks.partial_sums policy -o {{run}}/policy-0 --threads {{threads}}
+    dno compare --run {{run}} --model {{run}}/policy-0 --judge oracle:partial-sums --teacher none \
+        --iterations {{iterations}} --methods dno,offline-dpo,sft-chosen,rft --seeds {{seeds}} \
+        --sample-args "-k 8 --temperature 1.0 --top-p 1.0 --max-new-tokens 5 --batch-size 512 --threads {{threads}}" \
+        --pairs-args "--rule paper --min-positive-score 4.5" \
+        --train-args "--beta 2 --learning-rate 6e-4 --batch-size 32 --warmup-ratio 0.1 --lr-scheduler linear --max-length 32 --save-every 0 --threads {{threads}}" \
+        --eval-args "--max-new-tokens 5 --batch-size 500 --threads {{threads}}"
+
 # the paper's comparison on SmolLM2 (dno vs offline DPO vs SFT vs RFT; the task's templated teacher); not yet timed
 compare-smollm2 run="runs/smollm2-compare" iterations="2" threads="2":
     #!/usr/bin/env bash

@@ -12,7 +12,12 @@ registry (and the --loss help and check) loads without it.
                       (`dno train --reference DIR`, e.g. offline DPO against pi_1)
   soft (Algorithm 1): -[t log sigmoid(beta (a - b)) + (1 - t) log sigmoid(-beta (a - b))],
                       t = sigmoid(r(y+) - r(y-)) from the pairs' win-rates
-  ipo (Azar et al.):  (a - b - 1 / (2 beta))^2  (sums of log-probs, not per-token means)
+  ipo (Azar et al., as TRL's DPOTrainer loss_type="ipo" computes it):
+                      (a / n+ - b / n- - 1 / (2 beta))^2, n = the answer's number of response
+                      tokens (at least 1): the log-ratios are per-token means, so beta does not
+                      depend on the answers' lengths (the form the IPO authors used)
+  ipo-sum:            (a - b - 1 / (2 beta))^2 over summed log-probs (the unnormalised form; its
+                      square grows with the answers' lengths)
   sppo (Wu et al.):   (a - (w+ - 1/2) / beta)^2 + (b - (w- - 1/2) / beta)^2, w = the sample's
                       win-rate against the policy; a missing win-rate counts as 1 for the
                       chosen and 0 for the rejected side (then it is TRL's `sppo_hard`)
@@ -31,7 +36,8 @@ Worked example (used in tests): beta = 0.1, policy log-probs (-10, -14), referen
 (-11, -13): a = 1, b = -1, h = a - b = 2, beta*h = 0.2,
 hard loss = -log sigmoid(0.2) = log(1 + e^-0.2) = 0.598139;
 soft with t = 0.75: 0.75 * 0.598139 + 0.25 * log(1 + e^0.2) = 0.448604 + 0.199533 = 0.648139;
-ipo: (2 - 5)^2 = 9; sppo with w+ = 0.75, w- = 0.25: (1 - 2.5)^2 + (-1 + 2.5)^2 = 4.5;
+ipo-sum: (2 - 5)^2 = 9; ipo with 4 chosen and 2 rejected response tokens:
+(1/4 - (-1)/2 - 5)^2 = (0.75 - 5)^2 = 18.0625; sppo with w+ = 0.75, w- = 0.25: (1 - 2.5)^2 + (-1 + 2.5)^2 = 4.5;
 kto with z0 = 0.5 and weights 1: desirable 1 - sigmoid(0.1 * 0.5) = 0.487503, undesirable
 1 - sigmoid(0.1 * 1.5) = 0.462570, the pair's loss their mean 0.475036.
 """
@@ -58,6 +64,8 @@ class Labels:
     kl: torch.Tensor | None = None  # KTO's reference point z0: the batch's KL estimate, >= 0, detached
     desirable_weight: float = 1.0  # KTO's lambda_D, on the chosen answers' losses
     undesirable_weight: float = 1.0  # KTO's lambda_U, on the rejected answers' losses
+    chosen_tokens: torch.Tensor | None = None  # number of response tokens of each chosen answer (IPO's means)
+    rejected_tokens: torch.Tensor | None = None
 
 
 def hard(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
@@ -76,6 +84,14 @@ def soft(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch
 
 
 def ipo(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
+    if labels.chosen_tokens is None or labels.rejected_tokens is None:
+        raise ValueError("the ipo loss needs the answers' token counts (Labels.chosen_tokens, rejected_tokens)")
+    n_chosen = labels.chosen_tokens.to(a.dtype).clamp(min=1)
+    n_rejected = labels.rejected_tokens.to(b.dtype).clamp(min=1)
+    return (a / n_chosen - b / n_rejected - 1 / (2 * beta)) ** 2
+
+
+def ipo_sum(a: torch.Tensor, b: torch.Tensor, beta: float, labels: Labels) -> torch.Tensor:
     return (a - b - 1 / (2 * beta)) ** 2
 
 
@@ -136,7 +152,8 @@ LOSSES: dict[str, Loss] = {
     "hard": Loss(hard, "DNO-Prct, -log sigmoid(beta (a - b))"),
     "dpo": Loss(hard, "the same formula, named for a fixed --reference (offline DPO)"),
     "soft": Loss(soft, "Algorithm 1's soft target sigmoid(r(y+) - r(y-))"),
-    "ipo": Loss(ipo, "(a - b - 1/(2 beta))^2 over summed log-probs"),
+    "ipo": Loss(ipo, "IPO as TRL computes it, (a/n+ - b/n- - 1/(2 beta))^2 over per-token mean log-ratios"),
+    "ipo-sum": Loss(ipo_sum, "(a - b - 1/(2 beta))^2 over summed log-probs (not length-normalised)"),
     "sppo": Loss(sppo, "SPPO's squared loss on the samples' win-rates"),
     "kto": Loss(kto, "KTO (TRL's KTOTrainer): chosen = desirable, rejected = undesirable, against the batch's "
                      "KL estimate; --desirable-weight, --undesirable-weight", needs_kl=True),

@@ -121,6 +121,7 @@ Where each module is tested (tests/test_help.py checks that every module is in t
   dno_data/tasks/__init__.py       test_constraints_task.py
   dno_data/tasks/addition.py       fixtures here (tiny_model), test_judges.py (oracle:addition), test_addition_task.py (split)
   dno_data/tasks/constraints.py    test_constraints_task.py, test_slow_smollm2.py (`just smollm2`, smallest size)
+  dno_data/tasks/partial_sums.py   test_partial_sums_task.py (the judge, the prompts, the recipe's commands)
   stages/build.py                  test_options.py (the generated commands), test_run_config.py, test_bad_input.py
   stages/cli.py                    test_help.py, test_cli.py (end to end), test_stage_api.py (nothing heavy loaded)
   schemas/*.py                     test_artifacts.py

@@ -97,17 +97,47 @@ def test_gradient_sign():
 
 # ---------------------------------------------------------------- the table of losses
 
-def test_worked_example_ipo():
-    # a = 1, b = -1, h = 2; 1 / (2 beta) = 5: (2 - 5)^2 = 9
-    loss, rewards = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="ipo")
+def test_worked_example_ipo_sum():
+    # summed log-ratios: a = 1, b = -1, h = 2; 1 / (2 beta) = 5: (2 - 5)^2 = 9
+    loss, rewards = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="ipo-sum")
     assert loss.item() == pytest.approx(9.0, rel=1e-12)
     assert rewards["chosen_reward"].tolist() == pytest.approx([0.1])
 
 
-def test_ipo_is_zero_at_its_target_margin():
+def test_ipo_sum_is_zero_at_its_target_margin():
     # h = 1 / (2 beta) = 2.5 with beta = 0.2: a = 1.5, b = -1
-    loss, _ = dno_loss(t(-8.5), t(-11.0), t(-10.0), t(-10.0), beta=0.2, loss="ipo")
+    loss, _ = dno_loss(t(-8.5), t(-11.0), t(-10.0), t(-10.0), beta=0.2, loss="ipo-sum")
     assert loss.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_worked_example_ipo_per_token_means():
+    """TRL's loss_type="ipo": each log-ratio divided by its answer's number of response tokens.
+    a = 1 over 4 tokens, b = -1 over 2 tokens: (0.25 + 0.5 - 5)^2 = (-4.25)^2 = 18.0625."""
+    labels = Labels(chosen_tokens=t(4), rejected_tokens=t(2))
+    loss, rewards = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="ipo", labels=labels)
+    assert loss.item() == pytest.approx(18.0625, rel=1e-12)
+    assert rewards["chosen_reward"].tolist() == pytest.approx([0.1])  # the logged rewards stay summed
+
+
+def test_ipo_batch_by_hand_and_one_token_answers_equal_ipo_sum():
+    # pair 1: a = 3 over 3 tokens, b = -2 over 4: (1 + 0.5 - 2.5)^2 = 1 (beta = 0.2)
+    # pair 2: a = 2.5 over 1 token, b = 0 over 1: (2.5 - 2.5)^2 = 0 -- with one token each it is ipo-sum
+    pc, pr, rc, rr = t(-7.0, -1.5), t(-12.0, -3.0), t(-10.0, -4.0), t(-10.0, -3.0)
+    labels = Labels(chosen_tokens=t(3, 1), rejected_tokens=t(4, 1))
+    loss, _ = dno_loss(pc, pr, rc, rr, beta=0.2, loss="ipo", labels=labels)
+    assert loss.item() == pytest.approx((1.0 + 0.0) / 2, rel=1e-12)
+    one = Labels(chosen_tokens=t(1), rejected_tokens=t(1))
+    ipo, _ = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="ipo", labels=one)
+    assert ipo.item() == pytest.approx(9.0, rel=1e-12)
+    # an empty answer counts as one token (TRL clamps the count at 1)
+    empty = Labels(chosen_tokens=t(0), rejected_tokens=t(1))
+    loss, _ = dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="ipo", labels=empty)
+    assert loss.item() == pytest.approx(9.0, rel=1e-12)
+
+
+def test_ipo_without_token_counts_is_an_error():
+    with pytest.raises(ValueError, match="token counts"):
+        dno_loss(t(-10.0), t(-14.0), t(-11.0), t(-13.0), beta=0.1, loss="ipo")
 
 
 def test_worked_example_sppo():
@@ -140,7 +170,8 @@ def test_every_loss_has_its_minimum_direction():
     for name in LOSSES:
         x = torch.tensor([-5.0], dtype=torch.float64, requires_grad=True)
         labels = Labels(target=t(0.9), chosen_winrate=t(0.8), rejected_winrate=t(0.2),
-                        kl=torch.tensor(0.0, dtype=torch.float64))  # kto's reference point at policy = reference
+                        kl=torch.tensor(0.0, dtype=torch.float64),  # kto's reference point at policy = reference
+                        chosen_tokens=t(3), rejected_tokens=t(2))
         loss, _ = dno_loss(x, t(-6.0), t(-5.0), t(-6.0), beta=0.1, loss=name, labels=labels)
         loss.backward()
         assert x.grad.item() < 0, name

@@ -161,11 +161,11 @@ def test_reference_with_another_tokenizer_is_refused(tmp_path, tiny_model, pairs
 def test_unknown_loss_is_a_one_line_error(tmp_path, tiny_model, pairs_file, cli):
     r = cli("train", pairs_file, "--model", tiny_model, "-o", tmp_path / "ckpt", "--loss", "nope")
     assert r.returncode == 1
-    assert r.stderr.strip().startswith("error:") and "hard, dpo, soft, ipo, sppo" in r.stderr
+    assert r.stderr.strip().startswith("error:") and "hard, dpo, soft, ipo, ipo-sum, sppo" in r.stderr
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("loss", ["ipo", "sppo", "soft", "dpo"])
+@pytest.mark.parametrize("loss", ["ipo", "ipo-sum", "sppo", "soft", "dpo"])
 def test_every_loss_trains(tmp_path, tiny_model, loss):
     from dno_data.stages.train import run
 
@@ -200,6 +200,21 @@ def test_scoring_only_response_positions_changes_nothing(tiny_model, tiny_tokeni
         full, cut = batch_logps(model, batch), batch_logps(model, batch, keep_logits=True)
     for a, b in zip(full, cut):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_batches_count_each_answers_scored_tokens(tiny_tokenizer):
+    """IPO's per-token means divide by these counts: the answer's characters plus EOS, what sequence_logps sums."""
+    from dno_data.artifacts import to_table
+    from dno_data.training import build_examples, collate
+
+    rows = [pairs_row("p1", "a", "b", "22", "3", prompt_text="11+11="),
+            pairs_row("p2", "c", "d", "4", "555", prompt_text="2+2=")]
+    examples, _ = build_examples(to_table(rows, "pairs"), tiny_tokenizer, max_length=32)
+    for i, ex in enumerate(examples):
+        ex["index"] = i
+    batch = collate(examples, tiny_tokenizer.pad_token_id)
+    assert batch["chosen_tokens"].tolist() == [3, 2]  # "22" + EOS, "4" + EOS
+    assert batch["rejected_tokens"].tolist() == [2, 4]  # "3" + EOS, "555" + EOS
 
 
 # ---------------------------------------------------------------- truncated responses

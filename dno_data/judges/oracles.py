@@ -15,6 +15,7 @@ ORACLES: dict[str, str] = {
     "exact": "dno_data.judges.oracles:exact_match",
     "addition": "dno_data.tasks.addition:oracle",  # the demo's graded addition check
     "constraints": "dno_data.tasks.constraints:oracle",  # instruction-following constraints (JSON reference)
+    "partial-sums": "dno_data.tasks.partial_sums:oracle",  # 3-digit sums, partial credit per digit, no reference
 }
 
 IDENTITY = "builtin-v1"  # bump when an oracle's scoring changes: it is part of the judge_id

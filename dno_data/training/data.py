@@ -196,6 +196,8 @@ def collate(batch: list[dict], pad_id: int) -> dict:
            "chosen_winrate": torch.tensor([ex.get("chosen_winrate", math.nan) for ex in batch], dtype=torch.float32),
            "rejected_winrate": torch.tensor([ex.get("rejected_winrate", math.nan) for ex in batch],
                                             dtype=torch.float32)}
+    # each answer's number of scored tokens (sequence_logps sums from position 1 on): IPO's per-token means
+    out["chosen_tokens"], out["rejected_tokens"] = loss_mask[:, 1:].sum(dim=1).split(len(batch))
     if "ref_chosen" in batch[0]:
         out["ref_chosen"] = torch.tensor([ex["ref_chosen"] for ex in batch], dtype=torch.float32)
         out["ref_rejected"] = torch.tensor([ex["ref_rejected"] for ex in batch], dtype=torch.float32)

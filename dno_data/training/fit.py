@@ -43,7 +43,8 @@ def _contrastive_step(model, batch, s, opts, kl=None):
 
     c, r = batch_logps(model, batch, s.keep_logits)
     labels = losses.Labels(batch["target"], batch["chosen_winrate"], batch["rejected_winrate"], kl=kl,
-                           desirable_weight=opts.desirable_weight, undesirable_weight=opts.undesirable_weight)
+                           desirable_weight=opts.desirable_weight, undesirable_weight=opts.undesirable_weight,
+                           chosen_tokens=batch["chosen_tokens"], rejected_tokens=batch["rejected_tokens"])
     loss, rewards = losses.dno_loss(c, r, batch["ref_chosen"], batch["ref_rejected"], opts.beta,
                                     loss=opts.loss, labels=labels)
     margin = rewards["chosen_reward"] - rewards["rejected_reward"]
