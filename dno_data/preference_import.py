@@ -63,17 +63,26 @@ def read_pairs(path: Path | str, made_by: str = "dno pairs") -> pa.Table:
     """dno's pairs file as read_artifact reads it, or outside preference data turned into pairs rows."""
     from .artifacts import read_artifact
 
+    from .paths import check_input
+
     path = Path(path)
     if not path.exists():
         raise DnoError(f"{path}: no such file or folder; pass {KINDS}")
+    check_input(path, "pairs")  # a named pipe or a device: refused before anything opens it
     if is_dno_pairs(path):
         return read_artifact(path, "pairs")
     return import_preferences(path)
 
 
 def looks_like_preferences(path: Path | str) -> bool:
-    """Whether `path` (not a dno artifact) has chosen and rejected columns, judged from its schema or first row."""
+    """Whether `path` (not a dno artifact) has chosen and rejected columns, judged from its schema or first row
+    (a pipe or a device is not opened: it is not)."""
+    import os
+    import stat
+
     try:
+        if not (stat.S_ISREG(os.stat(path).st_mode) or stat.S_ISDIR(os.stat(path).st_mode)):
+            return False
         return {"chosen", "rejected"} <= set(_columns(Path(path)))
     except Exception:
         return False

@@ -589,7 +589,8 @@ def test_special_files_never_hang(ws_src, cli):
     os.mkfifo(ws / "fifo.parquet")
     cases = [("prompts", "fifo", "-o", "out.parquet"), ("pairs", "fifo.parquet", S, "-o", "out.parquet"),
              ("export", PAIRS, "-o", "fifo"), ("sql", "--run", ".", "SELECT 1 AS x", "--format", "csv", "-o", "fifo"),
-             ("report", ".", "-o", "fifo")]
+             ("report", ".", "-o", "fifo"), ("train", "fifo.parquet", "--model", M, "-o", "out-ck"),
+             ("sft", "fifo.parquet", "--model", M, "-o", "out-ck"), ("sft", "fifo", "--model", M, "-o", "out-ck")]
     for args in cases:
         proc = run_cli(*args, cwd=ws, timeout=120)
         _check_one_line_error(proc, "fifo")

@@ -158,3 +158,10 @@ def test_gpu_check_cpu_fallback_runs(tmp_path):
 
 def test_gpu_check_parses():
     assert subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")]).returncode == 0
+
+
+@pytest.mark.e2e
+def test_bad_input_corpus_runs():
+    out = bench("bad_input_corpus.py", "--only", "merge", timeout=600)  # 33 cases, about 30 s on 2 idle cores
+    total = int(re.search(r"^(\d+) bad inputs across 1 commands", out, re.M).group(1))
+    assert total > 20 and f"clean {total}  traceback 0" in out, out

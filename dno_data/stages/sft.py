@@ -70,7 +70,7 @@ def run(cfg: SftConfig) -> Path:
     from ..console import summary, up_to_date
     from ..lineage import make_lineage
     from ..models import check_model_dir
-    from ..paths import check_output
+    from ..paths import check_input, check_output
     from ..training.options import records_of
     from ..parts import release_output
     from ..preference_import import looks_like_preferences, read_pairs
@@ -80,6 +80,7 @@ def run(cfg: SftConfig) -> Path:
     if not Path(cfg.data).exists():
         raise DnoError(f"{cfg.data}: no such file; pass a samples.parquet (`dno sample`), pairs.parquet (`dno pairs`) "
                        "or TRL-format preference data (its chosen side)")
+    check_input(cfg.data, "data")  # a named pipe or a device: refused before anything opens it
     kind = _schema_of(cfg.data) if Path(cfg.data).is_file() else None
     outside = kind is None and looks_like_preferences(cfg.data)  # TRL-format preference data: its chosen side
     source = cfg.source or ("chosen" if kind == "pairs" or outside else "teacher")
