@@ -190,7 +190,7 @@ def test_the_reward_judge_takes_a_hub_id(hf_home, tmp_path):
 
     folder = build_reward_model(tmp_path / "rm")
     add_snapshot(hf_home / "hub", REWARD_REPO, COMMIT_A, folder, branches=("main",))
-    samples = write_judge_samples(tmp_path / "samples.parquet", [("p1", [("s1", "46"), ("s2", "47")])])
+    samples = write_judge_samples(tmp_path / "samples.parquet", [("p1", [("46", "policy"), ("47", "policy")])])
     out = run(JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge=f"reward:{REWARD_REPO}"))
     table = read_artifact(out, "judgments")
     assert set(table["status"].to_pylist()) == {"ok"}

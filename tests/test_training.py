@@ -116,7 +116,7 @@ def test_max_steps_beyond_one_epoch_cycles_the_pairs(tmp_path, tiny_model, pairs
         m = manifest(out)["metrics"]
         assert m["steps"] == 15 and len(history(out)) == 15 and m["pairs"] == 12 and m["pairs_used"] == 30
         assert m["passes"] == 2.5
-        ref = pq.read_table(out / "ref_logps.parquet").to_pylist()
+        ref = pq.read_table(tmp_path / f"{loss}.records" / "ref_logps.parquet").to_pylist()
         assert len(ref) == 30
         first, second = ([r["pair_id"] for r in ref[k:k + 12]] for k in (0, 12))
         assert sorted(first) == sorted(second) and first != second  # every pair once a pass, a new order each pass
