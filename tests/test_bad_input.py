@@ -732,3 +732,12 @@ def test_a_doubled_key_under_a_copied_key_digest_is_refused(ws):
         run(PairsConfig.from_options(judgments=ws / "j2.parquet", samples=ws / S, output=ws / "out.parquet"))
     assert not (ws / "out.parquet").exists()
     run(PairsConfig.from_options(judgments=ws / J, samples=ws / S, output=ws / "out.parquet"))
+
+
+def test_the_same_text_ended_two_ways_is_a_pair_train_takes(ws, cli):
+    """2. Equal chosen and rejected texts are refused only when they also ended the same way: the same answer
+    finished by EOS against one cut at the length limit is a pair of `dno pairs --truncated negative` (the demo
+    makes such pairs), which training takes."""
+    _pairs_with(rejected=[{"role": "assistant", "content": "46"}], rejected_truncated=True)(ws)
+    proc = cli(*(TRAIN[:1] + ["p-bad.parquet"] + TRAIN[2:]), cwd=ws)
+    assert proc.returncode == 0, proc.stderr

@@ -83,15 +83,20 @@ def run(cfg: TrainConfig) -> Path:
 
 
 def _check_texts_differ(pairs, path) -> None:
-    """A pair whose chosen and rejected answers are the same text teaches nothing and hides a broken file."""
+    """A pair whose chosen and rejected answers are the same text, ended the same way, teaches nothing and hides a
+    broken file. The same text finished by EOS against one cut at the length limit is a real pair (`dno pairs
+    --truncated negative`): training gives the first its EOS and the second none."""
     import duckdb
 
     if len(pairs) == 0:
         return
+    ends = [c for c in ("chosen_truncated", "rejected_truncated") if c in pairs.column_names]
+    same_end = " AND chosen_truncated IS NOT DISTINCT FROM rejected_truncated" if len(ends) == 2 else ""
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    con.register("pairs", pairs.select(["pair_id", "chosen", "rejected"]))
-    same, example = con.sql("SELECT count(*), any_value(pair_id) FROM pairs WHERE chosen = rejected").fetchall()[0]
+    con.register("pairs", pairs.select(["pair_id", "chosen", "rejected", *ends]))
+    same, example = con.sql("SELECT count(*), any_value(pair_id) FROM pairs "
+                            f"WHERE chosen = rejected{same_end}").fetchall()[0]
     con.close()
     if same:
         raise DnoError(f"{path}: {same} pair(s) have the same chosen and rejected answer (e.g. pair_id {example}); "
