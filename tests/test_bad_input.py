@@ -694,6 +694,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(ws, monkeypatch):
     monkeypatch.setattr(atomic, "replace", real)
 
 
+@pytest.mark.e2e  # a whole command in a process of its own: the second tier
 def test_iterate_prints_a_steps_error_once(ws, cli):
     """7. A failing step's error line appears once, from the loop, naming the step."""
     import os

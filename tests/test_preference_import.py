@@ -108,6 +108,7 @@ def test_train_runs_on_a_trl_file_with_its_content_hash_in_the_lineage(tmp_path,
     assert "up to date" not in capsys.readouterr().err
 
 
+@pytest.mark.e2e  # a whole command in a process of its own: the second tier
 def test_train_and_sft_take_a_save_to_disk_folder_from_the_cli(tmp_path, tiny_model, cli):
     folder = write_dataset(tmp_path, "text", "save_to_disk")
     r = cli("train", folder, "--model", tiny_model, "-o", "ckpt", "--batch-size", "2")

@@ -31,6 +31,7 @@ def lines_of(text: str, what: str, unit: str) -> list[str]:
     return re.findall(LINE.format(what=re.escape(what), unit=unit) + ".*$", text, re.M)
 
 
+@pytest.mark.e2e  # a whole command in a process of its own: the second tier
 def test_sample_and_train_print_progress_lines_to_a_file(tmp_path, tiny_model, stage_prompts):
     from dno_data.stages.judge import JudgeConfig, run as judge
     from dno_data.stages.pairs import PairsConfig, run as pairs
@@ -78,6 +79,7 @@ def test_judge_eval_and_sft_print_progress_lines(tmp_path, tiny_model, stage_pro
     assert lines_of(err, "sft", "steps")[-1].startswith("sft: 3/3 steps (100 %)"), err
 
 
+@pytest.mark.e2e  # a whole command in a process of its own: the second tier
 def test_a_terminal_gets_a_bar_not_lines(tmp_path, tiny_model, stage_prompts):
     pty = pytest.importorskip("pty")
     prompts = stage_prompts()

@@ -236,6 +236,7 @@ def test_judge_default_failure_rate_stops_on_a_bad_judge(vllm_server, samples, t
     is never read. It writes the file, exits 1 and names the counts; the same command with
     --max-failure-rate 1 accepts that file without asking again."""
     from dno_data.artifacts import read_artifact
+    from dno_data.judges.run import describe_failures, failure_classes
 
     out, cache = tmp_path / "bad.parquet", tmp_path / "c.sqlite"
     args = ["judge", samples, "-o", out, "--judge", f"openai:{SERVED_NAME}", "--base-url", vllm_server,
@@ -248,7 +249,8 @@ def test_judge_default_failure_rate_stops_on_a_bad_judge(vllm_server, samples, t
     status = Counter(r["status"] for r in rows)
     failed = sum(n for s, n in status.items() if s != "ok")
     assert len(rows) == 9 and (int(m[1]), int(m[2])) == (failed, 9) and failed / 9 > 0.1
-    assert m[3] == ", ".join(f"{s} {n}" for s, n in sorted(status.items()))
+    classes = failure_classes([r["status"] for r in rows], [r["error"] for r in rows])  # the failures by class
+    assert sum(classes.values()) == failed and m[3] == describe_failures(classes), m[3]
     _check_failures(rows, _answers(cache, vllm_server, rows))
     assert "rerun the same command" in proc.stderr
 
