@@ -147,19 +147,12 @@ def _json_rows(path: Path) -> list[dict]:
 
 
 def _read_dataset_folder(path: Path) -> list[dict]:
-    if (path / "dataset_dict.json").is_file():
-        splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
-        raise DnoError(f"{path}: a datasets DatasetDict with splits {', '.join(splits) or '?'}; pass one split's "
-                       f"folder, e.g. {path / (splits[0] if splits else 'train')}")
-    if not (path / "state.json").is_file():
-        raise DnoError(f"{path}: a folder, but not one `datasets` save_to_disk wrote (no state.json); pass {KINDS}")
+    from .prompts_import import dataset_folder_table
+
     try:
-        from datasets import load_from_disk
-    except ImportError:
-        raise DnoError(f"{path}: reading a datasets folder needs the `datasets` package: pip install "
-                       "'dno[datasets]'") from None
-    try:
-        return load_from_disk(str(path)).with_format("arrow")[:].to_pylist()
+        return dataset_folder_table(path, KINDS).to_pylist()
+    except DnoError:
+        raise
     except Exception as e:
         raise DnoError(f"{path}: cannot read the datasets folder ({first_line(e, 200)})") from None
 

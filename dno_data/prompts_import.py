@@ -60,19 +60,24 @@ def _json_text(path: Path) -> str:
     return (gzip.decompress(raw) if path.name.lower().endswith(".gz") else raw).decode("utf-8")
 
 
-def _read_dataset_folder(path: Path) -> pl.DataFrame:
+def dataset_folder_table(path: Path, kinds: str = KINDS):
+    """The rows of a folder `datasets` save_to_disk wrote, as an Arrow table (a DatasetDict, or a folder it did
+    not write, is one error line naming `kinds`, what the caller reads)."""
     if (path / "dataset_dict.json").is_file():
         splits = sorted(p.name for p in path.iterdir() if (p / "state.json").is_file())
         raise DnoError(f"{path}: a datasets DatasetDict with splits {', '.join(splits) or '?'}; pass one split's "
                        f"folder, e.g. {path / (splits[0] if splits else 'train')}")
     if not (path / "state.json").is_file():
-        raise DnoError(f"{path}: a folder, but not one `datasets` save_to_disk wrote (no state.json); pass {KINDS}")
+        raise DnoError(f"{path}: a folder, but not one `datasets` save_to_disk wrote (no state.json); pass {kinds}")
     try:
         from datasets import load_from_disk
     except ImportError:
         raise DnoError(f"{path}: reading a datasets folder needs the `datasets` package: pip install datasets") from None
-    ds = load_from_disk(str(path))
-    return pl.from_arrow(ds.with_format("arrow")[:])
+    return load_from_disk(str(path)).with_format("arrow")[:]
+
+
+def _read_dataset_folder(path: Path) -> pl.DataFrame:
+    return pl.from_arrow(dataset_folder_table(path))
 
 
 def read_source(path: Path) -> pl.DataFrame:
