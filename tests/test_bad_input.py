@@ -334,6 +334,17 @@ def ws_src(ws):
     return ws
 
 
+
+def _assert_one_error_line(result, names) -> None:
+    """A CliRunner result refused as it should be: exit 1, one `error:` line naming every one of `names`, no traceback."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for n in names:
+        assert n in lines[0], lines[0]
+
+
 @pytest.mark.parametrize("case_id,setup,command,bad,good,names", BAD_VALUES, ids=[c[0] for c in BAD_VALUES])
 def test_bad_value_is_refused_before_work_starts(ws_src, monkeypatch, case_id, setup, command, bad, good, names):
     from typer.testing import CliRunner
@@ -345,12 +356,7 @@ def test_bad_value_is_refused_before_work_starts(ws_src, monkeypatch, case_id, s
     setup(ws)
     before = _tree(ws)
     result = CliRunner().invoke(app, command + bad)
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.output
-    for n in names:
-        assert n in lines[0], lines[0]
+    _assert_one_error_line(result, names)
     assert _tree(ws) == before, f"left behind: {sorted(_tree(ws) - before)}"
     assert not result.stdout
     # nothing left behind blocks the corrected command
@@ -558,12 +564,7 @@ def test_each_class_is_one_line_leaves_nothing_and_the_corrected_command_runs(ws
     setup(ws)
     before = {p: p.stat().st_mtime_ns for p in ws.rglob("*") if p.is_file()}
     result = CliRunner().invoke(app, bad)
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert "Traceback" not in result.output
-    for n in names:
-        assert n in lines[0], lines[0]
+    _assert_one_error_line(result, names)
     after = {p: p.stat().st_mtime_ns for p in ws.rglob("*") if p.is_file()}
     assert set(after) == set(before), f"left behind: {sorted(map(str, set(after) - set(before)))}"
     assert after == before, "a file changed"
