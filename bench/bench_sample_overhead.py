@@ -7,10 +7,10 @@
 
 Prompts: bench/questions.py's questions, numbered to make them distinct, imported with `dno prompts` (not
 timed). Each side runs in a fresh process of its own, in this order:
-  bare        load the tokenizer and the engine (vllm.LLM with dno's settings: --dtype, enforce_eager,
-              0.3 of RAM for the KV cache without CUDA; or AutoModelForCausalLM), render each prompt with the
-              chat template, one `LLM.generate` over all prompts (n=K, the per-prompt seeds dno uses) or HF
-              `generate` in batches of --batch-size, decode. Timed: load + generate (and the whole process).
+  bare        load the tokenizer and the engine (vllm.LLM with dno's settings: --dtype, enforce_eager;
+              without CUDA 0.3 of RAM for the KV cache and chunked prefill off; or AutoModelForCausalLM),
+              render each prompt with the chat template, one `LLM.generate` over all prompts (n=K, the
+              per-prompt seeds dno uses) or HF `generate` in batches of --batch-size, decode. Timed: load + generate (and the whole process).
   in-process  dno_data.stages.sample.run(SampleConfig) in a fresh process: read prompts, lineage hashing,
               load, template check, parts of --dno-batch-size prompts (one generate call each), Parquet.
               Timed: the call, and the whole process.
@@ -52,7 +52,8 @@ def bare(a, prompts: list[dict]) -> dict:
         import torch
         import vllm
 
-        kw = {} if torch.cuda.is_available() else {"gpu_memory_utilization": 0.3}
+        # dno's settings without CUDA (dno_data/generation/vllm.py): 0.3 of RAM for the KV cache, chunked prefill off
+        kw = {} if torch.cuda.is_available() else {"gpu_memory_utilization": 0.3, "enable_chunked_prefill": False}
         llm = vllm.LLM(model=str(a.model), dtype=a.dtype, enforce_eager=a.enforce_eager, **kw)
         t_load = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -176,8 +177,9 @@ def main() -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         wall = time.perf_counter() - t0
-        if proc.returncode:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+        if proc.returncode:  # the engine's workers log the root cause long before the last lines
+            (work / f"{side}.stderr").write_text(proc.stderr)
+            sys.exit(f"{side} failed (its whole log: {work / f'{side}.stderr'}):\n{proc.stderr[-3000:]}")
         if side == "process":
             from dno_data.artifacts import read_artifact
 
