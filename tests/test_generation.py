@@ -114,3 +114,37 @@ def test_vllm_backend_turns_chunked_prefill_off_without_cuda(tiny_model, monkeyp
     assert "enable_chunked_prefill" not in _engine_kwargs(tiny_model, monkeypatch, cuda=True)
     chosen = _engine_kwargs(tiny_model, monkeypatch, cuda=False, engine_args=(("enable_chunked_prefill", True),))
     assert chosen["enable_chunked_prefill"] is True
+
+
+def test_vllm_backend_samples_in_parts_of_1024_prompts_by_default(tiny_model, tmp_path, monkeypatch):
+    """vLLM batches continuously within one generate call: by default a part (one call) holds 1,024 prompts, not
+    the hf backend's 16, which would keep at most 16 x K sequences in the engine's batch; --batch-size still rules."""
+    from dno_data.generation import vllm as backend
+    from dno_data.stages.prompts import PromptsConfig
+    from dno_data.stages.prompts import run as make_prompts
+    from dno_data.stages.sample import SampleConfig, run
+
+    calls = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            pass
+
+        def generate(self, inputs, params, use_tqdm=False):
+            calls.append(len(inputs))
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(index=i, text="7", token_ids=[5],
+                                                                         finish_reason="length")
+                                                   for i in range(p["n"])]) for p in params]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=dict))
+    monkeypatch.setattr(backend, "check_installed", lambda: None)
+    src = tmp_path / "q.jsonl"
+    src.write_text("".join(f'{{"prompt": "{i}+{i}"}}\n' for i in range(40)))
+    make_prompts(PromptsConfig(src=src, output=tmp_path / "prompts.parquet"))
+    common = dict(prompts=tmp_path / "prompts.parquet", model=tiny_model, backend="vllm", k=2, max_new_tokens=1)
+    run(SampleConfig.from_options(output=tmp_path / "a.parquet", **common))
+    assert calls == [40]
+    calls.clear()
+    run(SampleConfig.from_options(output=tmp_path / "b.parquet", batch_size=16, **common))
+    assert calls == [16, 16, 8]
+    assert SampleConfig.from_options(**{**common, "backend": "hf"}, output=tmp_path / "c.parquet").part_size == 16

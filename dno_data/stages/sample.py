@@ -24,6 +24,10 @@ from ..generation import BACKENDS
 from .common import FORCE, OUTPUT_FILE
 
 VLLM = "vLLM backend"
+# Prompts per part by default. vLLM batches continuously within one generate call and drains the batch at its
+# end, so a part of 16 prompts would keep at most 16 x K sequences in flight; 1,024 fills its batch (256
+# sequences by default) many times over, and a crash loses at most one part.
+PART_SIZE = {"hf": 16, "openai": 16, "vllm": 1024}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +44,9 @@ class SampleConfig(Config):
                        "openai (a served policy, with --base-url).", "hf", check=one_of(*BACKENDS))
     k: int = opt("Samples per prompt.", 5, flags=("-k", "--k"), check=at_least(1), panel=SAMPLING)  # the paper: 5
     sampling: Sampling = group(Sampling)  # the paper: temperature 0.7, top-p 0.95
-    batch_size: int = opt("Prompts per batch and per resumable part.", 16, check=at_least(1))
+    batch_size: int | None = opt(f"Prompts per batch and per resumable part (default: {PART_SIZE['hf']}; vllm: "
+                                 f"{PART_SIZE['vllm']}, one engine call whose batch stays full).", None,
+                                 check=at_least(1))
     partition: int | None = opt("Only prompts of this partition (iteration).", None)
     split: str | None = opt("Only prompts of this split (train|eval); 'all' for every prompt.", "train",
                             none_word="all")
@@ -67,6 +73,11 @@ class SampleConfig(Config):
     enforce_eager: bool = opt("vllm: no CUDA graphs / compilation (faster start).", False, panel=VLLM)
     engine_args: tuple[str, ...] = opt("vllm: key=value passed to vllm.LLM (repeatable).", (),
                                        flags=("--engine-arg",), normalize=as_tuple, panel=VLLM)
+
+    @property
+    def part_size(self) -> int:
+        """--batch-size, or the backend's default (PART_SIZE)."""
+        return self.batch_size or PART_SIZE[self.backend]
 
     def validate(self) -> None:
         if self.model is None and self.teacher is None:
@@ -148,7 +159,7 @@ def run(cfg: SampleConfig) -> Path:
     vllm = VLLMOptions(tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
                        max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager, engine_args=engine_args)
     common = dict(params=params, generator_name=public(str(cfg.model)), generator_id=generator_id, seed=sp.seed,
-                  batch_size=cfg.batch_size, teacher=teacher)
+                  batch_size=cfg.part_size, teacher=teacher)
     try:
         if cfg.engine.ray:
             from ..models import load_tokenizer
@@ -163,7 +174,7 @@ def run(cfg: SampleConfig) -> Path:
             counts = sample_rows_ray(rows, parts, worker=worker, engine=cfg.engine, tokenizer=tok,
                                      where=str(policy_files), **common)
         else:
-            if cfg.model is not None and parts.split(rows, cfg.batch_size)[1]:  # a model only when batches remain
+            if cfg.model is not None and parts.split(rows, cfg.part_size)[1]:  # a model only when batches remain
                 generator = make_generator(
                     cfg.backend, cfg.model if cfg.backend == "openai" else policy_files, dtype=cfg.loading.dtype, threads=cfg.loading.threads, vllm=vllm,
                     openai=(OpenAIOptions(model=str(cfg.model), tokenizer=Path(cfg.tokenizer), cache=cache)
