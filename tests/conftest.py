@@ -137,7 +137,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -208,6 +207,22 @@ def tiny_tokenizer(tiny_model):
 
 
 # ---------------------------------------------------------------- CLI
+
+def cli_env() -> dict:
+    """The environment of a `python -m stages.cli` child started by hand: this checkout first on PYTHONPATH,
+    no OPENAI_API_KEY (the fake server needs none)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("OPENAI_API_KEY", None)
+    return env
+
+
+def judge_groups(n: int, tag: str = "q", third: str = "teacher") -> list[tuple[str, list[tuple[str, str]]]]:
+    """n prompts' candidates for the judge tests: a GOOD and a BAD policy answer (quality 6 and 1 on the fake
+    server) and a teacher answer whose quality follows from its text."""
+    return [(f"{tag} {i}?", [(f"{tag}{i} GOOD", "policy"), (f"{tag}{i} BAD", "policy"), (f"{tag}{i} {third}", "teacher")])
+            for i in range(n)]
+
 
 def run_cli(*args, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)

@@ -20,23 +20,11 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
 
-from conftest import FAKE_SERVER_SAFETY, ROOT, run_cli, write_judge_samples  # noqa: E402
+from conftest import FAKE_SERVER_SAFETY, cli_env, judge_groups, run_cli, write_judge_samples  # noqa: E402
 from dno_data.artifacts import read_artifact  # noqa: E402
 from support.fake_openai import FakeOpenAIServer, quality  # noqa: E402
 
 SAFE = {**FAKE_SERVER_SAFETY, "max_seconds": 120}
-
-
-def groups(n: int, tag: str = "q"):
-    return [(f"{tag} {i}?", [(f"{tag}{i} GOOD", "policy"), (f"{tag}{i} BAD", "policy"), (f"{tag}{i} plain", "teacher")])
-            for i in range(n)]
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), e.get("PYTHONPATH")]))
-    e.pop("OPENAI_API_KEY", None)
-    return e
 
 
 def judge_args(samples: Path, out: Path, url: str, cache: Path, *extra) -> list[str]:
@@ -59,7 +47,7 @@ def scores_ok(out: Path, samples: Path) -> list[dict]:
 
 
 def test_batch_judges_like_the_interactive_path_and_fills_the_cache(tmp_path):
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(10))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(10, third="plain"))
     cache = tmp_path / "cache.sqlite"
     with FakeOpenAIServer(**SAFE) as srv:
         done = run_cli(*batch_args(samples, tmp_path / "b.parquet", srv.base_url, cache), cwd=tmp_path,
@@ -87,13 +75,13 @@ def test_batch_judges_like_the_interactive_path_and_fills_the_cache(tmp_path):
 def test_killed_batch_run_resumes_by_id_and_submits_nothing_twice(tmp_path, when):
     """SIGKILL between submit and collect: at the worst moment (the batch exists on the server, its id never
     reached the client) and while polling. The rerun collects the same batch; every request was sent once."""
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(12))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(12, third="plain"))
     out, cache = tmp_path / "judgments.parquet", tmp_path / "cache.sqlite"
     ledger = Path(str(out) + ".parts") / "batches.json"
     hold = {"batch_create_delay": 60} if when == "before the create answer" else {"batch_delay": 60}
     with FakeOpenAIServer(**SAFE, **hold) as srv:
         cmd = [sys.executable, "-m", "stages.cli", *batch_args(samples, out, srv.base_url, cache)]
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < deadline:
@@ -146,7 +134,7 @@ def test_failed_expired_and_refused_requests_are_status_rows(tmp_path):
     each request without an answer is an error row naming why, and the rerun sends only those again."""
     from dno_data.openai_api import batch as batch_api
 
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(12))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(12, third="plain"))
     out, cache = tmp_path / "judgments.parquet", tmp_path / "cache.sqlite"
     with FakeOpenAIServer(**SAFE, batch_max_requests=4, script=["ok", "500", "ok", "500"],
                           batch_script=["ok", "expire", "fail"]) as srv:
@@ -185,7 +173,7 @@ def test_a_batch_is_split_by_the_apis_limits(tmp_path):
     each within the server's limits."""
     from dno_data.openai_api import batch as batch_api
 
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(9))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(9, third="plain"))
     with FakeOpenAIServer(**SAFE, batch_max_requests=4, batch_max_bytes=4000) as srv:
         from dno_data.stages.judge import JudgeConfig, run
 
@@ -206,7 +194,7 @@ def test_a_batch_is_split_by_the_apis_limits(tmp_path):
 def test_dry_run_prices_at_the_batch_rate(tmp_path, capsys):
     from dno_data.stages.judge import JudgeConfig, run
 
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(20))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(20, third="plain"))
     costs = {}
     for batch in (False, True):
         cfg = JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge="openai:gpt-4o",
@@ -234,7 +222,7 @@ def test_batch_prices_are_the_factor_times_every_price(tmp_path):
 
 
 def test_batch_is_refused_for_a_judge_that_runs_here(tmp_path, cli):
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(2))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(2, third="plain"))
     r = cli("judge", samples, "-o", tmp_path / "j.parquet", "--judge", "oracle:addition", "--batch")
     assert r.returncode == 1 and r.stderr.startswith("error: --batch") and "Traceback" not in r.stderr
     assert not (tmp_path / "j.parquet.parts").exists()

@@ -21,25 +21,13 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the fake OpenAI server needs aiohttp")
 
-from conftest import FAKE_SERVER_SAFETY, ROOT, run_cli, write_judge_samples  # noqa: E402
+from conftest import FAKE_SERVER_SAFETY, ROOT, cli_env, judge_groups, run_cli, write_judge_samples  # noqa: E402
 from dno_data.config import replace  # noqa: E402
 from dno_data.openai_api.runner import ApiSettings, CallRunner  # noqa: E402
 from dno_data.artifacts import read_artifact  # noqa: E402
 from support.fake_openai import FakeOpenAIServer, quality  # noqa: E402
 from dno_data.openai_api.call_cache import HOST, CachedCall, CallCache, scoped_key  # noqa: E402
 from dno_data.judges import Candidate, Group, make_judge  # noqa: E402
-
-
-def groups(n: int, tag: str = "q"):
-    return [(f"{tag} {i}?", [(f"{tag}{i} GOOD", "policy"), (f"{tag}{i} BAD", "policy"), (f"{tag}{i} teacher", "teacher")])
-            for i in range(n)]
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), e.get("PYTHONPATH")]))
-    e.pop("OPENAI_API_KEY", None)
-    return e
 
 
 def judge_cmd(samples: Path, out: Path, url: str, cache: Path, *extra) -> list[str]:
@@ -105,11 +93,11 @@ def check_judgments(out: Path, samples: Path) -> list[dict]:
 # ---------------------------------------------------------------- 5. crash and resume
 
 def test_killed_judge_resumes_without_paying_twice(tmp_path):
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(80))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(80))
     out, cache = tmp_path / "judgments.parquet", tmp_path / "cache.sqlite"
     with FakeOpenAIServer(latency=0.05, keep_bodies=1000, **FAKE_SERVER_SAFETY) as srv:
         cmd = judge_cmd(samples, out, srv.base_url, cache, "--prompts-per-part", 5, "--concurrency", 4)
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 45
             while len(cached_keys(cache)) < 12 and proc.poll() is None and time.monotonic() < deadline:
@@ -149,12 +137,12 @@ def test_killed_judge_resumes_without_paying_twice(tmp_path):
 # ---------------------------------------------------------------- 6. concurrent processes
 
 def test_two_processes_on_one_cache_pay_once(tmp_path):
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(40))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(40))
     cache = tmp_path / "cache.sqlite"
     with FakeOpenAIServer(latency=0.1, keep_bodies=1000, **FAKE_SERVER_SAFETY) as srv:
         procs = [subprocess.Popen(judge_cmd(samples, tmp_path / f"{name}.parquet", srv.base_url, cache,
                                             "--prompts-per-part", 5, "--concurrency", 4),
-                                  cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                  cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for name in ("a", "b")]
         errs = []
         try:
@@ -198,7 +186,7 @@ sys.stdin.readline()
 def test_claims_live_dead_expired_and_own(tmp_path):
     path = tmp_path / "cache.sqlite"
     cache = CallCache(path)
-    other = subprocess.Popen([sys.executable, "-c", CLAIMER, str(path)], cwd=ROOT, env=env(),
+    other = subprocess.Popen([sys.executable, "-c", CLAIMER, str(path)], cwd=ROOT, env=cli_env(),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline().strip() == "['held']"
@@ -311,7 +299,7 @@ def test_processes_creating_one_cache_at_once_all_succeed(tmp_path):
 def test_one_cache_does_not_serve_one_servers_answers_for_another(tmp_path):
     from dno_data.stages.judge import JudgeConfig, run
 
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(3))
     cache = tmp_path / "cache.sqlite"
     with FakeOpenAIServer(**FAKE_SERVER_SAFETY) as a, FakeOpenAIServer(**FAKE_SERVER_SAFETY) as b:
         for srv, out in ((a, "a.parquet"), (b, "b.parquet"), (a, "a2.parquet")):
@@ -336,7 +324,7 @@ def test_an_empty_answer_is_a_failure_and_a_rerun_asks_failed_calls_again(tmp_pa
     rerunning the same command asks for it again (and only for it: paid answers come from the cache)."""
     from dno_data.stages.judge import JudgeConfig, run
 
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(3))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(3))
     cfg = JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge="openai:m", cache=tmp_path / "cache.sqlite", timeout=5,
                       max_retries=0, concurrency=1, max_failure_rate=1.0)
     with FakeOpenAIServer(script=["ok", "empty"], **FAKE_SERVER_SAFETY) as srv:
@@ -364,7 +352,7 @@ def test_shards_judged_on_several_machines_with_caches_merged_pay_each_call_once
     from dno_data.sharding import in_shard
 
     monkeypatch.setenv("OPENAI_API_KEY", "")
-    samples = write_judge_samples(tmp_path / "samples.parquet", groups(12))
+    samples = write_judge_samples(tmp_path / "samples.parquet", judge_groups(12))
     rows = read_artifact(samples, "samples").to_pylist()
 
     def judge(samples_file, out, cache):
