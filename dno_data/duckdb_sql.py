@@ -7,7 +7,7 @@ from importlib import resources
 import os
 from pathlib import Path
 
-from .errors import DnoError
+from .errors import DnoError, first_line
 from .paths import check_input
 
 
@@ -96,3 +96,21 @@ def query_polars(con, sql: str, params: dict | None = None):
     import polars as pl
 
     return pl.from_arrow(query_arrow(con, sql, params))
+
+
+def out_of_memory(e: BaseException, command: str, limit: str | None, given: str | None) -> DnoError | None:
+    """The one-line error for DuckDB running out of memory in `command` (raised by a query, or through an Arrow
+    stream), naming the setting to raise; None for any other error. `limit` is the limit it ran under, `given`
+    the --memory-limit it came from (auto, or the same; None: DuckDB's default)."""
+    first = first_line(e)
+    if "Out of Memory Error" not in first:
+        return None
+    detail = first.split("Out of Memory Error:", 1)[-1].strip()
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(limit or ""))
+    bigger = f"{float(m.group(1)) * 2:g}{m.group(2)}" if m else "a larger value"
+    if not limit:
+        under = "DuckDB's default memory limit (80% of RAM)"
+    else:
+        under = f"--memory-limit {limit}" if given == limit else f"--memory-limit {given} ({limit})"
+    return DnoError(f"{command} ran out of memory under {under} ({detail}); raise --memory-limit "
+                    f"(e.g. --memory-limit {bigger}), or free memory")

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from .artifacts import check_rows, key_digest_of
 from .errors import DnoError, first_line
-from .duckdb_sql import connect, load_sql, used_params
+from .duckdb_sql import connect, load_sql, out_of_memory, used_params
 from .pairs_checks import Source, check_inputs, rule_sql, sql_literal
 from .pairs_write import write_pairs
 from .repetition import repetition_table
@@ -75,21 +75,8 @@ def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[
 
 
 def _out_of_memory(e: BaseException, limit: str | None, given: str | None) -> DnoError | None:
-    """The one-line error for DuckDB running out of memory (raised by a query, or through the Arrow stream
-    of the texts), naming the setting to raise; None for any other error. `limit` is the limit it ran
-    under, `given` the --memory-limit it came from (auto, or the same)."""
-    first = first_line(e)
-    if "Out of Memory Error" not in first:
-        return None
-    detail = first.split("Out of Memory Error:", 1)[-1].strip()
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(limit or ""))
-    bigger = f"{float(m.group(1)) * 2:g}{m.group(2)}" if m else "a larger value"
-    if not limit:
-        under = "DuckDB's default memory limit"
-    else:
-        under = f"--memory-limit {limit}" if given == limit else f"--memory-limit {given} ({limit})"
-    return DnoError(f"dno pairs ran out of memory under {under} ({detail}); raise --memory-limit "
-                    f"(e.g. --memory-limit {bigger}), or free memory")
+    """duckdb_sql.out_of_memory for `dno pairs`."""
+    return out_of_memory(e, "dno pairs", limit, given)
 
 
 def build_pairs(

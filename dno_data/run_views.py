@@ -21,8 +21,9 @@ SCHEMA_OF = {"prompts": "prompts", "samples": "samples", "judgments": "judgments
              "evals": "eval"}
 
 
-def open_run(run: Path):
-    """A locked-down DuckDB connection (see duckdb_sql.connect) with one view per kind of artifact of `run`.
+def open_run(run: Path, memory_limit: str | None = None):
+    """A locked-down DuckDB connection (see duckdb_sql.connect) with one view per kind of artifact of `run`;
+    `memory_limit` (e.g. "4GB"): DuckDB's, else its default (80% of RAM).
 
     Each file must be the artifact its name says (checked from its metadata); the connection
     may read these files and nothing else. A run on object storage (s3://...) is read from its local
@@ -50,7 +51,11 @@ def open_run(run: Path):
     for view, files in found.items():
         for f in files:
             _check_kind(f, SCHEMA_OF[view])
-    con = connect(read_paths=[f for files in found.values() for f in files], spill_near=run)
+    settings = {} if memory_limit is None else {"memory_limit": str(memory_limit)}
+    try:
+        con = connect(read_paths=[f for files in found.values() for f in files], settings=settings, spill_near=run)
+    except Exception as e:  # duckdb.InvalidInputException and kin: a bad --memory-limit
+        raise DnoError(f"--memory-limit {memory_limit!r}: {first_line(e)}") from None
     for view, files in found.items():
         files = [f.resolve() for f in files]
         if view == "prompts":

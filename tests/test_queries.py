@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,18 @@ def test_iterate_prints_the_iterations_table_at_the_end(tiny_run, capsys, monkey
     assert "winrate_vs_teacher_pct" in table and "new_pairs" in table
     lines = [line for line in table.splitlines() if line.startswith("│")]
     assert len(lines) == 1 + 3  # the header and iterations 0, 1, 2
+
+
+def test_sql_memory_limit(tiny_run, cli):
+    """--memory-limit bounds DuckDB's memory in `dno sql` as in `dno pairs`; running out is one line that says
+    which setting to raise, and a bad value is refused before the query runs."""
+    big = "SELECT count(*) AS n, max(length(s)) AS l FROM (SELECT string_agg(repeat(x::VARCHAR, 200000), '') AS s " \
+          "FROM range(60) t(x) GROUP BY x % 3)"
+    proc = cli("sql", "--run", tiny_run, big, "--memory-limit", "2MB")
+    assert proc.returncode == 1, proc.stdout
+    assert re.fullmatch(r"error: dno sql ran out of memory under --memory-limit 2MB \(.*\); raise --memory-limit "
+                        r"\(e\.g\. --memory-limit 4MB\), or free memory\n", proc.stderr), proc.stderr
+    proc = cli("sql", "--run", tiny_run, big, "--memory-limit", "1GB", "--format", "csv")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[1].startswith("3,"), proc.stderr
+    proc = cli("sql", "--run", tiny_run, "SELECT 1", "--memory-limit", "lots")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: --memory-limit 'lots': "), proc.stderr

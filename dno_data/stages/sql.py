@@ -54,11 +54,13 @@ class SqlConfig(Config):
                               check=output_file)
     params: dict = opt("Named parameter name=value for $name (repeatable).", factory=dict, flags=("--param",),
                        cli_type=list[str], normalize=parse_params)
+    memory_limit: str | None = opt("DuckDB memory limit (e.g. 4GB); default: DuckDB's, 80% of RAM. Beyond it DuckDB "
+                                   "spills to the run folder where it can.", None, changes_output=False)
 
 
 def run(cfg: SqlConfig):
     """The query's result (a polars DataFrame), printed or written to cfg.output in cfg.format."""
-    from ..duckdb_sql import query_polars, read_user_sql
+    from ..duckdb_sql import out_of_memory, query_polars, read_user_sql
     from ..paths import check_output, write_output
     from ..queries import add_missing_views, list_queries, load_query
     from ..run_views import open_run
@@ -75,12 +77,15 @@ def run(cfg: SqlConfig):
     if cfg.output is not None:
         check_output(cfg.output, kind="sql")  # its folder is made when the result is written, not before
     query = cfg.query if cfg.query is not None else load_query(cfg.named) if cfg.named else read_user_sql(cfg.file, "--file")
-    con, views = open_run(cfg.run)
+    con, views = open_run(cfg.run, memory_limit=cfg.memory_limit)
     if cfg.named:
         add_missing_views(con, views)
     try:
         df = query_polars(con, query, cfg.params)
     except Exception as e:  # a user's SQL error is bad input
+        oom = out_of_memory(e, "dno sql", cfg.memory_limit, cfg.memory_limit)
+        if oom is not None:
+            raise oom from None
         raise DnoError(f"query failed: {first_line(e)} (views: {', '.join(views)})") from None
     if cfg.format == "parquet":
         write_output(cfg.output, "sql", df.write_parquet)
