@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -69,6 +70,8 @@ def test_batch_judges_like_the_interactive_path_and_fills_the_cache(tmp_path):
     key = lambda r: (r["judgment_id"], r["score"], r["call_key"])  # noqa: E731
     assert sorted(map(key, batch_rows)) == sorted(map(key, cached_rows))
     assert not (tmp_path / "b.parquet.parts").exists()
+    with sqlite3.connect(cache) as db:  # the report prices these calls at the batch rate
+        assert db.execute("SELECT count(*), sum(batch) FROM calls").fetchone() == (10, 10)
 
 
 @pytest.mark.parametrize("when", ["before the create answer", "while polling"])

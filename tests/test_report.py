@@ -64,7 +64,8 @@ def test_collect_run_numbers(report_run):
     assert d.train_logs[2][-1]["loss"] == 0.3
     # gpt-4o at $2.50 / $10 per 1M tokens: k2 + k3 = 4000 in, 500 out
     assert d.costs == [{"iteration": 1, "judge": "sc", "calls_made": 2, "input_tokens": 4000, "cached_input_tokens": 0,
-                        "output_tokens": 500, "cost_usd": 0.015, "cost_usd_without_prefix_reuse": 0.015, "note": ""}]
+                        "output_tokens": 500, "batch_calls": 0, "cost_usd": 0.015, "cost_usd_without_prefix_reuse": 0.015,
+                        "note": ""}]
 
 
 def test_costs_bill_cached_prefixes_at_the_cached_price(report_run, tmp_path):
@@ -82,6 +83,24 @@ def test_costs_bill_cached_prefixes_at_the_cached_price(report_run, tmp_path):
     assert cost["cached_input_tokens"] == 2048
     assert cost["cost_usd_without_prefix_reuse"] == 0.015
     assert cost["cost_usd"] == round(0.015 - 2048 * (2.5 - 1.25) / 1e6, 4)
+
+
+def test_costs_bill_batch_answers_at_the_batch_price(report_run, tmp_path):
+    """A call the Batch API answered (the cache records it) is priced at the table's _batch_factor (0.5) times the
+    interactive price; the others at the interactive price. The cache marks batch answers when it stores them."""
+    from dno_data.openai_api.call_cache import CachedCall, CallCache
+
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run)
+    with sqlite3.connect(run / "cache" / "judge.sqlite") as db:
+        db.execute("DELETE FROM calls WHERE key = 'k3'")
+    cache = CallCache(run / "cache" / "judge.sqlite")
+    cache.put("k3", "gpt-4o", CachedCall("", "stop", None, 3000, 300), batch=True)  # as dno_data.openai_api.batch
+    cache.close()
+    (cost,) = collect_run(run, resamples=200).costs
+    k2, k3 = (1000 * 2.5 + 200 * 10.0) / 1e6, (3000 * 2.5 + 300 * 10.0) / 1e6
+    assert cost["batch_calls"] == 1 and cost["cost_usd"] == round(k2 + 0.5 * k3, 4) == 0.0097
+    assert cost["cost_usd_without_prefix_reuse"] == cost["cost_usd"]
 
 
 def test_best_iterate_and_noise(report_run):

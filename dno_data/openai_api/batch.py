@@ -270,7 +270,7 @@ class BatchCalls:
         if status == 200 and isinstance(body, dict) and body.get("choices"):
             result = parse_completion(body)
             if self.cache is not None and key in unique:
-                self.cache.put(key, unique[key].model, result)
+                self.cache.put(key, unique[key].model, result, batch=True)
             return result
         if status == 200:
             return NoAnswer("the server answered without choices")

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS calls (
     input_tokens INTEGER,
     output_tokens INTEGER,
     created_at REAL,
-    cached_tokens INTEGER    -- of input_tokens, how many the server served from its prefix cache
+    cached_tokens INTEGER,   -- of input_tokens, how many the server served from its prefix cache
+    batch INTEGER            -- 1: answered through the Batch API (billed at its price)
 );
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
@@ -82,8 +83,10 @@ class CallCache:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
-                if "cached_tokens" not in {r[1] for r in self.db.execute("PRAGMA table_info(calls)")}:
-                    self.db.execute("ALTER TABLE calls ADD COLUMN cached_tokens INTEGER")  # a cache written before
+                columns = {r[1] for r in self.db.execute("PRAGMA table_info(calls)")}
+                for column in ("cached_tokens", "batch"):  # a cache written before these were recorded
+                    if column not in columns:
+                        self.db.execute(f"ALTER TABLE calls ADD COLUMN {column} INTEGER")
                 break
             except sqlite3.OperationalError as e:
                 # Two processes creating one cache at once: switching to WAL does not wait for the
@@ -118,14 +121,15 @@ class CallCache:
         return out
 
     # -------------------------------------------------------------- writes
-    def put(self, key: str, model: str, call: CachedCall) -> None:
+    def put(self, key: str, model: str, call: CachedCall, batch: bool = False) -> None:
+        """Store an answer (`batch`: it came through the Batch API, which the report prices at the batch rate)."""
         with self._tx():
             self.db.execute(
                 "INSERT OR IGNORE INTO calls (key, model, content, finish_reason, logprobs, input_tokens, output_tokens, "
-                "created_at, cached_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, cached_tokens, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, model, call.content, call.finish_reason,
                  json.dumps(call.logprobs) if call.logprobs is not None else None,
-                 call.input_tokens, call.output_tokens, time.time(), call.cached_tokens),
+                 call.input_tokens, call.output_tokens, time.time(), call.cached_tokens, int(batch)),
             )
             self.db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, self.owner))
 
@@ -178,8 +182,8 @@ class ScopedCache:
         mine, theirs = self.cache.claim(list(m))
         return [m[k] for k in mine], [m[k] for k in theirs]
 
-    def put(self, key: str, model: str, call: CachedCall) -> None:
-        self.cache.put(scoped_key(self.endpoint, key), model, call)
+    def put(self, key: str, model: str, call: CachedCall, batch: bool = False) -> None:
+        self.cache.put(scoped_key(self.endpoint, key), model, call, batch=batch)
 
     def release(self, keys: Iterable[str]) -> None:
         self.cache.release(list(self._map(keys)))

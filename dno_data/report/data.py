@@ -186,31 +186,48 @@ def judge_costs(run: Path, calls, cache: Path | None, prices: Path | None) -> li
         try:
             keys = [k for ks in groups.values() for k in ks]
             # a cache written before cached tokens were recorded has no such column: none counted
+            # (nor whether the Batch API answered: interactive then)
             columns = {r[1] for r in db.execute("PRAGMA table_info(calls)")}
             cached = "cached_tokens" if "cached_tokens" in columns else "0"
+            batch = "batch" if "batch" in columns else "0"
             for i in range(0, len(keys), 900):
                 chunk = keys[i:i + 900]
-                q = (f"SELECT key, model, input_tokens, output_tokens, {cached} FROM calls "
+                q = (f"SELECT key, model, input_tokens, output_tokens, {cached}, {batch} FROM calls "
                      f"WHERE key IN ({','.join('?' * len(chunk))})")
-                for key, model, tin, tout, tcached in db.execute(q, chunk):
-                    usage[key] = (model, tin or 0, tout or 0, tcached or 0)
+                for key, model, tin, tout, tcached, tbatch in db.execute(q, chunk):
+                    usage[key] = (model, tin or 0, tout or 0, tcached or 0, bool(tbatch))
         except sqlite3.DatabaseError as e:
             raise DnoError(f"{path}: not a judge cache ({e}); pass another --cache") from None
         finally:
             db.close()
-    table = load_prices(prices)
+    tables = {False: load_prices(prices), True: load_prices(prices, batch=True)}  # interactive, Batch API
+
+    def priced(found: list[tuple], prefix_reuse: bool) -> float | None:
+        """The calls' cost, each at its own rate (interactive or batch); None when a price is missing."""
+        total = 0.0
+        for batch in (False, True):
+            part = [u for u in found if u[4] == batch]
+            if part:
+                cost = cost_usd(part[0][0], *(sum(u[i] for u in part) for i in (1, 2)), tables[batch],
+                                sum(u[3] for u in part) if prefix_reuse else 0)
+                if cost is None:
+                    return None
+                total += cost
+        return total
+
     out = []
     for (t, judge), keys in sorted(groups.items()):
         found = [usage[k] for k in keys if k in usage]
         tin, tout, tcached = (sum(u[i] for u in found) for i in (1, 2, 3))
         model = found[0][0] if found else judge.split(":", 1)[-1]
-        cost = cost_usd(model, tin, tout, table, tcached) if found else None
-        full = cost_usd(model, tin, tout, table) if found else None
+        cost = priced(found, True) if found else None
+        full = priced(found, False) if found else None
         why = ("no judge cache found (pass --cache FILE)" if path is None
                else f"{len(keys) - len(found)} of {len(keys)} calls not in {path.name}" if len(found) < len(keys)
                else f"no price for {model} (pass --prices FILE)" if cost is None else "")
         out.append({"iteration": t, "judge": judge, "calls_made": len(keys), "input_tokens": tin if found else None,
                     "cached_input_tokens": tcached if found else None, "output_tokens": tout if found else None,
+                    "batch_calls": sum(u[4] for u in found),
                     "cost_usd": None if cost is None else round(cost, 4),
                     "cost_usd_without_prefix_reuse": None if full is None else round(full, 4), "note": why})
     return out
