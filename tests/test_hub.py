@@ -199,6 +199,29 @@ def test_the_reward_judge_takes_a_hub_id(hf_home, tmp_path):
     assert read_lineage(out)["config"]["judge_hub"] == {"repo_id": REWARD_REPO, "commit": COMMIT_A}
 
 
+def test_ray_judge_workers_load_the_commit_the_driver_resolved(hf_home, tmp_path, monkeypatch):
+    """--engine ray: every worker resolves the reward model again; it is given `reward:ID@<commit>`, the commit
+    this process resolved and recorded, so a main that moves during the job cannot mix two models."""
+    from conftest import write_judge_samples
+    from dno_data.judges import run as judge_run
+    from dno_data.stages.judge import JudgeConfig, run
+    from test_reward_model import build_reward_model
+
+    add_snapshot(hf_home / "hub", REWARD_REPO, COMMIT_A, build_reward_model(tmp_path / "rm"), branches=("main",))
+    samples = write_judge_samples(tmp_path / "samples.parquet", [("p1", [("46", "policy"), ("47", "policy")])])
+    given = []
+
+    def workers(groups, settings, *args):
+        given.append(settings.spec)
+        raise KeyboardInterrupt  # stop here: what the workers would get is all this test needs
+
+    monkeypatch.setattr(judge_run, "judge_groups_ray", workers)
+    with pytest.raises(KeyboardInterrupt):
+        run(JudgeConfig.from_options(samples=samples, output=tmp_path / "j.parquet", judge=f"reward:{REWARD_REPO}",
+                                     engine="ray"))
+    assert given == [f"reward:{REWARD_REPO}@{COMMIT_A}"]
+
+
 def test_export_renders_with_a_hub_tokenizer(hf_home, tmp_path):
     from conftest import pairs_row, write_example
     from dno_data.stages.export import ExportConfig, run

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, above, at_least, group, in_range, opt
+from ..config import Config, above, at_least, group, in_range, opt, replace
 from ..config.groups import Api, Engine, JudgeSettings
 from .common import FORCE, OUTPUT_FILE
 
@@ -134,7 +134,9 @@ def run(cfg: JudgeConfig) -> Path:
     if retry_keys and runner is not None and runner.cache is not None:
         runner.cache = RetryingCache(runner.cache, retry_keys)
     if cfg.engine.ray:
-        counts = judge_groups_ray(groups, cfg.judge, parts, cfg.prompts_per_part, cfg.engine)
+        hub = getattr(judge, "hub", None)  # a reward:ID judge: the workers load the commit resolved here
+        settings = replace(cfg.judge, judge=f"reward:{hub['repo_id']}@{hub['commit']}") if hub else cfg.judge
+        counts = judge_groups_ray(groups, settings, parts, cfg.prompts_per_part, cfg.engine)
     elif cfg.batch:
         counts = judge_groups_batch(groups, judge, parts, cfg.prompts_per_part, runner)
     else:
