@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -734,6 +735,20 @@ def test_a_doubled_key_under_a_copied_key_digest_is_refused(ws):
         run(PairsConfig.from_options(judgments=ws / "j2.parquet", samples=ws / S, output=ws / "out.parquet"))
     assert not (ws / "out.parquet").exists()
     run(PairsConfig.from_options(judgments=ws / J, samples=ws / S, output=ws / "out.parquet"))
+
+
+def test_a_same_text_pair_among_others_is_left_out_and_counted(ws, cli):
+    """2. A judge that scores two copies of one answer differently (an LLM judge sampling, position bias) makes a
+    pair whose chosen and rejected texts are the same: it teaches nothing, so training leaves it out and says how
+    many it left out, rather than stopping a loop. A file of nothing else is refused (train-same-answer)."""
+    rows = [pairs_row("p1", "s1", "s2", "46", "1", prompt_text="12+34="),
+            pairs_row("p2", "s3", "s4", "7", "7", prompt_text="3+4=")]
+    _loose(ws / "p-bad.parquet", "pairs", rows)
+    proc = cli(*(TRAIN[:1] + ["p-bad.parquet"] + TRAIN[2:]), cwd=ws)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: p-bad.parquet: 1 of 2 pairs have the same chosen and rejected answer" in proc.stderr
+    manifest = json.loads((ws / "out" / "dno-manifest.json").read_text())
+    assert manifest["metrics"]["pairs_same_text_left_out"] == 1 and manifest["metrics"]["pairs"] == 1
 
 
 def test_the_same_text_ended_two_ways_is_a_pair_train_takes(ws, cli):

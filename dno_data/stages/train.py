@@ -60,7 +60,7 @@ def run(cfg: TrainConfig) -> Path:
     from ..training import train
 
     pairs = read_pairs(cfg.pairs)  # keys, targets in [0, 1], chosen and rejected two samples
-    _check_texts_differ(pairs, cfg.pairs)
+    pairs, same_text = _without_same_texts(pairs, cfg.pairs)
     model = check_model_dir(cfg.model, revision=cfg.revision)  # a Hub id: its snapshot folder (dno_data.hub)
     reference = cfg.training.reference
     if reference is not None:
@@ -74,7 +74,8 @@ def run(cfg: TrainConfig) -> Path:
     lineage = make_lineage("train", inputs, cfg)
     if up_to_date(cfg.output, lineage, cfg.force):
         return cfg.output
-    metrics = train(pairs, model, cfg.output, replace(cfg.training, reference=reference), lineage, fresh=cfg.force)
+    metrics = train(pairs, model, cfg.output, replace(cfg.training, reference=reference), lineage, fresh=cfg.force,
+                    extra_metrics={"pairs_same_text_left_out": same_text})
     release_output(cfg.output)
     if metrics is not None:  # the main process reports
         summary(f"train {cfg.model} -> {cfg.output}", metrics)
@@ -82,22 +83,35 @@ def run(cfg: TrainConfig) -> Path:
 
 
 
-def _check_texts_differ(pairs, path) -> None:
-    """A pair whose chosen and rejected answers are the same text, ended the same way, teaches nothing and hides a
-    broken file. The same text finished by EOS against one cut at the length limit is a real pair (`dno pairs
-    --truncated negative`): training gives the first its EOS and the second none."""
+def _without_same_texts(pairs, path):
+    """The pairs less those whose chosen and rejected answers are the same text, ended the same way, and how many
+    those were. Such a pair teaches nothing; `dno pairs` makes one when a judge scores two copies of one answer
+    differently (an LLM judge that samples, position bias), so it is left out with a warning rather than stopping a
+    loop; a file of nothing else is refused. The same text finished by EOS against one cut at the length limit is a
+    real pair (`dno pairs --truncated negative`): training gives the first its EOS and the second none."""
+    import os
+
     import duckdb
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..console import say
 
     if len(pairs) == 0:
-        return
+        return pairs, 0
     ends = [c for c in ("chosen_truncated", "rejected_truncated") if c in pairs.column_names]
     same_end = " AND chosen_truncated IS NOT DISTINCT FROM rejected_truncated" if len(ends) == 2 else ""
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     con.register("pairs", pairs.select(["pair_id", "chosen", "rejected", *ends]))
-    same, example = con.sql("SELECT count(*), any_value(pair_id) FROM pairs "
-                            f"WHERE chosen = rejected{same_end}").fetchall()[0]
+    same = [r[0] for r in con.sql(f"SELECT pair_id FROM pairs WHERE chosen = rejected{same_end}").fetchall()]
     con.close()
-    if same:
-        raise DnoError(f"{path}: {same} pair(s) have the same chosen and rejected answer (e.g. pair_id {example}); "
-                       "remake it with `dno pairs` (a pair needs two different answers)")
+    if not same:
+        return pairs, 0
+    if len(same) == len(pairs):
+        raise DnoError(f"{path}: every pair ({len(same)}) has the same chosen and rejected answer (e.g. pair_id "
+                       f"{same[0]}); remake it with `dno pairs` (a pair needs two different answers)")
+    if os.environ.get("RANK", "0") == "0":  # under accelerate launch: the main process says it
+        say(f"warning: {path}: {len(same)} of {len(pairs)} pairs have the same chosen and rejected answer (e.g. "
+            f"pair_id {same[0]}: a judge scored two copies of one answer differently); they are left out")
+    return pairs.filter(pc.invert(pc.is_in(pairs["pair_id"], value_set=pa.array(same, pairs["pair_id"].type)))), len(same)

@@ -39,8 +39,9 @@ def __getattr__(name: str):  # the data helpers load pyarrow and the tokenizer c
 
 
 def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, lineage: dict,
-          fresh: bool = False, log=print) -> dict | None:
-    """Train and write the checkpoint; the metrics on the main process, None on the others."""
+          fresh: bool = False, log=print, extra_metrics: dict | None = None) -> dict | None:
+    """Train and write the checkpoint; the metrics (with `extra_metrics`, what the caller counted before) on the
+    main process, None on the others."""
     from .fit import fit
     from .reference import reference_logps
     from .save import metrics_of, save_checkpoint
@@ -49,6 +50,6 @@ def train(pairs: pa.Table, model_dir: Path, output: Path, opts: TrainOptions, li
     s = setup(pairs, model_dir, output, opts, lineage, fresh, cycle=bool(opts.max_steps))  # --max-steps: exactly
     ref_path = reference_logps(s, opts, log)
     result = fit(s, opts, log)
-    metrics = metrics_of(s, result)
+    metrics = {**metrics_of(s, result), **(extra_metrics or {})}
     save_checkpoint(s, result, output, ref_path, model_dir, opts, lineage, metrics)
     return metrics if s.accelerator.is_main_process else None
