@@ -69,7 +69,7 @@ def as_dno_error(e: BaseException) -> DnoError | None:
     """The DnoError a failure of the machine or of a library's limits stands for, or None for a bug
     (which keeps its traceback). One mapping for every command (stages/build.py calls it):
     OSError (a full disk, a read-only folder, a file where a folder should be), MemoryError, the
-    Jinja sandbox's limits, DuckDB's out-of-memory, conversion and I/O errors."""
+    Jinja sandbox's limits, DuckDB's out-of-memory, conversion and I/O errors, vLLM's dead engine."""
     if isinstance(e, DnoError):
         return e
     if isinstance(e, OSError):
@@ -81,6 +81,9 @@ def as_dno_error(e: BaseException) -> DnoError | None:
         return DnoError(f"the template failed: {first_line(e, 300)}")
     if module.startswith("duckdb") or module.startswith("_duckdb"):
         return DnoError(duckdb_error_line(e))
+    if module.startswith("vllm") and type(e).__name__ == "EngineDeadError":  # its workers logged the cause
+        return DnoError("vLLM's engine stopped (EngineDeadError): the lines its worker processes logged above name "
+                        "the cause; the parts already written are kept, and the same command resumes after them")
     return None
 
 

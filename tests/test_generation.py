@@ -148,3 +148,46 @@ def test_vllm_backend_samples_in_parts_of_1024_prompts_by_default(tiny_model, tm
     run(SampleConfig.from_options(output=tmp_path / "b.parquet", batch_size=16, **common))
     assert calls == [16, 16, 8]
     assert SampleConfig.from_options(**{**common, "backend": "hf"}, output=tmp_path / "c.parquet").part_size == 16
+
+
+def test_a_dead_vllm_engine_is_one_line_and_the_run_resumes(tiny_model, tmp_path, monkeypatch):
+    """vLLM's EngineDeadError (a worker process died; the worker logged the cause above) ends `dno sample` with one
+    error line, not a traceback; the parts already written stay, and the same command resumes after them."""
+    from typer.testing import CliRunner
+
+    from dno_data.generation import vllm as backend
+    from dno_data.stages.prompts import PromptsConfig
+    from dno_data.stages.prompts import run as make_prompts
+    from stages.cli import app
+
+    EngineDeadError = type("EngineDeadError", (Exception,), {"__module__": "vllm.v1.engine.exceptions"})
+    calls, die_at = [], [2]
+
+    class LLM:
+        def __init__(self, **kwargs):
+            pass
+
+        def generate(self, inputs, params, use_tqdm=False):
+            calls.append(len(inputs))
+            if len(calls) == die_at[0]:
+                raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(index=i, text="7", token_ids=[5],
+                                                                         finish_reason="length")
+                                                   for i in range(p["n"])]) for p in params]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=dict))
+    monkeypatch.setattr(backend, "check_installed", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q.jsonl").write_text("".join(f'{{"prompt": "{i}+{i}"}}\n' for i in range(40)))
+    make_prompts(PromptsConfig(src=tmp_path / "q.jsonl", output=tmp_path / "prompts.parquet"))
+    args = ["sample", "prompts.parquet", "-o", "s.parquet", "--model", str(tiny_model), "--backend", "vllm", "-k", "2",
+            "--max-new-tokens", "1", "--batch-size", "16"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: vLLM's engine stopped (EngineDeadError"), result.stderr
+    assert sorted(p.name for p in (tmp_path / "s.parquet.parts").glob("part-*")) == ["part-000000.parquet"]
+    calls.clear()
+    die_at[0] = 0
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert calls == [16, 8]
