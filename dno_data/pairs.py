@@ -140,6 +140,8 @@ def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_
         check_rows(None, "the " + view if isinstance(src, pa.Table) else src, view, con=con, relation=view,
                    digest=key_digest_of(src))
     repetition_table(con, samples, max_repetition)
+    if sql_file is None and rule_name in ("paper", "paper-best"):
+        _check_rubric_scale(con, params)
 
     cand = load_sql("candidates")
     hashed = re.search(r"\bresponse_hash\b", rule_text, re.I) is not None  # else the texts are not read here
@@ -175,6 +177,24 @@ def _build(con, samples, judgments, rule_text, rule_name, sql_file, params, max_
     result.table, result.pairs, result.by_type, result.replayed = (written.table, written.pairs, written.by_type,
                                                                    written.replayed)
     return result
+
+
+RUBRIC = (1.0, 6.0)  # the scale the paper rule's default thresholds are for (the built-in rubric and oracles)
+
+
+def _check_rubric_scale(con, params: dict) -> None:
+    """The paper rule with its default thresholds (a positive scores >= 5, margins 2 and 1) on scores off the 1-6
+    rubric (a reward model's, a python: judge's own scale) would make a handful of pairs, or none, without a word:
+    refused in one line. Thresholds set for the scale are taken as given."""
+    names = ("min_positive_score", "teacher_margin", "policy_margin")
+    if any(params.get(n) != DEFAULT_PARAMS[n] for n in names):
+        return
+    lo, hi = con.sql("SELECT min(score), max(score) FROM judgments WHERE status = 'ok' AND kind = 'score'").fetchall()[0]
+    if lo is not None and (lo < RUBRIC[0] or hi > RUBRIC[1]):
+        raise DnoError(f"--rule paper: its default thresholds (a positive scores >= 5, margins 2 and 1) are for the "
+                       f"1-6 rubric, and these judgments score from {lo:g} to {hi:g}; use --rule best-worst (a reward "
+                       "model's scores), or set --min-positive-score, --teacher-margin and --policy-margin for this "
+                       "scale")
 
 
 def _rule_output(con, rule_text: str, params: dict, where, user: bool) -> None:

@@ -896,3 +896,18 @@ def test_output_in_a_folder_that_does_not_exist_yet(tmp_path):
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert (tmp_path / "new" / "folder" / "pairs.parquet").exists()
     assert not list((tmp_path / "new" / "folder").glob(".*spill*"))
+
+
+def test_the_paper_rule_refuses_scores_off_its_rubric(tmp_path):
+    """The paper rule's defaults (a positive scores >= 5, margins 2 and 1) are for the 1-6 rubric; a reward model's
+    scores (here -1.2 to 8.5) under them would make a handful of pairs, silently. With those defaults the rule
+    refuses such scores in one line; thresholds given for the scale, or best-worst, run."""
+    s, j = group("p1", [("a", "x1", 8.5), ("b", "x2", -1.2), ("c", "x3", 3.0)])
+    s_path, j_path = _files(tmp_path, s, j)
+    with pytest.raises(DnoError, match=r"--rule paper: its default thresholds .* 1-6 rubric.* from -1\.2 to 8\.5.*"
+                                       r"--rule best-worst"):
+        build_pairs(s_path, j_path, rule="paper", params=DEFAULTS, output=tmp_path / "p.parquet")
+    assert not (tmp_path / "p.parquet").exists()
+    for rule, params in (("paper", {**DEFAULTS, "min_positive_score": 8.0}), ("best-worst", DEFAULTS)):
+        r = build_pairs(s_path, j_path, rule=rule, params=params, output=tmp_path / f"{rule}.parquet")
+        assert r.pairs >= 1, rule
