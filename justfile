@@ -38,7 +38,7 @@ compare out="runs/compare":
 
 # the default tier of the tests (the slow tier: `just vllm-env && just test-slow`; all tiers: .ci/run)
 test:
-    pytest -q
+    pytest -q -n auto
 
 # the whole loop: for t in 1..iterations, sample -> judge -> pairs -> train -> eval (`dno iterate`, as `dno demo`)
 # ([no-cd]: it runs where `just` was called, so run=, model=, config= and the paths in the config file are

@@ -128,8 +128,15 @@ def run_dno(args, work: Path) -> dict:
     reference_logps(s, opts, log=lambda *_: None)
     t_ref = time.perf_counter() - t0
     result = fit(s, opts, log=lambda *_: None)
-    return {"ref_seconds": t_ref, "seconds": time.perf_counter() - t0, "steps": result.steps,
-            "pairs": len(s.examples), "final_loss": result.history[-1]["loss"]}
+    seconds = time.perf_counter() - t0
+    # padding: each micro-batch's chosen and rejected rows are right-padded to its longest (after the timer)
+    real = padded = 0
+    for i in range(0, len(s.examples), args.batch_size):
+        batch = s.examples[i:i + args.batch_size]
+        real += sum(len(ex["chosen_ids"]) + len(ex["rejected_ids"]) for ex in batch)
+        padded += 2 * len(batch) * max(max(len(ex["chosen_ids"]), len(ex["rejected_ids"])) for ex in batch)
+    return {"ref_seconds": t_ref, "seconds": seconds, "steps": result.steps, "pairs": len(s.examples),
+            "final_loss": result.history[-1]["loss"], "padding_share": round(1 - real / padded, 3)}
 
 
 def run_trl(args, work: Path) -> dict:
