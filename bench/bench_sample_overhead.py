@@ -10,7 +10,8 @@ timed). Each side runs in a fresh process of its own, in this order:
   bare        load the tokenizer and the engine (vllm.LLM with dno's settings: --dtype, enforce_eager;
               without CUDA 0.3 of RAM for the KV cache and chunked prefill off; or AutoModelForCausalLM),
               render each prompt with the chat template, one `LLM.generate` over all prompts (n=K, the
-              per-prompt seeds dno uses) or HF `generate` in batches of --batch-size, decode. Timed: load + generate (and the whole process).
+              per-prompt seeds dno uses) or HF `generate` in batches of --batch-size, decode.
+              Timed: load + generate (and the whole process).
   in-process  dno_data.stages.sample.run(SampleConfig) in a fresh process: read prompts, lineage hashing,
               load, template check, parts of --dno-batch-size prompts (one generate call each), Parquet.
               Timed: the call, and the whole process.
