@@ -45,7 +45,8 @@ def spill_folder(near: Path | str) -> Path:
 def connect(read_paths=(), settings: dict | None = None, spill_near: Path | str | None = None):
     """A locked-down in-memory DuckDB: it may read exactly `read_paths` (files) and nothing else.
 
-    `settings` (e.g. memory_limit, temp_directory) are applied before the lock. It spills into
+    `settings` (e.g. memory_limit, temp_directory) are applied before the lock; a memory_limit DuckDB refuses is
+    one error line naming --memory-limit. It spills into
     `spill_near` (default: the first read path's folder), never the working folder (spill_folder).
 
     No other file, folder or URL (external access off: no COPY TO, read_csv, glob, ATTACH of a
@@ -67,7 +68,13 @@ def connect(read_paths=(), settings: dict | None = None, spill_near: Path | str 
         near = spill_near if spill_near is not None else (Path(paths[0]).parent if paths else tempfile.gettempdir())
         settings["temp_directory"] = str(spill_folder(near))
     for name, value in settings.items():
-        con.execute(f"SET {name} = ?", [value])
+        try:
+            con.execute(f"SET {name} = ?", [value])
+        except Exception as e:  # duckdb.InvalidInputException and kin: a value the user gave
+            con.close()
+            if name == "memory_limit":
+                raise DnoError(f"--memory-limit {value!r}: {first_line(e)}") from None
+            raise
     con.execute("SET python_enable_replacements = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

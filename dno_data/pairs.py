@@ -68,10 +68,7 @@ def _connect(memory_limit: str | None, temp_directory: Path | None, paths: list[
         settings["memory_limit"] = str(memory_limit)
     if temp_directory is not None:
         settings["temp_directory"] = str(temp_directory)
-    try:
-        return connect(read_paths=paths, settings=settings)
-    except Exception as e:  # duckdb.InvalidInputException and kin: a bad --memory-limit
-        raise DnoError(f"--memory-limit {memory_limit!r}: {first_line(e)}") from None
+    return connect(read_paths=paths, settings=settings)  # a bad --memory-limit: one error line (connect)
 
 
 def _out_of_memory(e: BaseException, limit: str | None, given: str | None) -> DnoError | None:

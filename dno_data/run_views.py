@@ -52,10 +52,7 @@ def open_run(run: Path, memory_limit: str | None = None):
         for f in files:
             _check_kind(f, SCHEMA_OF[view])
     settings = {} if memory_limit is None else {"memory_limit": str(memory_limit)}
-    try:
-        con = connect(read_paths=[f for files in found.values() for f in files], settings=settings, spill_near=run)
-    except Exception as e:  # duckdb.InvalidInputException and kin: a bad --memory-limit
-        raise DnoError(f"--memory-limit {memory_limit!r}: {first_line(e)}") from None
+    con = connect(read_paths=[f for files in found.values() for f in files], settings=settings, spill_near=run)
     for view, files in found.items():
         files = [f.resolve() for f in files]
         if view == "prompts":
