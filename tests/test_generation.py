@@ -116,15 +116,16 @@ def test_vllm_backend_turns_chunked_prefill_off_without_cuda(tiny_model, monkeyp
     assert chosen["enable_chunked_prefill"] is True
 
 
-def test_vllm_backend_samples_in_parts_of_1024_prompts_by_default(tiny_model, tmp_path, monkeypatch):
-    """vLLM batches continuously within one generate call: by default a part (one call) holds 1,024 prompts, not
-    the hf backend's 16, which would keep at most 16 x K sequences in the engine's batch; --batch-size still rules."""
+def _fake_engine(monkeypatch, tmp_path, prompts: int, die_at: list[int] | None = None) -> list[int]:
+    """A stand-in `vllm` module whose generate answers "7" to every request and records each call's prompt count
+    (the list returned); the call numbered die_at[0] raises vLLM's EngineDeadError. Writes `prompts` addition
+    prompts to tmp_path/prompts.parquet."""
     from dno_data.generation import vllm as backend
     from dno_data.stages.prompts import PromptsConfig
     from dno_data.stages.prompts import run as make_prompts
-    from dno_data.stages.sample import SampleConfig, run
 
-    calls = []
+    EngineDeadError = type("EngineDeadError", (Exception,), {"__module__": "vllm.v1.engine.exceptions"})
+    calls: list[int] = []
 
     class LLM:
         def __init__(self, **kwargs):
@@ -132,15 +133,25 @@ def test_vllm_backend_samples_in_parts_of_1024_prompts_by_default(tiny_model, tm
 
         def generate(self, inputs, params, use_tqdm=False):
             calls.append(len(inputs))
+            if die_at and len(calls) == die_at[0]:
+                raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
             return [types.SimpleNamespace(outputs=[types.SimpleNamespace(index=i, text="7", token_ids=[5],
                                                                          finish_reason="length")
                                                    for i in range(p["n"])]) for p in params]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=dict))
     monkeypatch.setattr(backend, "check_installed", lambda: None)
-    src = tmp_path / "q.jsonl"
-    src.write_text("".join(f'{{"prompt": "{i}+{i}"}}\n' for i in range(40)))
-    make_prompts(PromptsConfig(src=src, output=tmp_path / "prompts.parquet"))
+    (tmp_path / "q.jsonl").write_text("".join(f'{{"prompt": "{i}+{i}"}}\n' for i in range(prompts)))
+    make_prompts(PromptsConfig(src=tmp_path / "q.jsonl", output=tmp_path / "prompts.parquet"))
+    return calls
+
+
+def test_vllm_backend_samples_in_parts_of_1024_prompts_by_default(tiny_model, tmp_path, monkeypatch):
+    """vLLM batches continuously within one generate call: by default a part (one call) holds 1,024 prompts, not
+    the hf backend's 16, which would keep at most 16 x K sequences in the engine's batch; --batch-size still rules."""
+    from dno_data.stages.sample import SampleConfig, run
+
+    calls = _fake_engine(monkeypatch, tmp_path, 40)
     common = dict(prompts=tmp_path / "prompts.parquet", model=tiny_model, backend="vllm", k=2, max_new_tokens=1)
     run(SampleConfig.from_options(output=tmp_path / "a.parquet", **common))
     assert calls == [40]
@@ -155,31 +166,11 @@ def test_a_dead_vllm_engine_is_one_line_and_the_run_resumes(tiny_model, tmp_path
     error line, not a traceback; the parts already written stay, and the same command resumes after them."""
     from typer.testing import CliRunner
 
-    from dno_data.generation import vllm as backend
-    from dno_data.stages.prompts import PromptsConfig
-    from dno_data.stages.prompts import run as make_prompts
     from stages.cli import app
 
-    EngineDeadError = type("EngineDeadError", (Exception,), {"__module__": "vllm.v1.engine.exceptions"})
-    calls, die_at = [], [2]
-
-    class LLM:
-        def __init__(self, **kwargs):
-            pass
-
-        def generate(self, inputs, params, use_tqdm=False):
-            calls.append(len(inputs))
-            if len(calls) == die_at[0]:
-                raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(index=i, text="7", token_ids=[5],
-                                                                         finish_reason="length")
-                                                   for i in range(p["n"])]) for p in params]
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=dict))
-    monkeypatch.setattr(backend, "check_installed", lambda: None)
+    die_at = [2]
+    calls = _fake_engine(monkeypatch, tmp_path, 40, die_at)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "q.jsonl").write_text("".join(f'{{"prompt": "{i}+{i}"}}\n' for i in range(40)))
-    make_prompts(PromptsConfig(src=tmp_path / "q.jsonl", output=tmp_path / "prompts.parquet"))
     args = ["sample", "prompts.parquet", "-o", "s.parquet", "--model", str(tiny_model), "--backend", "vllm", "-k", "2",
             "--max-new-tokens", "1", "--batch-size", "16"]
     result = CliRunner().invoke(app, args)
