@@ -77,13 +77,11 @@ def read_pairs(path: Path | str, made_by: str = "dno pairs") -> pa.Table:
 def looks_like_preferences(path: Path | str) -> bool:
     """Whether `path` (not a dno artifact) has chosen and rejected columns, judged from its schema or first row
     (a pipe or a device is not opened: it is not)."""
-    import os
-    import stat
-
+    path = Path(path)
     try:
-        if not (stat.S_ISREG(os.stat(path).st_mode) or stat.S_ISDIR(os.stat(path).st_mode)):
+        if not (path.is_file() or path.is_dir()):
             return False
-        return {"chosen", "rejected"} <= set(_columns(Path(path)))
+        return {"chosen", "rejected"} <= set(_columns(path))
     except Exception:
         return False
 
